@@ -1,0 +1,1 @@
+"""Small, download-free example models shared by the notebooks, the README demo and the tests."""

@@ -1,0 +1,209 @@
+"""Engine configuration: traitlets traits, plus TorchServe's `config.properties` keys.
+
+Traitlets lets the same options come from `jupyter_server_config.py`, `ipython_config.py`,
+a `jupyter_torchserve_config.py` or the command line. TorchServe users bring a
+`config.properties`; the keys that mean the same thing here are read from it, so an existing
+file keeps working (`--ts-config`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from jupyter_core.paths import jupyter_data_dir
+from traitlets import Bool, Float, Int, List, Unicode, default
+from traitlets.config import Configurable
+
+
+def _default_root() -> Path:
+    return Path(jupyter_data_dir()) / "torchserve"
+
+
+class EngineConfig(Configurable):
+    """Everything the serving engine can be told."""
+
+    inference_address = Unicode(
+        "http://127.0.0.1:8080", help="Inference API address (TorchServe: inference_address)."
+    ).tag(config=True)
+    management_address = Unicode(
+        "http://127.0.0.1:8081", help="Management API address (TorchServe: management_address)."
+    ).tag(config=True)
+    metrics_address = Unicode(
+        "http://127.0.0.1:8082", help="Metrics API address (TorchServe: metrics_address)."
+    ).tag(config=True)
+    model_store = Unicode(help="Directory that register `url=` names are resolved in.").tag(
+        config=True
+    )
+    state_dir = Unicode(
+        help="Where logs, the key file, the snapshot and unpacked archives live. "
+        "Defaults to a folder per management port, so two engines never share one."
+    ).tag(config=True)
+    load_models = Unicode(
+        "", help="Models to load at start: 'all', 'a.mar,b.mar' or 'name=a.mar,...'."
+    ).tag(config=True)
+    default_workers_per_model = Int(
+        1, help="Workers for start-up models and for register without initial_workers."
+    ).tag(config=True)
+    number_of_gpu = Int(
+        None, allow_none=True, help="Use at most this many GPUs (default: all visible)."
+    ).tag(config=True)
+    job_queue_size = Int(100, help="Requests a model version may queue before 503.").tag(
+        config=True
+    )
+    max_request_size = Int(6553500, help="Largest request body in bytes (413 beyond).").tag(
+        config=True
+    )
+    max_response_size = Int(6553500, help="Largest response body in bytes.").tag(config=True)
+    default_response_timeout = Float(
+        120.0, help="Seconds a batch may take before its worker is replaced."
+    ).tag(config=True)
+    default_startup_timeout = Float(120.0, help="Seconds a worker may take to load.").tag(
+        config=True
+    )
+    allowed_urls = List(
+        Unicode(),
+        default_value=[],
+        help="Regexes a register URL outside the model store must match. Empty: model store only.",
+    ).tag(config=True)
+    disable_token_authorization = Bool(False, help="Serve the management API without a token.").tag(
+        config=True
+    )
+    inference_token_required = Bool(
+        False, help="Also require the inference key on the inference API."
+    ).tag(config=True)
+    token_expiration_min = Float(
+        0.0, help="Minutes a key stays valid (0: until the engine stops)."
+    ).tag(config=True)
+    enable_model_api = Bool(True, help="Allow register and unregister over HTTP.").tag(config=True)
+    model_snapshot = Unicode(
+        "", help="A TorchServe model_snapshot (JSON text or a file path) to restore at start."
+    ).tag(config=True)
+    snapshot = Bool(True, help="Keep a snapshot of models and restore it on start.").tag(
+        config=True
+    )
+    batch_size = Int(1, help="Default batch size for register.").tag(config=True)
+    max_batch_delay = Int(100, help="Default max batch delay (ms) for register.").tag(config=True)
+    max_inflight_per_worker = Int(
+        2, help="Batches sent to a worker before its previous one answered (pipelining)."
+    ).tag(config=True)
+    worker_threads = Int(0, help="torch threads per worker; 0 means cores divided by workers.").tag(
+        config=True
+    )
+    install_py_dep_per_model = Bool(
+        False, help="pip-install an archive's requirements file into a per-model folder."
+    ).tag(config=True)
+    max_archive_size = Int(4 * 1024**3, help="Largest unpacked archive in bytes.").tag(config=True)
+
+    @default("model_store")
+    def _model_store_default(self) -> str:
+        return str(_default_root() / "model-store")
+
+    @default("state_dir")
+    def _state_dir_default(self) -> str:
+        return str(_default_root() / f"engine-{port_of(self.management_address)}")
+
+    def resolved_state_dir(self) -> Path:
+        path = Path(self.state_dir).expanduser()
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+def port_of(address: str) -> int:
+    return split_address(address)[1]
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """`http://127.0.0.1:8080` -> ("127.0.0.1", 8080); a bare `host:port` works too."""
+    if "://" not in address:
+        address = "http://" + address
+    parts = urlsplit(address)
+    if parts.scheme not in ("http", ""):
+        raise ValueError(f"only http addresses are supported, got {address!r}")
+    host = parts.hostname or "127.0.0.1"
+    return host, parts.port or 80
+
+
+# TorchServe config.properties key -> (our trait, converter)
+_TS_KEYS: dict[str, tuple[str, Any]] = {
+    "inference_address": ("inference_address", str),
+    "management_address": ("management_address", str),
+    "metrics_address": ("metrics_address", str),
+    "model_store": ("model_store", str),
+    "load_models": ("load_models", str),
+    "default_workers_per_model": ("default_workers_per_model", int),
+    "number_of_gpu": ("number_of_gpu", int),
+    "job_queue_size": ("job_queue_size", int),
+    "max_request_size": ("max_request_size", int),
+    "max_response_size": ("max_response_size", int),
+    "default_response_timeout": ("default_response_timeout", float),
+    "default_startup_timeout": ("default_startup_timeout", float),
+    "allowed_urls": ("allowed_urls", lambda v: [u for u in v.split(",") if u]),
+    "disable_token_authorization": ("disable_token_authorization", lambda v: _bool(v)),
+    "enable_model_api": ("enable_model_api", lambda v: _bool(v)),
+    "model_snapshot": ("model_snapshot", str),
+    "install_py_dep_per_model": ("install_py_dep_per_model", lambda v: _bool(v)),
+    "token_expiration_min": ("token_expiration_min", float),
+}
+
+
+def _bool(value: str) -> bool:
+    return value.strip().lower() in ("true", "1", "yes", "on")
+
+
+def parse_properties(text: str) -> dict[str, str]:
+    """Parse Java `.properties` text: `key=value` or `key: value`, `#`/`!` comments,
+    backslash continuations; the last duplicate key wins, as in TorchServe."""
+    props: dict[str, str] = {}
+    logical = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not logical and (not line or line[0] in "#!"):
+            continue
+        if line.endswith("\\") and not line.endswith("\\\\"):
+            logical += line[:-1]
+            continue
+        logical += line
+        match = re.match(r"([^=:\s]+)\s*[=:\s]\s*(.*)$", logical)
+        if match:
+            props[match.group(1)] = match.group(2).strip()
+        elif logical:
+            props[logical] = ""
+        logical = ""
+    return props
+
+
+def load_ts_config(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read the keys of a TorchServe `config.properties` that mean the same thing here.
+
+    Returns trait name -> value. Unknown keys are returned under `_ignored` so the CLI can
+    say which ones had no effect instead of silently dropping them.
+    """
+    props = parse_properties(Path(path).read_text())
+    values: dict[str, Any] = {}
+    ignored = []
+    for key, raw in props.items():
+        if key in _TS_KEYS:
+            trait, convert = _TS_KEYS[key]
+            try:
+                values[trait] = convert(raw)
+            except ValueError as e:
+                raise ValueError(f"{path}: bad value for {key}: {raw!r} ({e})") from None
+        else:
+            ignored.append(key)
+    values["_ignored"] = ignored
+    return values
+
+
+def parse_model_snapshot(value: str) -> dict[str, Any] | None:
+    """A TorchServe `model_snapshot` is JSON text in config.properties; accept a path too."""
+    if not value:
+        return None
+    text = value
+    if not value.lstrip().startswith("{"):
+        text = Path(value).expanduser().read_text()
+    return json.loads(text)

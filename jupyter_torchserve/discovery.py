@@ -1,0 +1,108 @@
+"""Discovery files: how kernels, the CLI and the Jupyter server find a running engine.
+
+A running engine writes `jupyter-torchserve-<pid>.json` into the Jupyter runtime directory.
+Readers never trust a file blindly: a file whose pid is gone (a crashed or killed engine) is
+removed on sight, so a stale file never makes a client wait on a dead port.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from jupyter_core.paths import jupyter_runtime_dir
+
+PREFIX = "jupyter-torchserve-"
+
+
+def runtime_dir() -> Path:
+    """The directory discovery files live in (honours `JUPYTER_RUNTIME_DIR`)."""
+    path = Path(jupyter_runtime_dir())
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def discovery_path(pid: int | None = None) -> Path:
+    return runtime_dir() / f"{PREFIX}{pid or os.getpid()}.json"
+
+
+def pid_alive(pid: int) -> bool:
+    """True when a process with this pid exists (zombies count as dead)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            # the state is the field after the parenthesised command name
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        return state != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def write_discovery(info: dict[str, Any]) -> Path:
+    """Write this process's discovery file atomically with mode 0600."""
+    path = discovery_path(info.get("pid"))
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(info, f, indent=1)
+    os.replace(tmp, path)
+    return path
+
+
+def remove_discovery(pid: int | None = None) -> None:
+    try:
+        discovery_path(pid).unlink()
+    except FileNotFoundError:
+        pass
+
+
+def find_engines() -> list[dict[str, Any]]:
+    """Every live engine, newest first; stale files are deleted as they are found."""
+    engines = []
+    for path in runtime_dir().glob(f"{PREFIX}*.json"):
+        try:
+            info = json.loads(path.read_text())
+            pid = int(info["pid"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if not pid_alive(pid):
+            path.unlink(missing_ok=True)
+            continue
+        info["discovery_file"] = str(path)
+        engines.append(info)
+    engines.sort(key=lambda i: i.get("started", 0), reverse=True)
+    return engines
+
+
+def find_engine() -> dict[str, Any] | None:
+    """The newest live engine, or None."""
+    engines = find_engines()
+    return engines[0] if engines else None
+
+
+def wait_for_engine(pid: int, timeout: float) -> dict[str, Any] | None:
+    """Wait until the engine with this pid has written its discovery file."""
+    deadline = time.monotonic() + timeout
+    path = discovery_path(pid)
+    while time.monotonic() < deadline:
+        if path.exists():
+            try:
+                info = json.loads(path.read_text())
+                info["discovery_file"] = str(path)
+                return info
+            except ValueError:
+                pass
+        if not pid_alive(pid):
+            return None
+        time.sleep(0.02)
+    return None

@@ -1,0 +1,1 @@
+"""``ts.metrics`` (compat): the names handlers use to emit custom metrics."""

@@ -1,0 +1,1 @@
+"""``ts.torch_handler`` (compat): BaseHandler, VisionHandler and ImageClassifier without torchvision."""

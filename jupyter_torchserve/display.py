@@ -1,0 +1,475 @@
+"""Rich views of engine state: HTML tables in notebooks, aligned plain text everywhere else.
+
+Why plain objects with ``_repr_html_`` and ``__repr__`` rather than printing: the same value
+renders as a table in JupyterLab, as text in terminal IPython and in nbconvert output, and
+scripts can still read its fields. Nothing here talks to the engine; callers pass the JSON the
+client returned, so these classes stay trivially testable.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+_TABLE_STYLE = (
+    "border-collapse:collapse;font-family:var(--jp-code-font-family,monospace);"
+    "font-size:12px;margin:4px 0"
+)
+_CELL = "padding:2px 8px;border:1px solid var(--jp-border-color2,#ddd);text-align:left"
+
+
+def esc(value: Any) -> str:
+    """HTML-escape anything; None shows as an empty cell."""
+    return "" if value is None else html.escape(str(value))
+
+
+def html_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], caption: str = "") -> str:
+    """A small styled HTML table (cells escaped)."""
+    head = "".join(f'<th style="{_CELL}">{esc(h)}</th>' for h in headers)
+    body = "".join(
+        "<tr>" + "".join(f'<td style="{_CELL}">{esc(c)}</td>' for c in row) + "</tr>"
+        for row in rows
+    )
+    cap = f'<caption style="text-align:left;font-weight:bold">{esc(caption)}</caption>'
+    return f'<table style="{_TABLE_STYLE}">{cap if caption else ""}<tr>{head}</tr>{body}</table>'
+
+
+def text_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """Columns padded to their widest cell: readable in a terminal and in nbconvert output."""
+    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def human_bytes(n: Any) -> str:
+    """1234567 -> '1.2 MB'; non-numbers pass through (TorchServe sends 'N/A' for GPU use)."""
+    try:
+        value = float(n)
+    except (TypeError, ValueError):
+        return "" if n is None else str(n)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(value) < 1000 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return str(n)  # pragma: no cover
+
+
+class _Rich:
+    """Base: subclasses give ``headers``/``rows`` (or override both reprs)."""
+
+    title = ""
+
+    def table(self) -> tuple[list[str], list[list[Any]]]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _repr_html_(self) -> str:
+        headers, rows = self.table()
+        if not rows:
+            return f"<p><b>{esc(self.title)}</b>: none</p>"
+        return html_table(headers, rows, self.title)
+
+    def __repr__(self) -> str:
+        headers, rows = self.table()
+        if not rows:
+            return f"{self.title}: none"
+        return (self.title + "\n" if self.title else "") + text_table(headers, rows)
+
+
+@dataclass(repr=False)
+class ModelList(_Rich):
+    """``%torchserve list``: one row per model version (default version marked)."""
+
+    models: list[dict[str, Any]]
+    descriptions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    title: str = "Models"
+
+    def table(self) -> tuple[list[str], list[list[Any]]]:
+        if not self.descriptions:
+            return ["model", "url"], [[m.get("modelName"), m.get("modelUrl")] for m in self.models]
+        rows: list[list[Any]] = []
+        for m in self.models:
+            name = m.get("modelName")
+            for d in self.descriptions.get(name, []) or [m]:
+                rows.append(
+                    [
+                        name,
+                        d.get("modelVersion", ""),
+                        "yes" if _is_default(d, m) else "",
+                        _workers_summary(d),
+                        d.get("batchSize", ""),
+                        d.get("modelUrl", m.get("modelUrl")),
+                    ]
+                )
+        return ["model", "version", "default", "workers", "batch", "url"], rows
+
+    def __iter__(self):  # scripts iterate the models
+        return iter(self.models)
+
+    def __len__(self) -> int:
+        return len(self.models)
+
+
+def _is_default(desc: dict[str, Any], listed: dict[str, Any]) -> bool:
+    if "isDefault" in desc:
+        return bool(desc["isDefault"])
+    if "defaultVersion" in desc:
+        return bool(desc["defaultVersion"])
+    return desc.get("modelUrl") == listed.get("modelUrl")
+
+
+def _workers_summary(desc: dict[str, Any]) -> str:
+    workers = desc.get("workers") or []
+    ready = sum(1 for w in workers if w.get("status") == "READY")
+    lo, hi = desc.get("minWorkers"), desc.get("maxWorkers")
+    bounds = f" (min {lo}, max {hi})" if lo is not None else ""
+    return f"{ready}/{len(workers)} ready{bounds}"
+
+
+@dataclass(repr=False)
+class ModelDescription(_Rich):
+    """``%torchserve describe NAME``: settings per version, then a worker table."""
+
+    name: str
+    versions: list[dict[str, Any]]
+
+    @property
+    def title(self) -> str:  # type: ignore[override]
+        return f"Model {self.name}"
+
+    def table(self) -> tuple[list[str], list[list[Any]]]:
+        rows = []
+        for d in self.versions:
+            q = d.get("jobQueueStatus") or {}
+            rows.append(
+                [
+                    d.get("modelVersion"),
+                    _workers_summary(d),
+                    d.get("batchSize"),
+                    d.get("maxBatchDelay"),
+                    q.get("pendingRequests", ""),
+                    d.get("deviceType", ""),
+                    d.get("modelUrl"),
+                ]
+            )
+        return ["version", "workers", "batch", "delay ms", "queued", "device", "url"], rows
+
+    def worker_table(self) -> tuple[list[str], list[list[Any]]]:
+        rows = []
+        for d in self.versions:
+            for w in d.get("workers") or []:
+                rows.append(
+                    [
+                        d.get("modelVersion"),
+                        w.get("id"),
+                        w.get("status"),
+                        w.get("pid"),
+                        human_bytes(w.get("memoryUsage")),
+                        "gpu" if w.get("gpu") else "cpu",
+                        w.get("gpuUsage", ""),
+                        w.get("startTime", ""),
+                    ]
+                )
+        return ["version", "worker", "status", "pid", "memory", "device", "gpu use", "since"], rows
+
+    def _extra(self) -> list[tuple[str, Any]]:
+        return [
+            (d.get("modelVersion"), d["customizedMetadata"])
+            for d in self.versions
+            if d.get("customizedMetadata") is not None
+        ]
+
+    def _repr_html_(self) -> str:
+        out = [super()._repr_html_()]
+        wh, wr = self.worker_table()
+        if wr:
+            out.append(html_table(wh, wr, "Workers"))
+        for version, meta in self._extra():
+            out.append(f"<p>Handler metadata ({esc(version)}): <code>{esc(meta)}</code></p>")
+        return "".join(out)
+
+    def __repr__(self) -> str:
+        out = [super().__repr__()]
+        wh, wr = self.worker_table()
+        if wr:
+            out.append("Workers\n" + text_table(wh, wr))
+        for version, meta in self._extra():
+            out.append(f"Handler metadata ({version}): {meta}")
+        return "\n\n".join(out)
+
+
+@dataclass(repr=False)
+class EngineStatus(_Rich):
+    """``%torchserve status``: the engine (process, addresses, GPUs) and its models."""
+
+    info: dict[str, Any] | None
+    engine: dict[str, Any] = field(default_factory=dict)
+    models: ModelList | None = None
+    title: str = "Engine"
+
+    def table(self) -> tuple[list[str], list[list[Any]]]:
+        if self.info is None:
+            return ["", ""], []
+        keys = [
+            ("pid", self.info.get("pid")),
+            ("version", self.engine.get("version", self.info.get("version"))),
+            ("inference", self.info.get("inference_address")),
+            ("management", self.info.get("management_address")),
+            ("metrics", self.info.get("metrics_address")),
+            ("model store", self.info.get("model_store")),
+            ("token file", self.info.get("key_file") or "(token auth off)"),
+            ("logs", self.info.get("log_dir")),
+        ]
+        for k, v in self.engine.items():
+            if k not in ("gpus", "models", "version") and not isinstance(v, (dict, list)):
+                keys.append((k.replace("_", " "), v))
+        return ["", ""], [[k, v] for k, v in keys if v is not None]
+
+    def gpu_table(self) -> tuple[list[str], list[list[Any]]]:
+        gpus = self.engine.get("gpus") or []
+        rows = [
+            [
+                g.get("index", i),
+                g.get("name", ""),
+                human_bytes(g.get("memory_used")),
+                human_bytes(g.get("memory_total")),
+                g.get("utilization", ""),
+            ]
+            for i, g in enumerate(gpus)
+            if isinstance(g, dict)
+        ]
+        return ["gpu", "name", "memory used", "memory total", "utilization %"], rows
+
+    def _not_running(self) -> str:
+        return (
+            "No jupyter_torchserve engine is running. Start one with `%torchserve start` "
+            "(or `jupyter-torchserve start`), or just `%torchserve deploy ...`."
+        )
+
+    def _repr_html_(self) -> str:
+        if self.info is None:
+            return f"<p>{esc(self._not_running())}</p>"
+        headers, rows = self.table()
+        out = [html_table(["engine", ""], rows, "Engine")]
+        gh, gr = self.gpu_table()
+        out.append(html_table(gh, gr, "GPUs") if gr else "<p>GPUs: none (CPU only)</p>")
+        if self.models is not None:
+            out.append(self.models._repr_html_())
+        return "".join(out)
+
+    def __repr__(self) -> str:
+        if self.info is None:
+            return self._not_running()
+        headers, rows = self.table()
+        out = ["Engine\n" + "\n".join(f"  {k:<12} {v}" for k, v in rows)]
+        gh, gr = self.gpu_table()
+        out.append("GPUs\n" + text_table(gh, gr) if gr else "GPUs: none (CPU only)")
+        if self.models is not None:
+            out.append(repr(self.models))
+        return "\n\n".join(out)
+
+
+_SAMPLE = re.compile(r"^([A-Za-z_:][\w:]*)(\{(.*)\})?\s+(\S+)")
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def parse_prometheus(text: str) -> list[tuple[str, dict[str, str], float]]:
+    """Samples of a Prometheus text page (tolerates TorchServe's trailing comma in labels)."""
+    out = []
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = _SAMPLE.match(line)
+        if not m:
+            continue
+        try:
+            value = float(m.group(4))
+        except ValueError:
+            continue
+        out.append((m.group(1), dict(_LABEL.findall(m.group(3) or "")), value))
+    return out
+
+
+@dataclass(repr=False)
+class Metrics(_Rich):
+    """``%torchserve metrics``: the ts_* and worker samples as a table; raw text in ``.text``."""
+
+    text: str
+    model: str | None = None
+    title: str = "Metrics"
+
+    def samples(self) -> list[tuple[str, dict[str, str], float]]:
+        rows = parse_prometheus(self.text)
+        if self.model:
+            rows = [r for r in rows if r[1].get("model_name") in (None, self.model)]
+        return rows
+
+    def table(self) -> tuple[list[str], list[list[Any]]]:
+        rows = []
+        for name, labels, value in self.samples():
+            if name.startswith("python_") or name.startswith("process_"):
+                continue
+            lab = ", ".join(f"{k}={v}" for k, v in labels.items() if k != "hostname")
+            rows.append([name, lab, f"{value:g}"])
+        return ["metric", "labels", "value"], rows
+
+    def value(self, name: str, **labels: str) -> float:
+        """Sum of the samples of ``name`` whose labels match: handy in tests and scripts."""
+        return sum(
+            v
+            for n, lab, v in self.samples()
+            if n == name and all(lab.get(k) == x for k, x in labels.items())
+        )
+
+
+@dataclass(repr=False)
+class Logs:
+    """``%torchserve logs NAME``: the tail of a model's worker log, shown verbatim."""
+
+    name: str
+    text: str
+
+    def _repr_html_(self) -> str:
+        return (
+            f"<details open><summary>Logs of {esc(self.name)}</summary>"
+            f'<pre style="max-height:30em;overflow:auto">{esc(self.text)}</pre></details>'
+        )
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+@dataclass(repr=False)
+class Message:
+    """A one-line outcome (``Model "mnist" unregistered``) that also keeps the engine's JSON."""
+
+    text: str
+    data: Any = None
+
+    def _repr_html_(self) -> str:
+        return f"<p>{esc(self.text)}</p>"
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+# ------------------------------------------------------------------------------------------
+# deployment summary and snippets
+# ------------------------------------------------------------------------------------------
+def _q(text: str) -> str:
+    """Single-quote for a POSIX shell."""
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+def deployment_snippets(dep: Any) -> dict[str, str]:
+    """Ready-to-run commands for a :class:`~jupyter_torchserve.api.Deployment`.
+
+    The example payloads were written into the model store by ``deploy``, so the curl lines
+    run as they are (``!`` in a notebook cell, or a terminal). The management token is
+    inlined where one is needed; it is the engine's current key (see ``info['key_file']``).
+    """
+    ep = dep.endpoints
+    raw = dep.payloads.get("raw")
+    out: dict[str, str] = {}
+    if raw and raw.endswith((".png", ".jpg")):
+        out["curl"] = f"curl -T {_q(raw)} {ep['predictions']}"
+    elif raw:
+        ctype = "application/json" if raw.endswith(".json") else "text/plain"
+        out["curl"] = (
+            f"curl -X POST {ep['predictions']} -H 'Content-Type: {ctype}' --data-binary @{_q(raw)}"
+        )
+    for kind, key in (("v1", "kserve_v1"), ("v2", "kserve_v2")):
+        path = dep.payloads.get(kind)
+        if path:
+            out[f"curl_{kind}"] = (
+                f"curl -X POST {ep[key]} -H 'Content-Type: application/json' -d @{_q(path)}"
+            )
+    token = dep.token
+    auth = f" -H 'Authorization: Bearer {token}'" if token else ""
+    mgmt = f"{dep.management_address}/models/{dep.name}"
+    out["curl_describe"] = f"curl{auth} {mgmt}"
+    out["curl_scale"] = f"curl{auth} -X PUT '{mgmt}/{dep.version}?min_worker=2&synchronous=true'"
+    out["curl_metrics"] = f"curl {ep['metrics']}"
+    if raw:
+        binary = not raw.endswith((".json", ".txt"))
+        ctype = (
+            "image/png"
+            if raw.endswith(".png")
+            else "application/json"
+            if raw.endswith(".json")
+            else "application/octet-stream"
+        )
+        out["python"] = "\n".join(
+            [
+                "import requests",
+                f"with open({raw!r}, {'rb' if binary else 'r'!r}) as f:",
+                f"    r = requests.post({ep['predictions']!r}, data=f.read(),",
+                f"                      headers={{'Content-Type': {ctype!r}}})",
+                "print(r.status_code, r.json())",
+            ]
+        )
+    if dep.payloads.get("v2"):
+        out["python_v2"] = "\n".join(
+            [
+                "import json, requests",
+                f"payload = json.load(open({dep.payloads['v2']!r}))",
+                f"print(requests.post({ep['kserve_v2']!r}, json=payload).json())",
+            ]
+        )
+    return out
+
+
+_SNIPPET_TITLES = {
+    "curl": "TorchServe API",
+    "curl_v1": "KServe v1",
+    "curl_v2": "KServe v2 / Open Inference Protocol",
+    "python": "Python requests",
+    "python_v2": "Python requests, KServe v2",
+    "curl_describe": "Describe (management, token)",
+    "curl_scale": "Scale to 2 workers (management, token)",
+    "curl_metrics": "Prometheus metrics",
+}
+
+
+def _summary_rows(dep: Any) -> list[tuple[str, Any]]:
+    rows: list[tuple[str, Any]] = [
+        ("model", f"{dep.name} {dep.version}" + (" (default)" if dep.is_default else "")),
+        ("handler", dep.handler or "tensor"),
+        ("archive", f"{dep.archive_path} ({dep.archive_format or '?'})"),
+        ("workers", f"{dep.workers}, batch {dep.batch_size}, delay {dep.max_batch_delay} ms"),
+    ]
+    if dep.preflight_max_abs_diff is not None:
+        rows.append(("pre-flight", f"max abs diff {dep.preflight_max_abs_diff:.3g}"))
+    rows.append(("parity", str(dep.parity) if dep.parity else "not checked (no example)"))
+    if dep.timings:
+        rows.append(("took", ", ".join(f"{k} {v:.1f} s" for k, v in dep.timings.items())))
+    for key in ("predictions", "kserve_v1", "kserve_v2", "kserve_v2_metadata", "management"):
+        rows.append((key.replace("_", " "), dep.endpoints[key]))
+    return rows
+
+
+def deployment_html(dep: Any) -> str:
+    ok = dep.parity is None or dep.parity.ok is not False
+    colour = "#2e7d32" if ok else "#c62828"
+    head = (
+        f'<h4 style="color:{colour};margin:4px 0">Serving {esc(dep.name)} {esc(dep.version)}</h4>'
+    )
+    table = html_table(["", ""], _summary_rows(dep))
+    snips = "".join(
+        f"<div><b>{esc(_SNIPPET_TITLES.get(k, k))}</b><pre style='margin:2px 0 6px'>{esc(v)}</pre></div>"
+        for k, v in dep.snippets.items()
+    )
+    return f"{head}{table}<details open><summary>Snippets</summary>{snips}</details>"
+
+
+def deployment_text(dep: Any) -> str:
+    lines = [f"Serving {dep.name} {dep.version}"]
+    lines += [f"  {k:<20} {v}" for k, v in _summary_rows(dep)]
+    for key, snippet in dep.snippets.items():
+        lines.append(f"\n# {_SNIPPET_TITLES.get(key, key)}")
+        lines.append(snippet)
+    return "\n".join(lines)

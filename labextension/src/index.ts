@@ -1,0 +1,83 @@
+/**
+ * jupyter-torchserve: a left-area sidebar to see and steer the TorchServe engine, and its
+ * commands in the command palette.
+ */
+import {
+  ILayoutRestorer,
+  JupyterFrontEnd,
+  JupyterFrontEndPlugin
+} from '@jupyterlab/application';
+import { ICommandPalette } from '@jupyterlab/apputils';
+
+import { api } from './api';
+import { TorchServeModel } from './model';
+import { TABS, Tab, TorchServePanel } from './panel';
+
+/** Command ids (also used by the browser tests). */
+export namespace CommandIDs {
+  export const open = 'torchserve:open';
+  export const refresh = 'torchserve:refresh';
+  export const start = 'torchserve:start-engine';
+  export const stop = 'torchserve:stop-engine';
+}
+
+const CATEGORY = 'TorchServe';
+
+const plugin: JupyterFrontEndPlugin<void> = {
+  id: 'jupyter-torchserve:plugin',
+  description: 'Sidebar for the jupyter_torchserve engine: models, tests, logs and metrics.',
+  autoStart: true,
+  optional: [ICommandPalette, ILayoutRestorer],
+  activate: (
+    app: JupyterFrontEnd,
+    palette: ICommandPalette | null,
+    restorer: ILayoutRestorer | null
+  ) => {
+    const model = new TorchServeModel();
+    const panel = new TorchServePanel(model);
+    app.shell.add(panel, 'left', { rank: 900 });
+    restorer?.add(panel, panel.id);
+    model.start();
+
+    app.commands.addCommand(CommandIDs.open, {
+      label: args => (args.tab ? `Open TorchServe ${args.tab}` : 'Open the TorchServe sidebar'),
+      caption: 'Show the TorchServe sidebar (optionally on a tab)',
+      execute: args => {
+        const tab = args.tab as Tab | undefined;
+        if (tab && (TABS as readonly string[]).includes(tab)) {
+          panel.setTab(tab);
+        }
+        app.shell.activateById(panel.id);
+      }
+    });
+    app.commands.addCommand(CommandIDs.refresh, {
+      label: 'Refresh TorchServe status',
+      execute: () => model.refresh()
+    });
+    app.commands.addCommand(CommandIDs.start, {
+      label: 'Start the TorchServe engine',
+      isEnabled: () => !model.running,
+      execute: async () => {
+        await api.start();
+        await model.refresh();
+      }
+    });
+    app.commands.addCommand(CommandIDs.stop, {
+      label: 'Stop the TorchServe engine',
+      isEnabled: () => model.running,
+      execute: async () => {
+        await api.stop();
+        await model.refresh();
+      }
+    });
+    model.changed.connect(() => app.commands.notifyCommandChanged());
+
+    if (palette) {
+      for (const command of [CommandIDs.open, CommandIDs.refresh, CommandIDs.start, CommandIDs.stop]) {
+        palette.addItem({ command, category: CATEGORY });
+      }
+    }
+  }
+};
+
+export default plugin;

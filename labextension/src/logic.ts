@@ -1,0 +1,255 @@
+/**
+ * Pure functions of the sidebar (no DOM, no JupyterLab imports) so they run under `node --test`.
+ */
+
+/** One worker as TorchServe's describe call reports it. */
+export interface IWorker {
+  id: string;
+  status: string;
+  pid?: number;
+  gpu?: boolean;
+  memoryUsage?: number;
+  startTime?: string;
+}
+
+/** One model version as TorchServe's describe call reports it (plus our `isDefault`). */
+export interface IModelVersion {
+  modelName: string;
+  modelVersion: string;
+  modelUrl?: string;
+  minWorkers?: number;
+  maxWorkers?: number;
+  batchSize?: number;
+  maxBatchDelay?: number;
+  isDefault?: boolean;
+  workers?: IWorker[];
+}
+
+export interface IModelStats {
+  requests?: number;
+  errors?: number;
+  latency_ms_p50?: number;
+  latency_ms_mean?: number;
+  latency_ms_total?: number;
+}
+
+/** A point of the metrics history the charts draw (one per poll). */
+export interface ISample {
+  t: number; // seconds since the epoch
+  requests: number;
+  latencyTotal: number; // ms, cumulative
+}
+
+export type WorkerState = 'ready' | 'busy' | 'loading' | 'failed';
+
+/** Map TorchServe's worker status words onto the four colours of the worker dots. */
+export function workerState(status: string | undefined): WorkerState {
+  const s = (status || '').toUpperCase();
+  if (s === 'READY' || s === 'WORKER_MODEL_LOADED' || s === 'IDLE') {
+    return 'ready';
+  }
+  if (s.includes('BUSY') || s.includes('RUNNING')) {
+    return 'busy';
+  }
+  if (s.includes('START') || s.includes('LOAD') || s.includes('SCALED')) {
+    return 'loading';
+  }
+  return 'failed';
+}
+
+/** Bytes for people: 6553500 -> "6.25 MiB". */
+export function formatBytes(n: number | undefined | null): string {
+  if (n === undefined || n === null || !isFinite(n)) {
+    return '–';
+  }
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n;
+  let i = 0;
+  while (Math.abs(v) >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return i === 0 ? `${v} B` : `${v.toFixed(2)} ${units[i]}`;
+}
+
+export function formatDuration(seconds: number | undefined | null): string {
+  if (seconds === undefined || seconds === null || !isFinite(seconds)) {
+    return '–';
+  }
+  const s = Math.floor(seconds);
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  const r = s % 60;
+  if (h) {
+    return `${h}h ${m}m`;
+  }
+  if (m) {
+    return `${m}m ${r}s`;
+  }
+  return `${r}s`;
+}
+
+export function formatMs(ms: number | undefined | null): string {
+  if (ms === undefined || ms === null || !isFinite(ms)) {
+    return '–';
+  }
+  return ms >= 100 ? `${ms.toFixed(0)} ms` : `${ms.toFixed(1)} ms`;
+}
+
+/**
+ * Refuse a file before upload when the engine would refuse it (413), naming the limit.
+ * Returns null when the file may be sent.
+ */
+export function checkRequestSize(size: number, limit: number | undefined | null): string | null {
+  if (!limit || limit <= 0 || size <= limit) {
+    return null;
+  }
+  return (
+    `The file is ${formatBytes(size)}, larger than the engine's max_request_size of ` +
+    `${limit} bytes (${formatBytes(limit)}); it was not sent.`
+  );
+}
+
+/** A shell-quoted string for curl snippets. */
+export function shellQuote(s: string): string {
+  return /^[A-Za-z0-9_./:=@%+-]+$/.test(s) ? s : `'${s.replace(/'/g, `'"'"'`)}'`;
+}
+
+/**
+ * The curl commands for a model: through Jupyter (works for remote users, with their Jupyter
+ * token) and straight to the engine's inference address (works on the machine itself).
+ */
+export function curlCommand(
+  model: string,
+  jupyterBaseUrl: string,
+  inferenceAddress?: string | null,
+  version?: string | null
+): string {
+  const tail = `predictions/${encodeURIComponent(model)}${
+    version ? '/' + encodeURIComponent(version) : ''
+  }`;
+  const base = jupyterBaseUrl.endsWith('/') ? jupyterBaseUrl : jupyterBaseUrl + '/';
+  const lines = [
+    '# through Jupyter (set JUPYTER_TOKEN to your Jupyter token)',
+    `curl -H "Authorization: token $JUPYTER_TOKEN" -T input.png ${shellQuote(
+      base + 'torchserve/' + tail
+    )}`
+  ];
+  if (inferenceAddress) {
+    const addr = inferenceAddress.replace(/\/$/, '');
+    lines.push('# straight to the engine', `curl -T input.png ${shellQuote(addr + '/' + tail)}`);
+  }
+  return lines.join('\n');
+}
+
+/** A label and a score, for the top-k bars. */
+export interface IScore {
+  label: string;
+  score: number;
+}
+
+/**
+ * Classifier scores from a prediction response, best first, or null when it is not one.
+ * Understands TorchServe's image_classifier (`{"7": 0.98, ...}` or a list of them),
+ * `{"predictions": [...]}` (KServe v1) and `[{"label": .., "score"|"probability": ..}]`.
+ */
+export function topK(response: unknown, k = 5): IScore[] | null {
+  let r: unknown = response;
+  if (r && typeof r === 'object' && !Array.isArray(r) && 'predictions' in r) {
+    r = (r as { predictions: unknown }).predictions;
+  }
+  if (Array.isArray(r)) {
+    if (r.length && r.every(isLabelScore)) {
+      return sortScores(
+        r.map(x => ({ label: String(x.label), score: Number(x.score ?? x.probability) })),
+        k
+      );
+    }
+    if (r.length === 1) {
+      r = r[0];
+    } else {
+      return null;
+    }
+  }
+  if (r && typeof r === 'object' && !Array.isArray(r)) {
+    const entries = Object.entries(r as Record<string, unknown>);
+    if (entries.length && entries.every(([, v]) => typeof v === 'number' && isFinite(v))) {
+      return sortScores(
+        entries.map(([label, score]) => ({ label, score: score as number })),
+        k
+      );
+    }
+  }
+  return null;
+}
+
+function isLabelScore(x: unknown): x is { label: unknown; score?: unknown; probability?: unknown } {
+  return (
+    !!x &&
+    typeof x === 'object' &&
+    'label' in x &&
+    (typeof (x as { score?: unknown }).score === 'number' ||
+      typeof (x as { probability?: unknown }).probability === 'number')
+  );
+}
+
+function sortScores(scores: IScore[], k: number): IScore[] {
+  return scores.sort((a, b) => b.score - a.score).slice(0, k);
+}
+
+/** Keep only the samples of the last `windowS` seconds (the charts show a few minutes). */
+export function trimHistory(history: ISample[], now: number, windowS = 300): ISample[] {
+  return history.filter(s => now - s.t <= windowS);
+}
+
+/** Requests per second and mean latency per interval from cumulative counters. */
+export function rates(history: ISample[]): { t: number; rps: number; latencyMs: number | null }[] {
+  const out: { t: number; rps: number; latencyMs: number | null }[] = [];
+  for (let i = 1; i < history.length; i++) {
+    const a = history[i - 1];
+    const b = history[i];
+    const dt = b.t - a.t;
+    const dr = b.requests - a.requests;
+    if (dt <= 0 || dr < 0) {
+      continue; // engine restarted (counters reset): skip the step
+    }
+    const dl = b.latencyTotal - a.latencyTotal;
+    out.push({ t: b.t, rps: dr / dt, latencyMs: dr > 0 && dl >= 0 ? dl / dr : null });
+  }
+  return out;
+}
+
+/** Next poll delay: the normal period while the engine answers, doubling up to a cap when not. */
+export function nextDelay(failures: number, baseMs = 2000, maxMs = 30000): number {
+  if (failures <= 0) {
+    return baseMs;
+  }
+  return Math.min(maxMs, baseMs * Math.pow(2, failures));
+}
+
+/** Parse server-sent events from a text buffer: returns complete `data:` payloads and the rest. */
+export function parseSSE(buffer: string): { events: string[]; rest: string } {
+  const events: string[] = [];
+  const parts = buffer.split(/\r?\n\r?\n/);
+  const rest = parts.pop() ?? '';
+  for (const part of parts) {
+    const data = part
+      .split(/\r?\n/)
+      .filter(l => l.startsWith('data:'))
+      .map(l => l.slice(5).replace(/^ /, ''));
+    if (data.length) {
+      events.push(data.join('\n'));
+    }
+  }
+  return { events, rest };
+}
+
+/** Pretty-print a response body: JSON indented, anything else as text. */
+export function prettyBody(text: string): { pretty: string; json: unknown } {
+  try {
+    const json = JSON.parse(text);
+    return { pretty: JSON.stringify(json, null, 2), json };
+  } catch {
+    return { pretty: text, json: undefined };
+  }
+}

@@ -450,7 +450,7 @@ def deploy(
         version, old = _choose_version(name, version, existing, replace)
 
         t = time.monotonic()
-        example_tensor, request_example = _split_example(example, handler_name, handler_config)
+        example_tensor, request_example = _split_example(example, handler, handler_config)
         with prog.step("archive + pre-flight") as s:
             result, store_name = _archive_into_store(
                 model,
@@ -517,6 +517,7 @@ def deploy(
                     request_example,
                     tolerance,
                     labels=_labels_from(extra_files),
+                    hooks=hooks_of(handler),
                 )
                 s["note"] = str(dep.parity)
             timings["parity"] = time.monotonic() - t
@@ -671,33 +672,53 @@ def _is_image_bytes(data: Any) -> bool:
     )
 
 
+def hooks_of(handler: Any) -> dict[str, Any]:
+    """Notebook hook functions (``{"preprocess": f, "postprocess": g}``), else {}."""
+    import types
+
+    if isinstance(handler, dict):
+        items = handler
+    elif isinstance(handler, types.SimpleNamespace):
+        items = vars(handler)
+    else:
+        return {}
+    return {k: v for k, v in items.items() if callable(v)}
+
+
 def _split_example(
-    example: Any, handler: str | None, handler_config: dict[str, Any] | None
+    example: Any, handler: Any, handler_config: dict[str, Any] | None
 ) -> tuple[Any, Any]:
     """``(model input tensor, request body)`` from what the user gave as ``example``.
 
     For image handlers a PNG/JPEG (bytes, path or PIL image) is the request, and the model
     input is what the handler's pre-processing makes of it; a tensor example is turned into
-    a PNG the same way round. For other handlers the tensor is both.
+    a PNG the same way round. With notebook ``preprocess`` hooks, a non-tensor example is the
+    request and the hook, run here in the kernel, makes the model input. For other handlers
+    the tensor is both.
     """
     if example is None:
         return None, None
-    if isinstance(example, (str, Path)) and Path(example).is_file():
-        example = Path(example).read_bytes()
+    if isinstance(example, Path) and example.is_file():
+        example = example.read_bytes()
     if type(example).__module__.startswith("PIL."):
         buf = io.BytesIO()
         example.save(buf, format="PNG")
         example = buf.getvalue()
-    if handler in IMAGE_HANDLERS:
+    if isinstance(handler, str) and handler in IMAGE_HANDLERS:
+        if isinstance(example, str) and Path(example).is_file():
+            example = Path(example).read_bytes()
         if _is_image_bytes(example):
             return image_to_tensor(example, handler_config), bytes(example)
         tensor = _as_tensor(example)
         return tensor, tensor_to_png(tensor, handler_config)
-    if isinstance(example, (bytes, bytearray, str)):
-        return None, example
-    if isinstance(example, (tuple, list)) and len(example) == 1:
+    if isinstance(example, (tuple, list)) and len(example) == 1 and _tensor_like(example[0]):
         example = example[0]
-    return _as_tensor(example) if _tensor_like(example) else example, None
+    if _tensor_like(example):
+        return _as_tensor(example), None
+    hooks = hooks_of(handler)
+    if "preprocess" in hooks:
+        return hooks["preprocess"]([{"body": example}]), example
+    return None, example
 
 
 def _tensor_like(x: Any) -> bool:
@@ -713,9 +734,12 @@ def _as_tensor(x: Any) -> Any:
 def _norm(handler_config: dict[str, Any] | None) -> tuple[list[float] | None, list[float] | None]:
     cfg = handler_config or {}
     mean, std = cfg.get("mean"), cfg.get("std")
-    as_list = lambda v: (
-        None if v is None else [float(x) for x in (v if isinstance(v, (list, tuple)) else [v])]
-    )  # noqa: E731
+
+    def as_list(v: Any) -> list[float] | None:
+        if v is None:
+            return None
+        return [float(x) for x in (v if isinstance(v, (list, tuple)) else [v])]
+
     return as_list(mean), as_list(std)
 
 
@@ -832,12 +856,15 @@ def check_parity(
     request: Any,
     tolerance: float = DEFAULT_TOLERANCE,
     labels: dict[str, str] | None = None,
+    hooks: dict[str, Any] | None = None,
 ) -> Parity:
     """Send the example through ``/predictions`` and compare with the in-kernel model.
 
     * tensor-style answers (a nested list): compared element-wise with ``model(example)``;
     * image_classifier (``{label: probability}``): compared with the softmax of the model
-      output on the same decoded image, label by label.
+      output on the same decoded image, label by label;
+    * notebook hooks: ``postprocess(model(preprocess([request])))`` run here in the kernel
+      against the served answer (numbers compared with the tolerance, the rest for equality).
 
     Anything else cannot be compared without knowing the handler's meaning: skipped, and
     the answer is kept in ``served`` for the user to look at.
@@ -845,6 +872,8 @@ def check_parity(
     import numpy as np
 
     version = None if dep.is_default else dep.version
+    if hooks:
+        return _hooks_parity(c, dep, model, tensor, request, hooks, tolerance, version)
     if _is_image_bytes(request):
         body, ctype = request, "image/png" if request[:4] == b"\x89PNG" else "image/jpeg"
     elif tensor is not None:
@@ -873,6 +902,66 @@ def check_parity(
     diff = float(np.max(np.abs(got.reshape(-1) - want.reshape(-1)))) if got.size else 0.0
     ok = bool(np.isfinite(diff) and diff <= tolerance)
     return Parity(ok, diff, tolerance, served=served, expected=want.tolist())
+
+
+def _hooks_parity(
+    c: Any,
+    dep: Deployment,
+    model: Any,
+    tensor: Any,
+    request: Any,
+    hooks: dict[str, Any],
+    tolerance: float,
+    version: str | None,
+) -> Parity:
+    """The notebook's own pre/post-processing around the in-kernel model vs the served answer."""
+    if request is not None:
+        resp = c.predict(dep.name, request, version=version)
+    else:
+        resp = c.predict(
+            dep.name, json.dumps(tensor.tolist()).encode(), version, "application/json"
+        )
+    served = decode_response(resp)
+    if tensor is None:
+        return Parity(None, detail="no model input: give a tensor or a preprocess hook")
+    out = _model_output(model, tensor)
+    expected = hooks["postprocess"](out) if "postprocess" in hooks else _to_numpy(out).tolist()
+    if isinstance(expected, (list, tuple)) and len(expected) == 1:
+        expected = expected[0]
+    diff = _max_diff(served, _plain(expected))
+    if diff is None:
+        return Parity(None, detail="answers are not comparable", served=served)
+    return Parity(diff <= tolerance, diff, tolerance, served=served, expected=_plain(expected))
+
+
+def _plain(value: Any) -> Any:
+    """Tensors/arrays/numpy scalars -> JSON-like Python values, as the worker would send."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _max_diff(a: Any, b: Any) -> float | None:
+    """Max abs difference of two JSON-like values; inf when their structure differs."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return 0.0 if a == b else float("inf")
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return abs(float(a) - float(b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        if set(map(str, a)) != set(map(str, b)):
+            return float("inf")
+        diffs = [_max_diff(a[k], b[k]) for k in a]
+        return max([d for d in diffs if d is not None], default=0.0)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        if len(a) != len(b):
+            return float("inf")
+        diffs = [_max_diff(x, y) for x, y in zip(a, b, strict=True)]
+        return max([d for d in diffs if d is not None], default=0.0)
+    return 0.0 if a == b else float("inf")
 
 
 def _to_numpy(out: Any) -> Any:

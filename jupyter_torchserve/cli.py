@@ -1,0 +1,174 @@
+"""`jupyter-torchserve start|stop|status` (also `python -m jupyter_torchserve`).
+
+Built on traitlets `Application` so every `EngineConfig` option is a flag
+(`--EngineConfig.job_queue_size=200`) and config files work as everywhere in Jupyter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from typing import Any
+
+from traitlets import Bool, Unicode
+from traitlets.config import Application
+
+from . import discovery
+from ._version import __version__
+from .config import EngineConfig, load_ts_config
+
+_aliases = {
+    "inference-address": "EngineConfig.inference_address",
+    "management-address": "EngineConfig.management_address",
+    "metrics-address": "EngineConfig.metrics_address",
+    "model-store": "EngineConfig.model_store",
+    "models": "EngineConfig.load_models",
+    "state-dir": "EngineConfig.state_dir",
+    "ts-config": "StartApp.ts_config",
+    "config-json": "StartApp.config_json",
+}
+_flags = {
+    "foreground": ({"StartApp": {"foreground": True}}, "Run in this process (for debugging)."),
+    "disable-token-auth": (
+        {"EngineConfig": {"disable_token_authorization": True}},
+        "Serve the management API without a token.",
+    ),
+    "ncs": ({"EngineConfig": {"snapshot": False}}, "No config snapshot (TorchServe's --ncs)."),
+}
+
+
+class StartApp(Application):
+    name = "jupyter-torchserve start"
+    description = "Start a serving engine (in the background unless --foreground)."
+    aliases = _aliases
+    flags = _flags
+    classes = [EngineConfig]
+    foreground = Bool(False, help="Run the engine in this process.").tag(config=True)
+    ts_config = Unicode("", help="A TorchServe config.properties to read.").tag(config=True)
+    config_json = Unicode("", help="EngineConfig values as JSON (used by the launcher).").tag(
+        config=True
+    )
+
+    def engine_config(self) -> tuple[EngineConfig, dict[str, Any]]:
+        values: dict[str, Any] = {}
+        if self.ts_config:
+            values = load_ts_config(self.ts_config)
+            ignored = values.pop("_ignored")
+            if ignored:
+                self.log.info("config.properties keys with no effect here: %s", ", ".join(ignored))
+        if self.config_json:
+            values.update(json.loads(self.config_json))
+        cfg = EngineConfig(parent=self)
+        for key, value in values.items():
+            setattr(cfg, key, value)
+        return cfg, values
+
+    def start(self) -> None:
+        cfg, values = self.engine_config()
+        if self.foreground:
+            from .engine.app import serve
+
+            logging.basicConfig(
+                level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+            )
+            asyncio.run(serve(cfg))
+            return
+        from .launcher import EngineStartError, start_engine
+
+        explicit = {k: getattr(cfg, k) for k in cfg.trait_names() if cfg.trait_has_value(k)}
+        explicit.pop("config", None)
+        explicit.pop("parent", None)
+        explicit.pop("log", None)
+        try:
+            info = start_engine(**{k: v for k, v in explicit.items() if k in _config_traits()})
+        except EngineStartError as e:
+            print(str(e), file=sys.stderr)
+            self.exit(1)
+        _print_info(info)
+
+
+def _config_traits() -> set[str]:
+    return set(EngineConfig.class_trait_names(config=True))
+
+
+def _print_info(info: dict[str, Any]) -> None:
+    print(f"engine pid {info['pid']} (jupyter_torchserve {info.get('version')})")
+    print(f"  inference   {info['inference_address']}")
+    print(f"  management  {info['management_address']}")
+    print(f"  metrics     {info['metrics_address']}")
+    print(f"  model store {info['model_store']}")
+    if info.get("key_file"):
+        print(f"  key file    {info['key_file']}")
+    print(f"  logs        {info['log_dir']}")
+
+
+class StopApp(Application):
+    name = "jupyter-torchserve stop"
+    description = "Stop the running engine(s)."
+    all = Bool(False, help="Stop every engine, not only the newest.").tag(config=True)
+    flags = {"all": ({"StopApp": {"all": True}}, "Stop every running engine.")}
+
+    def start(self) -> None:
+        from .launcher import stop_engine
+
+        engines = discovery.find_engines()
+        if not engines:
+            print("no engine is running")
+            return
+        for info in engines if self.all else engines[:1]:
+            stop_engine(info)
+            print(f"stopped engine pid {info['pid']}")
+
+
+class StatusApp(Application):
+    name = "jupyter-torchserve status"
+    description = "Show running engines and their models."
+
+    def start(self) -> None:
+        from .client import Client, EngineError
+
+        engines = discovery.find_engines()
+        if not engines:
+            print("no engine is running")
+            self.exit(1)
+        for info in engines:
+            _print_info(info)
+            try:
+                client = Client.from_info(info, timeout=10)
+                status = client.engine_status()
+                for g in status.get("gpus", []):
+                    print(
+                        f"  gpu {g['index']}   {g['name']} "
+                        f"{g['memory_used'] // 2**20}/{g['memory_total'] // 2**20} MiB"
+                    )
+                for m in client.models:
+                    for d in client.describe(m["modelName"], "all"):
+                        workers = ", ".join(w["status"] for w in d["workers"]) or "no workers"
+                        print(f"  model {d['modelName']} v{d['modelVersion']}: {workers}")
+            except EngineError as e:
+                print(f"  (not answering: {e})")
+
+
+class TorchServeApp(Application):
+    name = "jupyter-torchserve"
+    version = __version__
+    description = "Serve PyTorch models with a TorchServe-compatible engine."
+    subcommands = {
+        "start": (StartApp, StartApp.description),
+        "stop": (StopApp, StopApp.description),
+        "status": (StatusApp, StatusApp.description),
+    }
+
+    def start(self) -> None:
+        if self.subapp is None:
+            self.print_subcommands()
+            self.exit(1)
+        self.subapp.start()
+
+
+def main(argv: list[str] | None = None) -> None:
+    app = TorchServeApp.instance()
+    app.initialize(argv)
+    app.start()

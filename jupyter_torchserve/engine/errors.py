@@ -1,0 +1,68 @@
+"""TorchServe-shaped API errors: `{"code", "type", "message"}` with the matching status.
+
+The `type` is the Java exception's simple name TorchServe would use, so clients that switch
+on it (and people who search for it) keep working.
+"""
+
+from __future__ import annotations
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, type: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.type = type
+        self.message = message
+
+    def to_json(self) -> dict[str, object]:
+        return {"code": self.status, "type": self.type, "message": self.message}
+
+
+def model_not_found(name: str) -> ApiError:
+    return ApiError(404, "ModelNotFoundException", f"Model not found: {name}")
+
+
+def version_not_found(name: str, version: str) -> ApiError:
+    return ApiError(
+        404,
+        "ModelVersionNotFoundException",
+        f"Model version: {version} does not exist for model: {name}",
+    )
+
+
+def bad_request(message: str) -> ApiError:
+    return ApiError(400, "BadRequestException", message)
+
+
+def no_worker(name: str) -> ApiError:
+    return ApiError(
+        503,
+        "ServiceUnavailableException",
+        f'Model "{name}" has no worker to serve inference request. '
+        "Please use scale workers API to add workers. If this is a sequence inference, "
+        "please check if it is closed, or expired; or exceeds maxSequenceJobQueueSize",
+    )
+
+
+def not_found_route() -> ApiError:
+    return ApiError(
+        404,
+        "ResourceNotFoundException",
+        "Requested resource is not found, please refer to API document.",
+    )
+
+
+def method_not_allowed() -> ApiError:
+    return ApiError(
+        405,
+        "MethodNotAllowedException",
+        "Requested method is not allowed, please refer to API document.",
+    )
+
+
+def invalid_key() -> ApiError:
+    return ApiError(
+        400,
+        "InvalidKeyException",
+        "Token Authorization failed. Token either incorrect, expired, or not provided correctly",
+    )

@@ -1,0 +1,154 @@
+"""What every API handler shares: JSON errors, token checks, bounded request bodies.
+
+Bodies are streamed (`stream_request_body`) so an oversized upload is refused with
+TorchServe's 413 as soon as its Content-Length (or its running size) passes
+`max_request_size`, instead of being read into memory first.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from tornado import web
+
+from .errors import ApiError, invalid_key, not_found_route
+
+if TYPE_CHECKING:
+    from .core import Engine
+
+log = logging.getLogger("jupyter_torchserve.engine")
+
+
+@web.stream_request_body
+class BaseHandler(web.RequestHandler):
+    api = "inference"  # which key protects this handler: "inference" | "management" | None
+
+    def initialize(self, engine: Engine) -> None:
+        self.engine = engine
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._too_large = False
+
+    def set_default_headers(self) -> None:
+        self.set_header("x-request-id", str(uuid.uuid4()))
+        self.clear_header("Server")
+
+    # -- auth -----------------------------------------------------------------------------
+    def prepare(self) -> None:
+        keys = self.engine.keys
+        if keys is not None and self.api is not None:
+            required = self.api == "management" or self.engine.config.inference_token_required
+            if required and not keys.check(self.api, self.request.headers.get("Authorization")):
+                raise invalid_key()
+        length = self.request.headers.get("Content-Length")
+        limit = self.engine.config.max_request_size
+        if length is not None and length.isdigit() and int(length) > limit:
+            raise ApiError(
+                413,
+                "RequestEntityTooLarge",
+                f"Request body of {int(length)} bytes exceeds max_request_size ({limit} bytes)",
+            )
+
+    def data_received(self, chunk: bytes) -> None:
+        self._size += len(chunk)
+        if self._size > self.engine.config.max_request_size:
+            self._too_large = True
+            self._chunks.clear()
+            return
+        self._chunks.append(chunk)
+
+    @property
+    def body(self) -> bytes:
+        if self._too_large:
+            limit = self.engine.config.max_request_size
+            raise ApiError(
+                413,
+                "RequestEntityTooLarge",
+                f"Request body exceeds max_request_size ({limit} bytes)",
+            )
+        if len(self._chunks) != 1:
+            self._chunks = [b"".join(self._chunks)]
+        return self._chunks[0]
+
+    # -- answers --------------------------------------------------------------------------
+    def write_json(self, data: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(data, indent=2))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, ApiError):
+            err = exc
+        elif isinstance(exc, web.HTTPError) and exc.status_code == 405:
+            err = ApiError(
+                405,
+                "MethodNotAllowedException",
+                "Requested method is not allowed, please refer to API document.",
+            )
+        elif isinstance(exc, web.HTTPError):
+            err = ApiError(
+                exc.status_code,
+                "BadRequestException" if exc.status_code < 500 else "InternalServerException",
+                exc.log_message or self._reason,
+            )
+        else:
+            err = ApiError(500, "InternalServerException", f"{type(exc).__name__}: {exc}")
+        self.set_status(err.status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(self.error_body(err), indent=2))
+
+    def error_body(self, err: ApiError) -> dict[str, Any]:
+        return err.to_json()
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, ApiError):
+            return  # an expected answer, not a server fault
+        super().log_exception(typ, value, tb)
+
+    def on_finish(self) -> None:
+        self.engine.metrics.response(self.api or "metrics", self.get_status())
+
+    # -- parameters -----------------------------------------------------------------------
+    def int_arg(self, name: str, default: int | None = None) -> int | None:
+        raw = self.get_query_argument(name, None)
+        if raw is None or raw == "":
+            return default
+        try:
+            return int(raw)
+        except ValueError:
+            raise ApiError(
+                400, "BadRequestException", f"Parameter {name} must be an integer, got {raw!r}"
+            ) from None
+
+    def float_arg(self, name: str, default: float | None = None) -> float | None:
+        raw = self.get_query_argument(name, None)
+        if raw is None or raw == "":
+            return default
+        try:
+            return float(raw)
+        except ValueError:
+            raise ApiError(
+                400, "BadRequestException", f"Parameter {name} must be a number, got {raw!r}"
+            ) from None
+
+    def bool_arg(self, name: str, default: bool) -> bool:
+        raw = self.get_query_argument(name, None)
+        if raw is None or raw == "":
+            return default
+        value = raw.strip().lower()
+        if value not in ("true", "false", "1", "0"):
+            raise ApiError(
+                400, "BadRequestException", f"Parameter {name} must be true or false, got {raw!r}"
+            )
+        return value in ("true", "1")
+
+
+class NotFoundHandler(BaseHandler):
+    api = None
+
+    def prepare(self) -> None:
+        raise not_found_route()

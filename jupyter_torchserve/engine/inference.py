@@ -1,0 +1,174 @@
+"""Inference API: TorchServe's /predictions and /explanations, /ping, and the way requests
+turn into jobs. KServe v1/v2 routes (kserve.py) reuse `run_jobs`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from typing import Any
+from urllib.parse import parse_qsl
+
+from tornado import httputil
+
+from .errors import ApiError
+from .http_base import BaseHandler
+from .jobs import Job, Reply
+from .model import ModelVersion
+
+# headers a handler never needs to see (and must not see: the token)
+_HIDDEN_HEADERS = {"authorization", "cookie", "content-length", "connection", "host"}
+
+
+class InferenceHandler(BaseHandler):
+    def handler_headers(self, **extra: str) -> dict[str, str]:
+        headers = {
+            k.lower(): v
+            for k, v in self.request.headers.get_all()
+            if k.lower() not in _HIDDEN_HEADERS
+        }
+        headers.update(extra)
+        return headers
+
+    def body_params(self) -> list[tuple[str, str, bytes]]:
+        """The request as TorchServe's handler inputs: a raw body, form fields or files."""
+        body = self.body
+        ctype = self.request.headers.get("Content-Type", "")
+        main = ctype.split(";")[0].strip().lower()
+        if main == "multipart/form-data":
+            args: dict[str, list[bytes]] = {}
+            files: dict[str, list[httputil.HTTPFile]] = {}
+            httputil.parse_body_arguments(ctype, body, args, files, self.request.headers)
+            params = [(n, "text/plain", v) for n, vs in args.items() for v in vs]
+            params += [
+                (n, f.content_type or "application/octet-stream", f.body)
+                for n, fs in files.items()
+                for f in fs
+            ]
+            if not params:
+                raise ApiError(400, "BadRequestException", "Empty multipart request")
+            return params
+        if main == "application/x-www-form-urlencoded":
+            # curl -d sends this by default; TorchServe fails with 500. Read what was meant.
+            return _form_or_raw(body)
+        return [("body", ctype or "application/octet-stream", body)]
+
+    async def run_jobs(
+        self,
+        mv: ModelVersion,
+        url_version: str | None,
+        items: list[list[tuple[str, str, bytes]]],
+        headers: dict[str, str],
+        on_chunk: Any = None,
+    ) -> list[Reply]:
+        """Queue one job per item, wait for all, keep metrics. Errors propagate as ApiError."""
+        loop = asyncio.get_running_loop()
+        jobs = []
+        request_id = self._headers.get("x-request-id") or str(uuid.uuid4())
+        for i, params in enumerate(items):
+            job = Job(
+                id=request_id if len(items) == 1 else f"{request_id}-{i}",
+                headers=headers,
+                params=params,
+                future=loop.create_future(),
+                on_chunk=on_chunk,
+            )
+            self.engine.metrics.request_received(mv, url_version)
+            mv.submit(job)
+            jobs.append(job)
+        try:
+            replies = await asyncio.gather(*(j.future for j in jobs))
+        finally:
+            for job in jobs:
+                if job.future.done() and not job.future.cancelled():
+                    self.engine.metrics.request_answered(mv, url_version, job)
+        return list(replies)
+
+    def send_reply(self, reply: Reply) -> None:
+        limit = self.engine.config.max_response_size
+        if len(reply.body) > limit:
+            raise ApiError(
+                500,
+                "InternalServerException",
+                f"Response of {len(reply.body)} bytes exceeds max_response_size ({limit} bytes)",
+            )
+        self.set_status(
+            reply.status, reply.reason if reply.status not in httputil.responses else None
+        )
+        self.set_header("Content-Type", reply.content_type)
+        for k, v in reply.headers.items():
+            self.set_header(k, v)
+        self.finish(reply.body)
+
+
+class PingHandler(InferenceHandler):
+    def get(self) -> None:
+        healthy = all(
+            len(v.ready_workers) >= v.min_workers or len(v.live_workers) >= v.min_workers
+            for v in self.engine.all_versions()
+        )
+        if healthy:
+            self.write_json({"status": "Healthy"})
+        else:
+            self.write_json({"status": "Unhealthy"}, 500)
+
+
+class PredictionsHandler(InferenceHandler):
+    explain = False
+
+    async def post(self, name: str, version: str | None = None, extra: str | None = None) -> None:
+        mv = self.engine.get_version(name, version or None)
+        extra_headers = {}
+        if extra:
+            extra_headers["url_path"] = extra.lstrip("/")
+        if self.explain:
+            extra_headers["explain"] = "True"
+        headers = self.handler_headers(**extra_headers)
+        params = self.body_params()
+        streamed = False
+
+        def on_chunk(reply: Reply) -> None:
+            nonlocal streamed
+            if not streamed:
+                self.set_status(reply.status)
+                self.set_header("Content-Type", reply.content_type)
+                streamed = True
+            self.write(reply.body)
+            self.flush()
+
+        (reply,) = await self.run_jobs(mv, version or None, [params], headers, on_chunk)
+        if streamed:
+            self.finish(reply.body)
+        else:
+            self.send_reply(reply)
+
+    put = post
+
+    def options(self, name: str, version: str | None = None, extra: str | None = None) -> None:
+        from .openapi import model_openapi
+
+        mv = self.engine.get_version(name, version or None)
+        self.write_json(model_openapi(mv))
+
+
+class ExplanationsHandler(PredictionsHandler):
+    explain = True
+
+
+def _form_or_raw(body: bytes) -> list[tuple[str, str, bytes]]:
+    stripped = body.strip()
+    if stripped[:1] in (b"{", b"["):
+        try:
+            json.loads(stripped)
+            return [("body", "application/json", stripped)]
+        except ValueError:
+            pass
+    try:
+        text = body.decode("ascii")
+        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=True)
+        if pairs and all(k.replace("_", "").replace("-", "").isalnum() for k, _ in pairs):
+            return [(k, "text/plain", v.encode()) for k, v in pairs]
+    except (UnicodeDecodeError, ValueError):
+        pass
+    return [("body", "application/octet-stream", body)]

@@ -1,0 +1,148 @@
+"""Management API: TorchServe's register/scale/describe/unregister/set-default/list, plus our
+`GET /engine` (status, GPUs) and `GET /models/{m}/logs` (a model's log tail)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import deque
+from typing import Any
+
+from .errors import ApiError, bad_request, method_not_allowed
+from .http_base import BaseHandler
+
+
+class ManagementHandler(BaseHandler):
+    api = "management"
+
+    def params(self) -> dict[str, str]:
+        """Query parameters, or (observed in TorchServe) the same keys as a JSON body."""
+        params = {k: self.get_query_argument(k) for k in self.request.query_arguments}
+        ctype = self.request.headers.get("Content-Type", "")
+        if self.body and ctype.startswith("application/json"):
+            try:
+                body = json.loads(self.body)
+            except ValueError as e:
+                raise bad_request(f"Request body is not valid JSON: {e}") from None
+            if isinstance(body, dict):
+                params.update(
+                    {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in body.items()}
+                )
+        return params
+
+    def require_model_api(self) -> None:
+        if not self.engine.config.enable_model_api:
+            raise method_not_allowed()
+
+
+class ModelsHandler(ManagementHandler):
+    def get(self) -> None:
+        limit = self.int_arg("limit", 100)
+        offset = self.int_arg("next_page_token", 0)
+        assert limit is not None and offset is not None
+        self.write_json(self.engine.list_models(limit, max(0, offset)))
+
+    async def post(self) -> None:
+        self.require_model_api()
+        p = self.params()
+        # read everything through the typed helpers so a bad value is a 400, not a 500
+        self.request.query_arguments = {k: [v.encode()] for k, v in p.items()}
+        status, body = await self.engine.register(
+            p.get("url", ""),
+            model_name=p.get("model_name") or None,
+            handler=p.get("handler") or None,
+            runtime=p.get("runtime") or None,
+            batch_size=self.int_arg("batch_size"),
+            max_batch_delay=self.int_arg("max_batch_delay"),
+            initial_workers=self.int_arg("initial_workers"),
+            synchronous=self.bool_arg("synchronous", True),
+            response_timeout=self.float_arg("response_timeout"),
+            startup_timeout=self.float_arg("startup_timeout"),
+            device_type=p.get("device_type") or None,
+        )
+        self.write_json(body, status)
+
+
+class ModelHandler(ManagementHandler):
+    async def get(self, name: str, version: str | None = None) -> None:
+        if version == "all":
+            versions = list(self.engine.get_entry(name).versions.values())
+        else:
+            versions = [self.engine.get_version(name, version or None)]
+        out = [mv.describe_json() for mv in versions]
+        if self.bool_arg("customized", False):
+            for mv, item in zip(versions, out, strict=True):
+                item["customizedMetadata"] = await _customized(mv)
+        self.write_json(out)
+
+    async def put(self, name: str, version: str | None = None) -> None:
+        status, body = await self.engine.scale(
+            name,
+            version or None,
+            min_worker=self.int_arg("min_worker", 1) or 0,
+            max_worker=self.int_arg("max_worker"),
+            synchronous=self.bool_arg("synchronous", False),
+            timeout=self.float_arg("timeout"),
+        )
+        self.write_json(body, status)
+
+    async def delete(self, name: str, version: str | None = None) -> None:
+        self.require_model_api()
+        self.write_json(await self.engine.unregister(name, version or None))
+
+
+async def _customized(mv: Any) -> Any:
+    workers = mv.ready_workers
+    if not workers:
+        raise ApiError(
+            503, "ServiceUnavailableException", f'Model "{mv.name}" has no worker to describe it'
+        )
+    try:
+        return await workers[0].describe(mv.response_timeout)
+    except asyncio.TimeoutError:
+        raise ApiError(408, "RequestTimeoutException", "describe timed out") from None
+
+
+class SetDefaultHandler(ManagementHandler):
+    def put(self, name: str, version: str) -> None:
+        self.write_json(self.engine.set_default(name, version))
+
+
+class EngineStatusHandler(ManagementHandler):
+    def get(self) -> None:
+        self.write_json(self.engine.status_json(self.settings["addresses"]))
+
+
+class LogsHandler(ManagementHandler):
+    def get(self, name: str) -> None:
+        self.engine.get_entry(name)
+        tail = self.int_arg("tail", 200) or 200
+        path = self.engine.log_dir / f"{name}.log"
+        lines: deque[str] = deque(maxlen=max(1, min(tail, 100_000)))
+        if path.exists():
+            with open(path, errors="replace") as f:
+                lines.extend(f)
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.finish("".join(lines))
+
+
+class TokenHandler(ManagementHandler):
+    """TorchServe's `GET /token?type=...`: a new key, authorised by the API key."""
+
+    def prepare(self) -> None:
+        keys = self.engine.keys
+        if keys is None:
+            raise bad_request("Token authorization is disabled")
+        if not keys.check("API", self.request.headers.get("Authorization")):
+            from .errors import invalid_key
+
+            raise invalid_key()
+
+    def get(self) -> None:
+        kind = self.get_query_argument("type", "")
+        if kind not in ("inference", "management"):
+            raise bad_request("type must be inference or management")
+        assert self.engine.keys is not None
+        self.engine.keys.regenerate(kind)
+        self.set_status(200)
+        self.finish()

@@ -1,0 +1,241 @@
+"""Prometheus metrics with TorchServe's names, plus worker and GPU gauges.
+
+`ts_inference_requests_total`, `ts_inference_latency_microseconds` and
+`ts_queue_latency_microseconds` keep TorchServe's names and labels so existing dashboards
+work. The two microsecond sums are exposed as `untyped`: prometheus_client would rename a
+counter family to `*_total` in its HELP/TYPE lines, and TorchServe's sample names have no
+such suffix. Histograms (ours, `jts_*`) give the sidebar its p50 latency.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from .jobs import Job
+
+if TYPE_CHECKING:
+    from .core import Engine
+    from .model import ModelVersion
+
+# TorchServe exposes no `*_created` samples; neither do we (this runs in the engine process only)
+disable_created_metrics()
+
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+)
+
+
+class EngineMetrics:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.hostname = socket.gethostname()
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "ts_inference_requests",
+            "Total number of inference requests.",
+            ["model_name", "model_version", "hostname"],
+            registry=self.registry,
+        )
+        self.http = Counter(
+            "jts_http_responses",
+            "HTTP responses by API and status code.",
+            ["api", "code"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "jts_inference_latency_seconds",
+            "Time from arrival to answer of an inference request.",
+            ["model_name", "model_version"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "jts_batch_size",
+            "Requests per batch sent to a worker.",
+            ["model_name", "model_version"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            registry=self.registry,
+        )
+        # TorchServe's two cumulative microsecond sums, keyed by label values
+        self._inference_us: dict[tuple[str, str], float] = defaultdict(float)
+        self._queue_us: dict[tuple[str, str], float] = defaultdict(float)
+        self.registry.register(_DynamicCollector(self))
+
+    def request_received(self, version: ModelVersion, url_version: str | None) -> None:
+        self.requests.labels(version.name, url_version or "default", self.hostname).inc()
+
+    def request_answered(self, version: ModelVersion, url_version: str | None, job: Job) -> None:
+        now = time.perf_counter()
+        key = (version.name, url_version or "default")
+        self._inference_us[key] += (now - job.enqueued) * 1e6
+        if job.dispatched:
+            self._queue_us[key] += (job.dispatched - job.enqueued) * 1e6
+        self.latency.labels(version.name, version.version).observe(now - job.enqueued)
+
+    def batch_sent(self, version: ModelVersion, jobs: list[Job]) -> None:
+        self.batch_size.labels(version.name, version.version).observe(len(jobs))
+
+    def batch_done(self, version: ModelVersion, jobs: list[Job]) -> None:
+        pass
+
+    def response(self, api: str, code: int) -> None:
+        self.http.labels(api, str(code)).inc()
+
+    def exposition(self, names: list[str] | None = None) -> bytes:
+        if names:
+            return generate_latest(self.registry.restricted_registry(names))
+        return generate_latest(self.registry)
+
+
+class _DynamicCollector:
+    """Values read at scrape time: TorchServe's sums, queues, workers and GPUs."""
+
+    def __init__(self, metrics: EngineMetrics) -> None:
+        self.m = metrics
+
+    def describe(self) -> list[Metric]:
+        return [
+            Metric(
+                "ts_inference_latency_microseconds",
+                "Cumulative inference duration in microseconds",
+                "untyped",
+            ),
+            Metric(
+                "ts_queue_latency_microseconds",
+                "Cumulative queue duration in microseconds",
+                "untyped",
+            ),
+            GaugeMetricFamily("jts_queue_size", "", labels=[]),
+            GaugeMetricFamily("jts_workers", "", labels=[]),
+            GaugeMetricFamily("jts_worker_memory_bytes", "", labels=[]),
+            GaugeMetricFamily("jts_worker_cpu_seconds", "", labels=[]),
+            GaugeMetricFamily("jts_gpu_memory_used_bytes", "", labels=[]),
+            GaugeMetricFamily("jts_gpu_memory_total_bytes", "", labels=[]),
+            GaugeMetricFamily("jts_gpu_utilization_percent", "", labels=[]),
+        ]
+
+    def collect(self) -> Iterator[Metric]:
+        host = self.m.hostname
+        for family, doc, values in (
+            (
+                "ts_inference_latency_microseconds",
+                "Cumulative inference duration in microseconds",
+                self.m._inference_us,
+            ),
+            (
+                "ts_queue_latency_microseconds",
+                "Cumulative queue duration in microseconds",
+                self.m._queue_us,
+            ),
+        ):
+            metric = Metric(family, doc, "untyped")
+            for (model, version), value in values.items():
+                metric.add_sample(
+                    family,
+                    {"model_name": model, "model_version": version, "hostname": host},
+                    value,
+                )
+            yield metric
+
+        queue = GaugeMetricFamily(
+            "jts_queue_size",
+            "Requests waiting for a worker.",
+            labels=["model_name", "model_version"],
+        )
+        workers = GaugeMetricFamily(
+            "jts_workers", "Workers by status.", labels=["model_name", "model_version", "status"]
+        )
+        mem = GaugeMetricFamily(
+            "jts_worker_memory_bytes",
+            "Resident memory of a worker process.",
+            labels=["model_name", "model_version", "worker_id", "device"],
+        )
+        cpu = GaugeMetricFamily(
+            "jts_worker_cpu_seconds",
+            "CPU time used by a worker process.",
+            labels=["model_name", "model_version", "worker_id", "device"],
+        )
+        for version in self.m.engine.all_versions():
+            queue.add_metric([version.name, version.version], len(version.queue))
+            counts: dict[str, int] = defaultdict(int)
+            for w in version.workers:
+                counts[w.status] += 1
+                stats = _process_stats(w.pid)
+                if stats is not None:
+                    labels = [version.name, version.version, w.id, w.device]
+                    mem.add_metric(labels, stats[0])
+                    cpu.add_metric(labels, stats[1])
+            for status, n in counts.items():
+                workers.add_metric([version.name, version.version, status], n)
+        yield queue
+        yield workers
+        yield mem
+        yield cpu
+
+        from .gpu import list_gpus
+
+        gpus = list_gpus()
+        used = GaugeMetricFamily(
+            "jts_gpu_memory_used_bytes", "GPU memory in use.", labels=["gpu", "name"]
+        )
+        total = GaugeMetricFamily(
+            "jts_gpu_memory_total_bytes", "GPU memory in all.", labels=["gpu", "name"]
+        )
+        util = GaugeMetricFamily(
+            "jts_gpu_utilization_percent", "GPU utilisation.", labels=["gpu", "name"]
+        )
+        for g in gpus:
+            used.add_metric([str(g.index), g.name], g.memory_used)
+            total.add_metric([str(g.index), g.name], g.memory_total)
+            if g.utilization is not None:
+                util.add_metric([str(g.index), g.name], g.utilization)
+        yield used
+        yield total
+        yield util
+
+
+def _process_stats(pid: int | None) -> tuple[int, float] | None:
+    if not pid:
+        return None
+    try:
+        import psutil
+
+        p = psutil.Process(pid)
+        t = p.cpu_times()
+        return p.memory_info().rss, t.user + t.system
+    except Exception:  # noqa: BLE001 - the worker may have just exited
+        return None
+
+
+def parse_names(arguments: dict[str, list[bytes]]) -> list[str] | None:
+    """TorchServe's `?name[]=a&name[]=b` filter."""
+    raw = arguments.get("name[]") or arguments.get("name") or []
+    names = [v.decode() for v in raw]
+    return names or None

@@ -1,0 +1,305 @@
+"""One model version: its request queue, its batcher and its workers.
+
+Batching is adaptive. A request is sent at once when some worker is idle, so a lone request
+never pays `max_batch_delay` (TorchServe always waits the full delay at batch size > 1).
+When every worker is busy, requests wait for company: a batch goes out when `batch_size`
+requests are queued, when a worker becomes idle, or when the oldest request has waited
+`max_batch_delay`. A worker may hold `max_inflight` batches, so the next one is already in
+its socket buffer when it finishes the current one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import ApiError
+from .jobs import Job
+from .workers import Worker
+
+if TYPE_CHECKING:
+    from .core import Engine
+
+log = logging.getLogger("jupyter_torchserve.engine")
+
+RESTART_BACKOFF = (0.5, 1, 2, 4, 8, 16, 30)
+
+
+class ModelVersion:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        name: str,
+        version: str,
+        url: str,
+        model_dir: str,
+        manifest: dict[str, Any],
+        metadata: dict[str, Any],
+        handler_override: str | None,
+        batch_size: int,
+        max_batch_delay: int,
+        response_timeout: float,
+        startup_timeout: float,
+        device_type: str | None,
+        loaded_at_startup: bool,
+        cache_key: str | None,
+    ) -> None:
+        self.engine = engine
+        self.name = name
+        self.version = version
+        self.url = url
+        self.model_dir = model_dir
+        self.manifest = manifest
+        self.metadata = metadata
+        self.handler_override = handler_override
+        self.batch_size = max(1, batch_size)
+        self.max_batch_delay = max(0, max_batch_delay)
+        self.response_timeout = response_timeout
+        self.startup_timeout = startup_timeout
+        self.device_type = device_type
+        self.loaded_at_startup = loaded_at_startup
+        self.cache_key = cache_key
+        self.min_workers = 0
+        self.max_workers = 0
+        self.workers: list[Worker] = []
+        self.queue: deque[Job] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+        self._restarts = 0
+        self._last_restart = 0.0
+        self.unregistered = False
+        self.log_path: Path = engine.log_dir / f"{name}.log"
+
+    # -- what the APIs see ------------------------------------------------------------------
+    @property
+    def live_workers(self) -> list[Worker]:
+        return [w for w in self.workers if w.status in ("STARTING", "READY")]
+
+    @property
+    def ready_workers(self) -> list[Worker]:
+        return [w for w in self.workers if w.status == "READY"]
+
+    def describe_json(self) -> dict[str, Any]:
+        gpu = any(w.gpu_id is not None for w in self.live_workers)
+        return {
+            "modelName": self.name,
+            "modelVersion": self.version,
+            "modelUrl": self.url,
+            "runtime": self.manifest.get("runtime", "python"),
+            "minWorkers": self.min_workers,
+            "maxWorkers": self.max_workers,
+            "batchSize": self.batch_size,
+            "maxBatchDelay": self.max_batch_delay,
+            "loadedAtStartup": self.loaded_at_startup,
+            "workers": [w.describe_json() for w in self.live_workers],
+            "jobQueueStatus": {
+                "remainingCapacity": self.engine.config.job_queue_size - len(self.queue),
+                "pendingRequests": len(self.queue),
+            },
+            "responseTimeout": int(self.response_timeout),
+            "startupTimeout": int(self.startup_timeout),
+            "deviceType": "gpu" if gpu else "cpu",
+            "handler": self.handler_override or self.manifest.get("model", {}).get("handler"),
+            "archiveFormat": self.metadata.get("format"),
+        }
+
+    def snapshot_json(self) -> dict[str, Any]:
+        return {
+            "marName": self.url,
+            "minWorkers": self.min_workers,
+            "maxWorkers": self.max_workers,
+            "batchSize": self.batch_size,
+            "maxBatchDelay": self.max_batch_delay,
+            "responseTimeout": int(self.response_timeout),
+            "startupTimeout": int(self.startup_timeout),
+            "handler": self.handler_override,
+            "deviceType": self.device_type,
+        }
+
+    # -- requests ---------------------------------------------------------------------------
+    def submit(self, job: Job) -> None:
+        if not self.live_workers:
+            raise ApiError(
+                503,
+                "ServiceUnavailableException",
+                f'Model "{self.name}" has no worker to serve inference request. '
+                "Please use scale workers API to add workers.",
+            )
+        if len(self.queue) >= self.engine.config.job_queue_size:
+            raise ApiError(
+                503,
+                "ServiceUnavailableException",
+                f"Model {self.name} version {self.version} has a full job queue "
+                f"({self.engine.config.job_queue_size} requests, job_queue_size)",
+            )
+        self.queue.append(job)
+        self.dispatch()
+
+    def dispatch(self) -> None:
+        """Send whatever the adaptive batching rule allows right now."""
+        limit = self.engine.config.max_inflight_per_worker
+        while self.queue:
+            worker = None
+            for w in self.workers:
+                if (
+                    w.status == "READY"
+                    and w.n_inflight < limit
+                    and (worker is None or w.n_inflight < worker.n_inflight)
+                ):
+                    worker = w
+            if worker is None:
+                return
+            if (
+                worker.n_inflight == 0
+                or len(self.queue) >= self.batch_size
+                or self._oldest_waited() >= self.max_batch_delay / 1000
+            ):
+                n = min(self.batch_size, len(self.queue))
+                batch = [self.queue.popleft() for _ in range(n)]
+                batch = [j for j in batch if not j.future.done()]  # client gave up
+                if batch:
+                    self.engine.metrics.batch_sent(self, batch)
+                    worker.send_batch(batch)
+                continue
+            self._arm_timer()
+            return
+
+    def _oldest_waited(self) -> float:
+        return time.perf_counter() - self.queue[0].enqueued if self.queue else 0.0
+
+    def _arm_timer(self) -> None:
+        if self._timer is not None:
+            return
+        wait = max(0.0, self.max_batch_delay / 1000 - self._oldest_waited())
+        self._timer = asyncio.get_running_loop().call_later(wait, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.dispatch()
+
+    def batch_done(self, worker: Worker, jobs: list[Job]) -> None:
+        self.engine.metrics.batch_done(self, jobs)
+        if worker.status == "UNLOADING" and worker.n_inflight == 0:
+            pass  # it exits after its stop message
+        self.dispatch()
+
+    # -- workers ----------------------------------------------------------------------------
+    async def scale(self, min_workers: int, max_workers: int, timeout: float | None = None) -> None:
+        """Bring the live worker count to `min_workers` and wait until they are ready."""
+        self.min_workers = min_workers
+        self.max_workers = max_workers
+        live = self.live_workers
+        if len(live) > min_workers:
+            await self._scale_down(live[min_workers:], timeout)
+        starting = [await self._start_worker() for _ in range(min_workers - len(live))]
+        waits = [w for w in self.live_workers if w.status == "STARTING"]
+        results = await asyncio.gather(
+            *(w.wait_ready(self.startup_timeout) for w in waits), return_exceptions=True
+        )
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            raise errors[0]
+        del starting
+        self.dispatch()
+
+    async def _start_worker(self) -> Worker:
+        gpu_id = self.engine.assign_gpu(self.device_type)
+        worker = Worker(self, self.engine.next_worker_id(), gpu_id)
+        self.workers.append(worker)
+        self.engine.pending_workers[worker.id] = worker
+        threads = self.engine.threads_per_worker()
+        requirements_dir = await self.engine.requirements_for(self)
+        await worker.spawn(self.engine.worker_socket, threads, requirements_dir)
+        return worker
+
+    async def _scale_down(self, workers: list[Worker], timeout: float | None) -> None:
+        """Stop workers after their in-flight batches: nothing queued or running is lost."""
+        for w in workers:
+            w.stop()  # it answers what it has, then exits
+        if timeout is not None and timeout >= 0:
+            try:
+                await asyncio.wait_for(
+                    asyncio.gather(*(asyncio.shield(w.exited) for w in workers)), timeout or 0.001
+                )
+            except asyncio.TimeoutError:
+                for w in workers:
+                    w.kill()
+        else:
+            await asyncio.gather(*(asyncio.shield(w.exited) for w in workers))
+
+    def worker_lost(self, worker: Worker, pending: list[Job]) -> None:
+        """Retry its batches once elsewhere; keep `min_workers` alive with backoff."""
+        self.engine.pending_workers.pop(worker.id, None)
+        if worker in self.workers:
+            self.workers.remove(worker)
+        retry = []
+        for job in pending:
+            if job.retried or job.future.done():
+                job.fail(
+                    ApiError(
+                        503,
+                        "InternalServerException",
+                        f"Worker died while serving model {self.name}; see {self.log_path}",
+                    )
+                )
+            else:
+                job.retried = True
+                retry.append(job)
+        self.queue.extendleft(reversed(retry))
+        if (
+            not self.unregistered
+            and worker.status != "FAILED"
+            and worker.ready.done()
+            and worker.ready.exception() is None
+            and len(self.live_workers) < self.min_workers
+        ):
+            asyncio.get_running_loop().create_task(self._restart())
+        elif not self.live_workers:
+            self._fail_queue()
+        self.dispatch()
+
+    async def _restart(self) -> None:
+        now = time.monotonic()
+        self._restarts = self._restarts + 1 if now - self._last_restart < 60 else 0
+        self._last_restart = now
+        await asyncio.sleep(RESTART_BACKOFF[min(self._restarts, len(RESTART_BACKOFF) - 1)])
+        if self.unregistered or len(self.live_workers) >= self.min_workers:
+            return
+        try:
+            worker = await self._start_worker()
+            await worker.wait_ready(self.startup_timeout)
+            log.info("replaced a lost worker of %s with worker %s", self.name, worker.id)
+        except Exception as e:  # noqa: BLE001
+            log.error("could not replace a worker of %s: %s", self.name, e)
+            if not self.live_workers:
+                self._fail_queue()
+        self.dispatch()
+
+    def _fail_queue(self) -> None:
+        while self.queue:
+            self.queue.popleft().fail(
+                ApiError(
+                    503,
+                    "ServiceUnavailableException",
+                    f'Model "{self.name}" has no worker to serve inference request. '
+                    "Please use scale workers API to add workers.",
+                )
+            )
+
+    async def unload(self) -> None:
+        self.unregistered = True
+        if self._timer is not None:
+            self._timer.cancel()
+        workers = list(self.live_workers)
+        for w in workers:
+            w.stop()
+        try:
+            await asyncio.wait_for(asyncio.gather(*(asyncio.shield(w.exited) for w in workers)), 10)
+        except asyncio.TimeoutError:
+            for w in workers:
+                w.kill()
+        self._fail_queue()

@@ -1,0 +1,197 @@
+"""The worker process: load one archive once, then answer batches over a Unix socket.
+
+This module is preloaded by the engine's forkserver, so `import torch` is paid once per
+engine and every worker starts as a cheap fork of a process that has never touched CUDA.
+The loop is deliberately single-threaded and blocking: a worker runs one batch at a time,
+and the engine keeps the next batch already waiting in the socket buffer (pipelining).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import sys
+import time
+import traceback
+from typing import Any
+
+import torch  # noqa: F401  (preloaded on purpose: forks inherit the imported module)
+
+from ..handlers.service import HandlerError, RequestInput, load_service
+from .protocol import SyncConnection
+
+log = logging.getLogger("jupyter_torchserve.worker")
+
+TRACEBACK_TAIL = 12
+
+
+def _redirect_output(log_path: str) -> None:
+    """Send fd 1 and 2 (prints, warnings, C++ messages) to the model's log file."""
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
+    sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
+
+
+def _tail(text: str, n: int = TRACEBACK_TAIL) -> str:
+    return "\n".join(text.rstrip().splitlines()[-n:])
+
+
+def run_worker(
+    sock_path: str,
+    worker_id: str,
+    model_name: str,
+    model_version: str,
+    model_dir: str,
+    handler: str | None,
+    gpu_id: int | None,
+    batch_size: int,
+    log_path: str,
+    threads: int,
+    requirements_dir: str | None = None,
+) -> None:
+    _redirect_output(log_path)
+    logging.basicConfig(
+        level=logging.INFO,
+        format=f"%(asctime)s [{model_name} v{model_version} worker {worker_id}] "
+        "%(levelname)s %(message)s",
+        force=True,
+    )
+    if threads > 0:
+        torch.set_num_threads(threads)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(sock_path)
+    conn = SyncConnection(sock)
+    conn.send({"op": "hello", "worker_id": worker_id, "pid": os.getpid()})
+    started = time.monotonic()
+    try:
+        service = load_service(
+            model_dir,
+            model_name=model_name,
+            handler=handler,
+            gpu_id=gpu_id,
+            batch_size=batch_size,
+            requirements_dir=requirements_dir,
+        )
+    except BaseException as e:  # noqa: BLE001 - every load failure must reach the user
+        tb = traceback.format_exc()
+        log.error("loading the model failed:\n%s", tb)
+        conn.send(
+            {"op": "load_failed", "error": f"{type(e).__name__}: {e}", "traceback": _tail(tb)}
+        )
+        return
+    device = "cpu" if gpu_id is None else f"cuda:{gpu_id}"
+    log.info("model loaded in %.2f s on %s", time.monotonic() - started, device)
+    conn.send({"op": "ready", "device": device, "pid": os.getpid()})
+    _install_stream_hook(service, conn)
+    serve(conn, service)
+
+
+def _install_stream_hook(service: Any, conn: SyncConnection) -> None:
+    """Let a handler send intermediate (streamed) responses before it returns."""
+    state: dict[str, Any] = {"batch": None}
+
+    def send_intermediate(
+        outputs: list[Any], request_ids: dict[int, str], message: str, code: int
+    ) -> None:
+        bodies, metas = [], []
+        for i, out in enumerate(outputs):
+            body, ctype = _serialize(out)
+            bodies.append(body)
+            metas.append({"s": code, "ct": ctype, "r": message, "h": {}, "i": i})
+        _send_result(conn, "stream", state["batch"], metas, bodies)
+
+    service.context._send_intermediate = send_intermediate
+    service._stream_state = state
+
+
+def _serialize(value: Any) -> tuple[bytes, str]:
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value), "application/octet-stream"
+    if isinstance(value, str):
+        return value.encode(), "text/plain; charset=utf-8"
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    return json.dumps(value).encode(), "application/json"
+
+
+def _send_result(
+    conn: SyncConnection, op: str, batch: Any, metas: list[dict[str, Any]], bodies: list[bytes]
+) -> None:
+    offset = 0
+    for meta, body in zip(metas, bodies, strict=True):
+        meta["o"] = offset
+        meta["n"] = len(body)
+        offset += len(body)
+    conn.send({"op": op, "batch": batch, "resps": metas}, bodies)
+
+
+def serve(conn: SyncConnection, service: Any) -> None:
+    while True:
+        try:
+            header, payload = conn.read_frame()
+        except (EOFError, ConnectionError):
+            return
+        op = header["op"]
+        if op == "infer":
+            _infer(conn, service, header, payload)
+        elif op == "describe":
+            try:
+                value = service.describe()
+                conn.send({"op": "describe_result", "batch": header["batch"], "value": value})
+            except Exception as e:  # noqa: BLE001
+                conn.send(
+                    {
+                        "op": "error",
+                        "batch": header["batch"],
+                        "message": str(e),
+                        "traceback": _tail(traceback.format_exc()),
+                    }
+                )
+        elif op == "stop":
+            log.info("stopping on request")
+            return
+
+
+def _infer(conn: SyncConnection, service: Any, header: dict[str, Any], payload: memoryview) -> None:
+    batch_id = header["batch"]
+    service._stream_state["batch"] = batch_id
+    requests = []
+    for req in header["reqs"]:
+        params = [(name, ctype, bytes(payload[off : off + n])) for name, ctype, off, n in req["p"]]
+        requests.append(RequestInput(request_id=req["id"], headers=req["h"], params=params))
+    t0 = time.perf_counter()
+    try:
+        outputs = service.predict(requests)
+    except HandlerError as e:
+        log.error("handler failed on a batch of %d:\n%s", len(requests), e.traceback_text)
+        conn.send(
+            {
+                "op": "error",
+                "batch": batch_id,
+                "message": e.message,
+                "traceback": _tail(e.traceback_text),
+            }
+        )
+        return
+    except Exception as e:  # noqa: BLE001 - a bug in our runtime must not kill the worker
+        tb = traceback.format_exc()
+        log.error("batch failed:\n%s", tb)
+        conn.send(
+            {
+                "op": "error",
+                "batch": batch_id,
+                "message": f"{type(e).__name__}: {e}",
+                "traceback": _tail(tb),
+            }
+        )
+        return
+    compute_ms = (time.perf_counter() - t0) * 1000
+    metas = [{"s": o.status, "ct": o.content_type, "r": o.reason, "h": o.headers} for o in outputs]
+    _send_result(conn, "result", batch_id, metas, [o.body for o in outputs])
+    if compute_ms > 1000:
+        log.info("batch of %d took %.0f ms", len(requests), compute_ms)

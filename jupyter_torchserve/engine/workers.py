@@ -1,0 +1,341 @@
+"""Worker processes as the engine sees them: spawn, attach, send batches, notice death.
+
+Workers are forked from a multiprocessing *forkserver* that has preloaded torch and our
+handler runtime but never initialised CUDA: a new worker costs a fork instead of a fresh
+interpreter plus `import torch` (1.5-2 s on this machine kind), and CUDA is only ever
+initialised in the worker that uses it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import multiprocessing
+import os
+import signal
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from . import protocol
+from .errors import ApiError
+from .jobs import Job, Reply
+
+if TYPE_CHECKING:
+    from .model import ModelVersion
+
+log = logging.getLogger("jupyter_torchserve.engine")
+
+_CTX = multiprocessing.get_context("forkserver")
+_CTX.set_forkserver_preload(["jupyter_torchserve.engine.worker_main"])
+
+_batch_ids = itertools.count(1)
+
+
+def warm_forkserver() -> None:
+    """Start the forkserver (and its `import torch`) ahead of the first worker."""
+    from multiprocessing import forkserver
+
+    forkserver.ensure_running()
+
+
+class WorkerLost(Exception):
+    pass
+
+
+class Worker:
+    def __init__(self, version: ModelVersion, worker_id: str, gpu_id: int | None) -> None:
+        self.version = version
+        self.id = worker_id
+        self.gpu_id = gpu_id
+        self.status = "STARTING"
+        self.pid: int | None = None
+        self.start_time = datetime.now(timezone.utc)
+        self.device = "cpu" if gpu_id is None else f"cuda:{gpu_id}"
+        self.proc: Any = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.inflight: dict[int, tuple[list[Job], asyncio.TimerHandle | None]] = {}
+        self.describe_waiters: dict[int, asyncio.Future[Any]] = {}
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.exited: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+        self.load_error: str | None = None
+        self.on_exit: Callable[[Worker], None] | None = None
+        self.batches_served = 0
+
+    @property
+    def n_inflight(self) -> int:
+        return len(self.inflight)
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def spawn(self, sock_path: str, threads: int, requirements_dir: str | None) -> None:
+        v = self.version
+        self.proc = _CTX.Process(
+            target=_run_worker_entry,
+            kwargs=dict(
+                sock_path=sock_path,
+                worker_id=self.id,
+                model_name=v.name,
+                model_version=v.version,
+                model_dir=v.model_dir,
+                handler=v.handler_override,
+                gpu_id=self.gpu_id,
+                batch_size=v.batch_size,
+                log_path=str(v.log_path),
+                threads=threads,
+                requirements_dir=requirements_dir,
+            ),
+            name=f"jts-worker-{v.name}-{self.id}",
+        )
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self.proc.start)
+        self.pid = self.proc.pid
+        loop.add_reader(self.proc.sentinel, self._on_sentinel)
+
+    def attach(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        asyncio.get_running_loop().create_task(self._read_loop(reader))
+
+    async def wait_ready(self, timeout: float) -> None:
+        try:
+            await asyncio.wait_for(asyncio.shield(self.ready), timeout)
+        except asyncio.TimeoutError:
+            self.kill()
+            raise ApiError(
+                500,
+                "InternalServerException",
+                f"Worker {self.id} of model {self.version.name} did not load within "
+                f"{timeout:.0f} s (startup_timeout)",
+            ) from None
+
+    def stop(self) -> None:
+        """Ask the worker to exit after the batches it already has."""
+        self.status = "UNLOADING"
+        if self.writer is not None and not self.writer.is_closing():
+            self.writer.writelines(protocol.encode({"op": "stop"}))
+
+    def kill(self) -> None:
+        if self.pid and not self.exited.done():
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def _on_sentinel(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(self.proc.sentinel)
+        code = self.proc.exitcode
+        try:
+            self.proc.close()
+        except ValueError:
+            pass
+        self._lost(f"exited with code {code}")
+        if not self.exited.done():
+            self.exited.set_result(code)
+
+    # -- traffic --------------------------------------------------------------------------
+    def send_batch(self, jobs: list[Job]) -> None:
+        assert self.writer is not None
+        batch_id = next(_batch_ids)
+        bodies: list[bytes] = []
+        reqs = []
+        offset = 0
+        now = time.perf_counter()
+        for job in jobs:
+            spans = []
+            for name, ctype, value in job.params:
+                spans.append([name, ctype, offset, len(value)])
+                offset += len(value)
+                bodies.append(value)
+            reqs.append({"id": job.id, "h": job.headers, "p": spans})
+            job.dispatched = now
+        timer = None
+        timeout = self.version.response_timeout
+        if timeout and timeout > 0:
+            timer = asyncio.get_running_loop().call_later(timeout, self._on_timeout, batch_id)
+        self.inflight[batch_id] = (jobs, timer)
+        self.writer.writelines(
+            protocol.encode({"op": "infer", "batch": batch_id, "reqs": reqs}, bodies)
+        )
+
+    async def describe(self, timeout: float) -> Any:
+        assert self.writer is not None
+        batch_id = next(_batch_ids)
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.describe_waiters[batch_id] = fut
+        self.writer.writelines(protocol.encode({"op": "describe", "batch": batch_id}))
+        return await asyncio.wait_for(fut, timeout)
+
+    def _on_timeout(self, batch_id: int) -> None:
+        entry = self.inflight.pop(batch_id, None)
+        if entry is None:
+            return
+        jobs, _ = entry
+        t = self.version.response_timeout
+        log.warning(
+            "worker %s of %s exceeded response_timeout (%.0f s); replacing it",
+            self.id,
+            self.version.name,
+            t,
+        )
+        for job in jobs:
+            job.fail(
+                ApiError(
+                    408,
+                    "RequestTimeoutException",
+                    f"Model {self.version.name} did not answer within {t:g} s (response_timeout); "
+                    "its worker was killed and is being replaced",
+                )
+            )
+        self.kill()
+
+    async def _read_loop(self, reader: asyncio.StreamReader) -> None:
+        try:
+            while True:
+                header, payload = await protocol.read_frame(reader)
+                self._on_frame(header, payload)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        except Exception:  # noqa: BLE001 - a garbled frame must not kill the engine
+            log.exception("bad frame from worker %s", self.id)
+            self.kill()
+        finally:
+            self._lost("closed its connection")
+
+    def _on_frame(self, header: dict[str, Any], payload: memoryview) -> None:
+        op = header["op"]
+        if op == "result" or op == "stream":
+            if op == "result":
+                entry = self.inflight.pop(header["batch"], None)
+            else:
+                entry = self.inflight.get(header["batch"])
+            if entry is None:
+                return  # timed out already
+            jobs, timer = entry
+            if op == "result" and timer is not None:
+                timer.cancel()
+            for job, meta in zip(jobs, header["resps"], strict=False):
+                off, n = meta["o"], meta["n"]
+                reply = Reply(
+                    meta["s"],
+                    meta["ct"],
+                    bytes(payload[off : off + n]),
+                    meta.get("r") or "OK",
+                    meta.get("h") or {},
+                )
+                if op == "stream":
+                    if job.on_chunk is not None:
+                        job.on_chunk(reply)
+                else:
+                    job.finish(reply)
+            if op == "result":
+                self.batches_served += 1
+                self.version.batch_done(self, jobs)
+        elif op == "error":
+            entry = self.inflight.pop(header["batch"], None)
+            waiter = self.describe_waiters.pop(header["batch"], None)
+            message = header.get("message", "Prediction failed")
+            tb = header.get("traceback") or ""
+            err = ApiError(
+                503,
+                "InternalServerException",
+                f"Prediction failed: {message}" + (f"\n{tb}" if tb else ""),
+            )
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(err)
+            if entry is not None:
+                jobs, timer = entry
+                if timer is not None:
+                    timer.cancel()
+                for job in jobs:
+                    job.fail(err)
+                self.version.batch_done(self, jobs)
+        elif op == "describe_result":
+            waiter = self.describe_waiters.pop(header["batch"], None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(header.get("value"))
+        elif op == "ready":
+            self.status = "READY"
+            self.device = header.get("device", self.device)
+            if not self.ready.done():
+                self.ready.set_result(None)
+        elif op == "load_failed":
+            self.status = "FAILED"
+            self.load_error = f"{header.get('error')}\n{header.get('traceback', '')}".strip()
+            if not self.ready.done():
+                self.ready.set_exception(
+                    ApiError(
+                        500,
+                        "InternalServerException",
+                        f"Failed to start workers for model {self.version.name} version: "
+                        f"{self.version.version}: {self.load_error}",
+                    )
+                )
+
+    def _lost(self, why: str) -> None:
+        """The process or its connection is gone: hand its batches back, once."""
+        if self.status == "STOPPED":
+            return
+        was_unloading = self.status in ("UNLOADING", "FAILED")
+        self.status = "STOPPED"
+        if self.writer is not None:
+            self.writer.close()
+        if not self.ready.done():
+            self.ready.set_exception(
+                ApiError(
+                    500,
+                    "InternalServerException",
+                    f"Failed to start workers for model {self.version.name} version: "
+                    f"{self.version.version}: worker {why} before loading "
+                    f"(see {self.version.log_path})",
+                )
+            )
+        pending = []
+        for jobs, timer in self.inflight.values():
+            if timer is not None:
+                timer.cancel()
+            pending.extend(jobs)
+        self.inflight.clear()
+        for fut in self.describe_waiters.values():
+            if not fut.done():
+                fut.set_exception(WorkerLost(f"worker {self.id} {why}"))
+        self.describe_waiters.clear()
+        if not was_unloading:
+            log.warning("worker %s of %s %s", self.id, self.version.name, why)
+        if self.on_exit is not None:
+            self.on_exit(self)
+        self.version.worker_lost(self, pending)
+
+    def describe_json(self) -> dict[str, Any]:
+        from .gpu import process_gpu_memory
+
+        mem = 0
+        if self.pid and self.status != "STOPPED":
+            try:
+                import psutil
+
+                mem = psutil.Process(self.pid).memory_info().rss
+            except Exception:  # noqa: BLE001 - the process may be gone already
+                mem = 0
+        gpu_usage = "N/A"
+        if self.gpu_id is not None and self.pid:
+            used = process_gpu_memory(self.pid)
+            if used is not None:
+                gpu_usage = f"gpuId::{self.gpu_id} memoryUsed::{used // (1024 * 1024)} MiB"
+        return {
+            "id": self.id,
+            "startTime": self.start_time.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
+            "status": self.status,
+            "memoryUsage": mem,
+            "pid": self.pid or -1,
+            "gpu": self.gpu_id is not None,
+            "gpuUsage": gpu_usage,
+            "device": self.device,
+        }
+
+
+def _run_worker_entry(**kwargs: Any) -> None:
+    from .worker_main import run_worker
+
+    run_worker(**kwargs)

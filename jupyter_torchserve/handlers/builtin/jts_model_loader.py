@@ -1,0 +1,153 @@
+"""Load the model of an extracted archive: jupyter_torchserve's formats and TorchServe 0.12's.
+
+This file is copied into every archive jupyter_torchserve writes (beside ``jts_base.py``), so
+it imports only the standard library and torch: TorchServe 0.12 without our package must be
+able to serve the archive with the same answers.
+
+Formats, told by ``MAR-INF/jupyter_torchserve.json`` when present:
+
+* ``export``: ``torch.export.load(serializedFile).module()``
+* ``torchscript``: ``torch.jit.load(serializedFile, map_location=device)``
+* ``eager``: import ``model.py`` from the archive, build the class with the recorded
+  ``init_kwargs``, load the state dict with ``weights_only=True`` (never unpickle code)
+
+Without our metadata, TorchServe's own layouts: a ``modelFile`` in the manifest means an eager
+state dict for the one ``nn.Module`` class defined in that file (built with no arguments);
+otherwise the serialized file is TorchScript (or an ExportedProgram if it ends in ``.pt2``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import json
+import os
+import sys
+import types
+from typing import Any
+
+import torch
+
+METADATA_FILE = os.path.join("MAR-INF", "jupyter_torchserve.json")
+MANIFEST_FILE = os.path.join("MAR-INF", "MANIFEST.json")
+
+
+def read_json(path: str) -> dict[str, Any] | None:
+    """A JSON object from ``path``, or ``None`` if the file does not exist."""
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _as_device(device: torch.device | str | None) -> torch.device:
+    return torch.device(device) if device is not None else torch.device("cpu")
+
+
+def _serialized_path(model_dir: str, manifest: dict[str, Any]) -> str:
+    name = manifest.get("model", {}).get("serializedFile")
+    if not name:
+        raise RuntimeError("the archive manifest names no serializedFile")
+    path = os.path.join(model_dir, name)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"serialized file {name!r} is missing from {model_dir}")
+    return path
+
+
+def import_model_file(model_dir: str, filename: str) -> types.ModuleType:
+    """Import a ``.py`` file of the archive as a module (its siblings importable too)."""
+    path = os.path.join(model_dir, filename)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"model file {filename!r} is missing from {model_dir}")
+    if model_dir not in sys.path:
+        sys.path.insert(0, model_dir)  # model.py may import other files of the archive
+    name = os.path.splitext(os.path.basename(filename))[0]
+    existing = sys.modules.get(name)
+    if existing is not None:
+        existing_file = getattr(existing, "__file__", None)
+        if existing_file and os.path.abspath(existing_file) == os.path.abspath(path):
+            return existing
+        name = f"{name}_{abs(hash(os.path.abspath(path))):x}"  # another archive's model.py
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    return module
+
+
+def _load_state_dict(path: str, device: torch.device) -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:
+        raise RuntimeError(
+            f"cannot load {os.path.basename(path)} as a state dict with weights_only=True "
+            f"({exc}); only tensors and plain containers are accepted"
+        ) from exc
+
+
+def _single_module_class(module: types.ModuleType, filename: str) -> type:
+    """TorchServe's rule: exactly one ``nn.Module`` subclass defined in the model file."""
+    classes = [
+        obj
+        for _, obj in inspect.getmembers(module, inspect.isclass)
+        if obj.__module__ == module.__name__ and issubclass(obj, torch.nn.Module)
+    ]
+    if len(classes) != 1:
+        names = [c.__name__ for c in classes]
+        raise ValueError(f"expected exactly one nn.Module class in {filename}, found {names}")
+    return classes[0]
+
+
+def _finish(model: Any, device: torch.device) -> Any:
+    """Move to the device and switch to eval mode where the model type allows it."""
+    try:
+        model = model.to(device)
+    except (AttributeError, NotImplementedError, RuntimeError):
+        pass  # an exported program stays where it was saved
+    try:
+        model.eval()
+    except (AttributeError, NotImplementedError):
+        pass  # torch.export modules refuse eval(); they were exported in eval mode
+    return model
+
+
+def _load_export(path: str) -> Any:
+    return torch.export.load(path).module()
+
+
+def load_model(model_dir: str, device: torch.device | str | None = None) -> torch.nn.Module:
+    """Load the model of the extracted archive in ``model_dir`` onto ``device``, in eval mode."""
+    device = _as_device(device)
+    manifest = read_json(os.path.join(model_dir, MANIFEST_FILE)) or {}
+    meta = read_json(os.path.join(model_dir, METADATA_FILE))
+    serialized = _serialized_path(model_dir, manifest)
+    if meta is not None:
+        fmt = meta.get("format")
+        if fmt == "export":
+            return _finish(_load_export(serialized), device)
+        if fmt == "torchscript":
+            return _finish(torch.jit.load(serialized, map_location=device), device)
+        if fmt == "eager":
+            eager = meta.get("eager") or {}
+            filename = f"{eager.get('module', 'model')}.py"
+            module = import_model_file(model_dir, filename)
+            cls = getattr(module, eager["class"])
+            model = cls(**(eager.get("init_kwargs") or {}))
+            model.load_state_dict(_load_state_dict(serialized, device))
+            return _finish(model, device)
+        raise ValueError(f"unknown model format {fmt!r} in {METADATA_FILE}")
+    model_file = manifest.get("model", {}).get("modelFile")
+    if model_file:
+        module = import_model_file(model_dir, model_file)
+        model = _single_module_class(module, model_file)()
+        model.load_state_dict(_load_state_dict(serialized, device))
+        return _finish(model, device)
+    if serialized.endswith(".pt2"):
+        return _finish(_load_export(serialized), device)
+    return _finish(torch.jit.load(serialized, map_location=device), device)

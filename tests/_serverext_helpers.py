@@ -1,0 +1,257 @@
+"""Helpers for the server-extension tests.
+
+`RecordingEngine` is a test double of the engine's HTTP boundary only (a few TorchServe-shaped
+answers on one port, recording what it receives). It lets the contract tests check what the
+server extension *sends* — the management token as `Bearer`, never the Jupyter token — and how
+it relays errors, independent of the real engine; the real engine is exercised in
+`test_serverext_engine.py`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import tornado.web
+from tornado.httpserver import HTTPServer
+
+MGMT_KEY = "mgmt-SECRET-0123456789"
+INF_KEY = "inf-SECRET-9876543210"
+
+METRICS_TEXT = """\
+# HELP ts_inference_requests_total Total number of inference requests.
+# TYPE ts_inference_requests_total counter
+ts_inference_requests_total{model_name="mnist",model_version="1.0",hostname="h"} 10.0
+# HELP ts_inference_latency_microseconds Cumulative inference duration in microseconds
+# TYPE ts_inference_latency_microseconds counter
+ts_inference_latency_microseconds{model_name="mnist",model_version="1.0",hostname="h"} 50000.0
+# HELP ts_request_latency_seconds Request latency.
+# TYPE ts_request_latency_seconds histogram
+ts_request_latency_seconds_bucket{model_name="mnist",le="0.001"} 0.0
+ts_request_latency_seconds_bucket{model_name="mnist",le="0.01"} 10.0
+ts_request_latency_seconds_bucket{model_name="mnist",le="+Inf"} 10.0
+ts_request_latency_seconds_count{model_name="mnist"} 10.0
+ts_request_latency_seconds_sum{model_name="mnist"} 0.05
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def version(name: str, v: str, workers: int) -> dict[str, Any]:
+    return {
+        "modelName": name,
+        "modelVersion": v,
+        "modelUrl": f"{name}.mar",
+        "minWorkers": workers,
+        "maxWorkers": workers,
+        "batchSize": 1,
+        "maxBatchDelay": 100,
+        "workers": [
+            {"id": str(9000 + i), "status": "READY", "pid": 1000 + i} for i in range(workers)
+        ],
+    }
+
+
+class RecordingEngine:
+    """TorchServe-shaped answers on one loopback port; `requests` records what came in."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.models: dict[str, dict[str, Any]] = {"mnist": version("mnist", "1.0", 1)}
+        self.port = free_port()
+        self.server: HTTPServer | None = None
+        self.info: dict[str, Any] = {}
+        self.lifecycle: list[tuple[str, Any]] = []
+
+    def start(self) -> None:
+        engine = self
+
+        class Base(tornado.web.RequestHandler):
+            def prepare(self) -> None:
+                engine.requests.append(
+                    {
+                        "method": self.request.method,
+                        "uri": self.request.uri,
+                        "headers": dict(self.request.headers),
+                        "body": self.request.body,
+                    }
+                )
+                is_mgmt = not self.request.path.startswith(("/predictions", "/v1", "/v2", "/ping"))
+                if is_mgmt and self.request.path != "/metrics":
+                    if self.request.headers.get("Authorization") != f"Bearer {MGMT_KEY}":
+                        self.error(401, "InvalidKeyException", "Token Authorization failed.")
+
+            def error(self, status: int, type_: str, message: str) -> None:
+                self.set_status(status)
+                self.finish({"code": status, "type": type_, "message": message})
+
+            def model(self, name: str) -> dict[str, Any] | None:
+                m = engine.models.get(name)
+                if m is None:
+                    self.error(404, "ModelNotFoundException", f"Model not found: {name}")
+                return m
+
+        class EngineInfo(Base):
+            def get(self) -> None:
+                self.finish(
+                    {
+                        "version": "0.1.0",
+                        "pid": os.getpid(),
+                        "uptime_s": 12.5,
+                        "key_file": "/should/not/leak",
+                        "gpus": [
+                            {
+                                "index": 0,
+                                "name": "Fake GPU",
+                                "memory_used": 1,
+                                "memory_total": 2,
+                                "utilization": 50,
+                            }
+                        ],
+                    }
+                )
+
+        class Models(Base):
+            def get(self) -> None:
+                self.finish(
+                    {
+                        "models": [
+                            {"modelName": n, "modelUrl": m["modelUrl"]}
+                            for n, m in engine.models.items()
+                        ]
+                    }
+                )
+
+            def post(self) -> None:
+                url = self.get_query_argument("url")
+                name = url.removesuffix(".mar")
+                engine.models[name] = version(
+                    name, "1.0", int(self.get_query_argument("initial_workers", "1"))
+                )
+                self.finish(
+                    {"status": f'Model "{name}" Version: 1.0 registered with 1 initial workers'}
+                )
+
+        class Model(Base):
+            def get(self, name: str, v: str | None = None) -> None:
+                m = self.model(name)
+                if m is not None:
+                    self.finish(json.dumps([m]))
+
+            def put(self, name: str, v: str | None = None) -> None:
+                m = self.model(name)
+                if m is not None:
+                    n = int(self.get_query_argument("min_worker"))
+                    engine.models[name] = version(name, m["modelVersion"], n)
+                    self.finish({"status": "Workers scaled to 1 for model: " + name})
+
+            def delete(self, name: str, v: str | None = None) -> None:
+                if self.model(name) is not None:
+                    del engine.models[name]
+                    self.finish({"status": f'Model "{name}" unregistered'})
+
+        class All(Base):
+            def get(self, name: str) -> None:
+                m = self.model(name)
+                if m is not None:
+                    self.finish(json.dumps([m]))
+
+        class SetDefault(Base):
+            def put(self, name: str, v: str) -> None:
+                if self.model(name) is not None:
+                    self.finish(
+                        {
+                            "status": f'Default version successfully updated for model "{name}" to "{v}"'
+                        }
+                    )
+
+        class Logs(Base):
+            def get(self, name: str) -> None:
+                if self.model(name) is not None:
+                    self.set_header("Content-Type", "text/plain")
+                    self.finish("line 1\nline 2\n")
+
+        class Predict(Base):
+            def post(self, rest: str) -> None:
+                self.set_header("Content-Type", "application/json")
+                self.set_header("X-Secret", "must-not-pass")
+                self.finish(
+                    json.dumps(
+                        {
+                            "path": self.request.path,
+                            "content_type": self.request.headers.get("Content-Type"),
+                            "length": len(self.request.body),
+                            # named, not echoed: a response carrying a key would look leaked
+                            "authorization": (
+                                "inference-key"
+                                if self.request.headers.get("Authorization") == f"Bearer {INF_KEY}"
+                                else self.request.headers.get("Authorization")
+                            ),
+                        }
+                    )
+                )
+
+            put = post
+            get = post
+
+        class Metrics(Base):
+            def get(self) -> None:
+                self.set_header("Content-Type", "text/plain; version=0.0.4")
+                self.finish(METRICS_TEXT)
+
+        app = tornado.web.Application(
+            [
+                (r"/engine", EngineInfo),
+                (r"/models", Models),
+                (r"/models/([^/]+)/all", All),
+                (r"/models/([^/]+)/logs", Logs),
+                (r"/models/([^/]+)/([^/]+)/set-default", SetDefault),
+                (r"/models/([^/]+)", Model),
+                (r"/models/([^/]+)/([^/]+)", Model),
+                (r"/((?:predictions|v1|v2|ping).*)", Predict),
+                (r"/metrics", Metrics),
+            ]
+        )
+        self.server = HTTPServer(app)
+        self.server.listen(self.port, "127.0.0.1")
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+
+    def write_discovery(self, runtime_dir: Path, log_dir: Path) -> Path:
+        """A discovery file naming this process (alive) and a key file, as the engine writes."""
+        key_file = runtime_dir / "fake-keys.json"
+        key_file.write_text(
+            json.dumps(
+                {
+                    "management": {"key": MGMT_KEY, "expiration time": "never"},
+                    "inference": {"key": INF_KEY, "expiration time": "never"},
+                    "API": {"key": "api-SECRET"},
+                }
+            )
+        )
+        addr = f"http://127.0.0.1:{self.port}"
+        info = {
+            "pid": os.getpid(),
+            "started": time.time(),
+            "inference_address": addr,
+            "management_address": addr,
+            "metrics_address": addr,
+            "model_store": str(log_dir),
+            "key_file": str(key_file),
+            "log_dir": str(log_dir),
+            "version": "0.1.0",
+        }
+        self.info = info
+        path = runtime_dir / f"jupyter-torchserve-{os.getpid()}.json"
+        path.write_text(json.dumps(info))
+        return path

@@ -343,7 +343,13 @@ class JtsBaseHandler:
             grads = torch.autograd.grad(score, differentiable, allow_unused=True)
         grad = grads[0] if grads[0] is not None else torch.zeros_like(differentiable[0])
         attribution = (differentiable[0] * grad).detach()
-        return [part.tolist() for part in self.split_per_request(attribution)]
+        return [part.tolist() for part in self.explanation_parts(attribution)]
+
+    def explanation_parts(self, attribution: torch.Tensor) -> list[torch.Tensor]:
+        """Per-request attributions shaped like each request's input (one sample: no batch dim)."""
+        return [
+            part[0] if len(part) == 1 else part for part in self.split_per_request(attribution)
+        ]
 
     def _explain_targets(self, raw_data: list[Any]) -> list[int] | None:
         """Per-row target classes when every request names an int ``target``."""

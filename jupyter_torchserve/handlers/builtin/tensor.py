@@ -196,6 +196,9 @@ class TensorHandler(JtsBaseHandler):
             return [[s[i] for s in split] for i in range(len(self.request_sizes))]
         return [output] * len(self.request_sizes)
 
+    def explanation_parts(self, attribution: torch.Tensor) -> list[torch.Tensor]:
+        return self._split_output(attribution)
+
     def postprocess(self, output: Any) -> list[Any]:
         parts = self._split_output(output)
         results: list[Any] = []

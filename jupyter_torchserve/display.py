@@ -224,9 +224,11 @@ class EngineStatus(_Rich):
             ("token file", self.info.get("key_file") or "(token auth off)"),
             ("logs", self.info.get("log_dir")),
         ]
+        shown = {"gpus", "models", "version", "pid", "started", "model_store", "log_dir"}
         for k, v in self.engine.items():
-            if k not in ("gpus", "models", "version") and not isinstance(v, (dict, list)):
-                keys.append((k.replace("_", " "), v))
+            if k in shown or k.endswith("_address") or isinstance(v, (dict, list)):
+                continue
+            keys.append((k.replace("_", " "), v))
         return ["", ""], [[k, v] for k, v in keys if v is not None]
 
     def gpu_table(self) -> tuple[list[str], list[list[Any]]]:
@@ -311,7 +313,7 @@ class Metrics(_Rich):
     def table(self) -> tuple[list[str], list[list[Any]]]:
         rows = []
         for name, labels, value in self.samples():
-            if name.startswith("python_") or name.startswith("process_"):
+            if name.startswith(("python_", "process_")) or name.endswith(("_created", "_bucket")):
                 continue
             lab = ", ".join(f"{k}={v}" for k, v in labels.items() if k != "hostname")
             rows.append([name, lab, f"{value:g}"])

@@ -183,3 +183,31 @@ def test_init_kwargs_and_tgz_and_directory_formats(notebook, tmp_path):
     assert Path(dirs[0]).name == "scaled"  # the tgz holds scaled/
     for got in load_in_fresh_process(dirs, save_inputs(tmp_path / "x.pt", x)):
         assert torch.allclose(torch.tensor(got), expected, atol=1e-6)
+
+
+def test_script_calling_archive_at_top_level(tmp_path):
+    """A plain script (``__main__`` is a file, no ``if __name__`` guard) pre-flights fine:
+    the spawned child must not re-run the script."""
+    script = tmp_path / "train.py"
+    script.write_text(
+        "import torch\n"
+        "from jupyter_torchserve.archive import archive\n"
+        "class Lin(torch.nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.l = torch.nn.Linear(3, 1)\n"
+        "    def forward(self, x):\n"
+        "        return self.l(x)\n"
+        "r = archive(Lin(), 'lin', example_inputs=torch.ones(2, 3), format='eager',\n"
+        f"            export_path={str(tmp_path)!r})\n"
+        "print('DONE', r.format, r.max_abs_diff)\n"
+    )
+    import subprocess
+
+    proc = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=240, cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("DONE") == 1 and "DONE eager 0.0" in proc.stdout
+    with zipfile.ZipFile(tmp_path / "lin.mar") as zf:
+        assert "class Lin(torch.nn.Module)" in zf.read("model.py").decode()

@@ -20,6 +20,9 @@ import os
 import sys
 import tempfile
 import traceback
+import types
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,6 +110,23 @@ def _handler_check(service: Any, model_dir: str) -> dict[str, Any] | None:
     return {"status": response.status, "body": response.body.decode("utf-8", "replace")}
 
 
+@contextmanager
+def _without_main() -> Iterator[None]:
+    """Hide ``__main__`` while the child starts, so spawn never re-runs the user's script.
+
+    spawn re-imports the parent's ``__main__`` when it is a file (a script, ``python -``);
+    the clean process must see neither the notebook nor a script that calls ``archive()``
+    at top level (which would recurse).
+    """
+    main = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        if main is not None:
+            sys.modules["__main__"] = main
+
+
 def _run_child(model_dir: str, inputs: tuple[Any, ...] | None, timeout: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="jts-preflight-io-") as tmp:
         inputs_path = None
@@ -118,7 +138,8 @@ def _run_child(model_dir: str, inputs: tuple[Any, ...] | None, timeout: float) -
         process = ctx.Process(
             target=_child, args=(model_dir, inputs_path, result_path), name="jts-preflight"
         )
-        process.start()
+        with _without_main():
+            process.start()
         process.join(timeout)
         if process.is_alive():
             process.kill()

@@ -179,7 +179,7 @@ class JtsBaseHandler:
         self.schema = self.metadata.get("schema") or {}
         labels = read_json_file(os.path.join(self.model_dir, "index_to_name.json"))
         if labels is None:
-            labels = self.metadata.get("labels")
+            labels = self.metadata.get("labels") or self.metadata.get("label_map")
         self.mapping = normalise_labels(labels)
         self.model = self.load_model(self.model_dir, self.device)
         if hasattr(self.model, "eval"):
@@ -347,9 +347,7 @@ class JtsBaseHandler:
 
     def explanation_parts(self, attribution: torch.Tensor) -> list[torch.Tensor]:
         """Per-request attributions shaped like each request's input (one sample: no batch dim)."""
-        return [
-            part[0] if len(part) == 1 else part for part in self.split_per_request(attribution)
-        ]
+        return [part[0] if len(part) == 1 else part for part in self.split_per_request(attribution)]
 
     def _explain_targets(self, raw_data: list[Any]) -> list[int] | None:
         """Per-row target classes when every request names an int ``target``."""

@@ -63,7 +63,15 @@ def v1_instance_params(instance: Any) -> list[tuple[str, str, bytes]]:
             except (binascii.Error, TypeError):
                 raise bad_request("instance field b64 is not valid base64") from None
         return [(k, "application/json", json.dumps(v).encode()) for k, v in instance.items()]
-    return [("body", "application/json", json.dumps(instance).encode())]
+    # a bare tensor instance is ONE sample: send it as a batch of one, unwrap the answer
+    return [("body", "application/json", json.dumps([instance]).encode())]
+
+
+def v1_prediction(instance: Any, reply: Reply) -> Any:
+    value = _reply_value(reply)
+    if not isinstance(instance, dict) and isinstance(value, list) and len(value) == 1:
+        return value[0]
+    return value
 
 
 class V1ModelHandler(InferenceHandler):
@@ -94,7 +102,9 @@ class V1PredictHandler(InferenceHandler):
         items = [v1_instance_params(i) for i in instances]
         replies = await self.run_jobs(mv, None, items, headers)
         key = "explanations" if verb == "explain" else "predictions"
-        self.write_json({key: [_reply_value(r) for r in replies]})
+        self.write_json(
+            {key: [v1_prediction(i, r) for i, r in zip(instances, replies, strict=True)]}
+        )
 
 
 # -- v2 ------------------------------------------------------------------------------------

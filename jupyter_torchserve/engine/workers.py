@@ -96,6 +96,9 @@ class Worker:
     def attach(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.writer = writer
         asyncio.get_running_loop().create_task(self._read_loop(reader))
+        if self.status == "UNLOADING":
+            # scaled down while it was starting: it reads this right after loading
+            writer.writelines(protocol.encode({"op": "stop"}))
 
     async def wait_ready(self, timeout: float) -> None:
         try:
@@ -256,7 +259,8 @@ class Worker:
             if waiter is not None and not waiter.done():
                 waiter.set_result(header.get("value"))
         elif op == "ready":
-            self.status = "READY"
+            if self.status == "STARTING":
+                self.status = "READY"
             self.device = header.get("device", self.device)
             if not self.ready.done():
                 self.ready.set_result(None)

@@ -255,3 +255,87 @@ class RecordingEngine:
         path = runtime_dir / f"jupyter-torchserve-{os.getpid()}.json"
         path.write_text(json.dumps(info))
         return path
+
+
+# ------------------------------------------------------------------------------ real engine
+class RealEngine:
+    """A real engine on free loopback ports with the digits classifier deployed as `mnist`.
+
+    Its discovery file lives in `runtime_dir`; tests point `JUPYTER_RUNTIME_DIR` (or copy the
+    file) there so the server extension finds it as a user's would.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.runtime_dir = root / "runtime"
+        self.runtime_dir.mkdir(parents=True, exist_ok=True)
+        self.info: dict[str, Any] = {}
+        self.png = b""
+
+    def start(self, *, deploy: bool = True) -> RealEngine:
+        from jupyter_torchserve import launcher
+
+        with _env(JUPYTER_RUNTIME_DIR=str(self.runtime_dir)):
+            self.info = launcher.start_engine(
+                inference_address=f"http://127.0.0.1:{free_port()}",
+                management_address=f"http://127.0.0.1:{free_port()}",
+                metrics_address=f"http://127.0.0.1:{free_port()}",
+                model_store=str(self.root / "store"),
+                state_dir=str(self.root / "state"),
+            )
+            if deploy:
+                self.deploy_mnist()
+        return self
+
+    def deploy_mnist(self) -> None:
+        import jupyter_torchserve as jts
+        from jupyter_torchserve.examples import mnist
+
+        data = mnist.load_data()
+        model = mnist.trained_model(epochs=3)
+        self.png = mnist.png_bytes(mnist.digit_image(7, data))
+        (self.root / "seven.png").write_bytes(self.png)
+        labels = mnist.write_labels(self.root / "index_to_name.json")
+        jts.deploy(
+            model,
+            name="mnist",
+            handler="image_classifier",
+            example=self.png,
+            handler_config={"mean": list(mnist.MEAN), "std": list(mnist.STD)},
+            extra_files={"index_to_name.json": str(labels)},
+            progress="none",
+        )
+
+    def stop(self) -> None:
+        from jupyter_torchserve import launcher
+
+        if self.info:
+            with _env(JUPYTER_RUNTIME_DIR=str(self.runtime_dir)):
+                launcher.stop_engine(self.info)
+
+    def management_key(self) -> str:
+        return json.loads(Path(self.info["key_file"]).read_text())["management"]["key"]
+
+    def copy_discovery_to(self, runtime_dir: Path) -> None:
+        src = Path(self.info["discovery_file"])
+        (Path(runtime_dir) / src.name).write_text(src.read_text())
+
+
+class _env:
+    """Set environment variables for a block (the engine inherits them)."""
+
+    def __init__(self, **values: str) -> None:
+        self.values = values
+        self.saved: dict[str, str | None] = {}
+
+    def __enter__(self) -> None:
+        for k, v in self.values.items():
+            self.saved[k] = os.environ.get(k)
+            os.environ[k] = v
+
+    def __exit__(self, *exc: object) -> None:
+        for k, v in self.saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

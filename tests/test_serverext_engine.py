@@ -1,0 +1,124 @@
+"""The server extension against a real engine with the digits classifier deployed.
+
+One engine per module (start + train + deploy take a few seconds); each test's Jupyter server
+finds it through a copy of its discovery file in that test's runtime directory.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _serverext_helpers import RealEngine
+from tornado.httpclient import HTTPClientError
+
+
+@pytest.fixture(scope="module")
+def real_engine(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    engine = RealEngine(tmp_path_factory.mktemp("engine")).start()
+    yield engine
+    engine.stop()
+
+
+@pytest.fixture
+def jp_server_config() -> dict[str, Any]:
+    return {
+        "ServerApp": {
+            "jpserver_extensions": {"jupyter_torchserve": True},
+            "allow_unauthenticated_access": False,
+        }
+    }
+
+
+@pytest.fixture
+def engine(real_engine: RealEngine, jp_serverapp: Any, jp_runtime_dir: Path) -> RealEngine:
+    real_engine.copy_discovery_to(Path(jp_runtime_dir))
+    return real_engine
+
+
+def secrets(engine: RealEngine) -> list[str]:
+    keys = json.loads(Path(engine.info["key_file"]).read_text())
+    return [v["key"] for v in keys.values() if isinstance(v, dict) and v.get("key")]
+
+
+def no_secret(engine: RealEngine, resp: Any) -> None:
+    text = resp.body.decode("utf-8", "replace") + repr(dict(resp.headers))
+    for key in secrets(engine):
+        assert key not in text
+
+
+async def test_status_overview_and_metrics(jp_fetch: Any, engine: RealEngine) -> None:
+    status = json.loads((await jp_fetch("torchserve", "engine")).body)
+    assert status["running"] is True
+    assert status["pid"] == engine.info["pid"]
+    assert isinstance(status["gpus"], list)
+    overview = await jp_fetch("torchserve", "overview")
+    no_secret(engine, overview)
+    data = json.loads(overview.body)
+    (mnist,) = [m for m in data["models"] if m["modelName"] == "mnist"]
+    assert mnist["versions"][0]["isDefault"] is True
+    assert mnist["versions"][0]["workers"][0]["status"] == "READY"
+    # a prediction shows in the per-model numbers
+    await jp_fetch(
+        "torchserve",
+        "models",
+        "mnist",
+        "predict",
+        method="POST",
+        body=engine.png,
+        headers={"Content-Type": "image/png"},
+    )
+    metrics = json.loads((await jp_fetch("torchserve", "metrics")).body)
+    assert metrics["models"]["mnist"]["requests"] >= 1
+    assert metrics["models"]["mnist"]["latency_ms_p50"] > 0
+
+
+async def test_predict_through_jupyter(jp_fetch: Any, engine: RealEngine) -> None:
+    resp = await jp_fetch(
+        "torchserve",
+        "models",
+        "mnist",
+        "predict",
+        method="POST",
+        body=engine.png,
+        headers={"Content-Type": "image/png"},
+    )
+    scores = json.loads(resp.body)
+    assert max(scores, key=scores.get) == "7"
+    # the curl path: /torchserve/predictions/mnist and KServe v2 health
+    resp = await jp_fetch("torchserve", "predictions", "mnist", method="POST", body=engine.png)
+    assert max(json.loads(resp.body), key=json.loads(resp.body).get) == "7"
+    resp = await jp_fetch("torchserve", "v2", "health", "ready")
+    assert resp.code == 200
+
+
+async def test_scale_logs_and_unknown_model(jp_fetch: Any, engine: RealEngine) -> None:
+    await jp_fetch(
+        "torchserve", "models", "mnist", method="PUT", body=b"", params={"min_worker": "2"}
+    )
+    described = json.loads((await jp_fetch("torchserve", "models", "mnist")).body)
+    assert len(described[0]["workers"]) == 2
+    await jp_fetch(
+        "torchserve", "models", "mnist", method="PUT", body=b"", params={"min_worker": "1"}
+    )
+    logs = (await jp_fetch("torchserve", "models", "mnist", "logs", params={"tail": "20"})).body
+    assert b"mnist" in logs
+    with pytest.raises(HTTPClientError) as err:
+        await jp_fetch("torchserve", "models", "nope")
+    assert err.value.code == 404
+    body = json.loads(err.value.response.body)
+    assert set(body) == {"code", "type", "message"} and "nope" in body["message"]
+
+
+async def test_unregister_and_register_from_store(jp_fetch: Any, engine: RealEngine) -> None:
+    store = json.loads((await jp_fetch("torchserve", "store")).body)["archives"]
+    url = next(a["url"] for a in store if a["url"].startswith("mnist"))
+    await jp_fetch("torchserve", "models", "mnist", method="DELETE")
+    models = json.loads((await jp_fetch("torchserve", "models")).body)["models"]
+    assert "mnist" not in [m["modelName"] for m in models]
+    resp = await jp_fetch("torchserve", "models", method="POST", body=json.dumps({"url": url}))
+    assert resp.code == 200
+    models = json.loads((await jp_fetch("torchserve", "models")).body)["models"]
+    assert "mnist" in [m["modelName"] for m in models]

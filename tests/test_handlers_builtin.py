@@ -404,3 +404,23 @@ def test_text_classifier_needs_a_vocabulary(tmp_path):
     model_dir = make_model_dir(tmp_path, BagOfWords(), handler="text_classifier")
     with pytest.raises(HandlerError, match="vocab.json or source_vocab.pt"):
         load_service(str(model_dir))
+
+
+# -- devices -----------------------------------------------------------------------------------
+def test_gpu_id_without_cuda_falls_back_to_cpu(tmp_path, linear, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    svc = load_service(str(make_model_dir(tmp_path, linear, schema=FP32_3)), gpu_id=0)
+    assert svc.context.system_properties["gpu_id"] == 0
+    assert svc.handler_instance.device == torch.device("cpu")
+    assert _json(svc.predict([request([[1.0, 2.0, 3.0]])]))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_id_places_the_model_on_that_gpu(tmp_path, linear):
+    svc = load_service(str(make_model_dir(tmp_path, linear, schema=FP32_3)), gpu_id=0)
+    handler = svc.handler_instance
+    assert handler.device == torch.device("cuda:0")
+    assert next(handler.model.parameters()).device.type == "cuda"
+    x = torch.randn(2, 3)
+    out = _json(svc.predict([request(x.tolist())]))[0]
+    assert np.allclose(out, linear(x).detach().numpy(), atol=1e-4)

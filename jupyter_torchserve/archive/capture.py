@@ -50,6 +50,25 @@ def builtin_archive_module(module_name: str) -> str:
     return stem if stem.startswith("jts_") else f"jts_{stem}"
 
 
+def _builtin_dir() -> Path:
+    return Path(__file__).resolve().parent.parent / "handlers" / "builtin"
+
+
+def builtin_module_of(module_name: str) -> str | None:
+    """Archive module name when ``module_name`` is one of our built-in handler files.
+
+    Recognised by package name (``jupyter_torchserve.handlers.builtin.tensor``) or by file
+    location, because workers and notebooks load them as top-level ``jts_*`` modules.
+    """
+    if module_name.startswith(BUILTIN_PACKAGE + "."):
+        return builtin_archive_module(module_name)
+    module = sys.modules.get(module_name)
+    filename = getattr(module, "__file__", None)
+    if filename and Path(filename).resolve().parent == _builtin_dir():
+        return builtin_archive_module(Path(filename).stem)
+    return None
+
+
 def _library_dirs() -> list[Path]:
     paths = set()
     for key in ("stdlib", "platstdlib", "purelib", "platlib"):
@@ -70,6 +89,8 @@ def is_local_module(module_name: str) -> bool:
         return True
     root = module_name.split(".", 1)[0]
     if root in _IMPORTABLE_ROOTS or root == "jupyter_torchserve":
+        return False
+    if builtin_module_of(module_name):
         return False
     module = sys.modules.get(module_name)
     if module is None:
@@ -331,8 +352,8 @@ class SourceCapture:
 
     def _bind_module(self, name: str, module: types.ModuleType, owner: str) -> None:
         modname = module.__name__
-        if modname.startswith(BUILTIN_PACKAGE + "."):
-            modname = builtin_archive_module(modname)
+        if builtin_module_of(modname):
+            modname = builtin_module_of(modname) or modname
             self.builtin_modules.add(modname)
         elif modname.split(".")[0] == "jupyter_torchserve":
             raise SourceCaptureError(
@@ -350,8 +371,8 @@ class SourceCapture:
     def _bind_import(self, name: str, value: object, module: str, owner: str) -> None:
         qualname = getattr(value, "__qualname__", getattr(value, "__name__", ""))
         target = module
-        if module.startswith(BUILTIN_PACKAGE + "."):
-            target = builtin_archive_module(module)
+        if builtin_module_of(module):
+            target = builtin_module_of(module) or module
             self.builtin_modules.add(target)
         elif module.split(".")[0] == "jupyter_torchserve":
             raise SourceCaptureError(

@@ -225,10 +225,15 @@ class JtsBaseHandler:
     def _header(self, name: str, idx: int = 0) -> Any:
         if self.context is None or getattr(self.context, "request_processor", None) is None:
             return None
-        try:
-            return self.context.get_request_header(idx, name)
-        except (IndexError, KeyError, TypeError):
-            return None
+        # Our worker lower-cases header names; TorchServe passes them as the client sent them.
+        for key in dict.fromkeys((name, name.lower(), name.title())):
+            try:
+                value = self.context.get_request_header(idx, key)
+            except (IndexError, KeyError, TypeError):
+                return None
+            if value is not None:
+                return value
+        return None
 
     def _is_explain(self) -> bool:
         return is_true(self._header("explain"))

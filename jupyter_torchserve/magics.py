@@ -221,7 +221,9 @@ class TorchServeMagics(Magics):
             return None
         if value.isidentifier() and value in self.ns:
             return self.ns[value]
-        return value
+        if value.isidentifier() or ".py" in value:
+            return value  # a built-in handler name or a handler file
+        return self._eval(value, "--handler")
 
     def _model_kwargs(self, args: argparse.Namespace) -> dict[str, Any]:
         return {

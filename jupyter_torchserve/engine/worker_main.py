@@ -8,7 +8,6 @@ and the engine keeps the next batch already waiting in the socket buffer (pipeli
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
@@ -63,6 +62,8 @@ def run_worker(
     )
     if threads > 0:
         torch.set_num_threads(threads)
+    # TorchServe runs handlers inside the model directory; some open files by relative path
+    os.chdir(model_dir)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.connect(sock_path)
     conn = SyncConnection(sock)
@@ -95,28 +96,14 @@ def _install_stream_hook(service: Any, conn: SyncConnection) -> None:
     """Let a handler send intermediate (streamed) responses before it returns."""
     state: dict[str, Any] = {"batch": None}
 
-    def send_intermediate(
-        outputs: list[Any], request_ids: dict[int, str], message: str, code: int
-    ) -> None:
-        bodies, metas = [], []
-        for i, out in enumerate(outputs):
-            body, ctype = _serialize(out)
-            bodies.append(body)
-            metas.append({"s": code, "ct": ctype, "r": message, "h": {}, "i": i})
-        _send_result(conn, "stream", state["batch"], metas, bodies)
+    def send(outputs: list[Any]) -> None:
+        metas = [
+            {"s": o.status, "ct": o.content_type, "r": o.reason, "h": o.headers} for o in outputs
+        ]
+        _send_result(conn, "stream", state["batch"], metas, [o.body for o in outputs])
 
-    service.context._send_intermediate = send_intermediate
+    service.set_stream_callback(send)
     service._stream_state = state
-
-
-def _serialize(value: Any) -> tuple[bytes, str]:
-    if isinstance(value, (bytes, bytearray)):
-        return bytes(value), "application/octet-stream"
-    if isinstance(value, str):
-        return value.encode(), "text/plain; charset=utf-8"
-    if hasattr(value, "tolist"):
-        value = value.tolist()
-    return json.dumps(value).encode(), "application/json"
 
 
 def _send_result(

@@ -1,0 +1,384 @@
+"""Engine behaviour a user relies on under load and failure: batching, scaling with requests
+in flight, dead and stuck workers, handler errors, snapshots, discovery, GPU assignment."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+from _engine_helpers import free_port, linear_mar, probe_mar, running_engine
+
+from jupyter_torchserve import discovery
+from jupyter_torchserve.client import EngineError
+from jupyter_torchserve.config import load_ts_config, parse_properties
+from jupyter_torchserve.launcher import EngineStartError, start_engine
+
+
+def _post_many(url: str, bodies: list[dict], workers: int = 16) -> list[requests.Response]:
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(lambda b: requests.post(url, json=b, timeout=120), bodies))
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("engine-behaviour")
+    store = tmp / "store"
+    store.mkdir()
+    probe_mar(store, "probe")
+    probe_mar(store, "batcher")
+    probe_mar(store, "slow")
+    with running_engine(tmp, model_store=str(store)) as (info, client):
+        yield info, client, tmp
+
+
+def test_requests_are_batched_when_workers_are_busy(engine):
+    info, client, _ = engine
+    client.register("batcher-1.0.mar", initial_workers=1, batch_size=8, max_batch_delay=2000)
+    try:
+        url = info["inference_address"] + "/predictions/batcher"
+        # a lone request with an idle worker goes at once, not after the 2 s delay
+        t0 = time.monotonic()
+        r = requests.post(url, json={"echo": 1})
+        assert r.status_code == 200 and r.json()["batch"] == 1
+        assert time.monotonic() - t0 < 1.5
+        # 24 concurrent requests while the worker is busy: they share batches
+        bodies = [{"echo": i, "sleep": 0.05} for i in range(24)]
+        answers = _post_many(url, bodies)
+        assert all(a.status_code == 200 for a in answers)
+        assert [a.json()["echo"] for a in answers] == list(range(24))  # each got its own
+        assert max(a.json()["batch"] for a in answers) > 1
+        assert max(a.json()["batch"] for a in answers) <= 8
+    finally:
+        client.unregister("batcher")
+
+
+def test_scale_up_and_down_with_requests_in_flight_loses_nothing(engine):
+    info, client, _ = engine
+    client.register("slow-1.0.mar", initial_workers=1)
+    try:
+        url = info["inference_address"] + "/predictions/slow"
+        with ThreadPoolExecutor(1) as side:
+            bodies = [{"echo": i, "sleep": 0.02} for i in range(60)]
+            load = side.submit(_post_many, url, bodies, 8)
+            time.sleep(0.2)
+            client.scale("slow", 3, synchronous=True)
+            assert len(client.describe("slow")[0]["workers"]) == 3
+            client.scale("slow", 1, synchronous=True)
+            answers = load.result()
+        assert [a.status_code for a in answers] == [200] * 60
+        assert [a.json()["echo"] for a in answers] == list(range(60))
+        (d,) = client.describe("slow")
+        assert len(d["workers"]) == 1 and d["minWorkers"] == 1
+    finally:
+        client.unregister("slow")
+
+
+def test_sigkill_a_worker_under_load_every_request_answered(engine):
+    info, client, _ = engine
+    client.register("probe-1.0.mar", model_name="killme", initial_workers=2)
+    try:
+        url = info["inference_address"] + "/predictions/killme"
+        pids = [w["pid"] for w in client.describe("killme")[0]["workers"]]
+        with ThreadPoolExecutor(1) as side:
+            load = side.submit(_post_many, url, [{"echo": i, "sleep": 0.03} for i in range(80)], 8)
+            time.sleep(0.3)
+            os.kill(pids[0], signal.SIGKILL)
+            answers = load.result()
+        codes = [a.status_code for a in answers]
+        assert len(codes) == 80
+        assert set(codes) <= {200, 503}  # a retried batch answers 200; nothing hangs
+        assert codes.count(200) >= 70
+        for a in answers:
+            if a.status_code != 200:
+                assert a.json()["type"] in (
+                    "InternalServerException",
+                    "ServiceUnavailableException",
+                )
+        # the lost worker is replaced
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            workers = client.describe("killme")[0]["workers"]
+            if len(workers) == 2 and all(w["status"] == "READY" for w in workers):
+                break
+            time.sleep(0.2)
+        pids_now = [w["pid"] for w in client.describe("killme")[0]["workers"]]
+        assert len(pids_now) == 2 and pids[0] not in pids_now
+    finally:
+        client.unregister("killme")
+
+
+def test_handler_exception_is_503_with_its_message_and_worker_survives(engine):
+    info, client, _ = engine
+    client.register("probe-1.0.mar", model_name="fails", initial_workers=1)
+    try:
+        url = info["inference_address"] + "/predictions/fails"
+        pid = client.describe("fails")[0]["workers"][0]["pid"]
+        r = requests.post(url, json={"raise": "bad pixel"})
+        assert r.status_code == 503
+        body = r.json()
+        assert body["type"] == "InternalServerException"
+        assert "ValueError: probe asked to fail: bad pixel" in body["message"]
+        assert "probe_handler.py" in body["message"]  # the traceback tail names the file
+        assert requests.post(url, json={"echo": 2}).json()["echo"] == 2
+        assert client.describe("fails")[0]["workers"][0]["pid"] == pid
+        assert "Traceback" in client.logs("fails")  # the full traceback is in the log
+    finally:
+        client.unregister("fails")
+
+
+def test_response_timeout_kills_and_replaces_the_worker(engine):
+    info, client, _ = engine
+    client.register("probe-1.0.mar", model_name="stuck", initial_workers=1, response_timeout=1)
+    try:
+        url = info["inference_address"] + "/predictions/stuck"
+        pid = client.describe("stuck")[0]["workers"][0]["pid"]
+        r = requests.post(url, json={"sleep": 30})
+        assert r.status_code == 408
+        assert "response_timeout" in r.json()["message"]
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            r = requests.post(url, json={"echo": "after"})
+            if r.status_code == 200:
+                break
+            time.sleep(0.2)
+        assert r.json()["echo"] == "after" and r.json()["pid"] != pid
+    finally:
+        client.unregister("stuck")
+
+
+def test_worker_print_goes_to_the_model_log(engine):
+    info, client, _ = engine
+    client.register("probe-1.0.mar", model_name="talker", initial_workers=1)
+    try:
+        requests.post(
+            info["inference_address"] + "/predictions/talker",
+            json={"print": "hello from the handler"},
+        )
+        assert "hello from the handler" in client.logs("talker", tail=20)
+    finally:
+        client.unregister("talker")
+
+
+def test_load_failure_is_a_500_naming_the_cause_and_model_is_dropped(engine):
+    info, client, tmp = engine
+    store = tmp / "store"
+    from _engine_helpers import manifest, write_mar
+
+    write_mar(
+        store / "broken.mar",
+        {"broken.py": "raise ImportError('no such lib: foo')\n", "d.txt": "x"},
+        manifest("broken", "1.0", "d.txt", "broken.py"),
+    )
+    with pytest.raises(EngineError) as e:
+        client.register("broken.mar", initial_workers=1)
+    assert e.value.status == 500
+    assert "Failed to start workers for model broken" in e.value.message
+    assert "no such lib: foo" in e.value.message
+    assert all(m["modelName"] != "broken" for m in client.models)
+
+
+def test_unregister_cleans_the_unpacked_archive(engine):
+    info, client, tmp = engine
+    client.register("probe-1.0.mar", model_name="tidy", initial_workers=1)
+    model_dir = None
+    cache = os.path.join(client.engine_status()["log_dir"], "..", "cache")
+    before = set(os.listdir(cache))
+    assert before
+    client.unregister("tidy")
+    model_dir = before - set(os.listdir(cache))
+    assert model_dir  # the unpacked copy went away with the model
+
+
+def test_snapshot_restored_after_stop_and_start(tmp_path):
+    store = tmp_path / "store"
+    store.mkdir()
+    linear_mar(store, "lin", "1.0", seed=0)
+    linear_mar(store, "lin", "2.0", seed=1)
+    state = tmp_path / "state"
+    with running_engine(tmp_path, model_store=str(store), state_dir=str(state)) as (info, c):
+        c.register("lin-1.0.mar", initial_workers=1, batch_size=4, max_batch_delay=7)
+        c.register("lin-2.0.mar", initial_workers=2)
+        c.set_default("lin", "2.0")
+        before = requests.post(info["inference_address"] + "/predictions/lin", json=[[1, 2, 3, 4]])
+    snap = json.loads((state / "snapshot.json").read_text())
+    assert snap["models"]["lin"]["2.0"]["defaultVersion"] is True
+    with running_engine(tmp_path, model_store=str(store), state_dir=str(state)) as (info, c):
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            versions = {d["modelVersion"]: d for d in c.describe("lin", "all")} if c.models else {}
+            if len(versions) == 2 and all(
+                len(d["workers"]) == d["minWorkers"] for d in versions.values()
+            ):
+                break
+            time.sleep(0.2)
+        assert versions["1.0"]["batchSize"] == 4 and versions["1.0"]["maxBatchDelay"] == 7
+        assert len(versions["2.0"]["workers"]) == 2
+        assert versions["1.0"]["loadedAtStartup"] is True
+        after = requests.post(info["inference_address"] + "/predictions/lin", json=[[1, 2, 3, 4]])
+        assert after.json() == before.json()  # version 2.0 is the default again
+
+
+def test_torchserve_model_snapshot_and_load_models(tmp_path):
+    store = tmp_path / "store"
+    store.mkdir()
+    linear_mar(store, "a", "1.0")
+    probe_mar(store, "b")
+    ts_snapshot = json.dumps(
+        {
+            "name": "startup.cfg",
+            "modelCount": 1,
+            "models": {
+                "a": {
+                    "1.0": {
+                        "defaultVersion": True,
+                        "marName": "a-1.0.mar",
+                        "minWorkers": 1,
+                        "maxWorkers": 1,
+                        "batchSize": 2,
+                        "maxBatchDelay": 50,
+                        "responseTimeout": 120,
+                    }
+                }
+            },
+        }
+    )
+    with running_engine(
+        tmp_path, model_store=str(store), model_snapshot=ts_snapshot, load_models="b-1.0.mar"
+    ) as (info, c):
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(c.models) < 2:
+            time.sleep(0.2)
+        assert [m["modelName"] for m in c.models] == ["a", "b"]
+        assert c.describe("a")[0]["batchSize"] == 2
+
+
+def test_two_engines_on_different_ports_do_not_collide(tmp_path):
+    store = tmp_path / "store"
+    store.mkdir()
+    probe_mar(store, "p")
+    with (
+        running_engine(tmp_path / "one", model_store=str(store)) as (i1, c1),
+        running_engine(tmp_path / "two", model_store=str(store)) as (i2, c2),
+    ):
+        c1.register("p-1.0.mar", initial_workers=1)
+        c2.register("p-1.0.mar", initial_workers=1)
+        r1 = requests.post(i1["inference_address"] + "/predictions/p", json={"echo": 1}).json()
+        r2 = requests.post(i2["inference_address"] + "/predictions/p", json={"echo": 2}).json()
+        assert r1["pid"] != r2["pid"] and (r1["echo"], r2["echo"]) == (1, 2)
+        assert {e["pid"] for e in discovery.find_engines()} >= {i1["pid"], i2["pid"]}
+        c1.unregister("p")
+        assert c2.describe("p")[0]["workers"]  # the other engine is untouched
+
+
+def test_discovery_file_lifecycle(tmp_path):
+    with running_engine(tmp_path) as (info, _):
+        path = discovery.discovery_path(info["pid"])
+        assert path.exists() and oct(path.stat().st_mode & 0o777) == "0o600"
+        assert discovery.find_engine()["pid"] == info["pid"]
+        key_file = info["key_file"]
+        assert oct(os.stat(key_file).st_mode & 0o777) == "0o600"
+    assert not path.exists() and not os.path.exists(key_file)
+    # a stale file (dead pid) is removed when found
+    stale = discovery.discovery_path(999_999)
+    stale.write_text(json.dumps({"pid": 999_999, "started": time.time()}))
+    assert all(e["pid"] != 999_999 for e in discovery.find_engines())
+    assert not stale.exists()
+
+
+def test_port_in_use_is_a_clear_error(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        busy = s.getsockname()[1]
+        with pytest.raises(EngineStartError) as e:
+            start_engine(
+                inference_address=f"http://127.0.0.1:{busy}",
+                management_address=f"http://127.0.0.1:{free_port()}",
+                metrics_address=f"http://127.0.0.1:{free_port()}",
+                model_store=str(tmp_path / "store"),
+                state_dir=str(tmp_path / "state"),
+                timeout=30,
+            )
+    assert f"port {busy}" in str(e.value) and "already in use" in str(e.value)
+
+
+def test_fake_gpus_are_assigned_round_robin_and_reported(tmp_path, monkeypatch):
+    gpus = [
+        {
+            "index": i,
+            "name": f"Fake GPU {i}",
+            "uuid": f"GPU-{i}",
+            "memory_used": 1 << 30,
+            "memory_total": 16 << 30,
+            "utilization": 5.0,
+        }
+        for i in range(2)
+    ]
+    monkeypatch.setenv("JTS_FAKE_GPUS", json.dumps(gpus))
+    store = tmp_path / "store"
+    store.mkdir()
+    probe_mar(store, "g")
+    with running_engine(tmp_path, model_store=str(store)) as (info, c):
+        c.register("g-1.0.mar", initial_workers=3)
+        workers = c.describe("g")[0]["workers"]
+        assert all(w["gpu"] for w in workers)
+        assert sorted(w["device"] for w in workers) == ["cuda:0", "cuda:0", "cuda:1"]
+        # concurrent slow requests reach every worker; each handler sees its own gpu_id
+        answers = _post_many(info["inference_address"] + "/predictions/g", [{"sleep": 0.2}] * 6, 6)
+        assert {a.json()["gpu_id"] for a in answers} == {0, 1}
+        assert [g["name"] for g in c.engine_status()["gpus"]] == ["Fake GPU 0", "Fake GPU 1"]
+        text = c.metrics()
+        assert 'jts_gpu_memory_total_bytes{gpu="1",name="Fake GPU 1"}' in text
+    with running_engine(tmp_path / "capped", model_store=str(store), number_of_gpu=0) as (_, c):
+        c.register("g-1.0.mar", initial_workers=1)
+        assert c.describe("g")[0]["workers"][0]["gpu"] is False
+
+
+def test_config_properties_keys(tmp_path):
+    text = "\n".join(
+        [
+            "# TorchServe config",
+            "inference_address=http://127.0.0.1:9080",
+            "management_address = http://127.0.0.1:9081",
+            "model_store=/models",
+            "default_workers_per_model=2",
+            "job_queue_size=7",
+            "allowed_urls=https://s3.example/.*,file:///data/.*",
+            "disable_token_authorization=true",
+            "enable_model_api=false",
+            "metrics_mode=prometheus",
+            "job_queue_size=9",
+        ]
+    )
+    assert parse_properties("a=1\nb: 2\n! c\nd=long \\\n  value\n") == {
+        "a": "1",
+        "b": "2",
+        "d": "long value",
+    }
+    path = tmp_path / "config.properties"
+    path.write_text(text)
+    values = load_ts_config(path)
+    assert values["inference_address"] == "http://127.0.0.1:9080"
+    assert values["management_address"] == "http://127.0.0.1:9081"
+    assert values["default_workers_per_model"] == 2
+    assert values["job_queue_size"] == 9  # the last duplicate wins, as in TorchServe
+    assert values["allowed_urls"] == ["https://s3.example/.*", "file:///data/.*"]
+    assert values["disable_token_authorization"] is True
+    assert values["enable_model_api"] is False
+    assert values["_ignored"] == ["metrics_mode"]
+
+
+def test_model_api_disabled_gives_405(tmp_path):
+    store = tmp_path / "store"
+    store.mkdir()
+    probe_mar(store, "p")
+    with running_engine(tmp_path, model_store=str(store), enable_model_api=False) as (_, c):
+        with pytest.raises(EngineError) as e:
+            c.register("p-1.0.mar")
+        assert e.value.status == 405 and e.value.type == "MethodNotAllowedException"

@@ -1,0 +1,80 @@
+"""Every worked notebook runs end to end in a real kernel (nbclient) and answers correctly."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from _notebook_helpers import engine, notebook_text, repo_root, ts_env  # noqa: F401
+
+pytestmark = pytest.mark.timeout(900)
+
+NOTEBOOKS = repo_root() / "notebooks"
+
+
+def execute(path: Path, workdir: Path, timeout: int = 600) -> Any:
+    """Run a copy of ``path`` in ``workdir`` (files it writes stay out of the repo)."""
+    from nbclient import NotebookClient
+
+    copy = workdir / path.name
+    shutil.copy(path, copy)
+    nb = nbformat.read(copy, as_version=4)
+    NotebookClient(
+        nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(workdir)}}
+    ).execute()
+    return nb
+
+
+def outputs_of(nb: Any, needle: str) -> str:
+    """Text outputs of the first code cell whose source contains ``needle``."""
+    for cell in nb.cells:
+        if cell.cell_type == "code" and needle in cell.source:
+            return notebook_text(nbformat.v4.new_notebook(cells=[cell]))
+    raise AssertionError(f"no cell with {needle!r}")
+
+
+def top_label(text: str) -> str:
+    """The first key of the first ``{label: prob}`` JSON object in a curl answer."""
+    match = re.search(r'\{\s*"(\w+)":\s*[0-9.e-]+', text)
+    assert match, text
+    return match.group(1)
+
+
+def test_every_notebook_is_tested() -> None:
+    assert {p.name for p in NOTEBOOKS.glob("*.ipynb")} == {"mnist.ipynb", "custom_handler.ipynb"}
+
+
+def test_mnist_notebook(engine: dict, tmp_path: Path) -> None:  # noqa: F811
+    nb = execute(NOTEBOOKS / "mnist.ipynb", tmp_path)
+    assert float(re.search(r"accuracy: ([0-9.]+)%", outputs_of(nb, "class Net")).group(1)) > 90
+    assert "parity" in outputs_of(nb, "%torchserve deploy model --name mnist")
+    assert "ok: max" in outputs_of(nb, "%torchserve deploy model --name mnist")
+    # the PNG is a 3, the v1/v2 requests carry a 7
+    assert top_label(outputs_of(nb, "-T digit.png")) == "3"
+    v1 = outputs_of(nb, "v1/models/mnist:predict")
+    assert '"predictions"' in v1 and top_label(v1.split('"predictions"')[1]) == "7"
+    assert len(re.findall(r'"\d":', v1)) == 5  # top-5
+    v2 = outputs_of(nb, "v2/models/mnist/infer")
+    assert '"outputs"' in v2 and "7" in v2
+    assert "Workers scaled to 2" in outputs_of(nb, "scale mnist --workers 2")
+    assert outputs_of(nb, "%torchserve describe mnist").count("READY") == 2
+    assert "ok: max" in outputs_of(nb, "--version 2.0")
+    assert 'to "2.0"' in outputs_of(nb, "set-default mnist 2.0")
+    assert top_label(outputs_of(nb, "%torchserve predict mnist seven.png").replace("'", '"')) == "7"
+    assert "ts_inference_requests_total" in outputs_of(nb, "%torchserve metrics")
+    assert "unregistered" in outputs_of(nb, "unregister mnist --version 1.0")
+
+
+def test_custom_handler_notebook(engine: dict, tmp_path: Path) -> None:  # noqa: F811
+    nb = execute(NOTEBOOKS / "custom_handler.ipynb", tmp_path)
+    assert "ok: max" in outputs_of(nb, "--name iris")
+    assert "'species': 'setosa'" in outputs_of(nb, "json=setosa")
+    curl = outputs_of(nb, "versicolor.json")
+    assert json.loads(curl[curl.index("{") :])["species"] == "versicolor"
+    assert "virginica" in outputs_of(nb, "%torchserve predict iris --data flower")
+    assert "unregistered" in outputs_of(nb, "unregister iris")

@@ -58,7 +58,11 @@ def ipython_shell() -> Any:
     """A real IPython shell whose ``__main__`` has no file, like a Jupyter kernel's."""
     from IPython.core.interactiveshell import InteractiveShell
 
-    return InteractiveShell.instance()
+    shell = InteractiveShell.instance()
+    # The shell is a singleton: (re)install its module as __main__, as IPython does at start,
+    # in case an earlier test put the original __main__ back.
+    sys.modules["__main__"] = shell.user_module
+    return shell
 
 
 def run_cell(shell: Any, code: str) -> None:

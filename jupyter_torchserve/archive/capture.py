@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import functools
 import importlib
 import inspect
 import linecache
@@ -69,7 +70,9 @@ def builtin_module_of(module_name: str) -> str | None:
     return None
 
 
-def _library_dirs() -> list[Path]:
+@functools.lru_cache(maxsize=1)
+def _library_dirs() -> tuple[Path, ...]:
+    """Where installed code lives (stdlib, site-packages): computed once, it is slow."""
     paths = set()
     for key in ("stdlib", "platstdlib", "purelib", "platlib"):
         p = sysconfig.get_paths().get(key)
@@ -77,7 +80,7 @@ def _library_dirs() -> list[Path]:
             paths.add(Path(p).resolve())
     for p in [*site.getsitepackages(), site.getusersitepackages()]:
         paths.add(Path(p).resolve())
-    return sorted(paths)
+    return tuple(sorted(paths))
 
 
 def is_local_module(module_name: str) -> bool:

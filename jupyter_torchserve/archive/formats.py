@@ -331,6 +331,25 @@ def _import_source(source: str, name: str) -> types.ModuleType:
     return module
 
 
+def _check_state_dict_fits(rebuilt: torch.nn.Module, state: dict[str, Any], name: str) -> None:
+    """Same keys and shapes as the model rebuilt from the captured source (cheap, on meta)."""
+    fresh = rebuilt.state_dict()
+    missing, unexpected = sorted(set(fresh) - set(state)), sorted(set(state) - set(fresh))
+    if missing or unexpected:
+        raise RuntimeError(
+            f"{name} rebuilt from the captured source with these init_kwargs has other "
+            f"weights: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+    for key, tensor in state.items():
+        other = fresh[key]
+        if isinstance(tensor, torch.Tensor) and isinstance(other, torch.Tensor):
+            if tensor.shape != other.shape:
+                raise RuntimeError(
+                    f"{name} rebuilt from the captured source has {key} of shape "
+                    f"{tuple(other.shape)}, the model {tuple(tensor.shape)}: check init_kwargs"
+                )
+
+
 def try_eager(
     model: torch.nn.Module,
     inputs: tuple[Any, ...] | None,
@@ -358,7 +377,9 @@ def try_eager(
             rebuilt = rebuilt_cls(**kwargs)
     except Exception:  # noqa: BLE001 - some __init__ code cannot run on meta; use the CPU
         rebuilt = rebuilt_cls(**kwargs)
-    rebuilt.load_state_dict(state, strict=True, assign=True)
+    _check_state_dict_fits(rebuilt, state, cls.__name__)
+    if inputs is not None:
+        rebuilt.load_state_dict(state, strict=True, assign=True)
     on_meta = any(t.is_meta for t in [*rebuilt.parameters(), *rebuilt.buffers()])
     if inputs is not None and not on_meta:
         rebuilt.eval()

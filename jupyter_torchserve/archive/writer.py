@@ -7,12 +7,17 @@ Layout follows torch-model-archiver 0.12 (flat root, manifest written last; tgz 
   into the zip: ``torch.save`` writes into the member, so a 100 MB state dict is written once
   and never deflated (float weights barely compress, deflating them costs seconds). Small
   text members are deflated like torch-model-archiver does.
+* Inside a zip, the streamed torch file skips its own per-record CRC-32
+  (``torch.utils.serialization.config.save.compute_crc32``): the ``.mar`` member's CRC-32,
+  checked on every extraction, already covers those bytes, and computing both made archiving
+  ~1.7x a plain ``torch.save``. Directory and tgz archives keep torch's CRC.
 * Everything is written to a temporary name in the destination folder and renamed into place,
   so a crash or an exception never leaves a half-written archive where a server may load it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
@@ -20,7 +25,7 @@ import tarfile
 import tempfile
 import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -49,6 +54,22 @@ def _zip_info(name: str, size_hint: int | None) -> zipfile.ZipInfo:
     return info
 
 
+@contextlib.contextmanager
+def _torch_crc_off() -> Iterator[None]:
+    """Skip torch.save's inner CRC-32 while streaming into a CRC-checked zip member."""
+    try:
+        from torch.utils.serialization import config
+    except ImportError:  # torch without the option: keep its CRC
+        yield
+        return
+    previous = getattr(config.save, "compute_crc32", True)
+    config.save.compute_crc32 = False
+    try:
+        yield
+    finally:
+        config.save.compute_crc32 = previous
+
+
 def _write_zip(target: Path, entries: list[tuple[str, Content]]) -> None:
     with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as zf:
         for name, content in entries:
@@ -56,7 +77,8 @@ def _write_zip(target: Path, entries: list[tuple[str, Content]]) -> None:
                 zf.writestr(_zip_info(name, len(content)), content)
             else:
                 with zf.open(_zip_info(name, None), "w", force_zip64=True) as member:
-                    content(member)
+                    with _torch_crc_off():
+                        content(member)
 
 
 def _write_tgz(target: Path, top: str, entries: list[tuple[str, Content]]) -> None:

@@ -184,8 +184,13 @@ class V2InferHandler(V2Handler):
             values = [_reply_value(r) for r in replies]
             output = _bytes_or_tensor_output(out_name, values, out_dtype)
         else:
-            if len(inputs) == 1:
+            if len(inputs) == 1 and mv.metadata.get("builtin_handler"):
+                # our handlers read .npy: exact dtype, no JSON of floats
                 params = [("body", "application/x-npy", _npy(inputs[0]))]
+            elif len(inputs) == 1:
+                # what TorchServe's kservev2 envelope gives a handler: {"data": nested list}
+                nested = json.dumps(_array(inputs[0]).tolist()).encode()
+                params = [("data", "application/json", nested)]
             else:
                 body = {i["name"]: _array(i).tolist() for i in inputs}
                 params = [("body", "application/json", json.dumps(body).encode())]

@@ -57,7 +57,13 @@ def lab(engine: RealEngine, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     port = free_port()
     token = secrets.token_hex(16)
     base = "/jts-base/"
-    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(engine.runtime_dir)}
+    env = {
+        **os.environ,
+        "JUPYTER_RUNTIME_DIR": str(engine.runtime_dir),
+        # a fresh workspace and settings: no panel or theme remembered from an earlier run
+        "JUPYTERLAB_WORKSPACES_DIR": str(root / "workspaces"),
+        "JUPYTERLAB_SETTINGS_DIR": str(root / "settings"),
+    }
     cmd = [
         sys.executable,
         "-m",
@@ -124,7 +130,8 @@ def open_tab(page: Any, tab: str) -> None:
 
 def test_sidebar_user_path(page: Any, engine: RealEngine) -> None:
     # open the sidebar: the model deployed from Python is there, with one ready worker
-    page.click(f'.jp-SideBar.jp-mod-left [data-id="{PANEL}"]')
+    if not page.locator(f"#{PANEL}").is_visible():
+        page.click(f'.jp-SideBar.jp-mod-left [data-id="{PANEL}"]')
     card = page.locator('.jp-TorchServe-model[data-model="mnist"]')
     card.wait_for()
     page.locator(".jp-TorchServe-status.jp-mod-running").wait_for()
@@ -171,10 +178,14 @@ def test_sidebar_user_path(page: Any, engine: RealEngine) -> None:
     assert "mnist" in log.inner_text()
     shot(page, "05-logs")
 
-    # metrics: charts drawn from a few polls
+    # metrics: charts drawn from a few polls while some traffic flows
     open_tab(page, "Metrics")
     page.wait_for_selector(".jp-TorchServe-chart svg")
-    page.wait_for_timeout(4500)
+    for _ in range(12):
+        requests.post(engine.info["inference_address"] + "/predictions/mnist", data=engine.png)
+        page.wait_for_timeout(400)
+    page.wait_for_timeout(2500)
+    assert page.locator(".jp-TorchServe-point").count() > 0
     shot(page, "06-metrics")
 
     # engine: addresses, no GPU message on this machine
@@ -193,3 +204,12 @@ def test_sidebar_user_path(page: Any, engine: RealEngine) -> None:
     dialog.locator("button.jp-mod-warn").click()
     page.locator('.jp-TorchServe-model[data-model="mnist"]').wait_for(state="detached")
     shot(page, "09-unregistered")
+
+    # the dark theme through JupyterLab's own menu: the panel follows the CSS variables
+    page.get_by_text("Settings", exact=True).click()
+    page.get_by_text("Theme", exact=True).hover()
+    page.get_by_text("JupyterLab Dark", exact=True).click()
+    page.wait_for_function("() => document.body.dataset.jpThemeLight === 'false'")
+    open_tab(page, "Engine")
+    page.wait_for_timeout(500)
+    shot(page, "10-dark-engine")

@@ -301,7 +301,7 @@ function ModelCard({ model, entry }: { model: TorchServeModel; entry: IModelEntr
           title="Copy a curl command"
           onClick={copy}
         >
-          curl ⧉
+          Copy curl
         </button>
       </div>
       {entry.error && <div className="jp-TorchServe-error">{entry.error}</div>}
@@ -661,8 +661,10 @@ function Sparkline(props: {
   const h = 56;
   const pts = props.points.filter(p => p.y !== null) as { t: number; y: number }[];
   const now = pts.length ? pts[pts.length - 1].t : 0;
+  // the x axis spans the data until the window is full, so a fresh panel is not a sliver
+  const span = pts.length > 1 ? Math.min(props.windowS, now - pts[0].t) || 1 : props.windowS;
   const max = Math.max(1e-9, ...pts.map(p => p.y));
-  const x = (t: number) => w - ((now - t) / props.windowS) * w;
+  const x = (t: number) => (pts.length > 1 ? w - ((now - t) / span) * w : w / 2);
   const y = (v: number) => h - 4 - (v / max) * (h - 8);
   const path = pts.map((p, i) => `${i ? 'L' : 'M'}${x(p.t).toFixed(1)},${y(p.y).toFixed(1)}`).join(' ');
   const last = pts.length ? pts[pts.length - 1].y : null;
@@ -681,6 +683,10 @@ function Sparkline(props: {
         aria-label={`${props.label} over the last ${props.windowS / 60} minutes`}
       >
         <path d={path} className="jp-TorchServe-line" vectorEffect="non-scaling-stroke" />
+        {pts.length < 20 &&
+          pts.map(p => (
+            <circle key={p.t} cx={x(p.t)} cy={y(p.y)} r={2} className="jp-TorchServe-point" />
+          ))}
       </svg>
     </figure>
   );
@@ -743,9 +749,10 @@ export function TorchServePanelView(props: {
         <span
           className={`jp-TorchServe-status jp-mod-${state}`}
           role="status"
-          aria-label={`Engine ${state}`}
+          aria-label={`Engine ${state}, ${count} model${count === 1 ? '' : 's'}`}
+          title={`${count} model${count === 1 ? '' : 's'} registered`}
         >
-          {state === 'running' ? `running · ${count} model${count === 1 ? '' : 's'}` : state}
+          {state}
         </span>
         <button
           className="jp-Button jp-mod-minimal jp-TorchServe-icon-button"

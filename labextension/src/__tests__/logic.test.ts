@@ -1,0 +1,78 @@
+/**
+ * Unit tests of the sidebar's pure logic, run with `jlpm test` (tsc to CommonJS + node --test).
+ */
+import { strict as assert } from 'assert';
+import { test } from 'node:test';
+
+import {
+  checkRequestSize,
+  curlCommand,
+  formatBytes,
+  nextDelay,
+  parseSSE,
+  rates,
+  topK,
+  workerState
+} from '../logic';
+
+test('worker states map onto four colours', () => {
+  assert.equal(workerState('READY'), 'ready');
+  assert.equal(workerState('WORKER_STARTED'), 'loading');
+  assert.equal(workerState('BUSY'), 'busy');
+  assert.equal(workerState('UNLOADING'), 'loading');
+  assert.equal(workerState('WORKER_ERROR'), 'failed');
+  assert.equal(workerState(undefined), 'failed');
+});
+
+test('a file over max_request_size is refused with the limit named', () => {
+  assert.equal(checkRequestSize(100, 6553500), null);
+  const msg = checkRequestSize(7_000_000, 6553500);
+  assert.ok(msg && msg.includes('max_request_size of 6553500 bytes'));
+  assert.equal(checkRequestSize(7_000_000, undefined), null);
+  assert.equal(formatBytes(6553500), '6.25 MiB');
+});
+
+test('top-k from TorchServe, KServe v1 and label/score lists', () => {
+  const ts = topK({ '3': 0.1, '7': 0.8, '1': 0.1 });
+  assert.deepEqual(ts?.[0], { label: '7', score: 0.8 });
+  assert.equal(topK([{ '7': 0.9, '1': 0.1 }])?.[0].label, '7');
+  assert.equal(topK({ predictions: [{ '2': 0.6, '5': 0.4 }] })?.[0].label, '2');
+  assert.equal(topK([{ label: 'cat', score: 0.3 }, { label: 'dog', probability: 0.7 }])?.[0].label, 'dog');
+  assert.equal(topK({ a: 'x' }), null);
+  assert.equal(topK([[1, 2, 3]]), null);
+  assert.equal(topK({ a: 1, b: 2, c: 3 }, 2)?.length, 2);
+});
+
+test('rates from cumulative counters skip counter resets', () => {
+  const r = rates([
+    { t: 0, requests: 0, latencyTotal: 0 },
+    { t: 2, requests: 10, latencyTotal: 50 },
+    { t: 4, requests: 10, latencyTotal: 50 },
+    { t: 6, requests: 2, latencyTotal: 4 } // engine restarted
+  ]);
+  assert.deepEqual(r, [
+    { t: 2, rps: 5, latencyMs: 5 },
+    { t: 4, rps: 0, latencyMs: null }
+  ]);
+});
+
+test('poll delay backs off while the engine is gone', () => {
+  assert.equal(nextDelay(0), 2000);
+  assert.equal(nextDelay(1), 4000);
+  assert.equal(nextDelay(10), 30000);
+});
+
+test('server-sent events parse across chunk boundaries', () => {
+  const a = parseSSE('data: {"lines": ["a"]}\n\ndata: {"li');
+  assert.deepEqual(a.events, ['{"lines": ["a"]}']);
+  const b = parseSSE(a.rest + 'nes": ["b"]}\n\n: keep-alive\n\n');
+  assert.deepEqual(b.events, ['{"lines": ["b"]}']);
+  assert.equal(b.rest, '');
+});
+
+test('curl commands go through Jupyter and straight to the engine', () => {
+  const c = curlCommand('my model', 'http://h:8888/base/', 'http://127.0.0.1:8080');
+  assert.ok(c.includes('http://h:8888/base/torchserve/predictions/my%20model'));
+  assert.ok(c.includes('Authorization: token $JUPYTER_TOKEN'));
+  assert.ok(c.includes('http://127.0.0.1:8080/predictions/my%20model'));
+});

@@ -382,3 +382,82 @@ def test_model_api_disabled_gives_405(tmp_path):
         with pytest.raises(EngineError) as e:
             c.register("p-1.0.mar")
         assert e.value.status == 405 and e.value.type == "MethodNotAllowedException"
+
+
+STREAM_HANDLER = """
+from ts.handler_utils.utils import send_intermediate_predict_response
+
+def handle(data, context):
+    if data is None:
+        return None
+    for i in range(3):
+        send_intermediate_predict_response(
+            ["part %d;" % i] * len(data), context.request_ids, "Intermediate", 200, context)
+    return ["done"] * len(data)
+"""
+
+
+def test_streamed_intermediate_responses_arrive_as_chunks(tmp_path):
+    from _engine_helpers import manifest, write_mar
+
+    store = tmp_path / "store"
+    store.mkdir()
+    write_mar(
+        store / "s.mar",
+        {"stream_handler.py": STREAM_HANDLER, "d.txt": "x"},
+        manifest("s", "1.0", "d.txt", "stream_handler.py"),
+    )
+    with running_engine(tmp_path, model_store=str(store)) as (info, c):
+        c.register("s.mar", initial_workers=1)
+        with requests.post(
+            info["inference_address"] + "/predictions/s", data=b"go", stream=True, timeout=60
+        ) as r:
+            assert r.headers.get("Transfer-Encoding") == "chunked"
+            body = b"".join(r.iter_content(None)).decode()
+        assert body == "part 0;part 1;part 2;done"
+
+
+def test_explanations_route(tmp_path):
+    store = tmp_path / "store"
+    store.mkdir()
+    linear_mar(store, "lin", "1.0")
+    with running_engine(tmp_path, model_store=str(store)) as (info, c):
+        c.register("lin-1.0.mar", initial_workers=1)
+        x = [[1.0, 2.0, 3.0, 4.0]]
+        r = requests.post(info["inference_address"] + "/explanations/lin", json=x)
+        assert r.status_code == 200, r.text
+        attribution = r.json()
+        # input x gradient of the top class: one value per input feature
+        flat = attribution if not isinstance(attribution[0], list) else attribution[0]
+        assert len(flat) == 4 and any(v != 0 for v in flat)
+        v1 = requests.post(
+            info["inference_address"] + "/v1/models/lin:explain", json={"instances": x}
+        )
+        assert v1.status_code == 200 and "explanations" in v1.json()
+
+
+def test_cli_start_status_stop(tmp_path):
+    import subprocess
+    import sys
+
+    ports = [free_port() for _ in range(3)]
+    args = [
+        f"--inference-address=http://127.0.0.1:{ports[0]}",
+        f"--management-address=http://127.0.0.1:{ports[1]}",
+        f"--metrics-address=http://127.0.0.1:{ports[2]}",
+        f"--model-store={tmp_path / 'store'}",
+        f"--state-dir={tmp_path / 'state'}",
+    ]
+    run = [sys.executable, "-m", "jupyter_torchserve"]
+    out = subprocess.run(run + ["start", *args], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert f"inference   http://127.0.0.1:{ports[0]}" in out.stdout
+    try:
+        status = subprocess.run(run + ["status"], capture_output=True, text=True, timeout=60)
+        assert status.returncode == 0 and f"127.0.0.1:{ports[1]}" in status.stdout
+        again = subprocess.run(run + ["start", *args], capture_output=True, text=True, timeout=120)
+        assert again.returncode == 1 and "already in use" in again.stderr
+    finally:
+        stop = subprocess.run(run + ["stop"], capture_output=True, text=True, timeout=60)
+    assert "stopped engine" in stop.stdout
+    assert subprocess.run(run + ["status"], capture_output=True, text=True).returncode == 1

@@ -333,6 +333,7 @@ def test_engine_status_and_logs_routes(engine):
     info, client = engine
     status = client.engine_status()
     assert status["pid"] == info["pid"] and status["gpus"] == []
+    assert status["max_request_size"] == 6553500
     assert status["inference_address"] == info["inference_address"]
     logs = client.logs("linear", tail=50)
     assert "model loaded" in logs

@@ -483,6 +483,8 @@ class Engine:
             "model_store": str(self.model_store),
             "log_dir": str(self.log_dir),
             "token_auth": self.keys is not None,
+            "max_request_size": self.config.max_request_size,
+            "max_response_size": self.config.max_response_size,
             "gpus": [g.to_json() for g in list_gpus()[: self.gpu_count]],
             "models": sum(len(e.versions) for e in self.models.values()),
             "workers": sum(len(v.live_workers) for v in self.all_versions()),

@@ -94,7 +94,7 @@ class ModelList(_Rich):
         rows: list[list[Any]] = []
         for m in self.models:
             name = m.get("modelName")
-            for d in self.descriptions.get(name, []) or [m]:
+            for d in sorted(self.descriptions.get(name, []), key=version_key) or [m]:
                 rows.append(
                     [
                         name,
@@ -112,6 +112,12 @@ class ModelList(_Rich):
 
     def __len__(self) -> int:
         return len(self.models)
+
+
+def version_key(desc: dict[str, Any]) -> tuple[Any, ...]:
+    """Sort '1.0' < '2.0' < '10.0' (numbers compared as numbers, the rest as text)."""
+    parts = re.split(r"[.\-_]", str(desc.get("modelVersion", "")))
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts)
 
 
 def _is_default(desc: dict[str, Any], listed: dict[str, Any]) -> bool:
@@ -143,7 +149,7 @@ class ModelDescription(_Rich):
 
     def table(self) -> tuple[list[str], list[list[Any]]]:
         rows = []
-        for d in self.versions:
+        for d in sorted(self.versions, key=version_key):
             q = d.get("jobQueueStatus") or {}
             rows.append(
                 [

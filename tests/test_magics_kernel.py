@@ -1,0 +1,71 @@
+"""%torchserve in a real ipykernel: widget progress, and the engine outliving a kernel restart."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from _notebook_helpers import KernelSession, engine, plain, ts_env  # noqa: F401
+
+pytestmark = pytest.mark.timeout(600)
+
+SETUP = """
+%load_ext jupyter_torchserve
+import torch
+torch.manual_seed(0)
+lin = torch.nn.Linear(3, 2)
+x = torch.ones(1, 3)
+"""
+
+
+@pytest.fixture(scope="module")
+def kernel(engine: dict, ts_env: dict) -> Any:  # noqa: F811
+    # widget progress: the kernel must not inherit the tests' forced text mode
+    k = KernelSession(env={"JUPYTER_TORCHSERVE_PROGRESS": ""}, cwd=str(ts_env["root"]))
+    yield k
+    k.close()
+
+
+def test_deploy_in_kernel_shows_widget_with_text_fallback(kernel: KernelSession) -> None:
+    assert kernel.run(SETUP)["status"] == "ok"
+    out = kernel.run("%torchserve deploy lin --name kernel_lin --example x")
+    assert out["status"] == "ok", out["error"]
+    bundles = out["data"]
+    widgets = [b for b in bundles if "application/vnd.jupyter.widget-view+json" in b]
+    assert widgets, "progress is shown as a widget in a kernel"
+    # the same display carries an up-to-date text rendering for nbconvert/terminals
+    final_progress = plain(widgets[-1])
+    assert "✓ parity check" in final_progress and "Served kernel_lin" in final_progress
+    result = bundles[-1]
+    assert "text/html" in result and "Serving kernel_lin" in result["text/html"]
+    assert "kserve v2" in plain(result)
+
+
+def test_bad_argument_in_kernel_is_a_usage_error(kernel: KernelSession) -> None:
+    out = kernel.run("%torchserve scale kernel_lin --workers two")
+    assert out["status"] == "error"
+    assert out["error"]["ename"] == "UsageError"
+    assert "invalid int value" in out["error"]["evalue"]
+
+
+def test_live_status_refreshes_without_blocking(kernel: KernelSession) -> None:
+    out = kernel.run("%torchserve status --live --interval 0.3 --duration 30")
+    assert out["status"] == "ok"
+    assert any("application/vnd.jupyter.widget-view+json" in b for b in out["data"])
+    # the kernel is free while the view refreshes in its thread
+    out = kernel.run("import time; time.sleep(1.5); print(_torchserve_live.refreshes)")
+    assert int(out["stdout"].strip()) >= 3
+    out = kernel.run("_torchserve_live.stop(); time.sleep(0.6); print(_torchserve_live.running)")
+    assert out["stdout"].strip() == "False"
+
+
+def test_kernel_restart_keeps_engine_and_models(kernel: KernelSession, engine: dict) -> None:  # noqa: F811
+    kernel.restart()
+    out = kernel.run("%load_ext jupyter_torchserve\n%torchserve status")
+    assert out["status"] == "ok", out["error"]
+    text = plain(out["data"][-1])
+    assert str(engine["pid"]) in text and "kernel_lin" in text
+    out = kernel.run("%torchserve predict kernel_lin --data '[[1.0, 1.0, 1.0]]'")
+    assert out["status"] == "ok", out["error"]
+    assert "[[" in plain(out["data"][-1])
+    assert "unregistered" in plain(kernel.run("%torchserve unregister kernel_lin")["data"][-1])

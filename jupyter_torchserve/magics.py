@@ -269,7 +269,15 @@ class TorchServeMagics(Magics):
             preflight=not args.no_preflight,
             **kw,
         )
-        return result
+        from .display import Message
+
+        diff = result.max_abs_diff
+        check = f"pre-flight max abs diff {diff:.3g}" if diff is not None else "no pre-flight"
+        failed = [f"{a.format}: {a.error}" for a in result.attempts if not getattr(a, "ok", True)]
+        text = f"Archived {args.name} → {result.path} (format {result.format}; {check})"
+        if failed:
+            text += "\nformats tried first: " + "; ".join(failed)
+        return Message(text, result)
 
     def _cmd_start(self, args: argparse.Namespace) -> Any:
         config = {

@@ -217,3 +217,22 @@ hooks = {"preprocess": preprocess}
     lines = err._render_traceback_()
     assert any("bad pixel" in line for line in lines)
     run(ip, "%torchserve unregister broken")
+
+
+def test_archive_without_serving(ip: Any, tmp_path: Any) -> None:
+    run(ip, "import torch\nsmall = torch.nn.Linear(2, 1)\nxs = torch.ones(1, 2)")
+    res = run(ip, f"%torchserve archive small --name small --example xs --export-path {tmp_path}")
+    assert res.success, res.error_in_exec
+    assert (tmp_path / "small.mar").is_file()
+    assert "pre-flight max abs diff" in repr(res.result)
+
+
+def test_explain_and_predict_with_data(ip: Any, engine: dict) -> None:  # noqa: F811
+    run(ip, "import torch\nexp = torch.nn.Linear(3, 2)\nxe = torch.ones(1, 3)")
+    assert run(ip, "%torchserve deploy exp --name explained --example xe").success
+    res = run(ip, "%torchserve predict explained --data xe")
+    assert res.success, res.error_in_exec
+    res = run(ip, "%torchserve explain explained --data xe")
+    assert res.success, res.error_in_exec
+    assert res.result is not None
+    run(ip, "%torchserve unregister explained")

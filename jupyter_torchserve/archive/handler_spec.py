@@ -15,16 +15,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..handlers.names import BUILTIN_HANDLERS, DEFAULT_HANDLER
 from .capture import SourceCapture, check_generated
 
-BUILTIN_HANDLERS = (
-    "tensor",
-    "image_classifier",
-    "image_segmenter",
-    "object_detector",
-    "text_classifier",
-)
-DEFAULT_HANDLER = "tensor"
 CAPTURED_HANDLER_FILE = "handler.py"
 _SUPPORT_FILES = ("jts_base", "jts_model_loader")
 _HOOKS = ("initialize", "preprocess", "inference", "postprocess")

@@ -25,6 +25,7 @@ from typing import Any
 
 from .compat import ensure_ts_importable
 from .context import TS_COMPAT_VERSION, Context, RequestProcessor
+from .names import BUILTIN_HANDLERS, DEFAULT_HANDLER
 from .requirements import RequirementsInstallError, install_requirements
 
 __all__ = [
@@ -43,16 +44,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Handler names served by our own built-ins (TorchServe's names plus ``tensor``).
-BUILTIN_HANDLERS = (
-    "tensor",
-    "image_classifier",
-    "image_segmenter",
-    "object_detector",
-    "text_classifier",
-)
-#: The handler used when neither the caller nor the manifest names one.
-DEFAULT_HANDLER = "tensor"
 #: Modules of the built-in directory that every built-in handler may import.
 _SHARED_BUILTIN_MODULES = ("jts_base", "jts_model_loader")
 #: Compact JSON above this size is not pretty-printed (readable at a curl prompt, lean on the wire).

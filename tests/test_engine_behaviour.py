@@ -436,10 +436,12 @@ def test_explanations_route(tmp_path):
         assert v1.status_code == 200 and "explanations" in v1.json()
 
 
-def test_cli_start_status_stop(tmp_path):
+def test_cli_start_status_stop(tmp_path, monkeypatch):
     import subprocess
     import sys
 
+    # its own runtime dir: `status` and `stop` must see this engine alone
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "runtime"))
     ports = [free_port() for _ in range(3)]
     args = [
         f"--inference-address=http://127.0.0.1:{ports[0]}",

@@ -197,6 +197,7 @@ class Engine:
         loaded_at_startup: bool = False,
         min_workers: int | None = None,
         max_workers: int | None = None,
+        make_default: bool = False,
     ) -> tuple[int, dict[str, str]]:
         from ..archive.reader import extract
 
@@ -262,7 +263,7 @@ class Engine:
                 cache_key=Path(model_dir).name,
             )
             entry.versions[version] = mv
-            if entry.default_version is None:
+            if entry.default_version is None or make_default:
                 entry.default_version = version
         if initial_workers is None:
             initial_workers = int(yaml_cfg.get("minWorkers", self.config.default_workers_per_model))
@@ -423,7 +424,6 @@ class Engine:
 
     async def _restore_snapshot(self, snap: dict[str, Any]) -> None:
         for name, versions in (snap.get("models") or {}).items():
-            default = None
             for version, spec in versions.items():
                 try:
                     await self.register(
@@ -438,13 +438,11 @@ class Engine:
                         initial_workers=int(spec.get("minWorkers", 1)),
                         max_workers=spec.get("maxWorkers"),
                         loaded_at_startup=True,
+                        # the default is in place before any worker answers
+                        make_default=bool(spec.get("defaultVersion")),
                     )
-                    if spec.get("defaultVersion"):
-                        default = version
                 except ApiError as e:
                     log.error("could not restore %s version %s: %s", name, version, e.message)
-            if default and name in self.models and default in self.models[name].versions:
-                self.models[name].default_version = default
 
     async def _load_models(self, spec: str) -> None:
         items: list[tuple[str | None, str]] = []

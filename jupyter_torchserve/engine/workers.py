@@ -267,15 +267,19 @@ class Worker:
         elif op == "load_failed":
             self.status = "FAILED"
             self.load_error = f"{header.get('error')}\n{header.get('traceback', '')}".strip()
-            if not self.ready.done():
-                self.ready.set_exception(
-                    ApiError(
-                        500,
-                        "InternalServerException",
-                        f"Failed to start workers for model {self.version.name} version: "
-                        f"{self.version.version}: {self.load_error}",
-                    )
+            self._fail_start(self.load_error)
+
+    def _fail_start(self, detail: str) -> None:
+        """TorchServe's register failure, with the cause appended."""
+        if not self.ready.done():
+            self.ready.set_exception(
+                ApiError(
+                    500,
+                    "InternalServerException",
+                    f"Failed to start workers for model {self.version.name} version: "
+                    f"{self.version.version}: {detail}",
                 )
+            )
 
     def _lost(self, why: str) -> None:
         """The process or its connection is gone: hand its batches back, once."""
@@ -285,16 +289,7 @@ class Worker:
         self.status = "STOPPED"
         if self.writer is not None:
             self.writer.close()
-        if not self.ready.done():
-            self.ready.set_exception(
-                ApiError(
-                    500,
-                    "InternalServerException",
-                    f"Failed to start workers for model {self.version.name} version: "
-                    f"{self.version.version}: worker {why} before loading "
-                    f"(see {self.version.log_path})",
-                )
-            )
+        self._fail_start(f"worker {why} before loading (see {self.version.log_path})")
         pending = []
         for jobs, timer in self.inflight.values():
             if timer is not None:

@@ -463,3 +463,34 @@ def test_cli_start_status_stop(tmp_path, monkeypatch):
         stop = subprocess.run(run + ["stop"], capture_output=True, text=True, timeout=60)
     assert "stopped engine" in stop.stdout
     assert subprocess.run(run + ["status"], capture_output=True, text=True).returncode == 1
+
+
+METRICS_HANDLER = """
+def handle(data, context):
+    if data is None:
+        return None
+    context.metrics.add_counter("ImagesSeen", len(data), None, "count")
+    context.metrics.add_metric("QueueDepth", 3.0, "count", None, [], "GAUGE")
+    return ["ok"] * len(data)
+"""
+
+
+def test_handler_custom_metrics_reach_the_metrics_port(tmp_path):
+    from _engine_helpers import manifest, write_mar
+
+    store = tmp_path / "store"
+    store.mkdir()
+    write_mar(
+        store / "cm.mar",
+        {"cm_handler.py": METRICS_HANDLER, "d.txt": "x"},
+        manifest("cm", "1.0", "d.txt", "cm_handler.py"),
+    )
+    with running_engine(tmp_path, model_store=str(store)) as (info, c):
+        c.register("cm.mar", initial_workers=1)
+        for _ in range(3):
+            assert (
+                requests.post(info["inference_address"] + "/predictions/cm", data=b"x").text == "ok"
+            )
+        text = c.metrics()
+        assert 'ImagesSeen{ModelName="cm"} 3.0' in text
+        assert "# TYPE QueueDepth gauge" in text and 'QueueDepth{ModelName="cm"} 3.0' in text

@@ -13,7 +13,7 @@ import socket
 import time
 from collections import defaultdict
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -86,6 +86,8 @@ class EngineMetrics:
         # TorchServe's two cumulative microsecond sums, keyed by label values
         self._inference_us: dict[tuple[str, str], float] = defaultdict(float)
         self._queue_us: dict[tuple[str, str], float] = defaultdict(float)
+        # handler metrics (context.metrics.add_*): (name, type, labels) -> [value, count]
+        self._custom: dict[tuple[str, str, tuple[tuple[str, str], ...]], list[float]] = {}
         self.registry.register(_DynamicCollector(self))
 
     def request_received(self, version: ModelVersion, url_version: str | None) -> None:
@@ -104,6 +106,21 @@ class EngineMetrics:
 
     def batch_done(self, version: ModelVersion, jobs: list[Job]) -> None:
         pass
+
+    def custom(self, records: list[dict[str, Any]]) -> None:
+        """Fold handler metrics in: counters add up, gauges keep the last value,
+        histograms keep a sum and a count."""
+        for r in records:
+            name = _metric_name(str(r.get("name", "")))
+            kind = str(r.get("type", "COUNTER")).upper()
+            dims = r.get("dims") or {}
+            labels = tuple(sorted((_metric_name(k), str(v)) for k, v in dims.items()))
+            slot = self._custom.setdefault((name, kind, labels), [0.0, 0])
+            if kind == "GAUGE":
+                slot[0] = float(r["value"])
+            else:
+                slot[0] += float(r["value"])
+            slot[1] += 1
 
     def response(self, api: str, code: int) -> None:
         self.http.labels(api, str(code)).inc()
@@ -141,6 +158,20 @@ class _DynamicCollector:
             GaugeMetricFamily("jts_gpu_utilization_percent", "", labels=[]),
         ]
 
+    def _custom_families(self) -> Iterator[Metric]:
+        families: dict[str, Metric] = {}
+        for (name, kind, labels), (value, count) in sorted(self.m._custom.items()):
+            mtype = "gauge" if kind == "GAUGE" else "untyped"
+            family = families.setdefault(
+                name, Metric(name, f"Handler metric {name} ({kind.lower()})", mtype)
+            )
+            if kind == "HISTOGRAM":
+                family.add_sample(f"{name}_sum", dict(labels), value)
+                family.add_sample(f"{name}_count", dict(labels), count)
+            else:
+                family.add_sample(name, dict(labels), value)
+        yield from families.values()
+
     def collect(self) -> Iterator[Metric]:
         host = self.m.hostname
         for family, doc, values in (
@@ -163,6 +194,8 @@ class _DynamicCollector:
                     value,
                 )
             yield metric
+
+        yield from self._custom_families()
 
         queue = GaugeMetricFamily(
             "jts_queue_size",
@@ -219,6 +252,11 @@ class _DynamicCollector:
         yield used
         yield total
         yield util
+
+
+def _metric_name(name: str) -> str:
+    cleaned = "".join(c if c.isalnum() or c in "_:" else "_" for c in name)
+    return cleaned if cleaned and not cleaned[0].isdigit() else f"m_{cleaned}"
 
 
 def _process_stats(pid: int | None) -> tuple[int, float] | None:

@@ -106,15 +106,39 @@ def _install_stream_hook(service: Any, conn: SyncConnection) -> None:
     service._stream_state = state
 
 
+def _drain_metrics(service: Any) -> list[dict[str, Any]]:
+    """Custom metrics the handler recorded (context.metrics.add_*), for the engine to export."""
+    metrics = getattr(service.context, "metrics", None)
+    if metrics is None or not hasattr(metrics, "drain"):
+        return []
+    return [
+        {
+            "name": r["name"],
+            "value": r["value"],
+            "type": r.get("type", "COUNTER"),
+            "dims": r.get("dimensions") or {},
+        }
+        for r in metrics.drain()
+    ]
+
+
 def _send_result(
-    conn: SyncConnection, op: str, batch: Any, metas: list[dict[str, Any]], bodies: list[bytes]
+    conn: SyncConnection,
+    op: str,
+    batch: Any,
+    metas: list[dict[str, Any]],
+    bodies: list[bytes],
+    metrics: list[dict[str, Any]] | None = None,
 ) -> None:
     offset = 0
     for meta, body in zip(metas, bodies, strict=True):
         meta["o"] = offset
         meta["n"] = len(body)
         offset += len(body)
-    conn.send({"op": op, "batch": batch, "resps": metas}, bodies)
+    header: dict[str, Any] = {"op": op, "batch": batch, "resps": metas}
+    if metrics:
+        header["m"] = metrics
+    conn.send(header, bodies)
 
 
 def serve(conn: SyncConnection, service: Any) -> None:
@@ -162,6 +186,7 @@ def _infer(conn: SyncConnection, service: Any, header: dict[str, Any], payload: 
                 "batch": batch_id,
                 "message": e.message,
                 "traceback": _tail(e.traceback_text),
+                "m": _drain_metrics(service),
             }
         )
         return
@@ -179,6 +204,8 @@ def _infer(conn: SyncConnection, service: Any, header: dict[str, Any], payload: 
         return
     compute_ms = (time.perf_counter() - t0) * 1000
     metas = [{"s": o.status, "ct": o.content_type, "r": o.reason, "h": o.headers} for o in outputs]
-    _send_result(conn, "result", batch_id, metas, [o.body for o in outputs])
+    _send_result(
+        conn, "result", batch_id, metas, [o.body for o in outputs], _drain_metrics(service)
+    )
     if compute_ms > 1000:
         log.info("batch of %d took %.0f ms", len(requests), compute_ms)

@@ -208,6 +208,8 @@ class Worker:
 
     def _on_frame(self, header: dict[str, Any], payload: memoryview) -> None:
         op = header["op"]
+        if header.get("m"):
+            self.version.engine.metrics.custom(header["m"])
         if op == "result" or op == "stream":
             if op == "result":
                 entry = self.inflight.pop(header["batch"], None)

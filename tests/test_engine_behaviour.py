@@ -494,3 +494,48 @@ def test_handler_custom_metrics_reach_the_metrics_port(tmp_path):
         text = c.metrics()
         assert 'ImagesSeen{ModelName="cm"} 3.0' in text
         assert "# TYPE QueueDepth gauge" in text and 'QueueDepth{ModelName="cm"} 3.0' in text
+
+
+def test_full_queue_is_503_and_the_rest_are_served(tmp_path):
+    store = tmp_path / "store"
+    store.mkdir()
+    probe_mar(store, "q")
+    with running_engine(
+        tmp_path, model_store=str(store), job_queue_size=2, max_inflight_per_worker=1
+    ) as (info, c):
+        c.register("q-1.0.mar", initial_workers=1)
+        answers = _post_many(
+            info["inference_address"] + "/predictions/q",
+            [{"sleep": 0.3, "echo": i} for i in range(8)],
+            8,
+        )
+        codes = [a.status_code for a in answers]
+        assert 503 in codes and 200 in codes and set(codes) <= {200, 503}
+        full = next(a for a in answers if a.status_code == 503).json()
+        assert full["type"] == "ServiceUnavailableException" and "job_queue_size" in full["message"]
+        assert (
+            requests.post(
+                info["inference_address"] + "/predictions/q", json={"echo": "later"}
+            ).json()["echo"]
+            == "later"
+        )
+
+
+def test_inference_token_when_required_and_cleanup_on_stop(tmp_path):
+    store = tmp_path / "store"
+    store.mkdir()
+    probe_mar(store, "t")
+    state = tmp_path / "state"
+    with running_engine(
+        tmp_path, model_store=str(store), state_dir=str(state), inference_token_required=True
+    ) as (info, c):
+        c.register("t-1.0.mar", initial_workers=1)
+        url = info["inference_address"] + "/predictions/t"
+        r = requests.post(url, json={})
+        assert r.status_code == 400 and r.json()["type"] == "InvalidKeyException"
+        assert c.predict("t", {"echo": 5}).json()["echo"] == 5  # the client sends the key
+        assert any((state / "cache").iterdir())
+    # stopping removes unpacked archives and the key file, keeps logs and the snapshot
+    assert not (state / "cache").exists() or not any((state / "cache").iterdir())
+    assert not (state / "key_file.json").exists()
+    assert (state / "logs" / "t.log").exists() and (state / "snapshot.json").exists()

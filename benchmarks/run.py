@@ -286,6 +286,7 @@ class Server:
 class JtsServer(Server):
     kind = "jts"
     label = "jupyter_torchserve"
+    extra_config: dict[str, Any] = {}  # EngineConfig values (--jts-config)
 
     def env(self) -> dict[str, str]:
         return {
@@ -317,6 +318,8 @@ class JtsServer(Server):
         ]
         if models:
             cmd.append(f"--models={models}")
+        if self.extra_config:
+            cmd.append("--config-json=" + json.dumps(self.extra_config))
         self.log = open(self.workdir / "engine.out", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
             cmd,
@@ -834,10 +837,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--tag", default=time.strftime("%Y%m%d-%H%M%S"))
     p.add_argument("--out", default=str(HERE / "results"))
     p.add_argument("--keep", action="store_true", help="keep server temp dirs (logs)")
+    p.add_argument(
+        "--jts-config", default="", help="extra EngineConfig values as JSON for our engine"
+    )
     args = p.parse_args(argv)
     args.servers = [s for s in args.servers.split(",") if s]
     args.workloads = [w for w in args.workloads.split(",") if w]
     args.connections = [int(c) for c in args.connections.split(",")]
+    JtsServer.extra_config = json.loads(args.jts_config) if args.jts_config else {}
     for s in args.servers:
         if s not in SERVERS:
             p.error(f"unknown server {s!r}")

@@ -834,13 +834,27 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--limit-phase", type=float, default=2.0, help="seconds per in-process point")
     p.add_argument("--no-limit", action="store_true", help="skip the in-process limit")
+    p.add_argument(
+        "--limits-from", default="", help="reuse the in-process limits of an earlier result JSON"
+    )
     p.add_argument("--tag", default=time.strftime("%Y%m%d-%H%M%S"))
     p.add_argument("--out", default=str(HERE / "results"))
     p.add_argument("--keep", action="store_true", help="keep server temp dirs (logs)")
     p.add_argument(
         "--jts-config", default="", help="extra EngineConfig values as JSON for our engine"
     )
+    p.add_argument(
+        "--report", default="", help="only rewrite the .md (and targets) of a result JSON"
+    )
     args = p.parse_args(argv)
+    if args.report:
+        path = Path(args.report)
+        result = json.loads(path.read_text())
+        result["targets"] = evaluate_targets(result) if result["limits"] else []
+        path.write_text(json.dumps(result, indent=1))
+        path.with_suffix(".md").write_text(markdown(result))
+        print(path.with_suffix(".md").read_text())
+        return
     args.servers = [s for s in args.servers.split(",") if s]
     args.workloads = [w for w in args.workloads.split(",") if w]
     args.connections = [int(c) for c in args.connections.split(",")]
@@ -867,7 +881,11 @@ def main(argv: list[str] | None = None) -> None:
     try:
         for wl in args.workloads:
             archive = workloads.build_archive(wl, store)
-            if not args.no_limit:
+            if args.limits_from:
+                prior = json.loads(Path(args.limits_from).read_text())["limits"]
+                if wl in prior:
+                    result["limits"][wl] = {**prior[wl], "reused_from": args.limits_from}
+            elif not args.no_limit:
                 lim = inprocess_limit(archive, wl, root / "inproc", args.limit_phase)
                 result["limits"][wl] = lim
                 log(

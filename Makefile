@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup demo test lint chromium clean
+.PHONY: setup demo test lint chromium torchserve-venv clean
 
 $(VENV)/.installed: pyproject.toml labextension/package.json
 	python3 -m venv $(VENV)
@@ -21,11 +21,16 @@ chromium:
 	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
 		$(SUDO) apt-get install -y -qq chromium >/dev/null; }
 
+# A separate venv with TorchServe 0.12 (and Java 17 from the machine) proves our archives
+# load and answer the same in the real TorchServe (tests/test_torchserve_compat.py)
+torchserve-venv:
+	bash scripts/torchserve-venv.sh .torchserve-venv
+
 lint: setup
 	$(VENV)/bin/ruff check jupyter_torchserve tests benchmarks
 
-test: setup chromium lint
+test: setup chromium torchserve-venv lint
 	$(PY) -m pytest -q
 
 clean:
-	rm -rf $(VENV) jupyter_torchserve/labextension labextension/node_modules labextension/lib
+	rm -rf $(VENV) .torchserve-venv jupyter_torchserve/labextension labextension/node_modules labextension/lib

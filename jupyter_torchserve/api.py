@@ -482,6 +482,8 @@ def deploy(
                 initial_workers=workers,
                 synchronous=True,
                 response_timeout=response_timeout,
+                # the engine places workers: cpu keeps them off the GPUs, gpu round-robins
+                device_type=None if device == "auto" else device,
             )
             if old is not None and old["was_default"]:
                 c.set_default(name, version)

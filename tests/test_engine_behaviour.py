@@ -335,6 +335,10 @@ def test_fake_gpus_are_assigned_round_robin_and_reported(tmp_path, monkeypatch):
         assert [g["name"] for g in c.engine_status()["gpus"]] == ["Fake GPU 0", "Fake GPU 1"]
         text = c.metrics()
         assert 'jts_gpu_memory_total_bytes{gpu="1",name="Fake GPU 1"}' in text
+        # deploy --cpu sends device_type=cpu: that model's workers stay off the GPUs
+        c.register("g-1.0.mar", model_name="g_cpu", initial_workers=1, device_type="cpu")
+        (w,) = c.describe("g_cpu")[0]["workers"]
+        assert w["gpu"] is False and w["device"] == "cpu"
     with running_engine(tmp_path / "capped", model_store=str(store), number_of_gpu=0) as (_, c):
         c.register("g-1.0.mar", initial_workers=1)
         assert c.describe("g")[0]["workers"][0]["gpu"] is False

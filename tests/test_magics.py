@@ -163,10 +163,8 @@ def test_parity_fails_when_served_model_differs(ip: Any, engine: dict) -> None: 
     run(
         ip,
         """
-import sys, torch
-from jupyter_torchserve.archive.handler_spec import builtin_dir
-sys.path.insert(0, str(builtin_dir()))  # TODO: built-ins should import without this
-from jupyter_torchserve.handlers.builtin.tensor import TensorHandler
+import torch
+from jupyter_torchserve.handlers.builtins import TensorHandler
 
 class Perturbed(TensorHandler):
     def postprocess(self, output):

@@ -151,6 +151,27 @@ class StatusApp(Application):
                 print(f"  (not answering: {e})")
 
 
+class TokenApp(Application):
+    name = "jupyter-torchserve token"
+    description = 'Print a key of the running engine, for curl: -H "Authorization: Bearer $(jupyter-torchserve token)".'
+    type = Unicode("management", help="management, inference or API").tag(config=True)
+    aliases = {"type": "TokenApp.type"}
+
+    def start(self) -> None:
+        info = discovery.find_engine()
+        if info is None:
+            print("no engine is running", file=sys.stderr)
+            self.exit(1)
+        if not info.get("key_file"):
+            print("token authorization is off for this engine", file=sys.stderr)
+            self.exit(1)
+        keys = json.loads(open(info["key_file"]).read())
+        if self.type not in keys:
+            print(f"--type must be one of {', '.join(keys)}", file=sys.stderr)
+            self.exit(2)
+        print(keys[self.type]["key"])
+
+
 class TorchServeApp(Application):
     name = "jupyter-torchserve"
     version = __version__
@@ -159,6 +180,7 @@ class TorchServeApp(Application):
         "start": (StartApp, StartApp.description),
         "stop": (StopApp, StopApp.description),
         "status": (StatusApp, StatusApp.description),
+        "token": (TokenApp, "Print the management (or --type inference) key of the engine."),
     }
 
     def start(self) -> None:

@@ -108,7 +108,7 @@ class EngineConfig(Configurable):
         return str(_default_root() / f"engine-{port_of(self.management_address)}")
 
     def resolved_state_dir(self) -> Path:
-        path = Path(self.state_dir).expanduser()
+        path = Path(self.state_dir).expanduser().resolve()
         path.mkdir(parents=True, exist_ok=True)
         return path
 

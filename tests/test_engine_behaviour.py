@@ -461,6 +461,12 @@ def test_cli_start_status_stop(tmp_path, monkeypatch):
     try:
         status = subprocess.run(run + ["status"], capture_output=True, text=True, timeout=60)
         assert status.returncode == 0 and f"127.0.0.1:{ports[1]}" in status.stdout
+        token = subprocess.run(run + ["token"], capture_output=True, text=True, timeout=60)
+        r = requests.get(
+            f"http://127.0.0.1:{ports[1]}/models",
+            headers={"Authorization": "Bearer " + token.stdout.strip()},
+        )
+        assert r.status_code == 200 and r.json() == {"models": []}
         again = subprocess.run(run + ["start", *args], capture_output=True, text=True, timeout=120)
         assert again.returncode == 1 and "already in use" in again.stderr
     finally:

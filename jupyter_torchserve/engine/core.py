@@ -49,7 +49,8 @@ class Engine:
         self.config = config
         self.started = time.time()
         self.state_dir = config.resolved_state_dir()
-        self.model_store = Path(config.model_store).expanduser()
+        # absolute: kernels and the server extension in other directories read it from discovery
+        self.model_store = Path(config.model_store).expanduser().resolve()
         self.model_store.mkdir(parents=True, exist_ok=True)
         self.log_dir = self.state_dir / "logs"
         self.log_dir.mkdir(exist_ok=True)

@@ -549,3 +549,50 @@ def test_inference_token_when_required_and_cleanup_on_stop(tmp_path):
     assert not (state / "cache").exists() or not any((state / "cache").iterdir())
     assert not (state / "key_file.json").exists()
     assert (state / "logs" / "t.log").exists() and (state / "snapshot.json").exists()
+
+
+def test_per_model_requirements_install_and_failure(tmp_path):
+    from _engine_helpers import write_mar
+
+    pkg = tmp_path / "tinypkg"
+    (pkg / "tinydep_for_engine").mkdir(parents=True)
+    (pkg / "tinydep_for_engine" / "__init__.py").write_text("ANSWER = 42\n")
+    (pkg / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n'
+        '[project]\nname = "tinydep-for-engine"\nversion = "0.1"\n'
+    )
+    handler = (
+        "import tinydep_for_engine\n\ndef handle(data, context):\n"
+        "    return None if data is None else [tinydep_for_engine.ANSWER] * len(data)\n"
+    )
+    store = tmp_path / "store"
+    store.mkdir()
+    for name, req in (("good", f"{pkg}\n"), ("bad", "./no-such-local-dir-for-jts\n")):
+        man = {
+            "createdOn": "22/11/2026 05:00:00",
+            "runtime": "python",
+            "model": {
+                "modelName": name,
+                "serializedFile": "d.txt",
+                "handler": "h.py",
+                "modelVersion": "1.0",
+                "requirementsFile": "requirements.txt",
+            },
+            "archiverVersion": "0.12.0",
+        }
+        files = {"h.py": handler, "d.txt": "x", "requirements.txt": req}
+        write_mar(store / f"{name}.mar", files, man)
+    with running_engine(tmp_path, model_store=str(store), install_py_dep_per_model=True) as (
+        info,
+        c,
+    ):
+        c.register("good.mar", initial_workers=1)
+        assert (
+            requests.post(info["inference_address"] + "/predictions/good", data=b"x").json() == 42
+        )
+        with pytest.raises(EngineError) as e:
+            c.register("bad.mar", initial_workers=1)
+        assert e.value.status == 500
+        assert "Installing the requirements of model bad failed" in e.value.message
+        assert "no-such-local-dir-for-jts" in e.value.message
+        assert [m["modelName"] for m in c.models] == ["good"]

@@ -207,13 +207,19 @@ class ModelVersion:
         self.dispatch()
 
     async def _start_worker(self) -> Worker:
+        # before the worker exists: a failed install must not leave a never-started worker
+        requirements_dir = await self.engine.requirements_for(self)
         gpu_id = self.engine.assign_gpu(self.device_type)
         worker = Worker(self, self.engine.next_worker_id(), gpu_id)
         self.workers.append(worker)
         self.engine.pending_workers[worker.id] = worker
         threads = self.engine.threads_per_worker()
-        requirements_dir = await self.engine.requirements_for(self)
-        await worker.spawn(self.engine.worker_socket, threads, requirements_dir)
+        try:
+            await worker.spawn(self.engine.worker_socket, threads, requirements_dir)
+        except BaseException:
+            self.workers.remove(worker)
+            self.engine.pending_workers.pop(worker.id, None)
+            raise
         return worker
 
     async def _scale_down(self, workers: list[Worker], timeout: float | None) -> None:

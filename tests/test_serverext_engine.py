@@ -94,6 +94,26 @@ async def test_predict_through_jupyter(jp_fetch: Any, engine: RealEngine) -> Non
     assert resp.code == 200
 
 
+async def test_sample_input_is_the_deployed_example(jp_fetch: Any, engine: RealEngine) -> None:
+    """deploy() wrote the PNG it proved parity with next to the archive: the sample is that
+    body, for /predictions; sent back through Jupyter it predicts the 7."""
+    resp = await jp_fetch("torchserve", "models", "mnist", "sample")
+    assert resp.body == engine.png
+    assert resp.headers["Content-Type"] == "image/png"
+    assert resp.headers["X-Torchserve-Sample-Protocol"] == "predictions"
+    resp = await jp_fetch(
+        "torchserve",
+        "models",
+        "mnist",
+        "predict",
+        method="POST",
+        body=resp.body,
+        headers={"Content-Type": "image/png"},
+    )
+    scores = json.loads(resp.body)
+    assert max(scores, key=scores.get) == "7"
+
+
 async def test_scale_logs_and_unknown_model(jp_fetch: Any, engine: RealEngine) -> None:
     await jp_fetch(
         "torchserve", "models", "mnist", method="PUT", body=b"", params={"min_worker": "2"}

@@ -246,7 +246,9 @@ class SampleHandler(TorchServeHandler):
                 404, "SampleNotFound", f"the archive of {name!r} stores no sample input"
             )
             return
-        data, ctype = sample
+        data, ctype, protocol = sample
+        # where the body goes: "predictions" (/predictions/{m}) or "v2" (/v2/models/{m}/infer)
+        self.set_header("X-Torchserve-Sample-Protocol", protocol)
         self.finish(data, set_content_type=ctype)
 
 

@@ -50,6 +50,15 @@ PUBLIC_DISCOVERY_KEYS = (
 )
 
 
+#: Request bodies `deploy()` writes next to an archive (`{name}-{version}.example.*`).
+EXAMPLE_TYPES = (
+    (".png", "image/png"),
+    (".jpg", "image/jpeg"),
+    (".json", "application/json"),
+    (".txt", "text/plain"),
+)
+
+
 class EngineNotRunning(Exception):
     """No live engine was found, or its port refused the connection."""
 
@@ -399,12 +408,30 @@ class Gateway:
                 out.append({"url": entry.name, "size": stat.st_size, "modified": stat.st_mtime})
         return out
 
-    def sample_input(self, model_url: str) -> tuple[bytes, str] | None:
-        """The archive's stored sample input (our `MAR-INF/jupyter_torchserve.json`), if any."""
+    def sample_input(self, model_url: str) -> tuple[bytes, str, str] | None:
+        """A ready-to-send sample request for the model in `model_url`: `(body, type, protocol)`.
+
+        First the example `deploy()` wrote next to the archive (`{stem}.example.png|json|txt`,
+        the very body its parity check sent to `/predictions`; protocol `"predictions"`), else
+        the archive's stored sample input (our `MAR-INF/jupyter_torchserve.json`), which is a
+        KServe v2 request document (protocol `"v2"`).
+        """
         store = self.engine().info.get("model_store")
         if not store or "/" in model_url or model_url.startswith("."):
             return None
         path = Path(store) / model_url
+        stem = path.name
+        for suffix in (".mar", ".zip", ".tar.gz"):
+            if stem.endswith(suffix):
+                stem = stem[: -len(suffix)]
+                break
+        for ext, ctype in EXAMPLE_TYPES:
+            example = Path(store) / f"{stem}.example{ext}"
+            if example.is_file():
+                try:
+                    return example.read_bytes(), ctype, "predictions"
+                except OSError:
+                    break
         try:
             if path.is_dir():
                 meta = json.loads((path / "MAR-INF" / "jupyter_torchserve.json").read_text())
@@ -424,7 +451,7 @@ class Gateway:
         except (OSError, KeyError, ValueError):
             return None
         ctype = "application/json" if str(sample).endswith(".json") else "application/octet-stream"
-        return data, ctype
+        return data, ctype, "v2"
 
     def log_file(self, name: str) -> Path | None:
         """`{log_dir}/{name}.log`, the file a follow streams from, if it is on this machine."""

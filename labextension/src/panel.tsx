@@ -450,11 +450,12 @@ function TestTab({ model }: { model: TorchServeModel }): JSX.Element {
     setRefusal(f ? checkRequestSize(f.size, limit) : null);
   };
 
-  const send = async (body: Blob | string, contentType: string) => {
+  const send = async (body: Blob | string, contentType: string, protocol = 'predictions') => {
     setBusy(true);
     const t0 = performance.now();
     try {
-      const resp = await api.predict(name, body, contentType);
+      const resp =
+        protocol === 'v2' ? await api.inferV2(name, body) : await api.predict(name, body, contentType);
       const text = await resp.text();
       const { pretty, json } = prettyBody(text);
       const server = Number(resp.headers.get('X-Torchserve-Latency-Ms'));
@@ -494,7 +495,8 @@ function TestTab({ model }: { model: TorchServeModel }): JSX.Element {
     try {
       const resp = await api.sample(name);
       const ctype = resp.headers.get('Content-Type') || 'application/json';
-      await send(await resp.blob(), ctype);
+      const protocol = resp.headers.get('X-Torchserve-Sample-Protocol') || 'predictions';
+      await send(await resp.blob(), ctype, protocol);
     } catch (e) {
       setResult({ status: (e as ApiError).status, latencyMs: 0, pretty: String((e as Error).message), json: undefined });
     }

@@ -8,8 +8,10 @@ import {
   JupyterFrontEndPlugin
 } from '@jupyterlab/application';
 import { ICommandPalette } from '@jupyterlab/apputils';
+import { ISettingRegistry } from '@jupyterlab/settingregistry';
 
 import { api } from './api';
+import { refreshIntervalMs } from './logic';
 import { TorchServeModel } from './model';
 import { TABS, Tab, TorchServePanel } from './panel';
 
@@ -27,13 +29,26 @@ const plugin: JupyterFrontEndPlugin<void> = {
   id: 'jupyter-torchserve:plugin',
   description: 'Sidebar for the jupyter_torchserve engine: models, tests, logs and metrics.',
   autoStart: true,
-  optional: [ICommandPalette, ILayoutRestorer],
+  optional: [ICommandPalette, ILayoutRestorer, ISettingRegistry],
   activate: (
     app: JupyterFrontEnd,
     palette: ICommandPalette | null,
-    restorer: ILayoutRestorer | null
+    restorer: ILayoutRestorer | null,
+    settingRegistry: ISettingRegistry | null
   ) => {
     const model = new TorchServeModel();
+    if (settingRegistry) {
+      settingRegistry
+        .load(plugin.id)
+        .then(settings => {
+          const apply = () => model.setInterval(refreshIntervalMs(settings.get('refreshInterval').composite));
+          apply();
+          settings.changed.connect(apply);
+        })
+        .catch(reason => {
+          console.warn('jupyter-torchserve: settings not loaded, refreshing every 2 s', reason);
+        });
+    }
     const panel = new TorchServePanel(model);
     app.shell.add(panel, 'left', { rank: 900 });
     restorer?.add(panel, panel.id);

@@ -219,12 +219,28 @@ export function rates(history: ISample[]): { t: number; rps: number; latencyMs: 
   return out;
 }
 
-/** Next poll delay: the normal period while the engine answers, doubling up to a cap when not. */
+/** The refresh interval of the settings schema (seconds): its default and bounds. */
+export const REFRESH_INTERVAL = { defaultS: 2, minS: 0.5, maxS: 600 } as const;
+
+/**
+ * The poll period in ms from the `refreshInterval` setting (seconds). Anything that is not a
+ * finite number (unset, hand-edited JSON) gives the default; values are clamped to the bounds.
+ */
+export function refreshIntervalMs(setting: unknown): number {
+  const s = typeof setting === 'number' && isFinite(setting) ? setting : REFRESH_INTERVAL.defaultS;
+  const clamped = Math.min(REFRESH_INTERVAL.maxS, Math.max(REFRESH_INTERVAL.minS, s));
+  return Math.round(clamped * 1000);
+}
+
+/**
+ * Next poll delay: the normal period while the engine answers, doubling while it is gone up to
+ * a cap of 30 s (or the period itself when that is longer).
+ */
 export function nextDelay(failures: number, baseMs = 2000, maxMs = 30000): number {
   if (failures <= 0) {
     return baseMs;
   }
-  return Math.min(maxMs, baseMs * Math.pow(2, failures));
+  return Math.min(Math.max(maxMs, baseMs), baseMs * Math.pow(2, failures));
 }
 
 /** Parse server-sent events from a text buffer: returns complete `data:` payloads and the rest. */

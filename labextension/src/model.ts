@@ -1,11 +1,12 @@
 /**
- * The sidebar's state and its poll loop: one `overview` request every 2 s while the engine
- * answers (so a `%torchserve` change shows within 2 s), backing off to 30 s while it is gone.
+ * The sidebar's state and its poll loop: one `overview` request per refresh interval (the
+ * `refreshInterval` setting, 2 s by default, so a `%torchserve` change shows within 2 s) while
+ * the engine answers, backing off to 30 s while it is gone.
  */
 import { ISignal, Signal } from '@lumino/signaling';
 
 import { ApiError, IOverview, api } from './api';
-import { ISample, nextDelay, trimHistory } from './logic';
+import { ISample, REFRESH_INTERVAL, nextDelay, trimHistory } from './logic';
 
 export class TorchServeModel {
   overview: IOverview | null = null;
@@ -14,6 +15,8 @@ export class TorchServeModel {
   /** Cumulative counters per model ('' = all models), one sample per poll. */
   history: Record<string, ISample[]> = {};
   lastUpdate = 0;
+  /** Poll period while the engine answers (ms); see `setInterval`. */
+  intervalMs: number = REFRESH_INTERVAL.defaultS * 1000;
 
   private _changed = new Signal<this, void>(this);
   private _timer: number | undefined;
@@ -34,6 +37,18 @@ export class TorchServeModel {
     }
   }
 
+  /** Change the poll period (from the settings) and apply it from the next poll on. */
+  setInterval(ms: number): void {
+    if (ms === this.intervalMs) {
+      return;
+    }
+    this.intervalMs = ms;
+    if (!this._inFlight && this._timer !== undefined && !this._disposed) {
+      window.clearTimeout(this._timer);
+      this._timer = window.setTimeout(() => void this.refresh(), nextDelay(this.failures, ms));
+    }
+  }
+
   /** Poll now (after an action, or from the Refresh command) and reschedule. */
   refresh(): Promise<void> {
     if (this._inFlight) {
@@ -43,7 +58,7 @@ export class TorchServeModel {
     this._inFlight = this._poll().finally(() => {
       this._inFlight = null;
       if (!this._disposed) {
-        this._timer = window.setTimeout(() => void this.refresh(), nextDelay(this.failures));
+        this._timer = window.setTimeout(() => void this.refresh(), nextDelay(this.failures, this.intervalMs));
       }
     });
     return this._inFlight;

@@ -9,8 +9,10 @@ import {
   curlCommand,
   formatBytes,
   nextDelay,
+  REFRESH_INTERVAL,
   parseSSE,
   rates,
+  refreshIntervalMs,
   topK,
   workerState
 } from '../logic';
@@ -60,6 +62,38 @@ test('poll delay backs off while the engine is gone', () => {
   assert.equal(nextDelay(0), 2000);
   assert.equal(nextDelay(1), 4000);
   assert.equal(nextDelay(10), 30000);
+  // a configured period: used while the engine answers, the back-off starts from it
+  assert.equal(nextDelay(0, 500), 500);
+  assert.equal(nextDelay(2, 500), 2000);
+  assert.equal(nextDelay(20, 500), 30000);
+  // a period longer than the cap is never shortened by a failure
+  assert.equal(nextDelay(0, 60000), 60000);
+  assert.equal(nextDelay(3, 60000), 60000);
+});
+
+test('the refreshInterval setting becomes a poll period in ms', () => {
+  assert.equal(refreshIntervalMs(2), 2000);
+  assert.equal(refreshIntervalMs(0.75), 750);
+  assert.equal(refreshIntervalMs(undefined), 2000);
+  assert.equal(refreshIntervalMs(null), 2000);
+  assert.equal(refreshIntervalMs('5'), 2000);
+  assert.equal(refreshIntervalMs(NaN), 2000);
+  assert.equal(refreshIntervalMs(0), 500);
+  assert.equal(refreshIntervalMs(-3), 500);
+  assert.equal(refreshIntervalMs(1e9), 600000);
+});
+
+test('the settings schema and the panel agree on default and bounds', () => {
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  const schema = require('../../schema/plugin.json');
+  const prop = schema.properties.refreshInterval;
+  assert.equal(refreshIntervalMs(prop.default), 2000);
+  assert.equal(refreshIntervalMs(prop.minimum), 500);
+  assert.equal(refreshIntervalMs(prop.maximum), 600000);
+  assert.equal(prop.type, 'number');
+  assert.equal(prop.default, REFRESH_INTERVAL.defaultS);
+  assert.equal(prop.minimum, REFRESH_INTERVAL.minS);
+  assert.equal(prop.maximum, REFRESH_INTERVAL.maxS);
 });
 
 test('server-sent events parse across chunk boundaries', () => {

@@ -291,7 +291,9 @@ function ModelCard({ model, entry }: { model: TorchServeModel; entry: IModelEntr
   return (
     <li className="jp-TorchServe-model" data-model={entry.modelName}>
       <div className="jp-TorchServe-model-head">
-        <span className="jp-TorchServe-model-name">{entry.modelName}</span>
+        <span className="jp-TorchServe-model-name" title={entry.modelName}>
+          {entry.modelName}
+        </span>
         <span className="jp-TorchServe-muted" aria-label={`${entry.modelName} statistics`}>
           {entry.stats.requests ?? 0} req · p50 {formatMs(p50)}
         </span>
@@ -336,7 +338,9 @@ function RegisterForm({ model }: { model: TorchServeModel }): JSX.Element {
       return;
     }
     setBusy(true);
-    await act('register', () => api.register(chosen), model);
+    if (await act('register', () => api.register(chosen), model)) {
+      setChosen('');
+    }
     setBusy(false);
   };
   return (
@@ -348,7 +352,7 @@ function RegisterForm({ model }: { model: TorchServeModel }): JSX.Element {
         onFocus={load}
         onChange={e => setChosen(e.target.value)}
       >
-        <option value="">Register from model store…</option>
+        <option value="">Model store…</option>
         {archives.map(a => (
           <option key={a} value={a}>
             {a}
@@ -541,7 +545,10 @@ function TestTab({ model }: { model: TorchServeModel }): JSX.Element {
         </button>
       </div>
       {result && (
-        <div className="jp-TorchServe-result" aria-label="Prediction result">
+        <div
+          className={`jp-TorchServe-result${result.status >= 400 || result.status === 0 ? ' jp-mod-error' : ''}`}
+          aria-label="Prediction result"
+        >
           <div className="jp-TorchServe-muted">
             HTTP {result.status} · {formatMs(result.latencyMs)} round trip
             {result.serverMs !== undefined && ` · ${formatMs(result.serverMs)} at the engine`}

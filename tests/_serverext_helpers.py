@@ -271,6 +271,7 @@ class RealEngine:
         self.runtime_dir.mkdir(parents=True, exist_ok=True)
         self.info: dict[str, Any] = {}
         self.png = b""
+        self.model: Any = None  # the trained digits classifier, for tests that archive it again
 
     def start(self, *, deploy: bool = True) -> RealEngine:
         from jupyter_torchserve import launcher
@@ -292,7 +293,7 @@ class RealEngine:
         from jupyter_torchserve.examples import mnist
 
         data = mnist.load_data()
-        model = mnist.trained_model(epochs=3)
+        model = self.model = mnist.trained_model(epochs=3)
         self.png = mnist.png_bytes(mnist.digit_image(7, data))
         (self.root / "seven.png").write_bytes(self.png)
         labels = mnist.write_labels(self.root / "index_to_name.json")

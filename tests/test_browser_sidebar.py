@@ -380,11 +380,6 @@ def test_register_from_store_and_set_default(
     assert max(scores, key=scores.get) == "7", scores
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine: KServe v2 infer hands built-in handlers an .npy body, which "
-    "image_classifier passes to Pillow (`the request body is not an image Pillow can read`)",
-)
 def test_sample_input_of_a_store_archive_goes_to_v2(page: Any) -> None:
     """2.0 came from the store without deploy()'s example: Send sample input sends the
     archive's own sample (a KServe v2 document) to the v2 endpoint, and shows the answer."""

@@ -446,6 +446,9 @@ class ImageHandlerBase(JtsBaseHandler):
             raise ValueError("a JSON image input needs a 'data' or 'b64' field")
         if isinstance(payload, str):
             payload = decode_base64(payload)
+        if isinstance(payload, bytes) and payload[:6] == b"\x93NUMPY":
+            # a tensor already preprocessed, e.g. a KServe v2 FP32 input sent as .npy
+            payload = np.load(io.BytesIO(payload), allow_pickle=False)
         if isinstance(payload, bytes):
             return self.image_to_tensor(self.open_image(payload))
         if isinstance(payload, (list, tuple, np.ndarray, torch.Tensor)):

@@ -12,7 +12,7 @@ workloads.py) that both servers load, then:
   every c, server-tree CPU time per request and PSS during c32;
 * the in-process limit: the same handler + `json.dumps` in plain processes (1 proc x 1 or 2
   torch threads, 2 procs x 1 thread) at batch 1/8/32, best items/s; and the batch-1
-  single-thread p50 that the c1 overhead is measured against.
+  p50 (faster of 1 and 2 torch threads) that the c1 overhead is measured against.
 
 Results go to `benchmarks/results/<tag>.json` and `.md`. Every server is started in its own
 session with private temp/state directories on free 127.0.0.1 ports, and stopped (then its
@@ -352,6 +352,7 @@ class JtsServer(Server):
 class TorchServeServer(Server):
     kind = "torchserve"
     label = "TorchServe 0.12"
+    extra_env: dict[str, str] = {}  # e.g. OMP_NUM_THREADS for its workers (--ts-env)
 
     def __init__(self, workdir: Path, store: Path) -> None:
         super().__init__(workdir, store)
@@ -384,6 +385,7 @@ class TorchServeServer(Server):
             "TEMP": str(self.tmp),
             "PATH": f"{TS_VENV / 'bin'}:{os.environ.get('PATH', '')}",
             "VIRTUAL_ENV": str(TS_VENV),
+            **self.extra_env,
         }
 
     @property
@@ -642,7 +644,7 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         "### Servers",
         "",
-        "| workload | server | config | p50 / p99 @c1 ms | c1 overhead ms | "
+        "| workload | server | config | p50 / p99 @c1 ms | c1 overhead ms (vs in-process b1) | "
         + " | ".join(f"rps@c{c}" for c in conns[1:])
         + f" | ratio c{cmax} | register→200 s | PSS idle (RSS) MB | PSS @c{cmax} MB | "
         f"CPU ms/req @c{cmax} | load (1 min) |",
@@ -651,7 +653,7 @@ def markdown(result: dict[str, Any]) -> str:
     for run in result["runs"]:
         wl = run["workload"]
         lim = result["limits"].get(wl, {})
-        base = lim.get("p50_b1_1thread_ms")
+        base = inproc_p50(lim)
         for cfg, r in run["configs"].items():
             c1 = r[f"c{conns[0]}"]
             top = r[f"c{cmax}"]
@@ -690,6 +692,14 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def inproc_p50(lim: dict[str, Any]) -> float | None:
+    """The in-process batch-1 p50 a server's c1 latency is compared with: the faster of 1 and
+    2 torch threads, so the overhead is never understated whatever threads a worker uses."""
+    vals = [lim.get("p50_b1_1thread_ms"), lim.get("p50_b1_2threads_ms")]
+    vals = [v for v in vals if v is not None]
+    return min(vals) if vals else None
+
+
 def evaluate_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     conns = result["args"]["connections"]
     c1k, cmk = f"c{conns[0]}", f"c{max(conns)}"
@@ -716,7 +726,7 @@ def evaluate_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     for wl in result["args"]["workloads"]:
         if ("jts", wl) in runs and wl in limits:
             cfg, p50 = best("jts", wl, "p50")  # type: ignore[misc]
-            over = p50 - limits[wl]["p50_b1_1thread_ms"]
+            over = p50 - inproc_p50(limits[wl])
             add(
                 f"{wl} c1 overhead (p50@c1 − in-process) ≤ 0.3 ms",
                 f"{over:.3f} ms ({cfg})",
@@ -843,6 +853,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--jts-config", default="", help="extra EngineConfig values as JSON for our engine"
     )
+    p.add_argument("--ts-env", default="", help="KEY=VALUE,... added to TorchServe's environment")
     p.add_argument(
         "--report", default="", help="only rewrite the .md (and targets) of a result JSON"
     )
@@ -859,6 +870,7 @@ def main(argv: list[str] | None = None) -> None:
     args.workloads = [w for w in args.workloads.split(",") if w]
     args.connections = [int(c) for c in args.connections.split(",")]
     JtsServer.extra_config = json.loads(args.jts_config) if args.jts_config else {}
+    TorchServeServer.extra_env = dict(kv.split("=", 1) for kv in args.ts_env.split(",") if kv)
     for s in args.servers:
         if s not in SERVERS:
             p.error(f"unknown server {s!r}")

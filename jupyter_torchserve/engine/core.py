@@ -118,10 +118,17 @@ class Engine:
         return self.gpus.assign(device_type)
 
     def threads_per_worker(self) -> int:
+        """torch intra-op threads for a new worker.
+
+        Sized from the workers the engine is *asked* for (every version's min_workers, so two
+        workers started together get the same count), leaving one core to the HTTP frontend.
+        Measured on 2 cores (docs/performance.md): two threads beside the event loop made
+        small ops wait milliseconds for a core, 338 vs 2,337 req/s for the same model.
+        """
         if self.config.worker_threads > 0:
             return self.config.worker_threads
-        workers = sum(len(v.live_workers) for v in self.all_versions()) or 1
-        return max(1, (os.cpu_count() or 1) // workers)
+        planned = sum(v.min_workers for v in self.all_versions()) or 1
+        return max(1, ((os.cpu_count() or 1) - 1) // planned)
 
     async def requirements_for(self, version: ModelVersion) -> str | None:
         """Install an archive's requirements into a per-model folder, when opted in."""

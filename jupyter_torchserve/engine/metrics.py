@@ -88,10 +88,19 @@ class EngineMetrics:
         self._queue_us: dict[tuple[str, str], float] = defaultdict(float)
         # handler metrics (context.metrics.add_*): (name, type, labels) -> [value, count]
         self._custom: dict[tuple[str, str, tuple[tuple[str, str], ...]], list[float]] = {}
+        self._children: dict[tuple[Any, ...], Any] = {}
         self.registry.register(_DynamicCollector(self))
 
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """prometheus_client's `labels()` costs a lock and a dict build per call: cache it."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def request_received(self, version: ModelVersion, url_version: str | None) -> None:
-        self.requests.labels(version.name, url_version or "default", self.hostname).inc()
+        self._child(self.requests, version.name, url_version or "default", self.hostname).inc()
 
     def request_answered(self, version: ModelVersion, url_version: str | None, job: Job) -> None:
         now = time.perf_counter()
@@ -99,10 +108,10 @@ class EngineMetrics:
         self._inference_us[key] += (now - job.enqueued) * 1e6
         if job.dispatched:
             self._queue_us[key] += (job.dispatched - job.enqueued) * 1e6
-        self.latency.labels(version.name, version.version).observe(now - job.enqueued)
+        self._child(self.latency, version.name, version.version).observe(now - job.enqueued)
 
     def batch_sent(self, version: ModelVersion, jobs: list[Job]) -> None:
-        self.batch_size.labels(version.name, version.version).observe(len(jobs))
+        self._child(self.batch_size, version.name, version.version).observe(len(jobs))
 
     def batch_done(self, version: ModelVersion, jobs: list[Job]) -> None:
         pass
@@ -123,7 +132,7 @@ class EngineMetrics:
             slot[1] += 1
 
     def response(self, api: str, code: int) -> None:
-        self.http.labels(api, str(code)).inc()
+        self._child(self.http, api, str(code)).inc()
 
     def exposition(self, names: list[str] | None = None) -> bytes:
         if names:

@@ -62,6 +62,11 @@ def run_worker(
     )
     if threads > 0:
         torch.set_num_threads(threads)
+    try:
+        # one batch runs at a time: inter-op parallelism only adds threads that compete
+        torch.set_num_interop_threads(1)
+    except RuntimeError:
+        pass  # already fixed by an earlier parallel op; harmless
     # TorchServe runs handlers inside the model directory; some open files by relative path
     os.chdir(model_dir)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -14,6 +14,9 @@ set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 dir="${1:-$repo_root/.torchserve-venv}"
+# absolute: check() runs from / so that the repo checkout is not importable
+mkdir -p "$(dirname "$dir")"
+dir="$(cd "$(dirname "$dir")" && pwd)/$(basename "$dir")"
 python="${PYTHON:-python3}"
 
 pins=(torch==2.13.0 torchserve==0.12.0 torch-model-archiver==0.12.0 pyyaml numpy pillow)

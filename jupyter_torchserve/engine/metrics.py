@@ -113,9 +113,6 @@ class EngineMetrics:
     def batch_sent(self, version: ModelVersion, jobs: list[Job]) -> None:
         self._child(self.batch_size, version.name, version.version).observe(len(jobs))
 
-    def batch_done(self, version: ModelVersion, jobs: list[Job]) -> None:
-        pass
-
     def custom(self, records: list[dict[str, Any]]) -> None:
         """Fold handler metrics in: counters add up, gauges keep the last value,
         histograms keep a sum and a count."""

@@ -182,9 +182,9 @@ class ModelVersion:
         self.dispatch()
 
     def batch_done(self, worker: Worker, jobs: list[Job]) -> None:
-        self.engine.metrics.batch_done(self, jobs)
-        if worker.status == "UNLOADING" and worker.n_inflight == 0:
-            pass  # it exits after its stop message
+        """A worker has room again: hand it whatever queued meanwhile.
+
+        A worker being unloaded is skipped by dispatch and exits after its stop message."""
         self.dispatch()
 
     # -- workers ----------------------------------------------------------------------------

@@ -1,6 +1,10 @@
 # Two entry points for a fresh machine: `make demo` (the main job end to end) and `make test`.
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# torch first, pinned: 2.13.0 is the CPU build these 2-core machines keep on disk (the one
+# TorchServe's venv uses too, for like-for-like benchmarks); an unpinned `torch` pulls a
+# CUDA build of several GB. `make setup TORCH=torch` takes the newest instead.
+TORCH ?= torch==2.13.0
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup demo test lint chromium torchserve-venv clean
@@ -8,6 +12,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 $(VENV)/.installed: pyproject.toml labextension/package.json
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)"
 	$(PY) -m pip install -q -e ".[test]"
 	touch $@
 

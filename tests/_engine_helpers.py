@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import textwrap
 import time
 import zipfile
@@ -12,15 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _ports import free_port
 
 from jupyter_torchserve.client import Client
 from jupyter_torchserve.launcher import start_engine, stop_engine
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def manifest(name: str, version: str, serialized: str, handler: str) -> dict[str, Any]:

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import os
 import queue
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _ports import free_port
 
 __all__ = [
     "free_port",
@@ -28,12 +28,6 @@ __all__ = [
     "KernelSession",
     "stop_engines",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def stop_engines() -> None:

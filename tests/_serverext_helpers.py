@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 from pathlib import Path
 from typing import Any
 
 import tornado.web
+from _ports import free_port
 from tornado.httpserver import HTTPServer
 
 MGMT_KEY = "mgmt-SECRET-0123456789"
@@ -37,12 +37,6 @@ ts_request_latency_seconds_bucket{model_name="mnist",le="+Inf"} 10.0
 ts_request_latency_seconds_count{model_name="mnist"} 10.0
 ts_request_latency_seconds_sum{model_name="mnist"} 0.05
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def version(name: str, v: str, workers: int) -> dict[str, Any]:

@@ -14,22 +14,16 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import requests
+from _ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_VENV = REPO / ".torchserve-venv"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def torchserve_venv() -> Path:

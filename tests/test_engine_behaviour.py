@@ -308,6 +308,20 @@ def test_port_in_use_is_a_clear_error(tmp_path):
     assert f"port {busy}" in str(e.value) and "already in use" in str(e.value)
 
 
+def test_one_port_for_two_apis_is_a_clear_error(tmp_path):
+    port = free_port()
+    with pytest.raises(EngineStartError) as e:
+        start_engine(
+            inference_address=f"http://127.0.0.1:{port}",
+            management_address=f"http://127.0.0.1:{free_port()}",
+            metrics_address=f"http://127.0.0.1:{port}",
+            model_store=str(tmp_path / "store"),
+            state_dir=str(tmp_path / "state"),
+            timeout=30,
+        )
+    assert f"port {port}" in str(e.value) and "another API of this engine" in str(e.value)
+
+
 def test_fake_gpus_are_assigned_round_robin_and_reported(tmp_path, monkeypatch):
     gpus = [
         {

@@ -145,6 +145,12 @@ def _listen(app: web.Application, address: str, what: str) -> HTTPServer:
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
             holder = _port_holder(port)
+            if holder == f"pid {os.getpid()}":
+                raise SystemExit(
+                    f"Cannot start the {what} API: port {port} on {host} is already taken by"
+                    " another API of this engine; give the inference, management and metrics"
+                    " APIs different ports."
+                ) from None
             raise SystemExit(
                 f"Cannot start the {what} API: port {port} on {host} is already in use"
                 + (f" by {holder}" if holder else "")
@@ -160,6 +166,8 @@ def _port_holder(port: int) -> str | None:
 
         for conn in psutil.net_connections("inet"):
             if conn.laddr and conn.laddr.port == port and conn.status == "LISTEN" and conn.pid:
+                if conn.pid == os.getpid():
+                    return f"pid {conn.pid}"
                 p = psutil.Process(conn.pid)
                 return f"pid {conn.pid} ({' '.join(p.cmdline()[:4])})"
     except Exception:  # noqa: BLE001 - best effort, needs privileges on some systems

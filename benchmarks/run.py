@@ -50,7 +50,8 @@ DEFAULT_CONFIGS = {
     "mnist": ["w1-b1", "w1-b8", "w2-b8"],
     "resnet": ["w1-b1", "w1-b8", "w2-b8"],
 }
-TS_VENV = Path(os.environ.get("TS_VENV", "/tmp/ts-venv"))
+# the venv that `make test` builds with scripts/torchserve-venv.sh (TorchServe 0.12, no jupyter_torchserve)
+TS_VENV = Path(os.environ.get("TS_VENV", Path(__file__).resolve().parents[1] / ".torchserve-venv"))
 
 
 # -- small helpers -----------------------------------------------------------------------------
@@ -268,7 +269,13 @@ class Server:
         return http_call(self.mgmt_port, "POST", f"/models?{q}", timeout=180)
 
     def unregister(self, name: str) -> None:
-        status, data = http_call(self.mgmt_port, "DELETE", f"/models/{name}", timeout=60)
+        deadline = time.monotonic() + 30
+        while True:
+            status, data = http_call(self.mgmt_port, "DELETE", f"/models/{name}", timeout=60)
+            # TorchServe refuses a DELETE while its workers are still busy from the last load
+            if b"ConcurrentModificationException" not in data or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
         if status not in (200, 202, 404):
             raise RuntimeError(f"unregister {name}: {status} {data[:300]!r}")
         deadline = time.monotonic() + 60

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Prove the GPU paths on a lent NVIDIA machine in one call (issue 2 §5): worker GPU
+# assignment, CUDA inference in a worker, NVML readings in status/metrics, and an engine
+# that never creates a CUDA context. The CPU-only suite covers the same paths with injected
+# devices; this runs tests/test_gpu.py, which skips where NVML finds no GPU.
+#
+# Here, once (the device machine cannot reach a package index; its python3 3.12 has torch,
+# psutil, requests, prometheus-client, nvidia-ml-py and pytest but not these):
+#   scripts/gpu-check.sh --prepare          # downloads the missing wheels into .whl/
+# Then with the device tool: run(command="bash scripts/gpu-check.sh", carry=[".whl"])
+# The log comes back as $OUT/gpu-check.log.
+set -uo pipefail
+
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo_root"
+missing=(tornado traitlets jupyter_core platformdirs)
+
+if [ "${1:-}" = "--prepare" ]; then
+    python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+        --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+        --platform manylinux2014_x86_64 -d .whl "${missing[@]}"
+    ls .whl
+    exit 0
+fi
+
+out="${OUT:-/tmp/gpu-check}"
+mkdir -p "$out"
+log="$out/gpu-check.log"
+{
+    nvidia-smi || true
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site .whl/*.whl || exit 1
+    export PYTHONPATH="/tmp/site:$repo_root"
+    export PYTHONUNBUFFERED=1
+    tmp="$(mktemp -d)"
+    export JUPYTER_RUNTIME_DIR="$tmp/runtime" JUPYTER_DATA_DIR="$tmp/data"
+    python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+    # --noconftest: conftest.py loads pytest-jupyter, which this machine lacks and these
+    # tests do not use (the Jupyter dirs are set above instead)
+    python3 -m pytest --noconftest -p no:cacheprovider -v -s -rs tests/test_gpu.py
+} 2>&1 | tee "$log"

@@ -9,6 +9,7 @@ such suffix. Histograms (ours, `jts_*`) give the sidebar its p50 latency.
 
 from __future__ import annotations
 
+import functools
 import socket
 import time
 from collections import defaultdict
@@ -260,7 +261,9 @@ class _DynamicCollector:
         yield util
 
 
+@functools.lru_cache(maxsize=4096)
 def _metric_name(name: str) -> str:
+    """A Prometheus-safe name. Cached: handlers send the same few names with every batch."""
     cleaned = "".join(c if c.isalnum() or c in "_:" else "_" for c in name)
     return cleaned if cleaned and not cleaned[0].isdigit() else f"m_{cleaned}"
 

@@ -610,3 +610,46 @@ def test_per_model_requirements_install_and_failure(tmp_path):
         assert "Installing the requirements of model bad failed" in e.value.message
         assert "no-such-local-dir-for-jts" in e.value.message
         assert [m["modelName"] for m in c.models] == ["good"]
+
+
+def test_abandoned_requests_are_withdrawn_not_run(tmp_path):
+    """A client that hangs up, or a multi-instance request refused half-way by a full queue,
+    leaves no work behind: those queued items never reach the handler (the log shows what
+    did), and the engine goes on serving."""
+    store = tmp_path / "store"
+    store.mkdir()
+    probe_mar(store, "w")
+    with running_engine(
+        tmp_path, model_store=str(store), job_queue_size=3, max_inflight_per_worker=1
+    ) as (info, c):
+        c.register("w-1.0.mar", initial_workers=1)
+        base = info["inference_address"]
+        host, port = base.removeprefix("http://").split(":")
+        with ThreadPoolExecutor(1) as pool:
+            busy = pool.submit(
+                requests.post, base + "/predictions/w", json={"sleep": 2, "print": "ran-A"}
+            )
+            time.sleep(0.5)  # A occupies the only worker
+            # B and C are queued behind A, then their clients hang up
+            for tag in ("B", "C"):
+                body = json.dumps({"print": f"ran-{tag}"}).encode()
+                with socket.create_connection((host, int(port))) as s:
+                    s.sendall(
+                        b"POST /predictions/w HTTP/1.1\r\nHost: x\r\n"
+                        b"Content-Type: application/json\r\n"
+                        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                        + body
+                    )
+                    time.sleep(0.2)
+            # four instances against a queue of 3: the first ones are withdrawn with the 503
+            r = requests.post(
+                base + "/v1/models/w:predict",
+                json={"instances": [{"print": f"ran-v1-{i}"} for i in range(4)]},
+            )
+            assert r.status_code == 503 and "job_queue_size" in r.json()["message"]
+            assert busy.result(timeout=60).status_code == 200
+        after = requests.post(base + "/predictions/w", json={"print": "ran-E"})
+        assert after.status_code == 200
+        log = c.logs("w", tail=200)
+        assert "ran-A" in log and "ran-E" in log
+        assert "ran-B" not in log and "ran-C" not in log and "ran-v1-" not in log, log

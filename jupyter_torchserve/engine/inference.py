@@ -10,7 +10,7 @@ import uuid
 from typing import Any
 from urllib.parse import parse_qsl
 
-from tornado import httputil
+from tornado import httputil, web
 
 from .errors import ApiError
 from .http_base import BaseHandler
@@ -62,28 +62,52 @@ class InferenceHandler(BaseHandler):
         headers: dict[str, str],
         on_chunk: Any = None,
     ) -> list[Reply]:
-        """Queue one job per item, wait for all, keep metrics. Errors propagate as ApiError."""
+        """Queue one job per item, wait for all, keep metrics. Errors propagate as ApiError.
+
+        Jobs are withdrawn (their futures cancelled, so dispatch skips them and a late answer
+        is dropped) when a later item of the same request is refused, e.g. by a full queue,
+        and when the client hangs up before the answer: nobody would read the result.
+        """
         loop = asyncio.get_running_loop()
-        jobs = []
+        jobs: list[Job] = []
+        self._jobs = jobs
         request_id = self._headers.get("x-request-id") or str(uuid.uuid4())
-        for i, params in enumerate(items):
-            job = Job(
-                id=request_id if len(items) == 1 else f"{request_id}-{i}",
-                headers=headers,
-                params=params,
-                future=loop.create_future(),
-                on_chunk=on_chunk,
-            )
-            self.engine.metrics.request_received(mv, url_version)
-            mv.submit(job)
-            jobs.append(job)
+        try:
+            for i, params in enumerate(items):
+                job = Job(
+                    id=request_id if len(items) == 1 else f"{request_id}-{i}",
+                    headers=headers,
+                    params=params,
+                    future=loop.create_future(),
+                    on_chunk=on_chunk,
+                )
+                self.engine.metrics.request_received(mv, url_version)
+                mv.submit(job)
+                jobs.append(job)
+        except BaseException:
+            _withdraw(jobs)
+            raise
         try:
             replies = await asyncio.gather(*(j.future for j in jobs))
+        except asyncio.CancelledError:
+            if self._hung_up:
+                # the client is gone; nothing to answer (counted as nginx's 499)
+                self.set_status(499, "Client Closed Request")
+                raise web.Finish() from None
+            raise
         finally:
             for job in jobs:
                 if job.future.done() and not job.future.cancelled():
                     self.engine.metrics.request_answered(mv, url_version, job)
         return list(replies)
+
+    _hung_up = False
+    _jobs: list[Job] = []
+
+    def on_connection_close(self) -> None:
+        self._hung_up = True
+        _withdraw(self._jobs)
+        super().on_connection_close()
 
     def send_reply(self, reply: Reply) -> None:
         limit = self.engine.config.max_response_size
@@ -154,6 +178,12 @@ class PredictionsHandler(InferenceHandler):
 
 class ExplanationsHandler(PredictionsHandler):
     explain = True
+
+
+def _withdraw(jobs: list[Job]) -> None:
+    for job in jobs:
+        if not job.future.done():
+            job.future.cancel()
 
 
 def _form_or_raw(body: bytes) -> list[tuple[str, str, bytes]]:

@@ -91,9 +91,14 @@ class EngineConfig(Configurable):
     max_inflight_per_worker = Int(
         2, help="Batches sent to a worker before its previous one answered (pipelining)."
     ).tag(config=True)
-    worker_threads = Int(0, help="torch threads per worker; 0 means cores divided by workers.").tag(
-        config=True
-    )
+    worker_threads = Int(
+        0,
+        help="torch threads per worker; 0 means (cores - 1) divided by the workers asked for.",
+    ).tag(config=True)
+    model_log_max_bytes = Int(
+        20 * 1024**2,
+        help="A model's log is moved to <model>.log.1 beyond this size (0: never).",
+    ).tag(config=True)
     install_py_dep_per_model = Bool(
         False, help="pip-install an archive's requirements file into a per-model folder."
     ).tag(config=True)

@@ -653,3 +653,30 @@ def test_abandoned_requests_are_withdrawn_not_run(tmp_path):
         log = c.logs("w", tail=200)
         assert "ran-A" in log and "ran-E" in log
         assert "ran-B" not in log and "ran-C" not in log and "ran-v1-" not in log, log
+
+
+def test_model_log_is_capped_and_writers_keep_writing(tmp_path):
+    """A chatty handler cannot fill the disk: past model_log_max_bytes the log moves to
+    <model>.log.1 (one backup) and the running worker keeps writing into <model>.log."""
+    store = tmp_path / "store"
+    store.mkdir()
+    probe_mar(store, "chatty")
+    with running_engine(tmp_path, model_store=str(store), model_log_max_bytes=4000) as (
+        info,
+        c,
+    ):
+        c.register("chatty-1.0.mar", initial_workers=1)
+        url = info["inference_address"] + "/predictions/chatty"
+        for i in range(20):
+            assert requests.post(url, json={"print": f"line-{i:03d} " + "x" * 500}).ok
+        log_dir = tmp_path / f"state-{info['management_address'].rsplit(':', 1)[1]}" / "logs"
+        log, backup = log_dir / "chatty.log", log_dir / "chatty.log.1"
+        deadline = time.monotonic() + 30  # the engine checks every 10 s
+        while not backup.exists() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert backup.exists() and "line-019" in backup.read_text()
+        assert oct(os.stat(backup).st_mode & 0o777) == "0o600"
+        assert requests.post(url, json={"print": "after-rotation"}).ok
+        assert "after-rotation" in log.read_text()
+        assert log.stat().st_size < 4000
+        assert "after-rotation" in c.logs("chatty", tail=5)

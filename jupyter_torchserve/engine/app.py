@@ -17,6 +17,7 @@ from typing import Any
 
 from tornado import web
 from tornado.httpserver import HTTPServer
+from tornado.ioloop import PeriodicCallback
 
 from .. import discovery
 from .._version import __version__
@@ -33,6 +34,7 @@ from .kserve import (
     V2ModelHandler,
     V2ServerHandler,
 )
+from .logfiles import rotate_large_logs
 from .management import (
     EngineStatusHandler,
     LogsHandler,
@@ -44,6 +46,8 @@ from .management import (
 from .openapi import inference_document, management_document
 
 log = logging.getLogger("jupyter_torchserve.engine")
+
+LOG_CHECK_SECONDS = 10  # how often model logs are checked against model_log_max_bytes
 
 NAME = r"([^/:]+)"
 SEG = r"([^/]+)"
@@ -217,10 +221,16 @@ async def serve(config: EngineConfig) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     restore = loop.create_task(_restore(engine))
+    rotation = PeriodicCallback(
+        lambda: rotate_large_logs(engine.log_dir, config.model_log_max_bytes),
+        LOG_CHECK_SECONDS * 1000,
+    )
+    rotation.start()
     try:
         await stop.wait()
     finally:
         log.info("stopping")
+        rotation.stop()
         restore.cancel()
         for s in servers:
             s.stop()

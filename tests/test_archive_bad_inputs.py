@@ -126,6 +126,25 @@ def test_init_kwargs_must_match_constructor(tmp_path):
         archive(NeedsArg(3), "m", format="eager", init_kwargs={"depth": 1}, export_path=tmp_path)
 
 
+@pytest.mark.parametrize("with_example", [False, True])
+def test_wrong_init_kwargs_value_leaves_no_archive(tmp_path, with_example):
+    """The rebuild check runs while the weights are written; when it fails, nothing is kept."""
+    with pytest.raises(CaptureError) as info:
+        archive(
+            NeedsArg(3),
+            "m",
+            format="eager",
+            init_kwargs={"width": 5},
+            example_inputs=torch.ones(1, 3) if with_example else None,
+            export_path=tmp_path,
+            preflight=False,
+        )
+    message = str(info.value)
+    assert "eager: " in message
+    assert "rebuilt from the captured source" in message and "(1, 5)" in message, message
+    assert list(tmp_path.iterdir()) == []
+
+
 OFFSET = torch.ones(1)
 
 

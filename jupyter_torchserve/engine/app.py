@@ -221,8 +221,10 @@ async def serve(config: EngineConfig) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     restore = loop.create_task(_restore(engine))
-    rotation = PeriodicCallback(
-        lambda: rotate_large_logs(engine.log_dir, config.model_log_max_bytes),
+    rotation = PeriodicCallback(  # copying a 20 MiB log must not stall requests: a thread
+        lambda: loop.run_in_executor(
+            None, rotate_large_logs, engine.log_dir, config.model_log_max_bytes
+        ),
         LOG_CHECK_SECONDS * 1000,
     )
     rotation.start()

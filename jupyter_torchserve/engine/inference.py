@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -102,7 +103,7 @@ class InferenceHandler(BaseHandler):
         return list(replies)
 
     _hung_up = False
-    _jobs: list[Job] = []
+    _jobs: Sequence[Job] = ()
 
     def on_connection_close(self) -> None:
         self._hung_up = True
@@ -180,7 +181,7 @@ class ExplanationsHandler(PredictionsHandler):
     explain = True
 
 
-def _withdraw(jobs: list[Job]) -> None:
+def _withdraw(jobs: Sequence[Job]) -> None:
     for job in jobs:
         if not job.future.done():
             job.future.cancel()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,11 +97,7 @@ def _capture(
             elif name == "torchscript":
                 result = try_torchscript(model, inputs, reference, rtol, atol)
             else:
-                # the last format: its rebuild check may run while the archive is written
-                last = name == order[-1]
-                result = try_eager(
-                    model, inputs, reference, rtol, atol, init_kwargs, defer_check=last
-                )
+                result = try_eager(model, inputs, reference, rtol, atol, init_kwargs)
         except FormatUnavailable as exc:
             attempts.append(Attempt(name, False, str(exc)))
         except Exception as exc:  # noqa: BLE001 - every failure is reported, next format tried
@@ -110,36 +105,8 @@ def _capture(
         else:
             attempts.append(Attempt(name, True, None))
             return result, attempts
-    raise _capture_error(model, attempts)
-
-
-def _capture_error(model: torch.nn.Module, attempts: list[Attempt]) -> CaptureError:
     lines = "\n".join(f"  - {a.format}: {a.error}" for a in attempts)
-    return CaptureError(f"no format could capture {type(model).__name__}:\n{lines}")
-
-
-def _write_checked(
-    target: Path,
-    archive_format: str,
-    name: str,
-    entries: list[tuple[str, Content]],
-    serialized: Serialized,
-    model: torch.nn.Module,
-    attempts: list[Attempt],
-) -> Path:
-    """Stage the archive; a deferred eager check runs meanwhile in a second thread (the write
-    spends most of its time in file I/O and CRC-32 with the GIL released)."""
-    if serialized.check is None:
-        return write_archive(target, archive_format, name, entries, staging=True)
-    with ThreadPoolExecutor(1, thread_name_prefix="jts-eager-check") as pool:
-        pending = pool.submit(serialized.check)
-        staged = write_archive(target, archive_format, name, entries, staging=True)
-        failure = pending.exception()
-    if failure is not None:
-        _discard(staged)
-        attempts[-1] = Attempt(serialized.format, False, describe_failure(failure))
-        raise _capture_error(model, attempts) from failure
-    return staged
+    raise CaptureError(f"no format could capture {type(model).__name__}:\n{lines}")
 
 
 def _extra_entries(extra_files: object) -> dict[str, bytes]:
@@ -301,7 +268,7 @@ def archive(
     entries.append((METADATA_PATH, json.dumps(metadata, indent=2).encode()))
     entries.append((MANIFEST_PATH, dumps_manifest(manifest).encode()))
 
-    staged = _write_checked(target, archive_format, name, entries, serialized, model, attempts)
+    staged = write_archive(target, archive_format, name, entries, staging=True)
     try:
         diff = None
         if preflight:

@@ -15,12 +15,10 @@ import json
 import logging
 import re
 import sys
-import sysconfig
 import traceback
 import types
 import uuid
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,8 +59,6 @@ class Serialized:
     model_source: str | None = None  # eager: contents of model.py
     eager: dict[str, Any] | None = None  # eager: {"module", "class", "init_kwargs"}
     notes: list[str] = field(default_factory=list)
-    # eager with defer_check: the rebuild check, for the caller to run (raises on failure)
-    check: Callable[[], None] | None = None
 
 
 # --- comparing outputs -------------------------------------------------------------------
@@ -120,7 +116,6 @@ def _check_round_trip(
 # --- failure description -----------------------------------------------------------------
 _FILE_LINE = re.compile(r'File "([^"]+)", line (\d+)')
 _TORCH_DIR = str(Path(torch.__file__).resolve().parent)
-_STDLIB_DIR = sysconfig.get_paths()["stdlib"]  # thread-pool frames of a deferred check
 
 
 def describe_failure(exc: BaseException) -> str:
@@ -139,9 +134,7 @@ def describe_failure(exc: BaseException) -> str:
         frames = [
             f
             for f in traceback.extract_tb(exc.__traceback__)
-            if not f.filename.startswith(_TORCH_DIR)
-            and not (f.filename.startswith(_STDLIB_DIR) and "site-packages" not in f.filename)
-            and "jupyter_torchserve" not in f.filename
+            if not f.filename.startswith(_TORCH_DIR) and "jupyter_torchserve" not in f.filename
         ]
         if frames:
             f = frames[-1]
@@ -364,15 +357,11 @@ def try_eager(
     rtol: float,
     atol: float,
     init_kwargs: dict[str, Any] | None,
-    defer_check: bool = False,
 ) -> Serialized:
     """State dict + captured source, checked by rebuilding the class from that source.
 
     The rebuild happens on the ``meta`` device (no memory, no init compute) and takes the
-    live tensors with ``assign=True``, so checking a large model costs little. With
-    ``defer_check`` the check is returned as ``Serialized.check`` instead of run: the caller
-    runs it while the weights are written (tens of ms of Python that would otherwise come on
-    top of the write, for a ResNet-50) and must not keep the archive if it raises.
+    live tensors with ``assign=True``, so checking a large model costs almost nothing.
     """
     cls = type(model)
     kwargs = recover_init_kwargs(model, init_kwargs)
@@ -381,31 +370,25 @@ def try_eager(
     except SourceCaptureError as exc:
         raise RuntimeError(f"source capture failed: {exc}") from exc
     state = model.state_dict()
-
-    def check() -> None:
-        check_module = _import_source(source, f"_jts_check_{uuid.uuid4().hex}")
-        rebuilt_cls = getattr(check_module, cls.__name__)
-        try:
-            with torch.device("meta"):
-                rebuilt = rebuilt_cls(**kwargs)
-        except Exception:  # noqa: BLE001 - some __init__ code cannot run on meta; use the CPU
+    check_module = _import_source(source, f"_jts_check_{uuid.uuid4().hex}")
+    rebuilt_cls = getattr(check_module, cls.__name__)
+    try:
+        with torch.device("meta"):
             rebuilt = rebuilt_cls(**kwargs)
-        _check_state_dict_fits(rebuilt, state, cls.__name__)
-        if inputs is not None:
-            rebuilt.load_state_dict(state, strict=True, assign=True)
-        on_meta = any(t.is_meta for t in [*rebuilt.parameters(), *rebuilt.buffers()])
-        if inputs is not None and not on_meta:
-            rebuilt.eval()
-            with torch.no_grad():  # grad mode is per thread: a deferred check sets its own
-                _check_round_trip("eager rebuild", reference, rebuilt(*inputs), rtol, atol)
-
-    if not defer_check:
-        check()
+    except Exception:  # noqa: BLE001 - some __init__ code cannot run on meta; use the CPU
+        rebuilt = rebuilt_cls(**kwargs)
+    _check_state_dict_fits(rebuilt, state, cls.__name__)
+    if inputs is not None:
+        rebuilt.load_state_dict(state, strict=True, assign=True)
+    on_meta = any(t.is_meta for t in [*rebuilt.parameters(), *rebuilt.buffers()])
+    if inputs is not None and not on_meta:
+        rebuilt.eval()
+        with torch.no_grad():
+            _check_round_trip("eager rebuild", reference, rebuilt(*inputs), rtol, atol)
     return Serialized(
         "eager",
         SERIALIZED_FILES["eager"],
         state_dict=state,
         model_source=source,
         eager={"module": "model", "class": cls.__name__, "init_kwargs": kwargs},
-        check=check if defer_check else None,
     )

@@ -30,16 +30,6 @@ def encode(header: dict[str, Any], payload: bytes | list[bytes] = b"") -> list[b
     return [PREFIX.pack(len(head), len(payload)), head, payload]
 
 
-def pack_bodies(bodies: list[bytes]) -> tuple[list[list[int]], list[bytes]]:
-    """(offset, length) spans for each body, plus the buffers to send after the header."""
-    spans = []
-    offset = 0
-    for body in bodies:
-        spans.append([offset, len(body)])
-        offset += len(body)
-    return spans, bodies
-
-
 async def read_frame(reader: asyncio.StreamReader) -> tuple[dict[str, Any], memoryview]:
     prefix = await reader.readexactly(PREFIX.size)
     hlen, plen = PREFIX.unpack(prefix)

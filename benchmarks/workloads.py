@@ -33,6 +33,8 @@ import torch
 from PIL import Image, ImageDraw
 from torch import nn
 
+from jupyter_torchserve.examples.mnist import Net as MnistNet  # pytorch/examples' MNIST CNN
+
 WORKLOADS = ("tiny", "mnist", "resnet")
 
 HANDLER_FILE = "bench_handler.py"
@@ -110,30 +112,6 @@ class BenchHandler:
 
 
 # -- models ------------------------------------------------------------------------------------
-class MnistNet(nn.Module):
-    """The classic PyTorch MNIST example: conv32-conv64-maxpool-fc128-fc10."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 32, 3, 1)
-        self.conv2 = nn.Conv2d(32, 64, 3, 1)
-        self.dropout1 = nn.Dropout(0.25)
-        self.dropout2 = nn.Dropout(0.5)
-        self.fc1 = nn.Linear(9216, 128)
-        self.fc2 = nn.Linear(128, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.relu(self.conv1(x))
-        x = torch.relu(self.conv2(x))
-        x = torch.max_pool2d(x, 2)
-        x = self.dropout1(x)
-        x = torch.flatten(x, 1)
-        x = torch.relu(self.fc1(x))
-        x = self.dropout2(x)
-        x = self.fc2(x)
-        return torch.log_softmax(x, dim=1)
-
-
 class BasicBlock(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int) -> None:
         super().__init__()
@@ -182,7 +160,7 @@ def build_model(workload: str) -> nn.Module:
     if workload == "tiny":
         model: nn.Module = nn.Linear(10, 10)
     elif workload == "mnist":
-        model = MnistNet()
+        model = MnistNet()  # the same CNN the README demo and notebooks train
     elif workload == "resnet":
         model = SmallResNet()
     else:

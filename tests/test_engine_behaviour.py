@@ -297,29 +297,26 @@ def test_port_in_use_is_a_clear_error(tmp_path):
         s.listen()
         busy = s.getsockname()[1]
         with pytest.raises(EngineStartError) as e:
-            start_engine(
-                inference_address=f"http://127.0.0.1:{busy}",
-                management_address=f"http://127.0.0.1:{free_port()}",
-                metrics_address=f"http://127.0.0.1:{free_port()}",
-                model_store=str(tmp_path / "store"),
-                state_dir=str(tmp_path / "state"),
-                timeout=30,
-            )
+            _start_on_ports(tmp_path, busy, free_port(), free_port())
     assert f"port {busy}" in str(e.value) and "already in use" in str(e.value)
 
 
 def test_one_port_for_two_apis_is_a_clear_error(tmp_path):
     port = free_port()
     with pytest.raises(EngineStartError) as e:
-        start_engine(
-            inference_address=f"http://127.0.0.1:{port}",
-            management_address=f"http://127.0.0.1:{free_port()}",
-            metrics_address=f"http://127.0.0.1:{port}",
-            model_store=str(tmp_path / "store"),
-            state_dir=str(tmp_path / "state"),
-            timeout=30,
-        )
-    assert f"port {port}" in str(e.value) and "another API of this engine" in str(e.value)
+        _start_on_ports(tmp_path, port, free_port(), port)
+    assert f"port {port}" in str(e.value) and "inference API of this engine" in str(e.value)
+
+
+def _start_on_ports(tmp_path, inference: int, management: int, metrics: int) -> dict:
+    return start_engine(
+        inference_address=f"http://127.0.0.1:{inference}",
+        management_address=f"http://127.0.0.1:{management}",
+        metrics_address=f"http://127.0.0.1:{metrics}",
+        model_store=str(tmp_path / "store"),
+        state_dir=str(tmp_path / "state"),
+        timeout=30,
+    )
 
 
 def test_fake_gpus_are_assigned_round_robin_and_reported(tmp_path, monkeypatch):

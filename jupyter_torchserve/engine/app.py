@@ -149,12 +149,6 @@ def _listen(app: web.Application, address: str, what: str) -> HTTPServer:
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
             holder = _port_holder(port)
-            if holder == f"pid {os.getpid()}":
-                raise SystemExit(
-                    f"Cannot start the {what} API: port {port} on {host} is already taken by"
-                    " another API of this engine; give the inference, management and metrics"
-                    " APIs different ports."
-                ) from None
             raise SystemExit(
                 f"Cannot start the {what} API: port {port} on {host} is already in use"
                 + (f" by {holder}" if holder else "")
@@ -164,14 +158,32 @@ def _listen(app: web.Application, address: str, what: str) -> HTTPServer:
     return server
 
 
+def _check_distinct(addresses: dict[str, str]) -> None:
+    """Refuse one port for two APIs before binding: the second bind would otherwise fail as
+    "in use" by this very engine."""
+    seen: dict[int, tuple[str, str]] = {}
+    for key, address in addresses.items():
+        host, port = split_address(address)
+        what = key.removesuffix("_address")
+        other = seen.get(port)
+        if other is not None and (other[1] == host or {other[1], host} & _WILDCARDS):
+            raise SystemExit(
+                f"Cannot start the {what} API: port {port} on {host} is already taken by"
+                f" the {other[0]} API of this engine; give the inference, management and"
+                " metrics APIs different ports."
+            )
+        seen[port] = (what, host)
+
+
+_WILDCARDS = {"", "0.0.0.0", "::"}
+
+
 def _port_holder(port: int) -> str | None:
     try:
         import psutil
 
         for conn in psutil.net_connections("inet"):
             if conn.laddr and conn.laddr.port == port and conn.status == "LISTEN" and conn.pid:
-                if conn.pid == os.getpid():
-                    return f"pid {conn.pid}"
                 p = psutil.Process(conn.pid)
                 return f"pid {conn.pid} ({' '.join(p.cmdline()[:4])})"
     except Exception:  # noqa: BLE001 - best effort, needs privileges on some systems
@@ -189,6 +201,7 @@ async def serve(config: EngineConfig) -> None:
         "management_address": config.management_address,
         "metrics_address": config.metrics_address,
     }
+    _check_distinct(addresses)
     apps = make_apps(engine, addresses)
     servers = [
         _listen(apps["inference"], config.inference_address, "inference"),

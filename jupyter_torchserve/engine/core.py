@@ -23,6 +23,7 @@ from .gpu import GpuAssigner, list_gpus
 from .keys import KeyStore
 from .metrics import EngineMetrics
 from .model import ModelVersion
+from .protocol import FrameLink
 from .store import resolve_url
 from .workers import Worker, warm_forkserver
 
@@ -78,26 +79,19 @@ class Engine:
 
     # -- start / stop -------------------------------------------------------------------------
     async def start_worker_server(self) -> None:
-        self._server = await asyncio.start_unix_server(self._on_worker_connect, self.worker_socket)
-        os.chmod(self.worker_socket, 0o600)
         loop = asyncio.get_running_loop()
+        self._server = await loop.create_unix_server(
+            lambda: FrameLink(self._on_worker_hello), self.worker_socket
+        )
+        os.chmod(self.worker_socket, 0o600)
         self._forkserver_ready = loop.run_in_executor(None, warm_forkserver)
 
-    async def _on_worker_connect(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        from .protocol import read_frame
-
-        try:
-            header, _ = await read_frame(reader)
-        except (asyncio.IncompleteReadError, ValueError):
-            writer.close()
-            return
+    def _on_worker_hello(self, link: FrameLink, header: dict[str, Any]) -> None:
         worker = self.pending_workers.pop(str(header.get("worker_id")), None)
         if worker is None:
-            writer.close()
+            link.close()
             return
-        worker.attach(reader, writer)
+        worker.attach(link)
 
     async def shutdown(self) -> None:
         versions = list(self.all_versions())

@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 import struct
+from collections.abc import Callable
 from typing import Any
+
+log = logging.getLogger("jupyter_torchserve.engine")
 
 PREFIX = struct.Struct("!II")
 MAX_HEADER = 64 * 1024 * 1024
@@ -30,14 +34,71 @@ def encode(header: dict[str, Any], payload: bytes | list[bytes] = b"") -> list[b
     return [PREFIX.pack(len(head), len(payload)), head, payload]
 
 
-async def read_frame(reader: asyncio.StreamReader) -> tuple[dict[str, Any], memoryview]:
-    prefix = await reader.readexactly(PREFIX.size)
-    hlen, plen = PREFIX.unpack(prefix)
-    if hlen > MAX_HEADER:
-        raise ValueError(f"frame header of {hlen} bytes is too large")
-    data = await reader.readexactly(hlen + plen)
-    view = memoryview(data)
-    return json.loads(view[:hlen].tobytes()), view[hlen:]
+class FrameLink(asyncio.Protocol):
+    """The engine's side: frames are decoded in `data_received` and handed to `on_frame`
+    synchronously, so a worker's answer reaches its client in the same event-loop turn
+    (a StreamReader task costs two more turns per answer).
+
+    The first frame (the worker's hello) goes to `on_hello`, which attaches the link to a
+    worker by setting `on_frame`/`on_lost`, or closes it.
+    """
+
+    def __init__(self, on_hello: Callable[[FrameLink, dict[str, Any]], None]) -> None:
+        self.on_hello = on_hello
+        self.on_frame: Callable[[dict[str, Any], memoryview], None] | None = None
+        self.on_lost: Callable[[], None] | None = None
+        self.transport: asyncio.Transport | None = None
+        self.broken = False  # closed because the peer sent a frame that cannot be decoded
+        self._buf = bytearray()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        buf = self._buf
+        buf += data
+        start = 0
+        try:
+            while len(buf) - start >= PREFIX.size:
+                hlen, plen = PREFIX.unpack_from(buf, start)
+                if hlen > MAX_HEADER:
+                    raise ValueError(f"frame header of {hlen} bytes is too large")
+                end = start + PREFIX.size + hlen + plen
+                if len(buf) < end:
+                    break
+                body = start + PREFIX.size
+                header = json.loads(buf[body : body + hlen])
+                payload = memoryview(bytes(buf[body + hlen : end])) if plen else _EMPTY
+                start = end
+                if self.on_frame is not None:
+                    self.on_frame(header, payload)
+                else:
+                    self.on_hello(self, header)
+        except ValueError as e:  # garbled: nothing after it can be trusted either
+            log.error("closing a worker connection after an undecodable frame: %s", e)
+            self.broken = True
+            self.close()
+        finally:
+            del buf[:start]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        if self.on_lost is not None:
+            self.on_lost()
+
+    def send(self, buffers: list[bytes]) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.writelines(buffers)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def is_closing(self) -> bool:
+        return self.transport is None or self.transport.is_closing()
+
+
+_EMPTY = memoryview(b"")
 
 
 class SyncConnection:

@@ -55,7 +55,7 @@ class Worker:
         self.start_time = datetime.now(timezone.utc)
         self.device = "cpu" if gpu_id is None else f"cuda:{gpu_id}"
         self.proc: Any = None
-        self.writer: asyncio.StreamWriter | None = None
+        self.link: protocol.FrameLink | None = None
         self.inflight: dict[int, tuple[list[Job], asyncio.TimerHandle | None]] = {}
         self.describe_waiters: dict[int, asyncio.Future[Any]] = {}
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -93,12 +93,13 @@ class Worker:
         self.pid = self.proc.pid
         loop.add_reader(self.proc.sentinel, self._on_sentinel)
 
-    def attach(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.writer = writer
-        asyncio.get_running_loop().create_task(self._read_loop(reader))
+    def attach(self, link: protocol.FrameLink) -> None:
+        self.link = link
+        link.on_frame = self._on_frame_checked
+        link.on_lost = self._on_link_lost
         if self.status == "UNLOADING":
             # scaled down while it was starting: it reads this right after loading
-            writer.writelines(protocol.encode({"op": "stop"}))
+            link.send(protocol.encode({"op": "stop"}))
 
     async def wait_ready(self, timeout: float) -> None:
         try:
@@ -115,8 +116,8 @@ class Worker:
     def stop(self) -> None:
         """Ask the worker to exit after the batches it already has."""
         self.status = "UNLOADING"
-        if self.writer is not None and not self.writer.is_closing():
-            self.writer.writelines(protocol.encode({"op": "stop"}))
+        if self.link is not None and not self.link.is_closing():
+            self.link.send(protocol.encode({"op": "stop"}))
 
     def kill(self) -> None:
         if self.pid and not self.exited.done():
@@ -139,7 +140,7 @@ class Worker:
 
     # -- traffic --------------------------------------------------------------------------
     def send_batch(self, jobs: list[Job]) -> None:
-        assert self.writer is not None
+        assert self.link is not None
         batch_id = next(_batch_ids)
         bodies: list[bytes] = []
         reqs = []
@@ -158,16 +159,14 @@ class Worker:
         if timeout and timeout > 0:
             timer = asyncio.get_running_loop().call_later(timeout, self._on_timeout, batch_id)
         self.inflight[batch_id] = (jobs, timer)
-        self.writer.writelines(
-            protocol.encode({"op": "infer", "batch": batch_id, "reqs": reqs}, bodies)
-        )
+        self.link.send(protocol.encode({"op": "infer", "batch": batch_id, "reqs": reqs}, bodies))
 
     async def describe(self, timeout: float) -> Any:
-        assert self.writer is not None
+        assert self.link is not None
         batch_id = next(_batch_ids)
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.describe_waiters[batch_id] = fut
-        self.writer.writelines(protocol.encode({"op": "describe", "batch": batch_id}))
+        self.link.send(protocol.encode({"op": "describe", "batch": batch_id}))
         return await asyncio.wait_for(fut, timeout)
 
     def _on_timeout(self, batch_id: int) -> None:
@@ -193,18 +192,19 @@ class Worker:
             )
         self.kill()
 
-    async def _read_loop(self, reader: asyncio.StreamReader) -> None:
+    def _on_link_lost(self) -> None:
+        if self.link is not None and self.link.broken:
+            self.kill()  # it sent garbage: it cannot be trusted with the next batch
+        self._lost("closed its connection")
+
+    def _on_frame_checked(self, header: dict[str, Any], payload: memoryview) -> None:
         try:
-            while True:
-                header, payload = await protocol.read_frame(reader)
-                self._on_frame(header, payload)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
+            self._on_frame(header, payload)
         except Exception:  # noqa: BLE001 - a garbled frame must not kill the engine
             log.exception("bad frame from worker %s", self.id)
             self.kill()
-        finally:
-            self._lost("closed its connection")
+            if self.link is not None:
+                self.link.close()
 
     def _on_frame(self, header: dict[str, Any], payload: memoryview) -> None:
         op = header["op"]
@@ -289,8 +289,8 @@ class Worker:
             return
         was_unloading = self.status in ("UNLOADING", "FAILED")
         self.status = "STOPPED"
-        if self.writer is not None:
-            self.writer.close()
+        if self.link is not None:
+            self.link.close()
         self._fail_start(f"worker {why} before loading (see {self.version.log_path})")
         pending = []
         for jobs, timer in self.inflight.values():

@@ -13,7 +13,7 @@ set -uo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo_root"
-missing=(tornado traitlets jupyter_core platformdirs)
+missing=(tornado httptools traitlets jupyter_core platformdirs)
 
 if [ "${1:-}" = "--prepare" ]; then
     python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \

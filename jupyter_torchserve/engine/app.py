@@ -13,7 +13,7 @@ import logging
 import os
 import signal
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 from tornado import web
 from tornado.httpserver import HTTPServer
@@ -24,6 +24,8 @@ from .._version import __version__
 from ..config import EngineConfig, split_address
 from .core import Engine
 from .errors import ApiError
+from .fastpath import make_router
+from .http1 import serve_http1
 from .http_base import BaseHandler, NotFoundHandler
 from .inference import ExplanationsHandler, PingHandler, PredictionsHandler
 from .kserve import (
@@ -147,15 +149,37 @@ def _listen(app: web.Application, address: str, what: str) -> HTTPServer:
     try:
         server.listen(port, address=host)
     except OSError as e:
-        if e.errno == errno.EADDRINUSE:
-            holder = _port_holder(port)
-            raise SystemExit(
-                f"Cannot start the {what} API: port {port} on {host} is already in use"
-                + (f" by {holder}" if holder else "")
-                + f". Choose another with --{what}-address or stop that process."
-            ) from None
-        raise
+        _bind_failed(e, host, port, what)
     return server
+
+
+async def _listen_inference(
+    engine: Engine, app: web.Application, address: str
+) -> asyncio.AbstractServer:
+    """The inference API on http1.py's server: the hot routes skip Tornado (fastpath.py)."""
+    host, port = split_address(address)
+    try:
+        return await serve_http1(
+            app,
+            make_router(engine),
+            host,
+            port,
+            max_request_size=lambda: engine.config.max_request_size,
+            on_response=lambda status: engine.metrics.response("inference", status),
+        )
+    except OSError as e:
+        _bind_failed(e, host, port, "inference")
+
+
+def _bind_failed(e: OSError, host: str, port: int, what: str) -> NoReturn:
+    if e.errno == errno.EADDRINUSE:
+        holder = _port_holder(port)
+        raise SystemExit(
+            f"Cannot start the {what} API: port {port} on {host} is already in use"
+            + (f" by {holder}" if holder else "")
+            + f". Choose another with --{what}-address or stop that process."
+        ) from None
+    raise e
 
 
 def _check_distinct(addresses: dict[str, str]) -> None:
@@ -203,8 +227,8 @@ async def serve(config: EngineConfig) -> None:
     }
     _check_distinct(addresses)
     apps = make_apps(engine, addresses)
+    inference = await _listen_inference(engine, apps["inference"], config.inference_address)
     servers = [
-        _listen(apps["inference"], config.inference_address, "inference"),
         _listen(apps["management"], config.management_address, "management"),
         _listen(apps["metrics"], config.metrics_address, "metrics"),
     ]
@@ -247,6 +271,7 @@ async def serve(config: EngineConfig) -> None:
         log.info("stopping")
         rotation.stop()
         restore.cancel()
+        inference.close()
         for s in servers:
             s.stop()
         await engine.shutdown()

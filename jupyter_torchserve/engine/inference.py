@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from tornado import httputil, web
@@ -18,19 +18,41 @@ from .http_base import BaseHandler
 from .jobs import Job, Reply
 from .model import ModelVersion
 
+if TYPE_CHECKING:
+    from .core import Engine
+
 # headers a handler never needs to see (and must not see: the token)
 _HIDDEN_HEADERS = {"authorization", "cookie", "content-length", "connection", "host"}
 
 
+def handler_headers(pairs: Iterable[tuple[str, str]], extra: dict[str, str]) -> dict[str, str]:
+    """Request headers as a handler sees them: lower-case names, no credentials."""
+    headers = {k.lower(): v for k, v in pairs if k.lower() not in _HIDDEN_HEADERS}
+    headers.update(extra)
+    return headers
+
+
+def submit_job(engine: Engine, mv: ModelVersion, url_version: str | None, job: Job) -> None:
+    engine.metrics.request_received(mv, url_version)
+    mv.submit(job)
+
+
+def check_response_size(limit: int, reply: Reply) -> None:
+    if len(reply.body) > limit:
+        raise ApiError(
+            500,
+            "InternalServerException",
+            f"Response of {len(reply.body)} bytes exceeds max_response_size ({limit} bytes)",
+        )
+
+
+def unexpected_error(exc: BaseException) -> ApiError:
+    return ApiError(500, "InternalServerException", f"{type(exc).__name__}: {exc}")
+
+
 class InferenceHandler(BaseHandler):
     def handler_headers(self, **extra: str) -> dict[str, str]:
-        headers = {
-            k.lower(): v
-            for k, v in self.request.headers.get_all()
-            if k.lower() not in _HIDDEN_HEADERS
-        }
-        headers.update(extra)
-        return headers
+        return handler_headers(self.request.headers.get_all(), extra)
 
     def body_params(self) -> list[tuple[str, str, bytes]]:
         """The request as TorchServe's handler inputs: a raw body, form fields or files."""
@@ -82,8 +104,7 @@ class InferenceHandler(BaseHandler):
                     future=loop.create_future(),
                     on_chunk=on_chunk,
                 )
-                self.engine.metrics.request_received(mv, url_version)
-                mv.submit(job)
+                submit_job(self.engine, mv, url_version, job)
                 jobs.append(job)
         except BaseException:
             _withdraw(jobs)
@@ -111,13 +132,7 @@ class InferenceHandler(BaseHandler):
         super().on_connection_close()
 
     def send_reply(self, reply: Reply) -> None:
-        limit = self.engine.config.max_response_size
-        if len(reply.body) > limit:
-            raise ApiError(
-                500,
-                "InternalServerException",
-                f"Response of {len(reply.body)} bytes exceeds max_response_size ({limit} bytes)",
-            )
+        check_response_size(self.engine.config.max_response_size, reply)
         self.set_status(
             reply.status, reply.reason if reply.status not in httputil.responses else None
         )

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+log = logging.getLogger("jupyter_torchserve.engine")
 
 
 @dataclass(slots=True)
@@ -30,11 +33,23 @@ class Job:
     retried: bool = False
     # set by handlers that stream: called with each intermediate Reply before the last one
     on_chunk: Callable[[Reply], None] | None = None
+    # called as soon as the future is settled, in the same loop turn (a done-callback would
+    # wait for the next one); not called when the job is withdrawn (future cancelled)
+    on_done: Callable[[Job], None] | None = None
 
     def finish(self, reply: Reply) -> None:
         if not self.future.done():
             self.future.set_result(reply)
+            self._settled()
 
     def fail(self, exc: BaseException) -> None:
         if not self.future.done():
             self.future.set_exception(exc)
+            self._settled()
+
+    def _settled(self) -> None:
+        if self.on_done is not None:
+            try:
+                self.on_done(self)
+            except Exception:  # noqa: BLE001 - one client's answer must not break the worker link
+                log.exception("answering request %s failed", self.id)

@@ -1,0 +1,510 @@
+"""The inference API's HTTP/1.1 server: an asyncio Protocol with httptools' C parser.
+
+Why not Tornado's own HTTPServer here: profiling a near-free model at one connection showed
+Tornado's IOStream and pure-Python HTTP/1 parsing plus a RequestHandler per request taking
+about 45 % of the engine's busy time (docs/performance.md). This server parses with httptools
+(llhttp, the parser behind Node.js and uvicorn) and gives each complete request to a *router*:
+the hot routes (`/predictions`, `/explanations`, see fastpath.py) answer straight from the
+parsed request; every other request is replayed into the same Tornado Application as before,
+through `TornadoConnection`, Tornado's `HTTPConnection` interface, so all other routes keep
+their handlers unchanged.
+
+Requests on one connection are answered strictly in order (HTTP/1.1 pipelining); a body is
+read whole before its request is dispatched, and refused with 413 as soon as its declared or
+running size passes `max_request_size`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import time
+from collections.abc import Callable
+
+import httptools
+from tornado import httputil, web
+
+from .errors import ApiError
+
+log = logging.getLogger("jupyter_torchserve.engine")
+
+MAX_HEADER_BYTES = 64 * 1024  # Tornado's default max_header_size
+MAX_PIPELINED = 16  # complete requests buffered behind the one being answered
+
+
+class Request:
+    """One parsed request. Header names keep their case; `headers` is looked up lower-case."""
+
+    __slots__ = (
+        "method",
+        "target",
+        "version",
+        "raw_headers",
+        "headers",
+        "body",
+        "keep_alive",
+        "too_large",
+        "size",
+    )
+
+    def __init__(self) -> None:
+        self.method = ""
+        self.target = ""
+        self.version = "HTTP/1.1"
+        self.raw_headers: list[tuple[str, str]] = []
+        self.headers: dict[str, str] = {}
+        self.body = b""
+        self.keep_alive = True
+        self.too_large = False
+        self.size = 0
+
+    @property
+    def path(self) -> str:
+        return self.target.partition("?")[0]
+
+
+Router = Callable[["Connection", Request], bool]
+"""Answers a request itself (returns True) or leaves it to Tornado (False)."""
+
+
+class _Date:
+    """The `Date` header, formatted once a second rather than per response."""
+
+    second = -1
+    value = ""
+
+    @classmethod
+    def now(cls) -> str:
+        t = int(time.time())
+        if t != cls.second:
+            cls.second, cls.value = t, httputil.format_timestamp(t)
+        return cls.value
+
+
+def status_line(status: int, reason: str | None = None) -> bytes:
+    return f"HTTP/1.1 {status} {httputil.responses.get(status) or reason or 'Unknown'}\r\n".encode()
+
+
+class Connection(asyncio.Protocol):
+    """One client connection. `current` is the request being answered; answers go through
+    `respond`/`start_chunks` (router) or `TornadoConnection` (everything else)."""
+
+    def __init__(
+        self,
+        app: web.Application,
+        router: Router,
+        max_request_size: Callable[[], int],
+        on_response: Callable[[int], None],
+    ) -> None:
+        self.app = app
+        self.router = router
+        self.max_request_size = max_request_size
+        self.on_response = on_response
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.queue: collections.deque[Request] = collections.deque()
+        self.current: Request | None = None
+        self.on_lost: Callable[[], None] | None = None  # what the current answer does on hang-up
+        self._incoming: Request | None = None
+        self._url = bytearray()
+        self._header_bytes = 0
+        self._body: list[bytes] = []
+        self._dispatching = False
+        self._paused_reading = False
+        self._write_paused = False
+        self._drained: list[asyncio.Future[None]] = []
+        self._refusal: tuple[int, str] | None = None
+        self.context = _Context("http", "127.0.0.1")
+
+    # -- transport events -----------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and peer:
+            self.context = _Context("http", str(peer[0]))
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._refuse(400, "Protocol upgrades are not supported")
+        except httptools.HttpParserError as e:
+            self._refuse(400, f"Malformed HTTP request: {e}")
+        except _Refused:
+            pass
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.queue.clear()
+        for fut in self._drained:
+            if not fut.done():
+                fut.set_result(None)
+        on_lost, self.on_lost = self.on_lost, None
+        if on_lost is not None:
+            on_lost()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        for fut in self._drained:
+            if not fut.done():
+                fut.set_result(None)
+        self._drained.clear()
+
+    def drained(self) -> asyncio.Future[None]:
+        fut = asyncio.get_running_loop().create_future()
+        if self._write_paused and self.transport is not None:
+            self._drained.append(fut)
+        else:
+            fut.set_result(None)
+        return fut
+
+    # -- httptools callbacks --------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self._incoming = Request()
+        self._url.clear()
+        self._header_bytes = 0
+        self._body = []
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._count_header(len(url))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_header(len(name) + len(value))
+        req = self._incoming
+        assert req is not None
+        n, v = name.decode("latin-1"), value.decode("latin-1")
+        req.raw_headers.append((n, v))
+        key = n.lower()
+        req.headers[key] = f"{req.headers[key]},{v}" if key in req.headers else v
+
+    def on_headers_complete(self) -> None:
+        req = self._incoming
+        assert req is not None
+        p = self.parser
+        req.method = p.get_method().decode("ascii")
+        req.target = self._url.decode("latin-1")
+        req.version = f"HTTP/{p.get_http_version()}"
+        req.keep_alive = p.should_keep_alive()
+        length = req.headers.get("content-length", "")
+        if length.isdigit() and int(length) > self.max_request_size():
+            req.too_large = True
+            req.size = int(length)
+            if self.current is None and not self.queue:
+                self._answer_too_large(req)  # nothing before it: say so before the upload
+                raise _Refused
+        elif req.headers.get("expect", "").lower() == "100-continue" and self.current is None:
+            self._write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, body: bytes) -> None:
+        req = self._incoming
+        assert req is not None
+        if req.too_large:
+            return
+        req.size += len(body)
+        if req.size > self.max_request_size():
+            req.too_large = True
+            self._body = []
+            return
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        req = self._incoming
+        assert req is not None
+        self._incoming = None
+        if not req.too_large:
+            req.body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+        self._body = []
+        self.queue.append(req)
+        if len(self.queue) > MAX_PIPELINED and self.transport is not None:
+            self.transport.pause_reading()
+            self._paused_reading = True
+        self._next()
+
+    def _count_header(self, n: int) -> None:
+        self._header_bytes += n
+        if self._header_bytes > MAX_HEADER_BYTES:
+            self._refuse(431, "Request header fields too large")
+            raise _Refused
+
+    # -- request cycle --------------------------------------------------------------------
+    def _next(self) -> None:
+        if self._dispatching:
+            return  # the loop below picks it up
+        self._dispatching = True
+        try:
+            while self.current is None and self.queue and self.transport is not None:
+                req = self.current = self.queue.popleft()
+                if self._paused_reading and len(self.queue) <= MAX_PIPELINED // 2:
+                    self.transport.resume_reading()
+                    self._paused_reading = False
+                self._dispatch(req)
+        finally:
+            self._dispatching = False
+
+    def _dispatch(self, req: Request) -> None:
+        if req.too_large:
+            self._answer_too_large(req)
+            return
+        try:
+            if self.router(self, req):
+                return
+        except Exception as e:  # noqa: BLE001 - a router bug must still produce an answer
+            log.exception("error routing %s %s", req.method, req.target)
+            self.respond_error(ApiError(500, "InternalServerException", f"{type(e).__name__}: {e}"))
+            return
+        asyncio.ensure_future(TornadoConnection(self, req).run())
+
+    def done(self, status: int | None) -> None:
+        """The current answer is complete: count it (None: its handler counted it), then
+        close or take the next request."""
+        req = self.current
+        self.current = None
+        self.on_lost = None
+        if status is not None:
+            self.on_response(status)
+        if self._refusal is not None:
+            self._refuse(*self._refusal)
+            return
+        if req is not None and not req.keep_alive and self.transport is not None:
+            self.transport.close()
+            return
+        self._next()
+
+    # -- answers for routers --------------------------------------------------------------
+    def respond(
+        self,
+        status: int,
+        content_type: str,
+        body: bytes,
+        headers: dict[str, str] | None = None,
+        reason: str | None = None,
+    ) -> None:
+        req = self.current
+        assert req is not None
+        head = [
+            status_line(status, reason),
+            b"Content-Type: ",
+            content_type.encode("latin-1"),
+            b"\r\nContent-Length: ",
+            str(len(body)).encode(),
+            b"\r\nDate: ",
+            _Date.now().encode(),
+        ]
+        if headers:
+            for k, v in headers.items():
+                head += (b"\r\n", k.encode("latin-1"), b": ", v.encode("latin-1"))
+        if not req.keep_alive:
+            head.append(b"\r\nConnection: close")
+        elif req.version == "HTTP/1.0":
+            head.append(b"\r\nConnection: Keep-Alive")
+        head.append(b"\r\n\r\n")
+        if req.method != "HEAD":
+            head.append(body)
+        self._write(b"".join(head))
+        self.done(status)
+
+    def respond_error(self, err: ApiError, headers: dict[str, str] | None = None) -> None:
+        self.respond(
+            err.status, "application/json", json.dumps(err.to_json(), indent=2).encode(), headers
+        )
+
+    def start_chunks(self, status: int, content_type: str, headers: dict[str, str]) -> None:
+        """Begin a streamed answer (Transfer-Encoding: chunked); end it with `end_chunks`."""
+        head = [
+            status_line(status),
+            b"Content-Type: ",
+            content_type.encode("latin-1"),
+            b"\r\nTransfer-Encoding: chunked\r\nDate: ",
+            _Date.now().encode(),
+        ]
+        for k, v in headers.items():
+            head += (b"\r\n", k.encode("latin-1"), b": ", v.encode("latin-1"))
+        req = self.current
+        if req is not None and not req.keep_alive:
+            head.append(b"\r\nConnection: close")
+        head.append(b"\r\n\r\n")
+        self._write(b"".join(head))
+
+    def chunk(self, data: bytes) -> None:
+        if data:
+            self._write(b"%x\r\n%s\r\n" % (len(data), data))
+
+    def end_chunks(self, status: int) -> None:
+        self._write(b"0\r\n\r\n")
+        self.done(status)
+
+    # -- helpers --------------------------------------------------------------------------
+    def _write(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def _answer_too_large(self, req: Request) -> None:
+        limit = self.max_request_size()
+        err = ApiError(
+            413,
+            "RequestEntityTooLarge",
+            f"Request body of {req.size} bytes exceeds max_request_size ({limit} bytes)"
+            if req.headers.get("content-length", "").isdigit()
+            else f"Request body exceeds max_request_size ({limit} bytes)",
+        )
+        # the rest of the upload is not read: the connection cannot be reused
+        req.keep_alive = False
+        self.current = req
+        self.respond_error(err)
+
+    def _refuse(self, status: int, message: str) -> None:
+        """A request that cannot be parsed: answer it (after any before it) and close."""
+        if self.transport is None:
+            return
+        self.transport.pause_reading()
+        self.queue.clear()
+        if self.current is not None:
+            self._refusal = (status, message)  # an earlier request's answer comes first
+            return
+        self._refusal = None
+        err = ApiError(status, "BadRequestException", message)
+        body = json.dumps(err.to_json(), indent=2).encode()
+        self._write(
+            status_line(status)
+            + b"Content-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+            % len(body)
+            + body
+        )
+        self.on_response(status)
+        self.transport.close()
+
+
+class _Refused(Exception):
+    """Stop feeding the parser: the connection is being closed."""
+
+
+class _Context:
+    """What Tornado's HTTPServerRequest reads from `connection.context`."""
+
+    def __init__(self, protocol: str, remote_ip: str) -> None:
+        self.protocol = protocol
+        self.remote_ip = remote_ip
+
+    def __str__(self) -> str:
+        return self.remote_ip
+
+
+class TornadoConnection(httputil.HTTPConnection):
+    """Tornado's `HTTPConnection` for one already-read request, so an Application's
+    handlers answer it as they would under Tornado's HTTPServer (same status lines, chunking
+    and keep-alive rules as `tornado.http1connection.HTTP1Connection`)."""
+
+    def __init__(self, conn: Connection, req: Request) -> None:
+        self.conn = conn
+        self.req = req
+        self.context = conn.context
+        self._close_callback: Callable[[], None] | None = None
+        self._chunking = False
+        self._status = 200
+        self._finished = False
+
+    async def run(self) -> None:
+        conn, req = self.conn, self.req
+        conn.on_lost = self._on_lost
+        headers = httputil.HTTPHeaders()
+        for name, value in req.raw_headers:
+            headers.add(name, value)
+        start = httputil.RequestStartLine(req.method, req.target, req.version)
+        delegate = conn.app.start_request(conn, self)
+        try:
+            waiting = delegate.headers_received(start, headers)
+            if waiting is not None:
+                await waiting
+            if not self._finished:
+                if req.body:
+                    waiting = delegate.data_received(req.body)
+                    if waiting is not None:
+                        await waiting
+                delegate.finish()
+        except Exception:  # noqa: BLE001 - Tornado logged it; the client still gets an answer
+            log.exception("error handling %s %s", req.method, req.target)
+            if not self._finished:
+                conn.respond_error(ApiError(500, "InternalServerException", "Internal error"))
+                self._finished = True
+
+    def _on_lost(self) -> None:
+        callback, self._close_callback = self._close_callback, None
+        if callback is not None:
+            callback()
+
+    # -- tornado.httputil.HTTPConnection --------------------------------------------------
+    def set_close_callback(self, callback: Callable[[], None] | None) -> None:
+        self._close_callback = callback
+
+    def write_headers(
+        self,
+        start_line: httputil.RequestStartLine | httputil.ResponseStartLine,
+        headers: httputil.HTTPHeaders,
+        chunk: bytes | None = None,
+    ) -> asyncio.Future[None]:
+        assert isinstance(start_line, httputil.ResponseStartLine)
+        req = self.req
+        code = self._status = start_line.code
+        self._chunking = (
+            req.version == "HTTP/1.1"
+            and req.method != "HEAD"
+            and code not in (204, 304)
+            and not 100 <= code < 200
+            and "Content-Length" not in headers
+        )
+        if req.version == "HTTP/1.1" and not req.keep_alive:
+            headers["Connection"] = "close"
+        if req.version == "HTTP/1.0" and req.keep_alive:
+            headers["Connection"] = "Keep-Alive"
+        if self._chunking:
+            headers["Transfer-Encoding"] = "chunked"
+        lines = [f"HTTP/1.1 {code} {start_line.reason}"]
+        lines += [f"{n}: {v}" for n, v in headers.get_all()]
+        data = "\r\n".join(lines).encode("latin-1") + b"\r\n\r\n"
+        if chunk and req.method != "HEAD":
+            data += self._format(chunk)
+        self.conn._write(data)
+        return self.conn.drained()
+
+    def write(self, chunk: bytes) -> asyncio.Future[None]:
+        if chunk and self.req.method != "HEAD":
+            self.conn._write(self._format(chunk))
+        return self.conn.drained()
+
+    def finish(self) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        if self._chunking:
+            self.conn._write(b"0\r\n\r\n")
+        self.conn.done(None)  # Tornado's handler counted its answer (on_finish)
+
+    def _format(self, chunk: bytes) -> bytes:
+        if self._chunking:
+            return b"%x\r\n%s\r\n" % (len(chunk), chunk)
+        return chunk
+
+
+async def serve_http1(
+    app: web.Application,
+    router: Router,
+    host: str,
+    port: int,
+    max_request_size: Callable[[], int],
+    on_response: Callable[[int], None],
+) -> asyncio.AbstractServer:
+    """Listen like Tornado's `HTTPServer.listen` (SO_REUSEADDR, backlog 128)."""
+    loop = asyncio.get_running_loop()
+
+    def factory() -> Connection:
+        return Connection(app, router, max_request_size, on_response)
+
+    return await loop.create_server(
+        factory, host=host or None, port=port, reuse_address=True, backlog=128
+    )

@@ -211,3 +211,39 @@ def test_script_calling_archive_at_top_level(tmp_path):
     assert proc.stdout.count("DONE") == 1 and "DONE eager 0.0" in proc.stdout
     with zipfile.ZipFile(tmp_path / "lin.mar") as zf:
         assert "class Lin(torch.nn.Module)" in zf.read("model.py").decode()
+
+
+class Wide(torch.nn.Module):
+    def __init__(self, width: int = 1024) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.fc(x))
+
+
+def test_streamed_weights_have_a_valid_crc_and_corruption_is_caught(tmp_path):
+    """The weights member's CRC-32 (ISA-L's when python-isal is there) is the one zlib
+    computes: zipfile's own check passes, a flipped byte is refused on extraction, and
+    zipfile is left with its own crc32."""
+    import zlib
+
+    import isal  # noqa: F401 - a dependency: this checks the fast path, not the fallback
+
+    torch.manual_seed(0)
+    model = Wide()  # 4 MB of weights: streamed into the zip, not buffered
+    result = archive(model, "big", format="eager", export_path=tmp_path, preflight=False)
+    assert zipfile.crc32 is zlib.crc32  # type: ignore[attr-defined]
+    with zipfile.ZipFile(result.path) as zf:
+        assert zf.testzip() is None
+        info = zf.getinfo("weights.pt")
+        assert info.compress_type == zipfile.ZIP_STORED
+        assert zf.read("weights.pt") and zlib.crc32(zf.read("weights.pt")) == info.CRC
+    data = bytearray(result.path.read_bytes())
+    offset = info.header_offset + 30 + len(info.filename) + len(info.extra) + 2_000_000
+    data[offset] ^= 0xFF
+    bad = tmp_path / "bad.mar"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(Exception, match="(?i)crc"):
+        extract(bad, tmp_path / "cache")
+    assert zipfile.crc32 is zlib.crc32  # type: ignore[attr-defined]

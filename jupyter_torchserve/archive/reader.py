@@ -26,6 +26,7 @@ from typing import Any, BinaryIO
 
 from .errors import ArchiveError
 from .manifest import MANIFEST_PATH, check_manifest
+from .zipcrc import fast_zip_crc
 
 DEFAULT_MAX_TOTAL_SIZE = 4 << 30  # 4 GiB
 DEFAULT_MAX_MEMBERS = 100_000
@@ -188,7 +189,7 @@ def _extract_zip(path: Path, dest: Path, budget: _Budget, max_members: int) -> N
                     (dest / rel).mkdir(parents=True, exist_ok=True)
                 continue
             budget.declare(info.filename, info.file_size)
-            with zf.open(info) as src, _open_target(dest, rel) as dst:
+            with zf.open(info) as src, _open_target(dest, rel) as dst, fast_zip_crc():
                 budget.copy(info.filename, src, dst)
 
 

@@ -18,8 +18,12 @@ import requests
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jupyter_torchserve.demo")
     parser.add_argument("--keep", action="store_true", help="leave the engine running")
-    parser.add_argument("--port", type=int, default=8080,
-                        help="inference port; management and metrics use the next two")
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=8080,
+        help="inference port; management and metrics use the next two",
+    )
     args = parser.parse_args(argv)
 
     from . import launcher
@@ -32,21 +36,32 @@ def main(argv: list[str] | None = None) -> int:
         "management_address": f"http://127.0.0.1:{args.port + 1}",
         "metrics_address": f"http://127.0.0.1:{args.port + 2}",
     }
-    already = [e for e in launcher.discovery.find_engines()
-               if e["inference_address"] == engine["inference_address"]]
+    already = [
+        e
+        for e in launcher.discovery.find_engines()
+        if e["inference_address"] == engine["inference_address"]
+    ]
 
     t0 = time.monotonic()
     data = mnist.load_data()
     model = mnist.train(data=data)
-    print(f"trained the digits CNN in {time.monotonic() - t0:.1f} s: "
-          f"held-out accuracy {mnist.accuracy(model, data):.3f}")
+    print(
+        f"trained the digits CNN in {time.monotonic() - t0:.1f} s: "
+        f"held-out accuracy {mnist.accuracy(model, data):.3f}"
+    )
 
     example = mnist.to_tensor(data.test_images[:1])
     dep = deploy(
-        model, name="mnist", handler="image_classifier", example=example, workers=1,
+        model,
+        name="mnist",
+        handler="image_classifier",
+        example=example,
+        workers=1,
         extra_files={"index_to_name.json": mnist.LABELS},
         handler_config={"mean": list(mnist.MEAN), "std": list(mnist.STD), "topk": 3},
-        replace=True, engine=engine, progress="text",
+        replace=True,
+        engine=engine,
+        progress="text",
     )
     print(repr(dep))
     client = Client.from_info(dep.info)
@@ -55,15 +70,17 @@ def main(argv: list[str] | None = None) -> int:
     print("\n== calls ==")
     for digit in (0, 3, 7):
         png = mnist.png_bytes(mnist.digit_image(digit, data))
-        r = requests.put(f"{base}/predictions/mnist", data=png,
-                         headers={"Content-Type": "image/png"}, timeout=60)
+        r = requests.put(
+            f"{base}/predictions/mnist", data=png, headers={"Content-Type": "image/png"}, timeout=60
+        )
         print(f"PUT /predictions/mnist  (a {digit})      -> {r.status_code} {_compact(r.json())}")
     png = mnist.png_bytes(mnist.digit_image(4, data))
     b64 = base64.b64encode(png).decode()
     v1 = client.kserve_v1("mnist", [{"data": b64}])
     print(f"POST /v1/models/mnist:predict (a 4) -> {_compact(v1)}")
-    v2 = client.kserve_v2_infer("mnist", [{"name": "input-0", "shape": [1], "datatype": "BYTES",
-                                          "data": [b64]}])
+    v2 = client.kserve_v2_infer(
+        "mnist", [{"name": "input-0", "shape": [1], "datatype": "BYTES", "data": [b64]}]
+    )
     print(f"POST /v2/models/mnist/infer (a 4)   -> {_compact(v2['outputs'])}")
     print(f"GET /v2/models/mnist                -> {_compact(client.v2_metadata('mnist'))}")
 

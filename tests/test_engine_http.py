@@ -251,3 +251,52 @@ def test_hang_up_is_counted_as_499_and_the_next_client_is_served(engine):
     assert count_499() == before + 1
     r = requests.post(info["inference_address"] + "/predictions/probe", json={"echo": "next"})
     assert r.status_code == 200 and r.json()["echo"] == "next"
+
+
+def test_idle_keep_alive_connections_are_closed_but_busy_ones_are_not():
+    """Like Tornado's idle_connection_timeout: a keep-alive connection with nothing to do
+    is closed after `idle_seconds`; one whose answer is still being prepared is not."""
+    import asyncio
+
+    from tornado import web
+
+    from jupyter_torchserve.engine.http1 import serve_http1
+
+    class Ping(web.RequestHandler):
+        def get(self) -> None:
+            self.finish("pong")
+
+    def router(conn, req) -> bool:
+        if req.path != "/slow":
+            return False
+        loop = asyncio.get_running_loop()
+        loop.call_later(1.0, conn.respond, 200, "text/plain", b"late")
+        return True
+
+    async def scenario() -> tuple[bytes, bytes, bytes]:
+        server = await serve_http1(
+            web.Application([("/ping", Ping)]),
+            router,
+            "127.0.0.1",
+            0,
+            max_request_size=lambda: 1024,
+            on_response=lambda status: None,
+            idle_seconds=0.4,
+        )
+        port = server.server.sockets[0].getsockname()[1]
+        try:
+            idle_r, idle_w = await asyncio.open_connection("127.0.0.1", port)
+            idle_w.write(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+            first = await idle_r.readuntil(b"pong")
+            busy_r, busy_w = await asyncio.open_connection("127.0.0.1", port)
+            busy_w.write(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+            closed = await asyncio.wait_for(idle_r.read(), 5)  # b"" once the server closes it
+            late = await asyncio.wait_for(busy_r.readuntil(b"late"), 5)
+            return first, closed, late
+        finally:
+            server.close()
+
+    first, closed, late = asyncio.run(scenario())
+    assert first.startswith(b"HTTP/1.1 200 OK") and first.endswith(b"pong")
+    assert closed == b""
+    assert late.startswith(b"HTTP/1.1 200 OK") and late.endswith(b"late")

@@ -25,7 +25,7 @@ from ..config import EngineConfig, split_address
 from .core import Engine
 from .errors import ApiError
 from .fastpath import make_router
-from .http1 import serve_http1
+from .http1 import HTTP1Server, serve_http1
 from .http_base import BaseHandler, NotFoundHandler
 from .inference import ExplanationsHandler, PingHandler, PredictionsHandler
 from .kserve import (
@@ -153,9 +153,7 @@ def _listen(app: web.Application, address: str, what: str) -> HTTPServer:
     return server
 
 
-async def _listen_inference(
-    engine: Engine, app: web.Application, address: str
-) -> asyncio.AbstractServer:
+async def _listen_inference(engine: Engine, app: web.Application, address: str) -> HTTP1Server:
     """The inference API on http1.py's server: the hot routes skip Tornado (fastpath.py)."""
     host, port = split_address(address)
     try:

@@ -117,6 +117,8 @@ class Connection(asyncio.Protocol):
         self._drained: list[asyncio.Future[None]] = []
         self._refusal: tuple[int, str] | None = None
         self.context = _Context("http", "127.0.0.1")
+        self.last_active = time.monotonic()
+        self.on_closed: Callable[[Connection], None] | None = None
 
     # -- transport events -----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -126,6 +128,7 @@ class Connection(asyncio.Protocol):
             self.context = _Context("http", str(peer[0]))
 
     def data_received(self, data: bytes) -> None:
+        self.last_active = time.monotonic()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -138,6 +141,8 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
         self.queue.clear()
+        if self.on_closed is not None:
+            self.on_closed(self)
         for fut in self._drained:
             if not fut.done():
                 fut.set_result(None)
@@ -266,6 +271,7 @@ class Connection(asyncio.Protocol):
         req = self.current
         self.current = None
         self.on_lost = None
+        self.last_active = time.monotonic()
         if status is not None:
             self.on_response(status)
         if self._refusal is not None:
@@ -491,6 +497,43 @@ class TornadoConnection(httputil.HTTPConnection):
         return chunk
 
 
+IDLE_SECONDS = (
+    3600.0  # Tornado's idle_connection_timeout: keep-alive connections are not kept forever
+)
+
+
+class HTTP1Server:
+    """The listening socket plus a sweep that closes connections idle for `idle_seconds`
+    (no request being read or answered, no bytes received), as Tornado's HTTPServer does."""
+
+    def __init__(self, idle_seconds: float) -> None:
+        self.idle_seconds = idle_seconds
+        self.connections: set[Connection] = set()
+        self.server: asyncio.AbstractServer | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    def _sweep(self) -> None:
+        now = time.monotonic()
+        for conn in list(self.connections):
+            idle = conn.current is None and conn._incoming is None and not conn.queue
+            if idle and now - conn.last_active > self.idle_seconds and conn.transport is not None:
+                conn.transport.close()
+        self._schedule()
+
+    def _schedule(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._sweeper = loop.call_later(min(60.0, self.idle_seconds / 4), self._sweep)
+
+    def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        if self.server is not None:
+            self.server.close()
+        for conn in list(self.connections):
+            if conn.transport is not None:
+                conn.transport.close()
+
+
 async def serve_http1(
     app: web.Application,
     router: Router,
@@ -498,13 +541,20 @@ async def serve_http1(
     port: int,
     max_request_size: Callable[[], int],
     on_response: Callable[[int], None],
-) -> asyncio.AbstractServer:
+    idle_seconds: float = IDLE_SECONDS,
+) -> HTTP1Server:
     """Listen like Tornado's `HTTPServer.listen` (SO_REUSEADDR, backlog 128)."""
     loop = asyncio.get_running_loop()
+    server = HTTP1Server(idle_seconds)
 
     def factory() -> Connection:
-        return Connection(app, router, max_request_size, on_response)
+        conn = Connection(app, router, max_request_size, on_response)
+        conn.on_closed = server.connections.discard
+        server.connections.add(conn)
+        return conn
 
-    return await loop.create_server(
+    server.server = await loop.create_server(
         factory, host=host or None, port=port, reuse_address=True, backlog=128
     )
+    server._schedule()
+    return server

@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import sys
+import threading
 from typing import Any
 
 from traitlets import Bool, Unicode
@@ -68,6 +69,11 @@ class StartApp(Application):
     def start(self) -> None:
         cfg, values = self.engine_config()
         if self.foreground:
+            # the forkserver's `import torch` is most of the time to a first answer: start it
+            # now, beside the engine's own imports, not after them (2 cores: in parallel)
+            from .engine.workers import warm_forkserver
+
+            threading.Thread(target=warm_forkserver, name="jts-forkserver", daemon=True).start()
             from .engine.app import serve
 
             logging.basicConfig(

@@ -20,6 +20,10 @@ import json
 def handle(data, context):
     if data is None:
         return None
+    for i in range(len(data)):
+        evil = context.get_request_header(i, "x-evil")
+        if evil:  # a handler echoing request data into a response header
+            context.set_response_header(i, "X-Echo", evil.replace("|", "\\r\\n"))
     return [json.dumps(context.get_all_request_header(i)) for i in range(len(data))]
 """
 
@@ -300,3 +304,14 @@ def test_idle_keep_alive_connections_are_closed_but_busy_ones_are_not():
     assert first.startswith(b"HTTP/1.1 200 OK") and first.endswith(b"pong")
     assert closed == b""
     assert late.startswith(b"HTTP/1.1 200 OK") and late.endswith(b"late")
+
+
+def test_response_header_with_a_line_break_is_a_500_not_a_split_response(engine):
+    info, _, _ = engine
+    url = info["inference_address"] + "/predictions/hdr"
+    r = requests.post(url, data=b"x", headers={"X-Evil": "a|Injected: yes"})
+    assert r.status_code == 500
+    assert "Injected" not in r.headers
+    assert "line break" in r.json()["message"]
+    r = requests.post(url, data=b"x", headers={"X-Evil": "harmless"})
+    assert r.status_code == 200 and r.headers["X-Echo"] == "harmless"

@@ -101,7 +101,7 @@ def _predict(
 class _Exchange:
     """One request's way back: streamed chunks, the answer, or the client hanging up."""
 
-    __slots__ = ("engine", "conn", "version", "id_header", "mv", "job", "streamed")
+    __slots__ = ("engine", "conn", "version", "id_header", "mv", "job", "streamed", "failed")
 
     def __init__(
         self, engine: Engine, conn: Connection, version: str | None, id_header: dict[str, str]
@@ -113,10 +113,18 @@ class _Exchange:
         self.mv: ModelVersion | None = None
         self.job: Job | None = None
         self.streamed = False
+        self.failed = False  # answered with an error already; the rest of the job is ignored
 
     def on_chunk(self, reply: Reply) -> None:
+        if self.failed:
+            return
         if not self.streamed:
-            self.conn.start_chunks(reply.status, reply.content_type, self.id_header)
+            try:
+                self.conn.start_chunks(reply.status, reply.content_type, self.id_header)
+            except ValueError as e:  # nothing was written
+                self.failed = True
+                self.conn.respond_error(_invalid_response(e), self.id_header)
+                return
             self.streamed = True
         self.conn.chunk(reply.body)
 
@@ -130,6 +138,8 @@ class _Exchange:
         conn = self.conn
         self.engine.metrics.request_answered(self.mv, self.version, job)
         exc = job.future.exception()
+        if self.failed:
+            return
         try:
             if exc is not None:
                 raise exc
@@ -152,9 +162,16 @@ class _Exchange:
                     content_type = v
                 elif low != "content-length":
                     headers[k] = v
-            conn.respond(reply.status, content_type, reply.body, headers, reply.reason)
-            return
+            try:
+                conn.respond(reply.status, content_type, reply.body, headers, reply.reason)
+                return
+            except ValueError as e:  # nothing was written: say why instead
+                err = _invalid_response(e)
         if self.streamed:
             conn.end_chunks(err.status)  # the headers went out already; end the stream cleanly
         else:
             conn.respond_error(err, self.id_header)
+
+
+def _invalid_response(exc: ValueError) -> ApiError:
+    return ApiError(500, "InternalServerException", f"The handler's response is invalid: {exc}")

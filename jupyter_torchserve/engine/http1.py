@@ -83,6 +83,15 @@ class _Date:
         return cls.value
 
 
+def _header_value(text: str) -> bytes:
+    if "\r" in text or "\n" in text:
+        raise ValueError(f"header {text[:40]!r} contains a line break")
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError:
+        raise ValueError(f"header {text[:40]!r} is not Latin-1") from None
+
+
 def status_line(status: int, reason: str | None = None) -> bytes:
     return f"HTTP/1.1 {status} {httputil.responses.get(status) or reason or 'Unknown'}\r\n".encode()
 
@@ -291,12 +300,14 @@ class Connection(asyncio.Protocol):
         headers: dict[str, str] | None = None,
         reason: str | None = None,
     ) -> None:
+        """Write a whole answer. Raises ValueError, having written nothing, for a header that
+        cannot be sent (CR/LF in it: response splitting; not Latin-1)."""
         req = self.current
         assert req is not None
         head = [
             status_line(status, reason),
             b"Content-Type: ",
-            content_type.encode("latin-1"),
+            _header_value(content_type),
             b"\r\nContent-Length: ",
             str(len(body)).encode(),
             b"\r\nDate: ",
@@ -304,7 +315,7 @@ class Connection(asyncio.Protocol):
         ]
         if headers:
             for k, v in headers.items():
-                head += (b"\r\n", k.encode("latin-1"), b": ", v.encode("latin-1"))
+                head += (b"\r\n", _header_value(k), b": ", _header_value(v))
         if not req.keep_alive:
             head.append(b"\r\nConnection: close")
         elif req.version == "HTTP/1.0":
@@ -325,12 +336,12 @@ class Connection(asyncio.Protocol):
         head = [
             status_line(status),
             b"Content-Type: ",
-            content_type.encode("latin-1"),
+            _header_value(content_type),
             b"\r\nTransfer-Encoding: chunked\r\nDate: ",
             _Date.now().encode(),
         ]
         for k, v in headers.items():
-            head += (b"\r\n", k.encode("latin-1"), b": ", v.encode("latin-1"))
+            head += (b"\r\n", _header_value(k), b": ", _header_value(v))
         req = self.current
         if req is not None and not req.keep_alive:
             head.append(b"\r\nConnection: close")
@@ -515,7 +526,8 @@ class HTTP1Server:
     def _sweep(self) -> None:
         now = time.monotonic()
         for conn in list(self.connections):
-            idle = conn.current is None and conn._incoming is None and not conn.queue
+            # a half-sent request with nothing more for that long counts as idle too
+            idle = conn.current is None and not conn.queue
             if idle and now - conn.last_active > self.idle_seconds and conn.transport is not None:
                 conn.transport.close()
         self._schedule()

@@ -95,6 +95,15 @@ def probe_mar(store: Path, name: str = "probe", version: str = "1.0") -> Path:
     )
 
 
+def model_store(tmp: Path, *probes: str) -> Path:
+    """`tmp/store`, holding a probe archive (`<name>-1.0.mar`) for each name given."""
+    store = tmp / "store"
+    store.mkdir()
+    for name in probes:
+        probe_mar(store, name)
+    return store
+
+
 @contextmanager
 def running_engine(tmp: Path, **config: Any):
     """An engine subprocess on free ports with private state; yields (info, client)."""

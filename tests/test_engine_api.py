@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import requests
 import torch
-from _engine_helpers import linear_mar, probe_mar, running_engine, scripted_linear
+from _engine_helpers import linear_mar, model_store, probe_mar, running_engine, scripted_linear
 
 from jupyter_torchserve.client import EngineError
 
@@ -18,8 +18,7 @@ from jupyter_torchserve.client import EngineError
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("engine-api")
-    store = tmp / "store"
-    store.mkdir()
+    store = model_store(tmp)
     linear_mar(store, "linear", "1.0", seed=0)
     linear_mar(store, "linear", "2.0", seed=1)
     probe_mar(store)

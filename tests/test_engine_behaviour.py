@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
-from _engine_helpers import free_port, linear_mar, probe_mar, running_engine
+from _engine_helpers import free_port, linear_mar, model_store, probe_mar, running_engine
 
 from jupyter_torchserve import discovery
 from jupyter_torchserve.client import EngineError
@@ -28,11 +28,7 @@ def _post_many(url: str, bodies: list[dict], workers: int = 16) -> list[requests
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("engine-behaviour")
-    store = tmp / "store"
-    store.mkdir()
-    probe_mar(store, "probe")
-    probe_mar(store, "batcher")
-    probe_mar(store, "slow")
+    store = model_store(tmp, "probe", "batcher", "slow")
     with running_engine(tmp, model_store=str(store)) as (info, client):
         yield info, client, tmp
 
@@ -196,8 +192,7 @@ def test_unregister_cleans_the_unpacked_archive(engine):
 
 
 def test_snapshot_restored_after_stop_and_start(tmp_path):
-    store = tmp_path / "store"
-    store.mkdir()
+    store = model_store(tmp_path)
     linear_mar(store, "lin", "1.0", seed=0)
     linear_mar(store, "lin", "2.0", seed=1)
     state = tmp_path / "state"
@@ -225,8 +220,7 @@ def test_snapshot_restored_after_stop_and_start(tmp_path):
 
 
 def test_torchserve_model_snapshot_and_load_models(tmp_path):
-    store = tmp_path / "store"
-    store.mkdir()
+    store = model_store(tmp_path)
     linear_mar(store, "a", "1.0")
     probe_mar(store, "b")
     ts_snapshot = json.dumps(
@@ -259,9 +253,7 @@ def test_torchserve_model_snapshot_and_load_models(tmp_path):
 
 
 def test_two_engines_on_different_ports_do_not_collide(tmp_path):
-    store = tmp_path / "store"
-    store.mkdir()
-    probe_mar(store, "p")
+    store = model_store(tmp_path, "p")
     with (
         running_engine(tmp_path / "one", model_store=str(store)) as (i1, c1),
         running_engine(tmp_path / "two", model_store=str(store)) as (i2, c2),
@@ -332,9 +324,7 @@ def test_fake_gpus_are_assigned_round_robin_and_reported(tmp_path, monkeypatch):
         for i in range(2)
     ]
     monkeypatch.setenv("JTS_FAKE_GPUS", json.dumps(gpus))
-    store = tmp_path / "store"
-    store.mkdir()
-    probe_mar(store, "g")
+    store = model_store(tmp_path, "g")
     with running_engine(tmp_path, model_store=str(store)) as (info, c):
         c.register("g-1.0.mar", initial_workers=3)
         workers = c.describe("g")[0]["workers"]
@@ -390,9 +380,7 @@ def test_config_properties_keys(tmp_path):
 
 
 def test_model_api_disabled_gives_405(tmp_path):
-    store = tmp_path / "store"
-    store.mkdir()
-    probe_mar(store, "p")
+    store = model_store(tmp_path, "p")
     with running_engine(tmp_path, model_store=str(store), enable_model_api=False) as (_, c):
         with pytest.raises(EngineError) as e:
             c.register("p-1.0.mar")
@@ -415,8 +403,7 @@ def handle(data, context):
 def test_streamed_intermediate_responses_arrive_as_chunks(tmp_path):
     from _engine_helpers import manifest, write_mar
 
-    store = tmp_path / "store"
-    store.mkdir()
+    store = model_store(tmp_path)
     write_mar(
         store / "s.mar",
         {"stream_handler.py": STREAM_HANDLER, "d.txt": "x"},
@@ -433,8 +420,7 @@ def test_streamed_intermediate_responses_arrive_as_chunks(tmp_path):
 
 
 def test_explanations_route(tmp_path):
-    store = tmp_path / "store"
-    store.mkdir()
+    store = model_store(tmp_path)
     linear_mar(store, "lin", "1.0")
     with running_engine(tmp_path, model_store=str(store)) as (info, c):
         c.register("lin-1.0.mar", initial_workers=1)
@@ -499,8 +485,7 @@ def handle(data, context):
 def test_handler_custom_metrics_reach_the_metrics_port(tmp_path):
     from _engine_helpers import manifest, write_mar
 
-    store = tmp_path / "store"
-    store.mkdir()
+    store = model_store(tmp_path)
     write_mar(
         store / "cm.mar",
         {"cm_handler.py": METRICS_HANDLER, "d.txt": "x"},
@@ -518,9 +503,7 @@ def test_handler_custom_metrics_reach_the_metrics_port(tmp_path):
 
 
 def test_full_queue_is_503_and_the_rest_are_served(tmp_path):
-    store = tmp_path / "store"
-    store.mkdir()
-    probe_mar(store, "q")
+    store = model_store(tmp_path, "q")
     with running_engine(
         tmp_path, model_store=str(store), job_queue_size=2, max_inflight_per_worker=1
     ) as (info, c):
@@ -543,9 +526,7 @@ def test_full_queue_is_503_and_the_rest_are_served(tmp_path):
 
 
 def test_inference_token_when_required_and_cleanup_on_stop(tmp_path):
-    store = tmp_path / "store"
-    store.mkdir()
-    probe_mar(store, "t")
+    store = model_store(tmp_path, "t")
     state = tmp_path / "state"
     with running_engine(
         tmp_path, model_store=str(store), state_dir=str(state), inference_token_required=True
@@ -576,8 +557,7 @@ def test_per_model_requirements_install_and_failure(tmp_path):
         "import tinydep_for_engine\n\ndef handle(data, context):\n"
         "    return None if data is None else [tinydep_for_engine.ANSWER] * len(data)\n"
     )
-    store = tmp_path / "store"
-    store.mkdir()
+    store = model_store(tmp_path)
     for name, req in (("good", f"{pkg}\n"), ("bad", "./no-such-local-dir-for-jts\n")):
         man = {
             "createdOn": "22/11/2026 05:00:00",
@@ -613,9 +593,7 @@ def test_abandoned_requests_are_withdrawn_not_run(tmp_path):
     """A client that hangs up, or a multi-instance request refused half-way by a full queue,
     leaves no work behind: those queued items never reach the handler (the log shows what
     did), and the engine goes on serving."""
-    store = tmp_path / "store"
-    store.mkdir()
-    probe_mar(store, "w")
+    store = model_store(tmp_path, "w")
     with running_engine(
         tmp_path, model_store=str(store), job_queue_size=3, max_inflight_per_worker=1
     ) as (info, c):
@@ -655,9 +633,7 @@ def test_abandoned_requests_are_withdrawn_not_run(tmp_path):
 def test_model_log_is_capped_and_writers_keep_writing(tmp_path):
     """A chatty handler cannot fill the disk: past model_log_max_bytes the log moves to
     <model>.log.1 (one backup) and the running worker keeps writing into <model>.log."""
-    store = tmp_path / "store"
-    store.mkdir()
-    probe_mar(store, "chatty")
+    store = model_store(tmp_path, "chatty")
     with running_engine(tmp_path, model_store=str(store), model_log_max_bytes=4000) as (
         info,
         c,

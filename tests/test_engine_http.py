@@ -12,7 +12,7 @@ import time
 
 import pytest
 import requests
-from _engine_helpers import probe_mar, running_engine
+from _engine_helpers import manifest, model_store, running_engine, write_mar
 
 HEADER_HANDLER = """
 import json
@@ -31,11 +31,7 @@ def handle(data, context):
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("engine-http")
-    store = tmp / "store"
-    store.mkdir()
-    probe_mar(store, "probe")
-    from _engine_helpers import manifest, write_mar
-
+    store = model_store(tmp, "probe")
     write_mar(
         store / "hdr.mar",
         {"hdr_handler.py": HEADER_HANDLER, "d.txt": "x"},

@@ -121,6 +121,20 @@ def test_eager_missing_constructor_argument(tmp_path):
     assert ok.format == "eager"
 
 
+def test_eager_container_built_from_positional_children_says_so(tmp_path):
+    """nn.Sequential(*layers): the children are the constructor's arguments, which eager
+    cannot write down; the error says so and what works instead (auto picks such a format)."""
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU())
+    with pytest.raises(CaptureError) as info:
+        archive(model, "seq", format="eager", export_path=tmp_path, preflight=False)
+    message = str(info.value)
+    assert "Sequential takes its submodules as positional arguments (*args)" in message
+    assert "format='export'" in message
+    assert not (tmp_path / "seq.mar").exists()
+    auto = archive(model, "seq", example_inputs=torch.ones(2, 4), export_path=tmp_path)
+    assert auto.format in ("export", "torchscript")
+
+
 def test_init_kwargs_must_match_constructor(tmp_path):
     with pytest.raises(CaptureError, match=r"init_kwargs \['depth'\] are not arguments"):
         archive(NeedsArg(3), "m", format="eager", init_kwargs={"depth": 1}, export_path=tmp_path)

@@ -274,6 +274,13 @@ def recover_init_kwargs(
         raise ValueError(f"init_kwargs {unknown} are not arguments of {cls.__name__}.__init__")
     kwargs: dict[str, Any] = {}
     for pname, param in list(signature.parameters.items())[1:]:
+        if param.kind is param.VAR_POSITIONAL and _holds_children(model):
+            # nn.Sequential(*layers) and the like: the children ARE the arguments
+            raise ValueError(
+                f"eager: {cls.__qualname__} takes its submodules as positional arguments "
+                f"(*{pname}), which cannot be written as init_kwargs; use format='export' or "
+                f"'torchscript', or wrap it in a class of your own whose __init__ builds it"
+            )
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             continue
         if pname in given:
@@ -293,6 +300,10 @@ def recover_init_kwargs(
     if bad:
         raise ValueError(f"eager: init_kwargs {bad} of {cls.__name__} must be JSON-able values")
     return kwargs
+
+
+def _holds_children(model: torch.nn.Module) -> bool:
+    return next(model.children(), None) is not None
 
 
 def _json_able(value: object) -> bool:

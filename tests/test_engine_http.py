@@ -242,13 +242,18 @@ def test_hang_up_is_counted_as_499_and_the_next_client_is_served(engine):
         return float(m.group(1)) if m else 0.0
 
     before = count_499()
-    with socket.create_connection(addr, timeout=60) as s:
-        s.sendall(_post("/predictions/probe", b'{"sleep": 1}'))
-        time.sleep(0.3)  # in the worker now; the client gives up
+    v1 = json.dumps({"instances": [{"body": {"sleep": 1}}]}).encode()
+    for wire in (
+        _post("/predictions/probe", b'{"sleep": 1}'),
+        _post("/v1/models/probe:predict", v1),
+    ):
+        with socket.create_connection(addr, timeout=60) as s:
+            s.sendall(wire)
+            time.sleep(0.3)  # in the worker now; the client gives up
     deadline = time.time() + 10
-    while count_499() < before + 1 and time.time() < deadline:
+    while count_499() < before + 2 and time.time() < deadline:
         time.sleep(0.1)
-    assert count_499() == before + 1
+    assert count_499() == before + 2
     r = requests.post(info["inference_address"] + "/predictions/probe", json={"echo": "next"})
     assert r.status_code == 200 and r.json()["echo"] == "next"
 
@@ -311,3 +316,32 @@ def test_response_header_with_a_line_break_is_a_500_not_a_split_response(engine)
     assert "line break" in r.json()["message"]
     r = requests.post(url, data=b"x", headers={"X-Evil": "harmless"})
     assert r.status_code == 200 and r.headers["X-Echo"] == "harmless"
+
+
+def test_kserve_routes_on_the_fast_path_keep_their_answers(engine):
+    """v1/v2 infer run without a RequestHandler now; their errors, methods and pipelining
+    are what they were (v2 errors carry OIP's "error" beside TorchServe's fields)."""
+    info, _, addr = engine
+    base = info["inference_address"]
+    # a v1 instance's fields reach the handler as the row's fields (TorchServe's envelope)
+    r = requests.post(
+        base + "/v1/models/probe:predict", json={"instances": [{"body": {"echo": 1}}]}
+    )
+    assert r.status_code == 200 and r.json()["predictions"][0]["echo"] == 1
+    r = requests.post(base + "/v1/models/probe:nope", json={"instances": [{}]})
+    assert r.status_code == 404 and r.json()["type"] == "ResourceNotFoundException"
+    r = requests.post(base + "/v2/models/nope/infer", json={"inputs": []})
+    assert r.status_code == 404 and r.json()["error"] == r.json()["message"]
+    r = requests.post(base + "/v2/models/probe/infer", data=b"{not json")
+    assert r.status_code == 400 and "not valid JSON" in r.json()["error"]
+    assert requests.put(base + "/v2/models/probe/infer", json={}).status_code == 405
+    with socket.create_connection(addr, timeout=60) as s:
+        rows = [{"body": {"echo": "a", "sleep": 0.2}}, {"body": {"echo": "b"}}]
+        v1 = json.dumps({"instances": rows}).encode()
+        s.sendall(
+            _post("/v1/models/probe:predict", v1) + _post("/predictions/probe", b'{"echo": "c"}')
+        )
+        f = s.makefile("rb")
+        first, second = _read_response(f), _read_response(f)
+    assert [p["echo"] for p in json.loads(first[2])["predictions"]] == ["a", "b"]
+    assert json.loads(second[2])["echo"] == "c"

@@ -1,33 +1,49 @@
-"""`/predictions` and `/explanations` answered straight from a parsed request (http1.py).
+"""`/predictions`, `/explanations` and KServe's infer routes answered straight from a parsed
+request (http1.py).
 
-These two routes carry nearly all inference traffic, and for a small model the HTTP machinery
-around a request cost more than the model. Here a request becomes a Job and its answer is
-written from the job future's done-callback: no RequestHandler, no coroutine, no gather.
+These routes carry nearly all inference traffic, and for a small model the HTTP machinery
+around a request cost more than the model. A TorchServe request becomes a Job whose answer
+is written as soon as the worker's frame arrives (`Job.on_done`): no RequestHandler, no
+coroutine, no gather.
 The answers are the ones `inference.PredictionsHandler` gives (same status lines, headers,
 errors and metrics); form and multipart bodies, OPTIONS and anything unusual go to that
-handler through Tornado.
+handler through Tornado. KServe v1 `:predict`/`:explain` and v2 `/infer` run kserve.py's
+envelope functions (shared with their Tornado handlers) as a task, without a RequestHandler.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import re
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from .errors import ApiError, invalid_key
 from .http1 import Connection, Request, Router
-from .inference import check_response_size, handler_headers, submit_job, unexpected_error
+from .inference import (
+    check_response_size,
+    handler_headers,
+    run_jobs,
+    submit_job,
+    unexpected_error,
+)
 from .jobs import Job, Reply
+from .kserve import v1_predict, v2_error_body, v2_infer
+
+log = logging.getLogger("jupyter_torchserve.engine")
 
 if TYPE_CHECKING:
     from .core import Engine
     from .model import ModelVersion
 
-# the same routes as app.py's `/predictions/{SEG}(?:/{SEG})?(/.*)?`
+# the same routes as app.py's `/predictions/{SEG}(?:/{SEG})?(/.*)?` and KServe's infer routes
 _ROUTE = re.compile(r"/(predictions|explanations)/([^/]+)(?:/([^/]+))?(/.*)?\Z")
-_PREFIXES = ("/predictions/", "/explanations/")
+_V1 = re.compile(r"/v1/models/([^/:]+):(\w+)\Z")
+_V2 = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer\Z")
+_PREFIXES = ("/predictions/", "/explanations/", "/v1/models/", "/v2/models/")
 _FORMS = ("multipart/form-data", "application/x-www-form-urlencoded")
 
 
@@ -35,7 +51,10 @@ def make_router(engine: Engine) -> Router:
     def route(conn: Connection, req: Request) -> bool:
         if req.method not in ("POST", "PUT") or not req.target.startswith(_PREFIXES):
             return False
-        m = _ROUTE.match(req.path)
+        path = req.path
+        if path[1] == "v":
+            return req.method == "POST" and _kserve(engine, conn, req, path)
+        m = _ROUTE.match(path)
         if m is None:
             return False
         ctype = req.headers.get("content-type", "")
@@ -50,6 +69,72 @@ def make_router(engine: Engine) -> Router:
         return True
 
     return route
+
+
+def _kserve(engine: Engine, conn: Connection, req: Request, path: str) -> bool:
+    """KServe v1 predict/explain and v2 infer: the envelope code of kserve.py, run as a task
+    whose result is written when it completes (and which a hang-up cancels)."""
+    m1 = _V1.match(path)
+    m2 = None if m1 else _V2.match(path)
+    if m1 is None and m2 is None:
+        return False
+    try:
+        args = [_arg(g) for g in (m1 or m2).groups()]  # type: ignore[union-attr]
+    except UnicodeDecodeError:
+        return False
+    request_id = str(uuid.uuid4())
+    id_header = {"x-request-id": request_id}
+    error_body = ApiError.to_json if m1 else v2_error_body
+    try:
+        _check_token(engine, req)
+    except ApiError as e:
+        conn.respond(e.status, "application/json", _pretty(error_body(e)), id_header)
+        return True
+    jobs: list[Job] = []
+
+    def run(mv: ModelVersion, url_version: str | None, items: Any, headers: Any) -> Any:
+        return run_jobs(engine, mv, url_version, items, headers, request_id, jobs)
+
+    headers = handler_headers(req.raw_headers, {})
+    if m1:
+        coro = v1_predict(engine, args[0], args[1], req.body, headers, run)
+    else:
+        coro = v2_infer(engine, args[0], args[1] or None, req.body, headers, run)
+    task = asyncio.ensure_future(coro)
+
+    def hang_up() -> None:
+        task.cancel()  # run_jobs withdraws the queued jobs
+        engine.metrics.response("inference", 499)
+
+    def finished(t: asyncio.Task[dict[str, Any]]) -> None:
+        if t.cancelled() or conn.current is not req:
+            return
+        exc = t.exception()
+        if exc is None:
+            conn.respond(200, "application/json", _pretty(t.result()), id_header)
+            return
+        if not isinstance(exc, ApiError):
+            log.error("KServe request failed", exc_info=exc)
+            exc = unexpected_error(exc)
+        conn.respond(exc.status, "application/json", _pretty(error_body(exc)), id_header)
+
+    conn.on_lost = hang_up
+    task.add_done_callback(finished)
+    return True
+
+
+def _pretty(data: Any) -> bytes:
+    return json.dumps(data, indent=2).encode()
+
+
+def _check_token(engine: Engine, req: Request) -> None:
+    keys = engine.keys
+    if (
+        keys is not None
+        and engine.config.inference_token_required
+        and not keys.check("inference", req.headers.get("authorization"))
+    ):
+        raise invalid_key()
 
 
 def _arg(value: str | None) -> str | None:
@@ -70,13 +155,7 @@ def _predict(
     request_id = str(uuid.uuid4())
     exchange = _Exchange(engine, conn, version, {"x-request-id": request_id})
     try:
-        keys = engine.keys
-        if (
-            keys is not None
-            and engine.config.inference_token_required
-            and not keys.check("inference", req.headers.get("authorization"))
-        ):
-            raise invalid_key()
+        _check_token(engine, req)
         exchange.mv = engine.get_version(name, version)
         extra_headers = {}
         if extra:

@@ -50,6 +50,49 @@ def unexpected_error(exc: BaseException) -> ApiError:
     return ApiError(500, "InternalServerException", f"{type(exc).__name__}: {exc}")
 
 
+async def run_jobs(
+    engine: Engine,
+    mv: ModelVersion,
+    url_version: str | None,
+    items: list[list[tuple[str, str, bytes]]],
+    headers: dict[str, str],
+    request_id: str,
+    jobs: list[Job],
+    on_chunk: Any = None,
+) -> list[Reply]:
+    """Queue one job per item, wait for all, keep metrics. Errors propagate as ApiError.
+
+    `jobs` fills as they are queued, so the caller can withdraw them when its client hangs
+    up. Jobs are withdrawn (their futures cancelled, so dispatch skips them and a late answer
+    is dropped) when a later item of the same request is refused, e.g. by a full queue, and
+    when the waiting is cancelled: nobody would read the result.
+    """
+    loop = asyncio.get_running_loop()
+    try:
+        for i, params in enumerate(items):
+            job = Job(
+                id=request_id if len(items) == 1 else f"{request_id}-{i}",
+                headers=headers,
+                params=params,
+                future=loop.create_future(),
+                on_chunk=on_chunk,
+            )
+            submit_job(engine, mv, url_version, job)
+            jobs.append(job)
+    except BaseException:
+        _withdraw(jobs)
+        raise
+    try:
+        return list(await asyncio.gather(*(j.future for j in jobs)))
+    except asyncio.CancelledError:
+        _withdraw(jobs)
+        raise
+    finally:
+        for job in jobs:
+            if job.future.done() and not job.future.cancelled():
+                engine.metrics.request_answered(mv, url_version, job)
+
+
 class InferenceHandler(BaseHandler):
     def handler_headers(self, **extra: str) -> dict[str, str]:
         return handler_headers(self.request.headers.get_all(), extra)
@@ -85,43 +128,20 @@ class InferenceHandler(BaseHandler):
         headers: dict[str, str],
         on_chunk: Any = None,
     ) -> list[Reply]:
-        """Queue one job per item, wait for all, keep metrics. Errors propagate as ApiError.
-
-        Jobs are withdrawn (their futures cancelled, so dispatch skips them and a late answer
-        is dropped) when a later item of the same request is refused, e.g. by a full queue,
-        and when the client hangs up before the answer: nobody would read the result.
-        """
-        loop = asyncio.get_running_loop()
+        """`run_jobs` for this request; a hang-up withdraws its jobs and answers 499."""
         jobs: list[Job] = []
         self._jobs = jobs
         request_id = self._headers.get("x-request-id") or str(uuid.uuid4())
         try:
-            for i, params in enumerate(items):
-                job = Job(
-                    id=request_id if len(items) == 1 else f"{request_id}-{i}",
-                    headers=headers,
-                    params=params,
-                    future=loop.create_future(),
-                    on_chunk=on_chunk,
-                )
-                submit_job(self.engine, mv, url_version, job)
-                jobs.append(job)
-        except BaseException:
-            _withdraw(jobs)
-            raise
-        try:
-            replies = await asyncio.gather(*(j.future for j in jobs))
+            return await run_jobs(
+                self.engine, mv, url_version, items, headers, request_id, jobs, on_chunk
+            )
         except asyncio.CancelledError:
             if self._hung_up:
                 # the client is gone; nothing to answer (counted as nginx's 499)
                 self.set_status(499, "Client Closed Request")
                 raise web.Finish() from None
             raise
-        finally:
-            for job in jobs:
-                if job.future.done() and not job.future.cancelled():
-                    self.engine.metrics.request_answered(mv, url_version, job)
-        return list(replies)
 
     _hung_up = False
     _jobs: Sequence[Job] = ()

@@ -14,12 +14,17 @@ import io
 import json
 import math
 import uuid
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from .._version import __version__
-from .errors import ApiError, bad_request
+from .errors import ApiError, bad_request, not_found_route
 from .inference import InferenceHandler
 from .jobs import Reply
+from .model import ModelVersion
+
+if TYPE_CHECKING:
+    from .core import Engine
 
 V2_DTYPES = {
     "BOOL": "bool",
@@ -80,38 +85,54 @@ class V1ModelHandler(InferenceHandler):
         self.write_json({"name": name, "ready": bool(entry.default.ready_workers)})
 
 
+RunJobs = Callable[
+    [ModelVersion, "str | None", list[list[tuple[str, str, bytes]]], dict[str, str]],
+    Awaitable[list[Reply]],
+]
+"""Queues one job per item for this request and waits for their replies."""
+
+
+def _json_body(body: bytes) -> Any:
+    try:
+        return json.loads(body or b"null")
+    except ValueError as e:
+        raise bad_request(f"Request body is not valid JSON: {e}") from None
+
+
+async def v1_predict(
+    engine: Engine, name: str, verb: str, body: bytes, headers: dict[str, str], run: RunJobs
+) -> dict[str, Any]:
+    """`POST /v1/models/{name}:predict|explain`: each instance is one job."""
+    if verb not in ("predict", "explain"):
+        raise not_found_route()
+    mv = engine.get_version(name)
+    payload = _json_body(body)
+    if not isinstance(payload, dict) or not isinstance(payload.get("instances"), list):
+        raise bad_request('KServe v1 expects a JSON object {"instances": [...]}')
+    instances = payload["instances"]
+    if not instances:
+        raise bad_request("instances is empty")
+    if verb == "explain":
+        headers = {**headers, "explain": "True"}
+    items = [v1_instance_params(i) for i in instances]
+    replies = await run(mv, None, items, headers)
+    key = "explanations" if verb == "explain" else "predictions"
+    return {key: [v1_prediction(i, r) for i, r in zip(instances, replies, strict=True)]}
+
+
 class V1PredictHandler(InferenceHandler):
     async def post(self, name: str, verb: str) -> None:
-        if verb not in ("predict", "explain"):
-            raise ApiError(
-                404,
-                "ResourceNotFoundException",
-                "Requested resource is not found, please refer to API document.",
-            )
-        mv = self.engine.get_version(name)
-        try:
-            payload = json.loads(self.body or b"null")
-        except ValueError as e:
-            raise bad_request(f"Request body is not valid JSON: {e}") from None
-        if not isinstance(payload, dict) or not isinstance(payload.get("instances"), list):
-            raise bad_request('KServe v1 expects a JSON object {"instances": [...]}')
-        instances = payload["instances"]
-        if not instances:
-            raise bad_request("instances is empty")
-        headers = self.handler_headers(**({"explain": "True"} if verb == "explain" else {}))
-        items = [v1_instance_params(i) for i in instances]
-        replies = await self.run_jobs(mv, None, items, headers)
-        key = "explanations" if verb == "explain" else "predictions"
         self.write_json(
-            {key: [v1_prediction(i, r) for i, r in zip(instances, replies, strict=True)]}
+            await v1_predict(
+                self.engine, name, verb, self.body, self.handler_headers(), self.run_jobs
+            )
         )
 
 
 # -- v2 ------------------------------------------------------------------------------------
 class V2Handler(InferenceHandler):
     def error_body(self, err: ApiError) -> dict[str, Any]:
-        # OIP clients read "error"; TorchServe clients read code/type/message
-        return {**err.to_json(), "error": err.message}
+        return v2_error_body(err)
 
 
 class V2ServerHandler(V2Handler):
@@ -158,51 +179,69 @@ class V2ModelHandler(V2Handler):
         )
 
 
+def v2_error_body(err: ApiError) -> dict[str, Any]:
+    # OIP clients read "error"; TorchServe clients read code/type/message
+    return {**err.to_json(), "error": err.message}
+
+
+async def v2_infer(
+    engine: Engine,
+    name: str,
+    version: str | None,
+    body: bytes,
+    headers: dict[str, str],
+    run: RunJobs,
+) -> dict[str, Any]:
+    """`POST /v2/models/{name}[/versions/{v}]/infer` (Open Inference Protocol, JSON)."""
+    mv = engine.get_version(name, version)
+    payload = _json_body(body)
+    if (
+        not isinstance(payload, dict)
+        or not isinstance(payload.get("inputs"), list)
+        or not payload["inputs"]
+    ):
+        raise bad_request('KServe v2 expects {"inputs": [{"name", "shape", "datatype", "data"}]}')
+    inputs = [_check_input(i) for i in payload["inputs"]]
+    schema_out = (mv.metadata.get("schema") or {}).get("outputs") or []
+    out_name = schema_out[0]["name"] if schema_out else "output-0"
+    out_dtype = schema_out[0].get("datatype") if schema_out else None
+    if len(inputs) == 1 and inputs[0]["datatype"] == "BYTES":
+        items = [[("body", *_bytes_element(x))] for x in _flatten(inputs[0]["data"])]
+        replies = await run(mv, version, items, headers)
+        values = [_reply_value(r) for r in replies]
+        output = _bytes_or_tensor_output(out_name, values, out_dtype)
+    else:
+        if len(inputs) == 1 and mv.metadata.get("builtin_handler"):
+            # our handlers read .npy: exact dtype, no JSON of floats
+            params = [("body", "application/x-npy", _npy(inputs[0]))]
+        elif len(inputs) == 1:
+            # what TorchServe's kservev2 envelope gives a handler: {"data": nested list}
+            nested = json.dumps(_array(inputs[0]).tolist()).encode()
+            params = [("data", "application/json", nested)]
+        else:
+            data = {i["name"]: _array(i).tolist() for i in inputs}
+            params = [("body", "application/json", json.dumps(data).encode())]
+        (reply,) = await run(mv, version, [params], headers)
+        output = _tensor_output(out_name, _reply_value(reply), out_dtype)
+    return {
+        "id": payload.get("id") or str(uuid.uuid4()),
+        "model_name": name,
+        "model_version": mv.version,
+        "outputs": [output],
+    }
+
+
 class V2InferHandler(V2Handler):
     async def post(self, name: str, version: str | None = None) -> None:
-        mv = self.engine.get_version(name, version or None)
-        try:
-            payload = json.loads(self.body or b"null")
-        except ValueError as e:
-            raise bad_request(f"Request body is not valid JSON: {e}") from None
-        if (
-            not isinstance(payload, dict)
-            or not isinstance(payload.get("inputs"), list)
-            or not payload["inputs"]
-        ):
-            raise bad_request(
-                'KServe v2 expects {"inputs": [{"name", "shape", "datatype", "data"}]}'
-            )
-        inputs = [_check_input(i) for i in payload["inputs"]]
-        headers = self.handler_headers()
-        schema_out = (mv.metadata.get("schema") or {}).get("outputs") or []
-        out_name = schema_out[0]["name"] if schema_out else "output-0"
-        out_dtype = schema_out[0].get("datatype") if schema_out else None
-        if len(inputs) == 1 and inputs[0]["datatype"] == "BYTES":
-            items = [[("body", *_bytes_element(x))] for x in _flatten(inputs[0]["data"])]
-            replies = await self.run_jobs(mv, version or None, items, headers)
-            values = [_reply_value(r) for r in replies]
-            output = _bytes_or_tensor_output(out_name, values, out_dtype)
-        else:
-            if len(inputs) == 1 and mv.metadata.get("builtin_handler"):
-                # our handlers read .npy: exact dtype, no JSON of floats
-                params = [("body", "application/x-npy", _npy(inputs[0]))]
-            elif len(inputs) == 1:
-                # what TorchServe's kservev2 envelope gives a handler: {"data": nested list}
-                nested = json.dumps(_array(inputs[0]).tolist()).encode()
-                params = [("data", "application/json", nested)]
-            else:
-                body = {i["name"]: _array(i).tolist() for i in inputs}
-                params = [("body", "application/json", json.dumps(body).encode())]
-            (reply,) = await self.run_jobs(mv, version or None, [params], headers)
-            output = _tensor_output(out_name, _reply_value(reply), out_dtype)
         self.write_json(
-            {
-                "id": payload.get("id") or str(uuid.uuid4()),
-                "model_name": name,
-                "model_version": mv.version,
-                "outputs": [output],
-            }
+            await v2_infer(
+                self.engine,
+                name,
+                version or None,
+                self.body,
+                self.handler_headers(),
+                self.run_jobs,
+            )
         )
 
 

@@ -52,7 +52,7 @@ def make_router(engine: Engine) -> Router:
         if req.method not in ("POST", "PUT") or not req.target.startswith(_PREFIXES):
             return False
         path = req.path
-        if path[1] == "v":
+        if path.startswith(("/v1/", "/v2/")):
             return req.method == "POST" and _kserve(engine, conn, req, path)
         m = _ROUTE.match(path)
         if m is None:

@@ -60,6 +60,11 @@ def method_not_allowed() -> ApiError:
     )
 
 
+def unexpected_error(exc: BaseException) -> ApiError:
+    """A failure that is nobody's input error: TorchServe's 500, naming the exception."""
+    return ApiError(500, "InternalServerException", f"{type(exc).__name__}: {exc}")
+
+
 def invalid_key() -> ApiError:
     return ApiError(
         400,

@@ -21,14 +21,13 @@ import uuid
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
-from .errors import ApiError, invalid_key
+from .errors import ApiError, invalid_key, unexpected_error
 from .http1 import Connection, Request, Router
 from .inference import (
     check_response_size,
     handler_headers,
     run_jobs,
     submit_job,
-    unexpected_error,
 )
 from .jobs import Job, Reply
 from .kserve import v1_predict, v2_error_body, v2_infer
@@ -88,12 +87,11 @@ def _kserve(engine: Engine, conn: Connection, req: Request, path: str) -> bool:
     try:
         _check_token(engine, req)
     except ApiError as e:
-        conn.respond(e.status, "application/json", _pretty(error_body(e)), id_header)
+        conn.respond_error(e, id_header, error_body)
         return True
-    jobs: list[Job] = []
 
     def run(mv: ModelVersion, url_version: str | None, items: Any, headers: Any) -> Any:
-        return run_jobs(engine, mv, url_version, items, headers, request_id, jobs)
+        return run_jobs(engine, mv, url_version, items, headers, request_id)
 
     headers = handler_headers(req.raw_headers, {})
     if m1:
@@ -111,20 +109,17 @@ def _kserve(engine: Engine, conn: Connection, req: Request, path: str) -> bool:
             return
         exc = t.exception()
         if exc is None:
-            conn.respond(200, "application/json", _pretty(t.result()), id_header)
+            answer = json.dumps(t.result(), indent=2).encode()
+            conn.respond(200, "application/json", answer, id_header)
             return
         if not isinstance(exc, ApiError):
             log.error("KServe request failed", exc_info=exc)
             exc = unexpected_error(exc)
-        conn.respond(exc.status, "application/json", _pretty(error_body(exc)), id_header)
+        conn.respond_error(exc, id_header, error_body)
 
     conn.on_lost = hang_up
     task.add_done_callback(finished)
     return True
-
-
-def _pretty(data: Any) -> bytes:
-    return json.dumps(data, indent=2).encode()
 
 
 def _check_token(engine: Engine, req: Request) -> None:

@@ -26,7 +26,7 @@ from collections.abc import Callable
 import httptools
 from tornado import httputil, web
 
-from .errors import ApiError
+from .errors import ApiError, unexpected_error
 
 log = logging.getLogger("jupyter_torchserve.engine")
 
@@ -270,7 +270,7 @@ class Connection(asyncio.Protocol):
                 return
         except Exception as e:  # noqa: BLE001 - a router bug must still produce an answer
             log.exception("error routing %s %s", req.method, req.target)
-            self.respond_error(ApiError(500, "InternalServerException", f"{type(e).__name__}: {e}"))
+            self.respond_error(unexpected_error(e))
             return
         asyncio.ensure_future(TornadoConnection(self, req).run())
 
@@ -326,9 +326,15 @@ class Connection(asyncio.Protocol):
         self._write(b"".join(head))
         self.done(status)
 
-    def respond_error(self, err: ApiError, headers: dict[str, str] | None = None) -> None:
+    def respond_error(
+        self,
+        err: ApiError,
+        headers: dict[str, str] | None = None,
+        body: Callable[[ApiError], dict[str, object]] = ApiError.to_json,
+    ) -> None:
+        """The JSON error answer; `body` shapes it (KServe v2 adds OIP's "error")."""
         self.respond(
-            err.status, "application/json", json.dumps(err.to_json(), indent=2).encode(), headers
+            err.status, "application/json", json.dumps(body(err), indent=2).encode(), headers
         )
 
     def start_chunks(self, status: int, content_type: str, headers: dict[str, str]) -> None:
@@ -385,16 +391,9 @@ class Connection(asyncio.Protocol):
             self._refusal = (status, message)  # an earlier request's answer comes first
             return
         self._refusal = None
-        err = ApiError(status, "BadRequestException", message)
-        body = json.dumps(err.to_json(), indent=2).encode()
-        self._write(
-            status_line(status)
-            + b"Content-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
-            % len(body)
-            + body
-        )
-        self.on_response(status)
-        self.transport.close()
+        req = self.current = Request()  # the request that could not be read
+        req.keep_alive = False  # so done() closes the connection after the answer
+        self.respond_error(ApiError(status, "BadRequestException", message))
 
 
 class _Refused(Exception):
@@ -423,7 +422,6 @@ class TornadoConnection(httputil.HTTPConnection):
         self.context = conn.context
         self._close_callback: Callable[[], None] | None = None
         self._chunking = False
-        self._status = 200
         self._finished = False
 
     async def run(self) -> None:
@@ -467,7 +465,7 @@ class TornadoConnection(httputil.HTTPConnection):
     ) -> asyncio.Future[None]:
         assert isinstance(start_line, httputil.ResponseStartLine)
         req = self.req
-        code = self._status = start_line.code
+        code = start_line.code
         self._chunking = (
             req.version == "HTTP/1.1"
             and req.method != "HEAD"

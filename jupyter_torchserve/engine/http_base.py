@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from tornado import web
 
-from .errors import ApiError, invalid_key, not_found_route
+from .errors import ApiError, invalid_key, not_found_route, unexpected_error
 
 if TYPE_CHECKING:
     from .core import Engine
@@ -96,7 +96,7 @@ class BaseHandler(web.RequestHandler):
                 exc.log_message or self._reason,
             )
         else:
-            err = ApiError(500, "InternalServerException", f"{type(exc).__name__}: {exc}")
+            err = unexpected_error(exc)
         self.set_status(err.status)
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(self.error_body(err), indent=2))

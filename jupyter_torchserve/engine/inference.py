@@ -46,10 +46,6 @@ def check_response_size(limit: int, reply: Reply) -> None:
         )
 
 
-def unexpected_error(exc: BaseException) -> ApiError:
-    return ApiError(500, "InternalServerException", f"{type(exc).__name__}: {exc}")
-
-
 async def run_jobs(
     engine: Engine,
     mv: ModelVersion,
@@ -57,17 +53,18 @@ async def run_jobs(
     items: list[list[tuple[str, str, bytes]]],
     headers: dict[str, str],
     request_id: str,
-    jobs: list[Job],
+    jobs: list[Job] | None = None,
     on_chunk: Any = None,
 ) -> list[Reply]:
     """Queue one job per item, wait for all, keep metrics. Errors propagate as ApiError.
 
-    `jobs` fills as they are queued, so the caller can withdraw them when its client hangs
-    up. Jobs are withdrawn (their futures cancelled, so dispatch skips them and a late answer
+    `jobs`, when given, fills as they are queued, so a caller that learns of a hang-up by a
+    callback can withdraw them. Jobs are withdrawn (their futures cancelled, so dispatch skips them and a late answer
     is dropped) when a later item of the same request is refused, e.g. by a full queue, and
     when the waiting is cancelled: nobody would read the result.
     """
     loop = asyncio.get_running_loop()
+    jobs = [] if jobs is None else jobs
     try:
         for i, params in enumerate(items):
             job = Job(

@@ -6,7 +6,6 @@ Built on traitlets `Application` so every `EngineConfig` option is a flag
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import sys
@@ -74,12 +73,14 @@ class StartApp(Application):
             from .engine.workers import warm_forkserver
 
             threading.Thread(target=warm_forkserver, name="jts-forkserver", daemon=True).start()
+            from .engine import busypoll
             from .engine.app import serve
 
             logging.basicConfig(
                 level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
             )
-            asyncio.run(serve(cfg))
+            selector = busypoll.BusyPollSelector(max(0, cfg.busy_poll_us) / 1e6)
+            busypoll.run(serve(cfg, selector), selector)
             return
         from .launcher import EngineStartError, start_engine
 

@@ -22,6 +22,7 @@ from tornado.ioloop import PeriodicCallback
 from .. import discovery
 from .._version import __version__
 from ..config import EngineConfig, split_address
+from .busypoll import BusyPollSelector
 from .core import Engine
 from .errors import ApiError
 from .fastpath import make_router
@@ -213,11 +214,16 @@ def _port_holder(port: int) -> str | None:
     return None
 
 
-async def serve(config: EngineConfig) -> None:
-    """Run an engine until SIGTERM/SIGINT, then stop workers and clean up."""
+async def serve(config: EngineConfig, selector: BusyPollSelector | None = None) -> None:
+    """Run an engine until SIGTERM/SIGINT, then stop workers and clean up.
+
+    `selector` is the running loop's, when it busy-polls: it learns from the engine when.
+    """
     # one access-log line per request costs more than a tiny model's inference; errors only
     logging.getLogger("tornado.access").setLevel(logging.WARNING)
     engine = Engine(config)
+    if selector is not None:
+        selector.answer_due = engine.answer_due
     addresses = {
         "inference_address": config.inference_address,
         "management_address": config.management_address,

@@ -69,6 +69,8 @@ class Engine:
         gpus = list_gpus()
         count = len(gpus) if config.number_of_gpu is None else min(len(gpus), config.number_of_gpu)
         self.gpu_count = count
+        self.cpus = os.cpu_count() or 1
+        self.busy_workers: set[Worker] = set()  # those with a batch out (kept by Worker)
         self.gpus = GpuAssigner(count)
         self.metrics = EngineMetrics(self)
         self._worker_ids = 9000
@@ -111,6 +113,23 @@ class Engine:
     def assign_gpu(self, device_type: str | None) -> int | None:
         return self.gpus.assign(device_type)
 
+    def answer_due(self) -> float | None:
+        """Seconds until the next worker answer is expected (negative: late), for the
+        selector's busy-poll; None while no batch is out or the busy workers leave no CPU
+        free for the engine to poll on."""
+        busy = self.busy_workers
+        if not busy or len(busy) >= self.cpus:
+            return None
+        return min(w.answer_expected_at() for w in busy) - time.perf_counter()
+
+    def worker_poll_us(self) -> int:
+        """How long a worker given a batch now may busy-poll for the next one after it answers.
+
+        Only while the engine and every busy worker still have a CPU each; beyond that a
+        polling worker would take the CPU that another one, or the engine, is waiting for.
+        """
+        return self.config.busy_poll_us if len(self.busy_workers) < self.cpus else 0
+
     def threads_per_worker(self) -> int:
         """torch intra-op threads for a new worker.
 
@@ -122,7 +141,7 @@ class Engine:
         if self.config.worker_threads > 0:
             return self.config.worker_threads
         planned = sum(v.min_workers for v in self.all_versions()) or 1
-        return max(1, ((os.cpu_count() or 1) - 1) // planned)
+        return max(1, (self.cpus - 1) // planned)
 
     async def requirements_for(self, version: ModelVersion) -> str | None:
         """Install an archive's requirements into a per-model folder, when opted in."""

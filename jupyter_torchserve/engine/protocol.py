@@ -14,6 +14,7 @@ import json
 import logging
 import socket
 import struct
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -117,6 +118,23 @@ class SyncConnection:
                 raise EOFError("engine closed the connection")
             got += k
         return buf
+
+    def poll(self, seconds: float) -> None:
+        """Spin until a frame starts to arrive (or EOF), for at most `seconds`.
+
+        Called after an answer, when the engine said a CPU is free: the next batch of a busy
+        client usually arrives within a few hundred µs, and catching it without having slept
+        saves the wake-up (see engine/busypoll.py for why that is worth a CPU).
+        """
+        peek = self.sock.recv
+        flags = socket.MSG_PEEK | socket.MSG_DONTWAIT
+        deadline = time.perf_counter() + seconds
+        while time.perf_counter() < deadline:
+            try:
+                peek(1, flags)  # data or EOF: either way read_frame will not block
+                return
+            except BlockingIOError:
+                pass
 
     def read_frame(self) -> tuple[dict[str, Any], memoryview]:
         hlen, plen = PREFIX.unpack(self._recv_exact(PREFIX.size))

@@ -155,6 +155,9 @@ def serve(conn: SyncConnection, service: Any) -> None:
         op = header["op"]
         if op == "infer":
             _infer(conn, service, header, payload)
+            poll_us = header.get("poll")
+            if poll_us:
+                conn.poll(poll_us / 1e6)
         elif op == "describe":
             try:
                 value = service.describe()

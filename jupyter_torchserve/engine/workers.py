@@ -63,10 +63,34 @@ class Worker:
         self.load_error: str | None = None
         self.on_exit: Callable[[Worker], None] | None = None
         self.batches_served = 0
+        # when the worker began its current batch, and an average of how long one takes:
+        # together, when its answer is due (the engine busy-polls around that moment)
+        self.busy_since = 0.0
+        self.batch_seconds = 0.0
 
     @property
     def n_inflight(self) -> int:
         return len(self.inflight)
+
+    def answer_expected_at(self) -> float:
+        """`perf_counter()` time at which the batch the worker is on should be answered."""
+        return self.busy_since + self.batch_seconds
+
+    def _batch_ended(self, now: float) -> None:
+        """After an answer (or error) popped a batch: learn its duration, start the next."""
+        took = now - self.busy_since
+        # follow a drop fast (the first batches include warm-up), a rise more slowly
+        weight = 1.0 if self.batch_seconds == 0.0 else 0.5 if took < self.batch_seconds else 0.2
+        self.batch_seconds += (took - self.batch_seconds) * weight
+        self.busy_since = now
+        self._note_busy()
+
+    def _note_busy(self) -> None:
+        busy = self.version.engine.busy_workers
+        if self.inflight:
+            busy.add(self)
+        else:
+            busy.discard(self)
 
     # -- lifecycle ------------------------------------------------------------------------
     async def spawn(self, sock_path: str, threads: int, requirements_dir: str | None) -> None:
@@ -158,8 +182,15 @@ class Worker:
         timeout = self.version.response_timeout
         if timeout and timeout > 0:
             timer = asyncio.get_running_loop().call_later(timeout, self._on_timeout, batch_id)
+        if not self.inflight:
+            self.busy_since = now
         self.inflight[batch_id] = (jobs, timer)
-        self.link.send(protocol.encode({"op": "infer", "batch": batch_id, "reqs": reqs}, bodies))
+        self._note_busy()
+        header: dict[str, Any] = {"op": "infer", "batch": batch_id, "reqs": reqs}
+        poll_us = self.version.engine.worker_poll_us()
+        if poll_us:
+            header["poll"] = poll_us
+        self.link.send(protocol.encode(header, bodies))
 
     async def describe(self, timeout: float) -> Any:
         assert self.link is not None
@@ -173,6 +204,7 @@ class Worker:
         entry = self.inflight.pop(batch_id, None)
         if entry is None:
             return
+        self._note_busy()
         jobs, _ = entry
         t = self.version.response_timeout
         log.warning(
@@ -218,8 +250,10 @@ class Worker:
             if entry is None:
                 return  # timed out already
             jobs, timer = entry
-            if op == "result" and timer is not None:
-                timer.cancel()
+            if op == "result":
+                if timer is not None:
+                    timer.cancel()
+                self._batch_ended(time.perf_counter())
             for job, meta in zip(jobs, header["resps"], strict=False):
                 off, n = meta["o"], meta["n"]
                 reply = Reply(
@@ -253,6 +287,7 @@ class Worker:
                 jobs, timer = entry
                 if timer is not None:
                     timer.cancel()
+                self._batch_ended(time.perf_counter())
                 for job in jobs:
                     job.fail(err)
                 self.version.batch_done(self, jobs)
@@ -298,6 +333,7 @@ class Worker:
                 timer.cancel()
             pending.extend(jobs)
         self.inflight.clear()
+        self._note_busy()
         for fut in self.describe_waiters.values():
             if not fut.done():
                 fut.set_exception(WorkerLost(f"worker {self.id} {why}"))

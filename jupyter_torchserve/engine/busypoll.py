@@ -1,0 +1,111 @@
+"""Busy-polling around a worker's answer: the engine's idle wait, made short.
+
+On the VMs this engine is measured on, a process that blocks in `epoll_wait` and is woken by
+another process's write pays 50-100 µs before it runs again (its vCPU halted, and waking it
+goes through the hypervisor), and the Python work around one request is about as much. So
+while a batch is out at a worker, and a CPU is free for it, the engine polls its sockets
+without blocking for a short while (`busy_poll_us`, 300 µs by default) around the moment the
+answer is due, before it sleeps; the worker does the same for its next batch (see
+`protocol.SyncConnection.poll`). That is the trade Linux's `SO_BUSY_POLL`, KVM's halt-polling
+and Go's spinning scheduler make: a little CPU, only while an answer is expected, for a
+wake-up that costs nothing. Under load the engine is never idle, so it never polls; with no
+batch out it sleeps as before.
+
+The measurements behind it are in docs/performance.md ("busy-poll").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import select
+import selectors
+import sys
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+
+class BusyPollSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
+    """The platform's default selector, whose `select` polls without blocking around the
+    moment a worker's answer is due.
+
+    `answer_due()` (set by the engine once it exists) gives the seconds until then, or None
+    when no answer is expected or no CPU is free to poll on. When it is due within `spin_s`
+    (or up to `spin_s` late) `select` polls for up to `spin_s`; earlier, it first sleeps
+    until `spin_s / 2` before it (a nap costs a wake-up, so only when that is worth it). A
+    batch costs at most about one such spin, so a slow model costs little CPU and an idle
+    engine none.
+    """
+
+    def __init__(self, spin_s: float = 0.0) -> None:
+        super().__init__()
+        self.spin_s = spin_s
+        self.answer_due: Callable[[], float | None] = _nothing_due
+
+    def select(self, timeout: float | None = None) -> list[tuple[Any, int]]:
+        spin = self.spin_s
+        if spin <= 0 or (timeout is not None and timeout <= 0):
+            return super().select(timeout)
+        due = self.answer_due()
+        if due is None or due < -spin:
+            return super().select(timeout)
+        if due > spin:  # too early to poll: sleep until nearly due (any event still wakes us)
+            nap = due - spin / 2
+            if timeout is not None and timeout <= nap:
+                return super().select(timeout)
+            ready = self._nap(nap)
+            if ready:
+                return ready
+            if timeout is not None:
+                timeout -= nap
+        limit = spin if timeout is None else min(spin, timeout)
+        poll = super().select
+        now = time.perf_counter
+        start = now()
+        # no sched_yield between polls: measured, the syscall cost more than it gave back
+        while True:
+            ready = poll(0)
+            if ready:
+                return ready
+            waited = now() - start
+            if waited >= limit:
+                break
+        if timeout is not None:
+            timeout = max(0.0, timeout - waited)
+        return super().select(timeout)
+
+    def _nap(self, seconds: float) -> list[tuple[Any, int]]:
+        """Block until an event is pending or `seconds` pass, at µs resolution.
+
+        `epoll_wait` counts whole milliseconds (rounded up), too coarse for a nap shorter
+        than one; `select()` on the epoll descriptor itself waits in µs and says whether it
+        has events, which the polling that follows then collects.
+        """
+        fileno = getattr(self, "fileno", None)  # epoll and kqueue selectors have one
+        fd = fileno() if fileno is not None else -1
+        if 0 <= fd < 1024:  # FD_SETSIZE; the selector's own fd is opened early, so small
+            select.select([fd], [], [], seconds)
+            return []
+        return super().select(seconds)
+
+
+def _nothing_due() -> float | None:
+    return None
+
+
+def run(main: Coroutine[Any, Any, None], selector: BusyPollSelector) -> None:
+    """`asyncio.run(main)` on a loop that uses `selector`."""
+    if sys.version_info >= (3, 11):
+        with asyncio.Runner(loop_factory=lambda: asyncio.SelectorEventLoop(selector)) as runner:
+            runner.run(main)
+        return
+
+    class _Policy(asyncio.DefaultEventLoopPolicy):  # 3.10: asyncio.run asks the policy
+        def new_event_loop(self) -> asyncio.AbstractEventLoop:
+            return asyncio.SelectorEventLoop(selector)
+
+    asyncio.set_event_loop_policy(_Policy())
+    try:
+        asyncio.run(main)
+    finally:
+        asyncio.set_event_loop_policy(None)

@@ -1,0 +1,194 @@
+"""Busy-polling (`busy_poll_us`): it may only shorten waits, never lengthen them, and an
+idle engine with idle workers must not burn CPU."""
+
+from __future__ import annotations
+
+import selectors
+import socket
+import threading
+import time
+from types import SimpleNamespace
+
+import psutil
+import requests
+from _engine_helpers import model_store, running_engine
+
+from jupyter_torchserve.config import EngineConfig
+from jupyter_torchserve.engine.busypoll import BusyPollSelector
+from jupyter_torchserve.engine.core import Engine
+from jupyter_torchserve.engine.protocol import SyncConnection, encode
+
+LONG = 30.0  # a spin this long would show as a hang in any assertion below
+
+
+def _selector(
+    spin_s: float, due: float | None
+) -> tuple[BusyPollSelector, socket.socket, socket.socket]:
+    """A selector watching one end of a socket pair, told an answer is `due` in that many s."""
+    a, b = socket.socketpair()
+    sel = BusyPollSelector(spin_s)
+    sel.answer_due = lambda: due
+    sel.register(a, selectors.EVENT_READ)
+    return sel, a, b
+
+
+def test_spinning_select_honours_its_timeout():
+    """Timers (batch delay, response timeout) are the loop's select timeout: a spin longer
+    than the timeout must still return at the timeout."""
+    sel, a, b = _selector(LONG, 0.0)
+    try:
+        started = time.monotonic()
+        assert sel.select(0.05) == []
+        assert time.monotonic() - started < LONG / 2
+    finally:
+        sel.close(), a.close(), b.close()
+
+
+def test_spinning_select_returns_what_becomes_ready():
+    sel, a, b = _selector(LONG, 0.0)
+    try:
+        threading.Timer(0.05, b.send, (b"x",)).start()
+        ready = sel.select(None)
+        assert [key.fileobj for key, _ in ready] == [a]
+    finally:
+        sel.close(), a.close(), b.close()
+
+
+def test_select_polls_only_around_a_due_answer():
+    """Nothing due, or an answer late by more than the spin: it sleeps like any selector.
+    Due now: it polls (burns CPU) for the spin. Due later: it sleeps first, then polls."""
+    cases = {  # answer due in (s) -> CPU-time (s) a 0.3 s select may use: (min, max)
+        None: (0.0, 0.1),
+        -1.0: (0.0, 0.1),
+        0.0: (0.1, 1.0),
+        0.2: (0.0, 0.25),
+    }
+    for due, (low, high) in cases.items():
+        sel, a, b = _selector(0.2, due)
+        try:
+            cpu = time.process_time()
+            assert sel.select(0.3) == []
+            used = time.process_time() - cpu
+        finally:
+            sel.close(), a.close(), b.close()
+        assert low <= used <= high, (due, used)
+
+
+def test_a_nap_before_the_answer_is_due_still_wakes_on_events():
+    sel, a, b = _selector(0.001, LONG)  # the answer is far off: select naps
+    try:
+        threading.Timer(0.05, b.send, (b"x",)).start()
+        started = time.monotonic()
+        ready = sel.select(None)
+        assert [key.fileobj for key, _ in ready] == [a]
+        assert time.monotonic() - started < LONG / 2
+    finally:
+        sel.close(), a.close(), b.close()
+
+
+def test_worker_poll_returns_on_data_on_eof_and_at_its_deadline():
+    a, b = socket.socketpair()
+    conn = SyncConnection(a)
+    try:
+        started = time.monotonic()
+        conn.poll(0.05)  # nothing arrives: back after the deadline, nothing consumed
+        b.sendall(b"".join(encode({"op": "infer", "n": 1}, b"body")))
+        conn.poll(LONG)  # data waiting: returns at once
+        header, payload = conn.read_frame()
+        assert header == {"op": "infer", "n": 1} and bytes(payload) == b"body"
+        b.close()
+        conn.poll(LONG)  # the engine went away: returns, and the read says so
+        assert time.monotonic() - started < LONG / 2
+        try:
+            conn.read_frame()
+        except EOFError:
+            pass
+        else:
+            raise AssertionError("read_frame after EOF must raise EOFError")
+    finally:
+        a.close()
+
+
+class _Due:
+    """Stands in for a busy Worker: all the engine asks of it is when its answer is due."""
+
+    def __init__(self, at: float) -> None:
+        self.at = at
+
+    def answer_expected_at(self) -> float:
+        return self.at
+
+
+def _engine_with_busy_workers(tmp_path, cpus: int, busy: list[float]) -> Engine:
+    """An engine with workers busy on a batch, each due in the given number of seconds."""
+    engine = Engine(
+        EngineConfig(state_dir=str(tmp_path / "state"), model_store=str(tmp_path / "store"))
+    )
+    engine.cpus = cpus
+    now = time.perf_counter()
+    engine.busy_workers = {_Due(now + s) for s in busy}  # type: ignore[misc]
+    return engine
+
+
+def test_poll_only_while_a_cpu_is_free_for_it(tmp_path):
+    """The engine polls only while an answer is due; the engine and each worker with a batch
+    out need a CPU, and no one polls on a CPU that another of them needs."""
+    poll = EngineConfig().busy_poll_us
+    assert poll > 0
+    engine = _engine_with_busy_workers(tmp_path, 2, [])
+    assert engine.answer_due() is None and engine.worker_poll_us() == poll
+    engine = _engine_with_busy_workers(tmp_path, 2, [5.0, 0.5])
+    assert engine.answer_due() is None and engine.worker_poll_us() == 0  # both CPUs taken
+    engine = _engine_with_busy_workers(tmp_path, 4, [5.0, 0.5])
+    assert 0.4 < engine.answer_due() <= 0.5 and engine.worker_poll_us() == poll  # the sooner
+    engine.config.busy_poll_us = 0
+    assert engine.worker_poll_us() == 0
+
+
+def test_a_worker_learns_how_long_its_batches_take(tmp_path):
+    """The due time follows the worker's recent batches: fast after warm-up, not pinned to
+    the slow first one."""
+    from jupyter_torchserve.engine.workers import Worker
+
+    engine = _engine_with_busy_workers(tmp_path, 2, [])
+    version = SimpleNamespace(engine=engine)
+    worker = Worker.__new__(Worker)  # only the bookkeeping, no process
+    worker.version, worker.inflight, worker.busy_since, worker.batch_seconds = (
+        version,
+        {},
+        0.0,
+        0.0,
+    )
+    t = 100.0
+    for took in [0.5] + [0.001] * 8:  # a slow warm-up batch, then fast ones
+        worker.busy_since = t
+        worker.inflight = {1: ([], None)}
+        t += took
+        worker.inflight = {}
+        worker._batch_ended(t)
+    assert worker.batch_seconds < 0.005
+    assert worker not in engine.busy_workers  # nothing out any more
+
+
+def test_idle_engine_and_worker_do_not_spin(tmp_path):
+    """After answering, neither the engine nor its worker keeps a CPU busy."""
+    store = model_store(tmp_path, "idle")
+    with running_engine(tmp_path, model_store=str(store)) as (info, client):
+        client.register("idle-1.0.mar", initial_workers=1)
+        url = info["inference_address"] + "/predictions/idle"
+        for i in range(20):
+            assert requests.post(url, json={"echo": i}, timeout=60).status_code == 200
+        engine = psutil.Process(info["pid"])
+        procs = [engine, *engine.children(recursive=True)]
+        time.sleep(0.5)
+
+        def cpu() -> float:
+            total = 0.0
+            for p in procs:
+                t = p.cpu_times()
+                total += t.user + t.system
+            return total
+
+        before = cpu()
+        time.sleep(2.0)
+        assert cpu() - before < 0.5, "an idle engine or worker kept spinning"

@@ -12,7 +12,8 @@ workloads.py) that both servers load, then:
   every c, server-tree CPU time per request and PSS during c32;
 * the in-process limit: the same handler + `json.dumps` in plain processes (1 proc x 1 or 2
   torch threads, 2 procs x 1 thread) at batch 1/8/32, best items/s; and the batch-1
-  p50 (faster of 1 and 2 torch threads) that the c1 overhead is measured against.
+  p50 (1 torch thread, as the baseline notes define it; the faster of 1 and 2 threads is
+  reported beside it) that the c1 overhead is measured against.
 
 Results go to `benchmarks/results/<tag>.json` and `.md`. Every server is started in its own
 session with private temp/state directories on free 127.0.0.1 ports, and stopped (then its
@@ -651,7 +652,7 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         "### Servers",
         "",
-        "| workload | server | config | p50 / p99 @c1 ms | c1 overhead ms (vs in-process b1) | "
+        "| workload | server | config | p50 / p99 @c1 ms | c1 overhead ms (vs in-process b1, 1 thread) | "
         + " | ".join(f"rps@c{c}" for c in conns[1:])
         + f" | ratio c{cmax} | register→200 s | PSS idle (RSS) MB | PSS @c{cmax} MB | "
         f"CPU ms/req @c{cmax} | load (1 min) |",
@@ -699,9 +700,15 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def inproc_p50(lim: dict[str, Any]) -> float | None:
-    """The in-process batch-1 p50 a server's c1 latency is compared with: the faster of 1 and
-    2 torch threads, so the overhead is never understated whatever threads a worker uses."""
+def inproc_p50(lim: dict[str, Any], strict: bool = False) -> float | None:
+    """The in-process batch-1 p50 a server's c1 latency is compared with.
+
+    By default the single-thread pipeline's, as the baseline notes define "c1 overhead"
+    (and jupyter_torchserve's one worker runs one torch thread on 2 cores). `strict` takes
+    the faster of 1 and 2 threads instead, which also charges a worker for the thread it
+    leaves to the HTTP side; both are reported."""
+    if not strict:
+        return lim.get("p50_b1_1thread_ms")
     vals = [lim.get("p50_b1_1thread_ms"), lim.get("p50_b1_2threads_ms")]
     vals = [v for v in vals if v is not None]
     return min(vals) if vals else None
@@ -734,9 +741,10 @@ def evaluate_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
         if ("jts", wl) in runs and wl in limits:
             cfg, p50 = best("jts", wl, "p50")  # type: ignore[misc]
             over = p50 - inproc_p50(limits[wl])
+            strict = p50 - inproc_p50(limits[wl], strict=True)
             add(
-                f"{wl} c1 overhead (p50@c1 − in-process) ≤ 0.3 ms",
-                f"{over:.3f} ms ({cfg})",
+                f"{wl} c1 overhead (p50@c1 − in-process 1 thread) ≤ 0.3 ms",
+                f"{over:.3f} ms ({cfg}; {strict:.3f} against the faster of 1 and 2 threads)",
                 over <= 0.3,
             )
     if ("jts", "tiny") in runs and ("torchserve", "tiny") in runs:

@@ -1,0 +1,132 @@
+"""What busy-polling (`busy_poll_us`) buys and costs: engines side by side, measured in turns.
+
+    python benchmarks/busy_poll.py --workloads tiny,mnist --values 0,300 --rounds 6
+
+One engine per `busy_poll_us` value runs at the same time (an idle engine sleeps, so they do
+not disturb each other); each round measures every engine in turn, so a noisy neighbour on
+the VM lands on all of them alike. Per engine and round: p50@c1 and the server tree's CPU
+per request at c1 (what polling costs), then req/s and CPU per request at c8 and c32 (that
+it does not get in the way under load). Medians over the rounds are reported; every value is
+kept in `benchmarks/results/<tag>.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import run as bench  # noqa: E402  (benchmarks/run.py: servers, wrk, CPU accounting)
+import workloads  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def measure(workload: str, values: list[int], rounds: int, duration: float) -> dict[str, Any]:
+    root = Path(tempfile.mkdtemp(prefix=f"busypoll-{workload}-"))
+    store = root / "store"
+    store.mkdir()
+    workloads.build_archive(workload, store)
+    body, ctype = workloads.make_payload(workload)
+    script = bench.write_lua(root, workload)
+    path = f"/predictions/{workload}"
+    servers: dict[int, bench.JtsServer] = {}
+    samples: dict[int, list[dict[str, Any]]] = {v: [] for v in values}
+    try:
+        for v in values:
+            workdir = root / f"poll-{v}"
+            workdir.mkdir()
+            server = bench.JtsServer(workdir, store)
+            server.extra_config = {"busy_poll_us": v}
+            t0 = time.perf_counter()
+            server.start(f"{workload}={workload}.mar")
+            bench.wait_first_200(server.inf_port, path, body, ctype, t0)
+            servers[v] = server
+            url = f"http://127.0.0.1:{server.inf_port}{path}"
+            bench.run_wrk(url, script, 8, 2)  # warm-up
+        for r in range(rounds):
+            for v, server in servers.items():
+                url = f"http://127.0.0.1:{server.inf_port}{path}"
+                pid = server.root_pid
+                row = {"round": r}
+                for c in (1, 8, 32):
+                    res = bench.run_wrk(url, script, c, duration, pid)
+                    row[f"c{c}"] = {
+                        k: res[k] for k in ("p50_ms", "p99_ms", "rps", "server_cpu_ms_per_req")
+                    }
+                samples[v].append(row)
+                c1 = row["c1"]
+                bench.log(
+                    f"  {workload} busy_poll_us={v} round {r}: p50@c1 {c1['p50_ms']:.3f} ms, "
+                    f"CPU/req@c1 {c1['server_cpu_ms_per_req']:.3f} ms, "
+                    f"c32 {row['c32']['rps']:.0f}/s"
+                )
+    finally:
+        for server in servers.values():
+            server.stop()
+    return {str(v): samples[v] for v in values}
+
+
+def median(rows: list[dict[str, Any]], c: str, key: str) -> float:
+    return statistics.median(row[c][key] for row in rows)
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = [
+        f"Run `{result['tag']}`: {result['rounds']} rounds, {result['duration']} s per point, "
+        f"{result['machine']}; medians over the rounds.",
+        f"`uptime` at start: `{result['uptime_start']}`; at end: `{result['uptime_end']}`.",
+        "",
+        "| workload | busy_poll_us | p50@c1 ms | CPU ms/req @c1 | rps@c8 | CPU ms/req @c8 "
+        "| rps@c32 | CPU ms/req @c32 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for wl, by_value in result["workloads"].items():
+        for v, rows in by_value.items():
+            lines.append(
+                f"| {wl} | {v} | {median(rows, 'c1', 'p50_ms'):.3f} | "
+                f"{median(rows, 'c1', 'server_cpu_ms_per_req'):.3f} | "
+                f"{median(rows, 'c8', 'rps'):,.0f} | "
+                f"{median(rows, 'c8', 'server_cpu_ms_per_req'):.3f} | "
+                f"{median(rows, 'c32', 'rps'):,.0f} | "
+                f"{median(rows, 'c32', 'server_cpu_ms_per_req'):.3f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--workloads", default="tiny,mnist")
+    p.add_argument("--values", default="0,300", help="busy_poll_us values, one engine each")
+    p.add_argument("--rounds", type=int, default=6)
+    p.add_argument("--duration", type=float, default=3.0, help="seconds per wrk point")
+    p.add_argument("--tag", default=time.strftime("busypoll-%Y%m%d-%H%M%S"))
+    a = p.parse_args(argv)
+    values = [int(v) for v in a.values.split(",")]
+    result: dict[str, Any] = {
+        "tag": a.tag,
+        "rounds": a.rounds,
+        "duration": a.duration,
+        "machine": "{cpu}, {cores} cores".format(**bench.machine_info()),
+        "uptime_start": bench.uptime_line(),
+        "workloads": {},
+    }
+    for wl in a.workloads.split(","):
+        result["workloads"][wl] = measure(wl, values, a.rounds, a.duration)
+    result["uptime_end"] = bench.uptime_line()
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{a.tag}.json").write_text(json.dumps(result, indent=2))
+    md = markdown(result)
+    (RESULTS / f"{a.tag}.md").write_text(md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,6 +1,6 @@
 """What busy-polling (`busy_poll_us`) buys and costs: engines side by side, measured in turns.
 
-    python benchmarks/busy_poll.py --workloads tiny,mnist --values 0,300 --rounds 6
+    python benchmarks/busy_poll.py --workloads tiny,mnist --values 0,300 --rounds 6 [--config w2-b8]
 
 One engine per `busy_poll_us` value runs at the same time (an idle engine sleeps, so they do
 not disturb each other); each round measures every engine in turn, so a noisy neighbour on
@@ -29,7 +29,9 @@ import workloads  # noqa: E402
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def measure(workload: str, values: list[int], rounds: int, duration: float) -> dict[str, Any]:
+def measure(
+    workload: str, values: list[int], rounds: int, duration: float, config: str, delay_ms: int
+) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix=f"busypoll-{workload}-"))
     store = root / "store"
     store.mkdir()
@@ -48,6 +50,15 @@ def measure(workload: str, values: list[int], rounds: int, duration: float) -> d
             t0 = time.perf_counter()
             server.start(f"{workload}={workload}.mar")
             bench.wait_first_200(server.inf_port, path, body, ctype, t0)
+            workers, batch = bench.parse_config(config)
+            if (workers, batch) != (1, 1):
+                server.unregister(workload)
+                status, data = server.register(
+                    workload, workers, batch, delay_ms if batch > 1 else 0
+                )
+                if status not in (200, 202):
+                    raise RuntimeError(f"register {config}: {status} {data[:300]!r}")
+                bench.wait_first_200(server.inf_port, path, body, ctype, time.perf_counter())
             servers[v] = server
             url = f"http://127.0.0.1:{server.inf_port}{path}"
             bench.run_wrk(url, script, 8, 2)  # warm-up
@@ -64,7 +75,7 @@ def measure(workload: str, values: list[int], rounds: int, duration: float) -> d
                 samples[v].append(row)
                 c1 = row["c1"]
                 bench.log(
-                    f"  {workload} busy_poll_us={v} round {r}: p50@c1 {c1['p50_ms']:.3f} ms, "
+                    f"  {workload} {config} busy_poll_us={v} round {r}: p50@c1 {c1['p50_ms']:.3f} ms, "
                     f"CPU/req@c1 {c1['server_cpu_ms_per_req']:.3f} ms, "
                     f"c32 {row['c32']['rps']:.0f}/s"
                 )
@@ -80,7 +91,8 @@ def median(rows: list[dict[str, Any]], c: str, key: str) -> float:
 
 def markdown(result: dict[str, Any]) -> str:
     lines = [
-        f"Run `{result['tag']}`: {result['rounds']} rounds, {result['duration']} s per point, "
+        f"Run `{result['tag']}`: {result['config']}, {result['rounds']} rounds, "
+        f"{result['duration']} s per point, "
         f"{result['machine']}; medians over the rounds.",
         f"`uptime` at start: `{result['uptime_start']}`; at end: `{result['uptime_end']}`.",
         "",
@@ -106,6 +118,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--workloads", default="tiny,mnist")
     p.add_argument("--values", default="0,300", help="busy_poll_us values, one engine each")
     p.add_argument("--rounds", type=int, default=6)
+    p.add_argument("--config", default="w1-b1", help="workers and batch size, as in run.py")
+    p.add_argument("--batch-delay", type=int, default=5, help="max_batch_delay (ms) if batch > 1")
     p.add_argument("--duration", type=float, default=3.0, help="seconds per wrk point")
     p.add_argument("--tag", default=time.strftime("busypoll-%Y%m%d-%H%M%S"))
     a = p.parse_args(argv)
@@ -114,12 +128,13 @@ def main(argv: list[str] | None = None) -> None:
         "tag": a.tag,
         "rounds": a.rounds,
         "duration": a.duration,
+        "config": a.config,
         "machine": "{cpu}, {cores} cores".format(**bench.machine_info()),
         "uptime_start": bench.uptime_line(),
         "workloads": {},
     }
     for wl in a.workloads.split(","):
-        result["workloads"][wl] = measure(wl, values, a.rounds, a.duration)
+        result["workloads"][wl] = measure(wl, values, a.rounds, a.duration, a.config, a.batch_delay)
     result["uptime_end"] = bench.uptime_line()
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{a.tag}.json").write_text(json.dumps(result, indent=2))

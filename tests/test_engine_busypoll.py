@@ -109,40 +109,47 @@ def test_worker_poll_returns_on_data_on_eof_and_at_its_deadline():
         a.close()
 
 
-class _Due:
-    """Stands in for a busy Worker: all the engine asks of it is when its answer is due."""
+class _Busy:
+    """Stands in for a Worker with batches out: its due time, batches and model queue."""
 
-    def __init__(self, at: float) -> None:
-        self.at = at
+    def __init__(self, due_in: float, batches: int = 1, queued: int = 0) -> None:
+        self.at = time.perf_counter() + due_in
+        self.inflight = dict.fromkeys(range(batches))
+        self.version = SimpleNamespace(queue=[object()] * queued)
 
     def answer_expected_at(self) -> float:
         return self.at
 
 
-def _engine_with_busy_workers(tmp_path, cpus: int, busy: list[float]) -> Engine:
-    """An engine with workers busy on a batch, each due in the given number of seconds."""
+def _engine(tmp_path, cpus: int, busy: list[_Busy]) -> Engine:
     engine = Engine(
         EngineConfig(state_dir=str(tmp_path / "state"), model_store=str(tmp_path / "store"))
     )
     engine.cpus = cpus
-    now = time.perf_counter()
-    engine.busy_workers = {_Due(now + s) for s in busy}  # type: ignore[misc]
+    engine.busy_workers = set(busy)  # type: ignore[arg-type]
     return engine
 
 
-def test_poll_only_while_a_cpu_is_free_for_it(tmp_path):
+def test_poll_only_at_light_load_and_while_a_cpu_is_free_for_it(tmp_path):
     """The engine polls only while an answer is due; the engine and each worker with a batch
-    out need a CPU, and no one polls on a CPU that another of them needs."""
+    out need a CPU, and no one polls on a CPU that another of them needs. Under load (a
+    second batch waiting at a worker, requests queued) nobody polls: the work is there."""
     poll = EngineConfig().busy_poll_us
     assert poll > 0
-    engine = _engine_with_busy_workers(tmp_path, 2, [])
-    assert engine.answer_due() is None and engine.worker_poll_us() == poll
-    engine = _engine_with_busy_workers(tmp_path, 2, [5.0, 0.5])
-    assert engine.answer_due() is None and engine.worker_poll_us() == 0  # both CPUs taken
-    engine = _engine_with_busy_workers(tmp_path, 4, [5.0, 0.5])
-    assert 0.4 < engine.answer_due() <= 0.5 and engine.worker_poll_us() == poll  # the sooner
-    engine.config.busy_poll_us = 0
-    assert engine.worker_poll_us() == 0
+    idle = _engine(tmp_path, 2, [])
+    assert idle.answer_due() is None
+    one = _Busy(0.5)
+    light = _engine(tmp_path, 4, [_Busy(5.0), one])
+    assert 0.4 < light.answer_due() <= 0.5  # the sooner of the two
+    assert light.worker_poll_us(one) == poll  # type: ignore[arg-type]
+    full = _engine(tmp_path, 2, [_Busy(5.0), one])  # both CPUs taken by workers
+    assert full.answer_due() is None and full.worker_poll_us(one) == 0  # type: ignore[arg-type]
+    for loaded in (_Busy(0.5, batches=2), _Busy(0.5, queued=3)):
+        engine = _engine(tmp_path, 4, [loaded])
+        assert engine.answer_due() is None
+        assert engine.worker_poll_us(loaded) == 0  # type: ignore[arg-type]
+    light.config.busy_poll_us = 0
+    assert light.worker_poll_us(one) == 0  # type: ignore[arg-type]
 
 
 def test_a_worker_learns_how_long_its_batches_take(tmp_path):
@@ -150,7 +157,7 @@ def test_a_worker_learns_how_long_its_batches_take(tmp_path):
     the slow first one."""
     from jupyter_torchserve.engine.workers import Worker
 
-    engine = _engine_with_busy_workers(tmp_path, 2, [])
+    engine = _engine(tmp_path, 2, [])
     version = SimpleNamespace(engine=engine)
     worker = Worker.__new__(Worker)  # only the bookkeeping, no process
     worker.version, worker.inflight, worker.busy_since, worker.batch_seconds = (

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -115,20 +116,32 @@ class Engine:
 
     def answer_due(self) -> float | None:
         """Seconds until the next worker answer is expected (negative: late), for the
-        selector's busy-poll; None while no batch is out or the busy workers leave no CPU
-        free for the engine to poll on."""
+        selector's busy-poll; None when polling would not pay.
+
+        It pays only at light load: a worker with a second batch already waiting, or
+        requests queued, has its next work whatever the engine's wake-up costs, and the
+        clients of a loaded engine need the CPU more. And only while the busy workers
+        leave a CPU free for the engine to poll on.
+        """
         busy = self.busy_workers
         if not busy or len(busy) >= self.cpus:
             return None
-        return min(w.answer_expected_at() for w in busy) - time.perf_counter()
+        due = math.inf
+        for worker in busy:
+            if len(worker.inflight) > 1 or worker.version.queue:
+                return None
+            due = min(due, worker.answer_expected_at())
+        return due - time.perf_counter()
 
-    def worker_poll_us(self) -> int:
-        """How long a worker given a batch now may busy-poll for the next one after it answers.
-
-        Only while the engine and every busy worker still have a CPU each; beyond that a
-        polling worker would take the CPU that another one, or the engine, is waiting for.
+    def worker_poll_us(self, worker: Worker) -> int:
+        """How long `worker`, just given a batch, may busy-poll for its next one after it
+        answers: only at light load (this is its one batch and nothing is queued), and only
+        while the engine and every busy worker still have a CPU each; beyond that a polling
+        worker would take the CPU that another one, or the engine, is waiting for.
         """
-        return self.config.busy_poll_us if len(self.busy_workers) < self.cpus else 0
+        if len(worker.inflight) > 1 or worker.version.queue or len(self.busy_workers) >= self.cpus:
+            return 0
+        return self.config.busy_poll_us
 
     def threads_per_worker(self) -> int:
         """torch intra-op threads for a new worker.

@@ -187,7 +187,7 @@ class Worker:
         self.inflight[batch_id] = (jobs, timer)
         self._note_busy()
         header: dict[str, Any] = {"op": "infer", "batch": batch_id, "reqs": reqs}
-        poll_us = self.version.engine.worker_poll_us()
+        poll_us = self.version.engine.worker_poll_us(self)
         if poll_us:
             header["poll"] = poll_us
         self.link.send(protocol.encode(header, bodies))

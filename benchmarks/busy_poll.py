@@ -13,7 +13,6 @@ kept in `benchmarks/results/<tag>.json`.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -25,8 +24,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import run as bench  # noqa: E402  (benchmarks/run.py: servers, wrk, CPU accounting)
 import workloads  # noqa: E402
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def measure(
@@ -124,23 +121,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--tag", default=time.strftime("busypoll-%Y%m%d-%H%M%S"))
     a = p.parse_args(argv)
     values = [int(v) for v in a.values.split(",")]
-    result: dict[str, Any] = {
-        "tag": a.tag,
-        "rounds": a.rounds,
-        "duration": a.duration,
-        "config": a.config,
-        "machine": "{cpu}, {cores} cores".format(**bench.machine_info()),
-        "uptime_start": bench.uptime_line(),
-        "workloads": {},
-    }
+    result = bench.side_study(a.tag, rounds=a.rounds, duration=a.duration, config=a.config)
     for wl in a.workloads.split(","):
         result["workloads"][wl] = measure(wl, values, a.rounds, a.duration, a.config, a.batch_delay)
-    result["uptime_end"] = bench.uptime_line()
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{a.tag}.json").write_text(json.dumps(result, indent=2))
-    md = markdown(result)
-    (RESULTS / f"{a.tag}.md").write_text(md)
-    print(md)
+    bench.save_side_study(result, markdown)
 
 
 if __name__ == "__main__":

@@ -28,8 +28,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run as bench  # noqa: E402  (benchmarks/run.py: servers, wrk)
 import workloads  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
-
 # The in-process side: load once, then time `seconds` of batch-1 calls on each request line.
 PIPELINE = """
 import json, statistics, sys, time
@@ -135,22 +133,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seconds", type=float, default=3.0, help="seconds per measurement")
     p.add_argument("--tag", default=time.strftime("c1-overhead-%Y%m%d-%H%M%S"))
     a = p.parse_args(argv)
-    result: dict[str, Any] = {
-        "tag": a.tag,
-        "rounds": a.rounds,
-        "seconds": a.seconds,
-        "machine": "{cpu}, {cores} cores".format(**bench.machine_info()),
-        "uptime_start": bench.uptime_line(),
-        "workloads": {},
-    }
+    result = bench.side_study(a.tag, rounds=a.rounds, seconds=a.seconds)
     for wl in a.workloads.split(","):
         result["workloads"][wl] = measure(wl, a.rounds, a.seconds)
-    result["uptime_end"] = bench.uptime_line()
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{a.tag}.json").write_text(json.dumps(result, indent=2))
-    md = markdown(result)
-    (RESULTS / f"{a.tag}.md").write_text(md)
-    print(md)
+    bench.save_side_study(result, markdown)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -831,6 +832,28 @@ def evaluate_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
                 max(r["memory_idle"]["pss_mb"], r[cmk]["memory"]["pss_mb"]) <= 300,
             )
     return out
+
+
+def side_study(tag: str, **fields: Any) -> dict[str, Any]:
+    """The header of a smaller study's result (busy_poll.py, c1_overhead.py)."""
+    return {
+        "tag": tag,
+        **fields,
+        "machine": "{cpu}, {cores} cores".format(**machine_info()),
+        "uptime_start": uptime_line(),
+        "workloads": {},
+    }
+
+
+def save_side_study(result: dict[str, Any], markdown_of: Callable[[dict[str, Any]], str]) -> None:
+    """Close a side study: note the end time, write `results/<tag>.json` and `.md`, print."""
+    result["uptime_end"] = uptime_line()
+    out = HERE / "results"
+    out.mkdir(exist_ok=True)
+    (out / f"{result['tag']}.json").write_text(json.dumps(result, indent=2))
+    md = markdown_of(result)
+    (out / f"{result['tag']}.md").write_text(md)
+    print(md)
 
 
 def log(msg: str) -> None:

@@ -79,7 +79,7 @@ class StartApp(Application):
             logging.basicConfig(
                 level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
             )
-            selector = busypoll.BusyPollSelector(max(0, cfg.busy_poll_us) / 1e6)
+            selector = busypoll.BusyPollSelector(cfg.busy_poll_us / 1e6)
             busypoll.run(serve(cfg, selector), selector)
             return
         from .launcher import EngineStartError, start_engine

@@ -93,9 +93,11 @@ class EngineConfig(Configurable):
     ).tag(config=True)
     busy_poll_us = Int(
         300,
+        min=0,
         help="Microseconds the engine and an idle worker poll without sleeping while an answer "
-        "or the next batch is due (only while that leaves a CPU free); 0 always sleeps. "
-        "Cuts about a third off a small model's latency on a VM; see docs/performance.md.",
+        "or the next batch is due, at light load and while that leaves a CPU free; 0 always "
+        "sleeps. Cuts about a third off a small model's latency at one connection on a VM, "
+        "for some CPU; see docs/performance.md.",
     ).tag(config=True)
     worker_threads = Int(
         0,

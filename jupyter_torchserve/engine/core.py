@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import EngineConfig, parse_model_snapshot
-from .errors import ApiError, bad_request, model_not_found, version_not_found
+from .errors import ApiError, bad_request, invalid_key, model_not_found, version_not_found
 from .gpu import GpuAssigner, list_gpus
 from .keys import KeyStore
 from .metrics import EngineMetrics
@@ -113,6 +113,17 @@ class Engine:
 
     def assign_gpu(self, device_type: str | None) -> int | None:
         return self.gpus.assign(device_type)
+
+    def authorize(self, api: str, authorization: str | None) -> None:
+        """Raise TorchServe's invalid-key error unless `authorization` (the Authorization
+        header) carries `api`'s key, where one is needed: management always, inference only
+        with `inference_token_required`, nothing with token auth off."""
+        keys = self.keys
+        if keys is None:
+            return
+        required = api == "management" or self.config.inference_token_required
+        if required and not keys.check(api, authorization):
+            raise invalid_key()
 
     def answer_due(self) -> float | None:
         """Seconds until the next worker answer is expected (negative: late), for the

@@ -21,7 +21,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
-from .errors import ApiError, invalid_key, unexpected_error
+from .errors import ApiError, unexpected_error
 from .http1 import Connection, Request, Router
 from .inference import (
     check_response_size,
@@ -85,7 +85,7 @@ def _kserve(engine: Engine, conn: Connection, req: Request, path: str) -> bool:
     id_header = {"x-request-id": request_id}
     error_body = ApiError.to_json if m1 else v2_error_body
     try:
-        _check_token(engine, req)
+        engine.authorize("inference", req.headers.get("authorization"))
     except ApiError as e:
         conn.respond_error(e, id_header, error_body)
         return True
@@ -122,16 +122,6 @@ def _kserve(engine: Engine, conn: Connection, req: Request, path: str) -> bool:
     return True
 
 
-def _check_token(engine: Engine, req: Request) -> None:
-    keys = engine.keys
-    if (
-        keys is not None
-        and engine.config.inference_token_required
-        and not keys.check("inference", req.headers.get("authorization"))
-    ):
-        raise invalid_key()
-
-
 def _arg(value: str | None) -> str | None:
     """Unquote a path argument as Tornado does (no `+` to space; UTF-8 or an error)."""
     return unquote(value, errors="strict") if value and "%" in value else value
@@ -150,7 +140,7 @@ def _predict(
     request_id = str(uuid.uuid4())
     exchange = _Exchange(engine, conn, version, {"x-request-id": request_id})
     try:
-        _check_token(engine, req)
+        engine.authorize("inference", req.headers.get("authorization"))
         exchange.mv = engine.get_version(name, version)
         extra_headers = {}
         if extra:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from tornado import web
 
-from .errors import ApiError, invalid_key, not_found_route, unexpected_error
+from .errors import ApiError, not_found_route, unexpected_error
 
 if TYPE_CHECKING:
     from .core import Engine
@@ -38,11 +38,8 @@ class BaseHandler(web.RequestHandler):
 
     # -- auth -----------------------------------------------------------------------------
     def prepare(self) -> None:
-        keys = self.engine.keys
-        if keys is not None and self.api is not None:
-            required = self.api == "management" or self.engine.config.inference_token_required
-            if required and not keys.check(self.api, self.request.headers.get("Authorization")):
-                raise invalid_key()
+        if self.api is not None:
+            self.engine.authorize(self.api, self.request.headers.get("Authorization"))
         length = self.request.headers.get("Content-Length")
         limit = self.engine.config.max_request_size
         if length is not None and length.isdigit() and int(length) > limit:

@@ -535,6 +535,14 @@ def test_inference_token_when_required_and_cleanup_on_stop(tmp_path):
         url = info["inference_address"] + "/predictions/t"
         r = requests.post(url, json={})
         assert r.status_code == 400 and r.json()["type"] == "InvalidKeyException"
+        base = info["inference_address"]
+        # KServe's routes take the same key (they are answered on the fast path too)
+        r = requests.post(base + "/v1/models/t:predict", json={"instances": [{}]})
+        assert r.status_code == 400 and r.json()["type"] == "InvalidKeyException"
+        v2 = {"inputs": [{"name": "x", "shape": [1], "datatype": "INT32", "data": [1]}]}
+        r = requests.post(base + "/v2/models/t/infer", json=v2)
+        assert r.status_code == 400 and r.json()["type"] == "InvalidKeyException"
+        assert r.json()["error"]  # OIP clients read "error"
         assert c.predict("t", {"echo": 5}).json()["echo"] == 5  # the client sends the key
         assert any((state / "cache").iterdir())
     # stopping removes unpacked archives and the key file, keeps logs and the snapshot

@@ -506,9 +506,8 @@ class TornadoConnection(httputil.HTTPConnection):
         return chunk
 
 
-IDLE_SECONDS = (
-    3600.0  # Tornado's idle_connection_timeout: keep-alive connections are not kept forever
-)
+# Tornado's idle_connection_timeout: keep-alive connections are not kept forever
+IDLE_SECONDS = 3600.0
 
 
 class HTTP1Server:

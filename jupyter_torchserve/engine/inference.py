@@ -59,9 +59,10 @@ async def run_jobs(
     """Queue one job per item, wait for all, keep metrics. Errors propagate as ApiError.
 
     `jobs`, when given, fills as they are queued, so a caller that learns of a hang-up by a
-    callback can withdraw them. Jobs are withdrawn (their futures cancelled, so dispatch skips them and a late answer
-    is dropped) when a later item of the same request is refused, e.g. by a full queue, and
-    when the waiting is cancelled: nobody would read the result.
+    callback can withdraw them. Jobs are withdrawn (their futures cancelled, so dispatch
+    skips them and a late answer is dropped) when a later item of the same request is
+    refused, e.g. by a full queue, and when the waiting is cancelled: nobody would read the
+    result.
     """
     loop = asyncio.get_running_loop()
     jobs = [] if jobs is None else jobs

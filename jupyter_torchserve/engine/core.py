@@ -139,7 +139,7 @@ class Engine:
             return None
         due = math.inf
         for worker in busy:
-            if len(worker.inflight) > 1 or worker.version.queue:
+            if not _lightly_loaded(worker):
                 return None
             due = min(due, worker.answer_expected_at())
         return due - time.perf_counter()
@@ -150,7 +150,7 @@ class Engine:
         while the engine and every busy worker still have a CPU each; beyond that a polling
         worker would take the CPU that another one, or the engine, is waiting for.
         """
-        if len(worker.inflight) > 1 or worker.version.queue or len(self.busy_workers) >= self.cpus:
+        if not _lightly_loaded(worker) or len(self.busy_workers) >= self.cpus:
             return 0
         return self.config.busy_poll_us
 
@@ -555,3 +555,9 @@ def _log_task_error(task: asyncio.Task[Any]) -> None:
     if not task.cancelled() and task.exception() is not None:
         exc = task.exception()
         log.error("background worker update failed: %s", getattr(exc, "message", exc))
+
+
+def _lightly_loaded(worker: Worker) -> bool:
+    """One batch out and nothing queued for its model: the only case where busy-polling
+    pays (with more, the next work is already there whatever a wake-up costs)."""
+    return len(worker.inflight) <= 1 and not worker.version.queue

@@ -61,9 +61,9 @@ def linear_mar(
 
 
 # A module-level handler (TorchServe's `handle(data, context)` entry point) whose behaviour
-# a test picks per request: report the batch size, sleep, raise, or print.
+# a test picks per request: report the batch size or the GC's state, sleep, raise, or print.
 PROBE_HANDLER = textwrap.dedent("""
-    import json, os, time
+    import gc, json, os, time
 
     def handle(data, context):
         if data is None:
@@ -80,9 +80,12 @@ PROBE_HANDLER = textwrap.dedent("""
                 raise ValueError("probe asked to fail: " + str(body["raise"]))
             if body.get("print"):
                 print(body["print"], flush=True)
-            out.append({"batch": len(data), "pid": os.getpid(),
-                        "gpu_id": context.system_properties.get("gpu_id"),
-                        "echo": body.get("echo")})
+            answer = {"batch": len(data), "pid": os.getpid(),
+                      "gpu_id": context.system_properties.get("gpu_id"),
+                      "echo": body.get("echo")}
+            if body.get("gc"):
+                answer.update(gc_enabled=gc.isenabled(), gc_frozen=gc.get_freeze_count())
+            out.append(answer)
         return out
 """)
 

@@ -1,7 +1,8 @@
 """The worker process: load one archive once, then answer batches over a Unix socket.
 
-This module is preloaded by the engine's forkserver, so `import torch` is paid once per
-engine and every worker starts as a cheap fork of a process that has never touched CUDA.
+This module is preloaded by the engine's forkserver (through `worker_preload`, which also
+freezes the heap), so `import torch` is paid once per engine and every worker starts as a
+cheap fork of a process that has never touched CUDA.
 The loop is deliberately single-threaded and blocking: a worker runs one batch at a time,
 and the engine keeps the next batch already waiting in the socket buffer (pipelining).
 """

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("jupyter_torchserve.engine")
 
 _CTX = multiprocessing.get_context("forkserver")
-_CTX.set_forkserver_preload(["jupyter_torchserve.engine.worker_main"])
+_CTX.set_forkserver_preload(["jupyter_torchserve.engine.worker_preload"])
 
 _batch_ids = itertools.count(1)
 

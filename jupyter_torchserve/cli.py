@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import threading
 from typing import Any
 
 from traitlets import Bool, Unicode
@@ -68,11 +67,10 @@ class StartApp(Application):
     def start(self) -> None:
         cfg, values = self.engine_config()
         if self.foreground:
-            # the forkserver's `import torch` is most of the time to a first answer: start it
-            # now, beside the engine's own imports, not after them (2 cores: in parallel)
-            from .engine.workers import warm_forkserver
+            # `python -m jupyter_torchserve` has started it already, before these imports
+            from .engine import forkserver
 
-            threading.Thread(target=warm_forkserver, name="jts-forkserver", daemon=True).start()
+            forkserver.warm_in_background()
             from .engine import busypoll
             from .engine.app import serve
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import EngineConfig, parse_model_snapshot
+from . import forkserver
 from .errors import ApiError, bad_request, invalid_key, model_not_found, version_not_found
 from .gpu import GpuAssigner, list_gpus
 from .keys import KeyStore
@@ -26,7 +27,7 @@ from .metrics import EngineMetrics
 from .model import ModelVersion
 from .protocol import FrameLink
 from .store import resolve_url
-from .workers import Worker, warm_forkserver
+from .workers import Worker
 
 log = logging.getLogger("jupyter_torchserve.engine")
 
@@ -87,7 +88,7 @@ class Engine:
             lambda: FrameLink(self._on_worker_hello), self.worker_socket
         )
         os.chmod(self.worker_socket, 0o600)
-        self._forkserver_ready = loop.run_in_executor(None, warm_forkserver)
+        self._forkserver_ready = loop.run_in_executor(None, forkserver.warm)
 
     def _on_worker_hello(self, link: FrameLink, header: dict[str, Any]) -> None:
         worker = self.pending_workers.pop(str(header.get("worker_id")), None)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import multiprocessing
 import os
 import signal
 import time
@@ -19,7 +18,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from . import protocol
+from . import forkserver, protocol
 from .errors import ApiError
 from .jobs import Job, Reply
 
@@ -28,17 +27,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("jupyter_torchserve.engine")
 
-_CTX = multiprocessing.get_context("forkserver")
-_CTX.set_forkserver_preload(["jupyter_torchserve.engine.worker_preload"])
-
 _batch_ids = itertools.count(1)
-
-
-def warm_forkserver() -> None:
-    """Start the forkserver (and its `import torch`) ahead of the first worker."""
-    from multiprocessing import forkserver
-
-    forkserver.ensure_running()
 
 
 class WorkerLost(Exception):
@@ -95,7 +84,7 @@ class Worker:
     # -- lifecycle ------------------------------------------------------------------------
     async def spawn(self, sock_path: str, threads: int, requirements_dir: str | None) -> None:
         v = self.version
-        self.proc = _CTX.Process(
+        self.proc = forkserver.CONTEXT.Process(
             target=_run_worker_entry,
             kwargs=dict(
                 sock_path=sock_path,

@@ -14,7 +14,7 @@ import requests
 from _engine_helpers import model_store, running_engine
 
 from jupyter_torchserve.config import EngineConfig
-from jupyter_torchserve.engine.busypoll import BusyPollSelector
+from jupyter_torchserve.engine.busypoll import BusyPollSelector, PollWindow
 from jupyter_torchserve.engine.core import Engine
 from jupyter_torchserve.engine.protocol import SyncConnection, encode
 
@@ -93,13 +93,13 @@ def test_worker_poll_returns_on_data_on_eof_and_at_its_deadline():
     conn = SyncConnection(a)
     try:
         started = time.monotonic()
-        conn.poll(0.05)  # nothing arrives: back after the deadline, nothing consumed
+        assert conn.poll(0.05) is False  # nothing arrives: back after the deadline
         b.sendall(b"".join(encode({"op": "infer", "n": 1}, b"body")))
-        conn.poll(LONG)  # data waiting: returns at once
+        assert conn.poll(LONG) is True  # data waiting: returns at once, nothing consumed
         header, payload = conn.read_frame()
         assert header == {"op": "infer", "n": 1} and bytes(payload) == b"body"
         b.close()
-        conn.poll(LONG)  # the engine went away: returns, and the read says so
+        assert conn.poll(LONG) is True  # the engine went away: returns, and the read says so
         assert time.monotonic() - started < LONG / 2
         try:
             conn.read_frame()
@@ -201,3 +201,28 @@ def test_idle_engine_and_worker_do_not_spin(tmp_path):
         before = cpu()
         time.sleep(2.0)
         assert cpu() - before < 0.5, "an idle engine or worker kept spinning"
+
+
+def test_worker_poll_window_grows_to_catch_a_slow_client_and_shrinks_after_pauses():
+    """A client whose next request comes soon after the window ended (mnist's: 0.4-0.6 ms)
+    doubles the worker's window until it is caught, up to GROWTH x the engine's poll; a
+    client that paused halves it again, never below the engine's poll."""
+    base = 300
+    cap = base * PollWindow.GROWTH
+    w = PollWindow()
+    assert w.current(base) == base
+    w.missed(base, 500)
+    assert w.current(base) == 2 * base
+    w.missed(base, 900)
+    assert w.current(base) == 4 * base == cap
+    w.missed(base, cap)  # still soon: doubling stops at the cap
+    assert w.current(base) == cap
+    w.missed(base, 50_000)  # a pause: halve
+    assert w.current(base) == 2 * base
+    w.missed(base, 50_000)
+    w.missed(base, 50_000)
+    assert w.current(base) == base  # never below what the engine allows
+    w.missed(base, 500)
+    assert w.current(100) == 400  # the engine lowered its poll: the cap follows it
+    w.missed(0, 500)
+    assert w.current(0) == 0  # under load the engine says 0: no polling at all

@@ -119,8 +119,8 @@ class SyncConnection:
             got += k
         return buf
 
-    def poll(self, seconds: float) -> None:
-        """Spin until a frame starts to arrive (or EOF), for at most `seconds`.
+    def poll(self, seconds: float) -> bool:
+        """Spin until a frame starts to arrive (or EOF), for at most `seconds`; True if it did.
 
         Called after an answer, when the engine said a CPU is free: the next batch of a busy
         client usually arrives within a few hundred µs, and catching it without having slept
@@ -132,9 +132,10 @@ class SyncConnection:
         while time.perf_counter() < deadline:
             try:
                 peek(1, flags)  # data or EOF: either way read_frame will not block
-                return
+                return True
             except BlockingIOError:
                 pass
+        return False
 
     def read_frame(self) -> tuple[dict[str, Any], memoryview]:
         hlen, plen = PREFIX.unpack(self._recv_exact(PREFIX.size))

@@ -20,6 +20,7 @@ from typing import Any
 import torch  # noqa: F401  (preloaded on purpose: forks inherit the imported module)
 
 from ..handlers.service import HandlerError, RequestInput, load_service
+from .busypoll import PollWindow
 from .protocol import SyncConnection
 
 log = logging.getLogger("jupyter_torchserve.worker")
@@ -148,17 +149,26 @@ def _send_result(
 
 
 def serve(conn: SyncConnection, service: Any) -> None:
+    window = PollWindow()
+    slept_since = 0.0  # when the last answer went out, if polling did not catch the next batch
+    poll_us = 0
     while True:
         try:
             header, payload = conn.read_frame()
         except (EOFError, ConnectionError):
             return
         op = header["op"]
+        if slept_since:
+            if op == "infer":
+                window.missed(poll_us, (time.perf_counter() - slept_since) * 1e6)
+            slept_since = 0.0
         if op == "infer":
             _infer(conn, service, header, payload)
-            poll_us = header.get("poll")
+            poll_us = header.get("poll") or 0
             if poll_us:
-                conn.poll(poll_us / 1e6)
+                answered = time.perf_counter()
+                if not conn.poll(window.current(poll_us) / 1e6):
+                    slept_since = answered
         elif op == "describe":
             try:
                 value = service.describe()

@@ -298,14 +298,18 @@ class JtsServer(Server):
     kind = "jts"
     label = "jupyter_torchserve"
     extra_config: dict[str, Any] = {}  # EngineConfig values (--jts-config)
+    source: Path | None = None  # another checkout to run the engine from (ab_trees.py)
 
     def env(self) -> dict[str, str]:
-        return {
+        env = {
             **os.environ,
             "JUPYTER_RUNTIME_DIR": str(self.workdir / "runtime"),
             "JUPYTER_DATA_DIR": str(self.workdir / "data"),
             "PYTHONUNBUFFERED": "1",
         }
+        if self.source is not None:
+            env["PYTHONPATH"] = str(self.source)
+        return env
 
     @property
     def root_pid(self) -> int:

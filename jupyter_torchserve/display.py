@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import html
 import re
+import shlex
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -377,8 +379,11 @@ def deployment_snippets(dep: Any) -> dict[str, str]:
     """Ready-to-run commands for a :class:`~jupyter_torchserve.api.Deployment`.
 
     The example payloads were written into the model store by ``deploy``, so the curl lines
-    run as they are (``!`` in a notebook cell, or a terminal). The management token is
-    inlined where one is needed; it is the engine's current key (see ``info['key_file']``).
+    run as they are (``!`` in a notebook cell, or a terminal). Where the management token is
+    needed the command reads it when it runs (``jupyter_torchserve token``, with this
+    kernel's Python, which need not be on PATH), instead of carrying the key itself: these
+    lines are shown in cell outputs, and a key there would be saved into the notebook and
+    shared with it.
     """
     ep = dep.endpoints
     raw = dep.payloads.get("raw")
@@ -396,8 +401,10 @@ def deployment_snippets(dep: Any) -> dict[str, str]:
             out[f"curl_{kind}"] = (
                 f"curl -X POST {ep[key]} -H 'Content-Type: application/json' -d @{_q(path)}"
             )
-    token = dep.token
-    auth = f" -H 'Authorization: Bearer {token}'" if token else ""
+    auth = ""
+    if dep.token:
+        key = f"$({shlex.quote(sys.executable)} -m jupyter_torchserve token)"
+        auth = f' -H "Authorization: Bearer {key}"'
     mgmt = f"{dep.management_address}/models/{dep.name}"
     out["curl_describe"] = f"curl{auth} {mgmt}"
     out["curl_scale"] = f"curl{auth} -X PUT '{mgmt}/{dep.version}?min_worker=2&synchronous=true'"

@@ -67,7 +67,8 @@ class StartApp(Application):
     def start(self) -> None:
         cfg, values = self.engine_config()
         if self.foreground:
-            # `python -m jupyter_torchserve` has started it already, before these imports
+            # run as `python -m jupyter_torchserve` (the launcher's way) it started already,
+            # before the CLI's imports (__main__.py); the console script starts it here
             from .engine import forkserver
 
             forkserver.warm_in_background()

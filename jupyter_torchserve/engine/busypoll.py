@@ -6,11 +6,11 @@ goes through the hypervisor), and the Python work around one request is about as
 at light load, while a batch is out at a worker and a CPU is free for it, the engine polls
 its sockets without blocking for a short while (`busy_poll_us`, 300 µs by default) around
 the moment the answer is due, before it sleeps; the worker does the same for its next batch
-(see `protocol.SyncConnection.poll` and `PollWindow`). That is the trade Linux's `SO_BUSY_POLL`, KVM's
-halt-polling and Go's spinning scheduler make: a little CPU, only while an answer is
-expected, for a wake-up that costs nothing. Under load (a second batch waiting at a worker,
-requests queued) nobody polls, since the next work is there anyway; with no batch out the
-engine sleeps as before. `Engine.answer_due` and `Engine.worker_poll_us` hold those rules.
+(see `protocol.SyncConnection.poll` and `PollWindow`). That is the trade Linux's
+`SO_BUSY_POLL`, KVM's halt-polling and Go's spinning scheduler make: a little CPU, only
+while an answer is expected, for a wake-up that costs nothing. Under load (a second batch
+waiting at a worker, requests queued) nobody polls, since the next work is there anyway;
+with no batch out the engine sleeps as before. `Engine.answer_due` and `Engine.worker_poll_us` hold those rules.
 
 The measurements behind it are in docs/performance.md ("busy-polling around a worker's
 answer").

@@ -10,7 +10,8 @@ the moment the answer is due, before it sleeps; the worker does the same for its
 `SO_BUSY_POLL`, KVM's halt-polling and Go's spinning scheduler make: a little CPU, only
 while an answer is expected, for a wake-up that costs nothing. Under load (a second batch
 waiting at a worker, requests queued) nobody polls, since the next work is there anyway;
-with no batch out the engine sleeps as before. `Engine.answer_due` and `Engine.worker_poll_us` hold those rules.
+with no batch out the engine sleeps as before. `Engine.answer_due` and
+`Engine.worker_poll_us` hold those rules.
 
 The measurements behind it are in docs/performance.md ("busy-polling around a worker's
 answer").

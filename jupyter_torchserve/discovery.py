@@ -11,11 +11,60 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, TypedDict
 
 from jupyter_core.paths import jupyter_runtime_dir
 
 PREFIX = "jupyter-torchserve-"
+
+
+class EngineInfo(TypedDict, total=False):
+    """What a running engine writes into its discovery file (and readers add)."""
+
+    pid: int
+    started: float
+    inference_address: str
+    management_address: str
+    metrics_address: str
+    model_store: str
+    key_file: str | None  # None when token authorization is off
+    inference_token_required: bool
+    log_dir: str
+    state_dir: str
+    version: str
+    discovery_file: str  # added by the reader: where this info was found
+    log_file: str  # added by the launcher: the engine's own stdout/stderr
+
+
+class Keys(NamedTuple):
+    """The three keys of TorchServe's ``key_file.json``; None where token auth is off."""
+
+    management: str | None = None
+    inference: str | None = None
+    api: str | None = None
+
+
+def read_keys(info: EngineInfo | dict[str, Any] | str | os.PathLike[str] | None) -> Keys:
+    """The keys of an engine (its discovery info) or of a key file (its path).
+
+    The one reader of TorchServe's key file layout. A missing or unreadable file gives empty
+    keys: the caller then gets the engine's own "token required" answer, which says what to do.
+    """
+    path = info.get("key_file") if isinstance(info, dict) else info
+    if not path:
+        return Keys()
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return Keys()
+    if not isinstance(data, dict):
+        return Keys()
+
+    def key(kind: str) -> str | None:
+        entry = data.get(kind)
+        return entry.get("key") if isinstance(entry, dict) else None
+
+    return Keys(key("management"), key("inference"), key("API"))
 
 
 def runtime_dir() -> Path:
@@ -48,7 +97,7 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
-def write_discovery(info: dict[str, Any]) -> Path:
+def write_discovery(info: EngineInfo) -> Path:
     """Write this process's discovery file atomically with mode 0600."""
     path = discovery_path(info.get("pid"))
     tmp = path.with_suffix(".tmp")
@@ -66,7 +115,7 @@ def remove_discovery(pid: int | None = None) -> None:
         pass
 
 
-def find_engines() -> list[dict[str, Any]]:
+def find_engines() -> list[EngineInfo]:
     """Every live engine, newest first; stale files are deleted as they are found."""
     engines = []
     for path in runtime_dir().glob(f"{PREFIX}*.json"):
@@ -84,13 +133,13 @@ def find_engines() -> list[dict[str, Any]]:
     return engines
 
 
-def find_engine() -> dict[str, Any] | None:
+def find_engine() -> EngineInfo | None:
     """The newest live engine, or None."""
     engines = find_engines()
     return engines[0] if engines else None
 
 
-def wait_for_engine(pid: int, timeout: float) -> dict[str, Any] | None:
+def wait_for_engine(pid: int, timeout: float) -> EngineInfo | None:
     """Wait until the engine with this pid has written its discovery file."""
     deadline = time.monotonic() + timeout
     path = discovery_path(pid)

@@ -74,6 +74,75 @@ def _tar_top(names: list[str]) -> str | None:
     return None
 
 
+ARCHIVE_SUFFIXES = (".mar", ".zip", ".tar.gz", ".tgz")
+
+
+def is_archive(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` names something ``extract`` takes: a file with an archive suffix, or
+    a directory holding ``MAR-INF/MANIFEST.json`` (torch-model-archiver's no-archive)."""
+    p = Path(path)
+    if p.is_dir():
+        return (p / MANIFEST_PATH).is_file()
+    return p.is_file() and p.name.endswith(ARCHIVE_SUFFIXES)
+
+
+def archive_stem(name: str) -> str:
+    """``mnist-1.0.mar`` -> ``mnist-1.0``: the name without its archive suffix."""
+    for suffix in ARCHIVE_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def read_member(path: str | os.PathLike[str], member: str, max_size: int = 16 << 20) -> bytes:
+    """One file of an archive, read without extracting the rest.
+
+    ``member`` is relative to the archive's root (the folder holding ``MAR-INF``; a tgz's
+    single top folder is skipped, as :func:`extract` does). Members over ``max_size`` bytes
+    and names that would leave the archive are refused.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise ArchiveError(f"{p}: no such archive")
+    wanted = _safe_member_name(member, str(p))
+    if wanted is None:
+        raise ArchiveError(f"{p}: {member!r} is not a file name")
+    try:
+        kind = _kind(p)
+        if kind == "dir":
+            target = (p / wanted).resolve()
+            if not target.is_relative_to(p.resolve()) or not target.is_file():
+                raise ArchiveError(f"{p}: archive has no {member}")
+            if target.stat().st_size > max_size:
+                raise ArchiveError(f"{p}: {member} is implausibly large")
+            return target.read_bytes()
+        if kind == "zip":
+            with zipfile.ZipFile(p) as zf:
+                names = {_safe_member_name(i.filename, str(p)): i for i in zf.infolist()}
+                info = names.get(wanted)
+                if info is None:
+                    raise ArchiveError(f"{p}: archive has no {member}")
+                if info.file_size > max_size:
+                    raise ArchiveError(f"{p}: {member} is implausibly large")
+                return zf.read(info)
+        with tarfile.open(p, "r:*") as tar:
+            members = tar.getmembers()
+            clean = [_safe_member_name(m.name, str(p)) or "" for m in members]
+            top = _tar_top([c for c in clean if c])
+            full = f"{top}/{wanted}" if top else wanted
+            found = next((m for m, c in zip(members, clean, strict=True) if c == full), None)
+            if found is None or not found.isfile():
+                raise ArchiveError(f"{p}: archive has no {member}")
+            if found.size > max_size:
+                raise ArchiveError(f"{p}: {member} is implausibly large")
+            handle = tar.extractfile(found)
+            return handle.read() if handle else b""
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, ValueError) as exc:
+        if isinstance(exc, ArchiveError):
+            raise
+        raise ArchiveError(f"{p}: corrupt archive ({exc})") from exc
+
+
 def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read ``MAR-INF/MANIFEST.json`` of an archive without extracting it.
 
@@ -81,44 +150,13 @@ def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
     An unknown archiver version warns (:class:`ArchiveWarning`) but is returned.
     """
     p = Path(path)
-    if not p.exists():
-        raise ArchiveError(f"{p}: no such archive")
-    try:
-        if p.is_file() and p.name == "MANIFEST.json":
+    if p.is_file() and p.name == "MANIFEST.json":
+        try:
             raw = p.read_bytes()
-        else:
-            kind = _kind(p)
-            if kind == "dir":
-                mf = p / MANIFEST_PATH
-                if not mf.is_file():
-                    raise ArchiveError(f"{p}: archive has no {MANIFEST_PATH}")
-                raw = mf.read_bytes()
-            elif kind == "zip":
-                with zipfile.ZipFile(p) as zf:
-                    names = {_safe_member_name(i.filename, str(p)): i for i in zf.infolist()}
-                    info = names.get(MANIFEST_PATH)
-                    if info is None:
-                        raise ArchiveError(f"{p}: archive has no {MANIFEST_PATH}")
-                    if info.file_size > 16 << 20:
-                        raise ArchiveError(f"{p}: {MANIFEST_PATH} is implausibly large")
-                    raw = zf.read(info)
-            else:
-                with tarfile.open(p, "r:*") as tar:
-                    members = tar.getmembers()
-                    clean = [_safe_member_name(m.name, str(p)) or "" for m in members]
-                    top = _tar_top([c for c in clean if c])
-                    wanted = f"{top}/{MANIFEST_PATH}" if top else MANIFEST_PATH
-                    member = next(
-                        (m for m, c in zip(members, clean, strict=True) if c == wanted), None
-                    )
-                    if member is None or not member.isfile():
-                        raise ArchiveError(f"{p}: archive has no {MANIFEST_PATH}")
-                    handle = tar.extractfile(member)
-                    raw = handle.read() if handle else b""
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, ValueError) as exc:
-        if isinstance(exc, ArchiveError):
-            raise
-        raise ArchiveError(f"{p}: corrupt archive ({exc})") from exc
+        except OSError as exc:
+            raise ArchiveError(f"{p}: corrupt archive ({exc})") from exc
+    else:
+        raw = read_member(p, MANIFEST_PATH)
     try:
         manifest = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

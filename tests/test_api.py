@@ -12,7 +12,7 @@ from _notebook_helpers import engine, ts_env  # noqa: F401
 from jupyter_torchserve import api, display
 from jupyter_torchserve.widgets import LiveStatus, Progress
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 def close(a: Any, b: Any, tol: float = 1e-5) -> bool:

@@ -24,6 +24,8 @@ from jupyter_torchserve.archive import (
 )
 from jupyter_torchserve.archive.manifest import build_manifest, dumps_manifest
 
+pytestmark = pytest.mark.slow  # starts real processes
+
 MANIFEST = dumps_manifest(build_manifest("m", "model.pt", "jts_tensor.py", model_version="1.0"))
 
 

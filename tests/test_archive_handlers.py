@@ -90,6 +90,7 @@ def test_handler_file_path_with_function(tmp_path):
     assert _files(result.path)["my_handler.py"] == handler.read_bytes()
 
 
+@pytest.mark.slow  # runs pip / a pre-flight subprocess
 def test_notebook_handler_class_is_captured_and_preflighted(tmp_path, shell):
     run_cell(
         shell,

@@ -19,6 +19,8 @@ from _archive_helpers import (
 
 from jupyter_torchserve.archive import CaptureError, archive, extract
 
+pytestmark = pytest.mark.slow  # starts real processes
+
 
 @pytest.fixture(scope="module")
 def notebook():

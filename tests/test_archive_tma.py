@@ -16,6 +16,8 @@ from _archive_helpers import load_in_fresh_process, save_inputs
 
 from jupyter_torchserve.archive import archive, extract, read_manifest
 
+pytestmark = pytest.mark.slow  # starts real processes
+
 model_archiver = pytest.importorskip(
     "model_archiver", reason="torch-model-archiver==0.12.0 is not installed (test extra)"
 )

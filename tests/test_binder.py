@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # starts real processes
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -52,6 +52,7 @@ PANEL = "jupyter-torchserve-panel"
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
 pytestmark = [
+    pytest.mark.slow,
     pytest.mark.browser,
     pytest.mark.skipif(
         not os.path.exists(CHROMIUM),

@@ -11,6 +11,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # starts real processes
+
 
 def _three_free_ports() -> int:
     """A base port p with p, p+1 and p+2 free (the demo's inference, management, metrics)."""

@@ -14,6 +14,8 @@ from _engine_helpers import linear_mar, model_store, probe_mar, running_engine, 
 
 from jupyter_torchserve.client import EngineError
 
+pytestmark = pytest.mark.slow  # starts real processes
+
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):

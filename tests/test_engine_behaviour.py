@@ -19,6 +19,8 @@ from jupyter_torchserve.client import EngineError
 from jupyter_torchserve.config import load_ts_config, parse_properties
 from jupyter_torchserve.launcher import EngineStartError, start_engine
 
+pytestmark = pytest.mark.slow  # starts real processes
+
 
 def _post_many(url: str, bodies: list[dict], workers: int = 16) -> list[requests.Response]:
     with ThreadPoolExecutor(workers) as pool:

@@ -10,6 +10,7 @@ import time
 from types import SimpleNamespace
 
 import psutil
+import pytest
 import requests
 from _engine_helpers import model_store, running_engine
 
@@ -17,6 +18,8 @@ from jupyter_torchserve.config import EngineConfig
 from jupyter_torchserve.engine.busypoll import BusyPollSelector, PollWindow
 from jupyter_torchserve.engine.core import Engine
 from jupyter_torchserve.engine.protocol import SyncConnection, encode
+
+pytestmark = pytest.mark.slow  # starts real processes
 
 LONG = 30.0  # a spin this long would show as a hang in any assertion below
 

@@ -14,6 +14,8 @@ import pytest
 import requests
 from _engine_helpers import manifest, model_store, running_engine, write_mar
 
+pytestmark = pytest.mark.slow  # starts real processes
+
 HEADER_HANDLER = """
 import json
 

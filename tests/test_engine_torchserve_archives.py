@@ -14,6 +14,8 @@ import requests
 import torch
 from _engine_helpers import running_engine
 
+pytestmark = pytest.mark.slow  # starts real processes
+
 MODEL_FILE = textwrap.dedent("""
     import torch
 

@@ -23,10 +23,13 @@ from _engine_helpers import linear_mar, manifest, running_engine, scripted_linea
 
 from jupyter_torchserve.engine.gpu import list_gpus
 
-pytestmark = pytest.mark.skipif(
-    bool(os.environ.get("JTS_FAKE_GPUS")) or not list_gpus(),
-    reason="needs a real NVIDIA GPU (NVML found none)",
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        bool(os.environ.get("JTS_FAKE_GPUS")) or not list_gpus(),
+        reason="needs a real NVIDIA GPU (NVML found none)",
+    ),
+]
 
 # Reports where the handler's model actually ran, from inside the worker.
 DEVICE_PROBE = textwrap.dedent("""

@@ -16,6 +16,8 @@ from PIL import Image
 
 from jupyter_torchserve.handlers.service import load_service
 
+pytestmark = pytest.mark.slow  # starts real processes
+
 archive_api = pytest.importorskip("jupyter_torchserve.archive.api")
 from jupyter_torchserve.archive import archive, extract  # noqa: E402
 

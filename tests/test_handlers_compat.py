@@ -26,6 +26,8 @@ from PIL import Image
 from jupyter_torchserve.handlers.compat import COMPAT_DIR, ensure_ts_importable
 from jupyter_torchserve.handlers.service import load_service
 
+pytestmark = pytest.mark.slow  # starts real processes
+
 MNIST_MODEL_FILE = """
 import torch
 from torch import nn

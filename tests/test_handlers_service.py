@@ -297,6 +297,7 @@ def test_requirements_dir_goes_on_sys_path(tmp_path):
     sys.path.remove(str(reqs))
 
 
+@pytest.mark.slow  # runs pip / a pre-flight subprocess
 def test_install_requirements_failure_shows_pip_output(tmp_path):
     model_dir = tmp_path / "r"
     model_dir.mkdir()
@@ -309,6 +310,7 @@ def test_install_requirements_failure_shows_pip_output(tmp_path):
     assert "no-such-local-package-dir" in str(info.value)
 
 
+@pytest.mark.slow  # runs pip / a pre-flight subprocess
 def test_install_requirements_installs_into_target(tmp_path):
     pkg = tmp_path / "tinypkg"
     (pkg / "tinypkg_for_jts").mkdir(parents=True)

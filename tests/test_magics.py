@@ -8,7 +8,7 @@ import pytest
 from _notebook_helpers import engine, mnist_data, mnist_model, ts_env  # noqa: F401
 from IPython.core.error import UsageError
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from _notebook_helpers import KernelSession, engine, plain, ts_env  # noqa: F401
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 SETUP = """
 %load_ext jupyter_torchserve

@@ -12,7 +12,7 @@ import nbformat
 import pytest
 from _notebook_helpers import engine, notebook_text, repo_root, ts_env  # noqa: F401
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 NOTEBOOKS = repo_root() / "notebooks"
 

@@ -19,6 +19,8 @@ from _serverext_helpers import INF_KEY, MGMT_KEY, RecordingEngine
 from tornado.httpclient import HTTPClientError
 from tornado.simple_httpclient import HTTPTimeoutError
 
+pytestmark = pytest.mark.slow  # starts real processes
+
 SECRETS = (MGMT_KEY, INF_KEY, "api-SECRET")
 
 # (method, path, body) for every route; bodies only where the verb carries one

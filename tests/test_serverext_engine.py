@@ -14,6 +14,8 @@ import pytest
 from _serverext_helpers import RealEngine
 from tornado.httpclient import HTTPClientError
 
+pytestmark = pytest.mark.slow  # starts real processes
+
 
 @pytest.fixture(scope="module")
 def real_engine(tmp_path_factory: pytest.TempPathFactory) -> Any:

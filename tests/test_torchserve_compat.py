@@ -44,6 +44,7 @@ from torch import nn
 
 SKIP = skip_reason()
 pytestmark = [
+    pytest.mark.slow,
     pytest.mark.torchserve,
     pytest.mark.skipif(SKIP is not None, reason=SKIP or ""),
     pytest.mark.timeout(600),

@@ -13,7 +13,8 @@ import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { api } from './api';
 import { refreshIntervalMs } from './logic';
 import { TorchServeModel } from './model';
-import { TABS, Tab, TorchServePanel } from './panel';
+import { TorchServePanel } from './panel';
+import { isTabId } from './tabs';
 
 /** Command ids (also used by the browser tests). */
 export namespace CommandIDs {
@@ -58,9 +59,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
       label: args => (args.tab ? `Open TorchServe ${args.tab}` : 'Open the TorchServe sidebar'),
       caption: 'Show the TorchServe sidebar (optionally on a tab)',
       execute: args => {
-        const tab = args.tab as Tab | undefined;
-        if (tab && (TABS as readonly string[]).includes(tab)) {
-          panel.setTab(tab);
+        if (isTabId(args.tab)) {
+          panel.setTab(args.tab);
         }
         app.shell.activateById(panel.id);
       }

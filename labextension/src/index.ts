@@ -2,11 +2,7 @@
  * jupyter-torchserve: a left-area sidebar to see and steer the TorchServe engine, and its
  * commands in the command palette.
  */
-import {
-  ILayoutRestorer,
-  JupyterFrontEnd,
-  JupyterFrontEndPlugin
-} from '@jupyterlab/application';
+import { ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { ICommandPalette } from '@jupyterlab/apputils';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 
@@ -42,7 +38,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
       settingRegistry
         .load(plugin.id)
         .then(settings => {
-          const apply = () => model.setInterval(refreshIntervalMs(settings.get('refreshInterval').composite));
+          const apply = () =>
+            model.setInterval(refreshIntervalMs(settings.get('refreshInterval').composite));
           apply();
           settings.changed.connect(apply);
         })
@@ -88,7 +85,12 @@ const plugin: JupyterFrontEndPlugin<void> = {
     model.changed.connect(() => app.commands.notifyCommandChanged());
 
     if (palette) {
-      for (const command of [CommandIDs.open, CommandIDs.refresh, CommandIDs.start, CommandIDs.stop]) {
+      for (const command of [
+        CommandIDs.open,
+        CommandIDs.refresh,
+        CommandIDs.start,
+        CommandIDs.stop
+      ]) {
         palette.addItem({ command, category: CATEGORY });
       }
     }

@@ -39,7 +39,13 @@ test('top-k from TorchServe, KServe v1 and label/score lists', () => {
   assert.deepEqual(ts?.[0], { label: '7', score: 0.8 });
   assert.equal(topK([{ '7': 0.9, '1': 0.1 }])?.[0].label, '7');
   assert.equal(topK({ predictions: [{ '2': 0.6, '5': 0.4 }] })?.[0].label, '2');
-  assert.equal(topK([{ label: 'cat', score: 0.3 }, { label: 'dog', probability: 0.7 }])?.[0].label, 'dog');
+  assert.equal(
+    topK([
+      { label: 'cat', score: 0.3 },
+      { label: 'dog', probability: 0.7 }
+    ])?.[0].label,
+    'dog'
+  );
   assert.equal(topK({ a: 'x' }), null);
   assert.equal(topK([[1, 2, 3]]), null);
   assert.equal(topK({ a: 1, b: 2, c: 3 }, 2)?.length, 2);

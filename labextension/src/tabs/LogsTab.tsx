@@ -63,7 +63,12 @@ function LogsTab({ model }: ITabProps): JSX.Element {
   return (
     <div className="jp-TorchServe-section jp-TorchServe-logs">
       <div className="jp-TorchServe-row">
-        <ModelPicker model={model} value={name} onChange={setName} label="Model whose log to show" />
+        <ModelPicker
+          model={model}
+          value={name}
+          onChange={setName}
+          label="Model whose log to show"
+        />
         <label className="jp-TorchServe-check">
           <input
             type="checkbox"
@@ -79,7 +84,12 @@ function LogsTab({ model }: ITabProps): JSX.Element {
           {error}
         </div>
       )}
-      <pre ref={pre} className="jp-TorchServe-pre jp-TorchServe-log" aria-label="Model log" aria-live="polite">
+      <pre
+        ref={pre}
+        className="jp-TorchServe-pre jp-TorchServe-log"
+        aria-label="Model log"
+        aria-live="polite"
+      >
         {lines.join('\n')}
       </pre>
     </div>

@@ -22,12 +22,17 @@ function Sparkline(props: {
   const max = Math.max(1e-9, ...pts.map(p => p.y));
   const x = (t: number) => (pts.length > 1 ? w - ((now - t) / span) * w : w / 2);
   const y = (v: number) => h - 4 - (v / max) * (h - 8);
-  const path = pts.map((p, i) => `${i ? 'L' : 'M'}${x(p.t).toFixed(1)},${y(p.y).toFixed(1)}`).join(' ');
+  const path = pts
+    .map((p, i) => `${i ? 'L' : 'M'}${x(p.t).toFixed(1)},${y(p.y).toFixed(1)}`)
+    .join(' ');
   const last = pts.length ? pts[pts.length - 1].y : null;
   return (
     <figure className="jp-TorchServe-chart">
       <figcaption>
-        {props.label}: <b>{last === null ? '–' : `${last.toFixed(props.unit === 'req/s' ? 2 : 1)} ${props.unit}`}</b>
+        {props.label}:{' '}
+        <b>
+          {last === null ? '–' : `${last.toFixed(props.unit === 'req/s' ? 2 : 1)} ${props.unit}`}
+        </b>
         <span className="jp-TorchServe-muted"> (max {pts.length ? max.toFixed(1) : '–'})</span>
       </figcaption>
       <svg
@@ -72,7 +77,12 @@ function MetricsTab({ model }: ITabProps): JSX.Element {
         </select>
       </div>
       {err && <div className="jp-TorchServe-error">{err}</div>}
-      <Sparkline label="Requests/s" unit="req/s" windowS={300} points={r.map(p => ({ t: p.t, y: p.rps }))} />
+      <Sparkline
+        label="Requests/s"
+        unit="req/s"
+        windowS={300}
+        points={r.map(p => ({ t: p.t, y: p.rps }))}
+      />
       <Sparkline
         label="Mean latency"
         unit="ms"
@@ -80,7 +90,9 @@ function MetricsTab({ model }: ITabProps): JSX.Element {
         points={r.map(p => ({ t: p.t, y: p.latencyMs }))}
       />
       <p className="jp-TorchServe-muted">
-        {history.length ? `${history[history.length - 1].requests} requests in total` : 'No samples yet.'}
+        {history.length
+          ? `${history[history.length - 1].requests} requests in total`
+          : 'No samples yet.'}
       </p>
     </div>
   );

@@ -46,7 +46,9 @@ function TestTab({ model }: ITabProps): JSX.Element {
     const t0 = performance.now();
     try {
       const resp =
-        protocol === 'v2' ? await api.inferV2(name, body) : await api.predict(name, body, contentType);
+        protocol === 'v2'
+          ? await api.inferV2(name, body)
+          : await api.predict(name, body, contentType);
       const text = await resp.text();
       const { pretty, json } = prettyBody(text);
       const server = Number(resp.headers.get('X-Torchserve-Latency-Ms'));
@@ -89,7 +91,12 @@ function TestTab({ model }: ITabProps): JSX.Element {
       const protocol = resp.headers.get('X-Torchserve-Sample-Protocol') || 'predictions';
       await send(await resp.blob(), ctype, protocol);
     } catch (e) {
-      setResult({ status: (e as ApiError).status, latencyMs: 0, pretty: String((e as Error).message), json: undefined });
+      setResult({
+        status: (e as ApiError).status,
+        latencyMs: 0,
+        pretty: String((e as Error).message),
+        json: undefined
+      });
     }
   };
 

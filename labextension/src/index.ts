@@ -10,7 +10,7 @@ import { api } from './api';
 import { refreshIntervalMs } from './logic';
 import { TorchServeModel } from './model';
 import { TorchServePanel } from './panel';
-import { isTabId } from './tabs';
+import { TABS, isTabId } from './tabs';
 
 /** Command ids (also used by the browser tests). */
 export namespace CommandIDs {
@@ -21,6 +21,9 @@ export namespace CommandIDs {
 }
 
 const CATEGORY = 'TorchServe';
+
+/** The argument schema (`describedBy`) of the commands that take no arguments. */
+const NO_ARGS = { args: { type: 'object', properties: {} } };
 
 const plugin: JupyterFrontEndPlugin<void> = {
   id: 'jupyter-torchserve:plugin',
@@ -55,6 +58,18 @@ const plugin: JupyterFrontEndPlugin<void> = {
     app.commands.addCommand(CommandIDs.open, {
       label: args => (args.tab ? `Open TorchServe ${args.tab}` : 'Open the TorchServe sidebar'),
       caption: 'Show the TorchServe sidebar (optionally on a tab)',
+      describedBy: {
+        args: {
+          type: 'object',
+          properties: {
+            tab: {
+              type: 'string',
+              enum: TABS.map(t => t.id),
+              description: 'The tab to show; without it the panel keeps its tab'
+            }
+          }
+        }
+      },
       execute: args => {
         if (isTabId(args.tab)) {
           panel.setTab(args.tab);
@@ -64,10 +79,12 @@ const plugin: JupyterFrontEndPlugin<void> = {
     });
     app.commands.addCommand(CommandIDs.refresh, {
       label: 'Refresh TorchServe status',
+      describedBy: NO_ARGS,
       execute: () => model.refresh()
     });
     app.commands.addCommand(CommandIDs.start, {
       label: 'Start the TorchServe engine',
+      describedBy: NO_ARGS,
       isEnabled: () => !model.running,
       execute: async () => {
         await api.start();
@@ -76,6 +93,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     });
     app.commands.addCommand(CommandIDs.stop, {
       label: 'Stop the TorchServe engine',
+      describedBy: NO_ARGS,
       isEnabled: () => model.running,
       execute: async () => {
         await api.stop();

@@ -2,7 +2,9 @@
  * Unit tests of the sidebar's pure logic, run with `jlpm test` (tsc to CommonJS + node --test).
  */
 import { strict as assert } from 'assert';
+import { readFileSync } from 'fs';
 import { test } from 'node:test';
+import { join } from 'path';
 
 import {
   checkRequestSize,
@@ -90,8 +92,10 @@ test('the refreshInterval setting becomes a poll period in ms', () => {
 });
 
 test('the settings schema and the panel agree on default and bounds', () => {
-  // eslint-disable-next-line @typescript-eslint/no-var-requires
-  const schema = require('../../schema/plugin.json');
+  // compiled to lib-test/__tests__/, two levels below the package root
+  const schema = JSON.parse(
+    readFileSync(join(__dirname, '..', '..', 'schema', 'plugin.json'), 'utf8')
+  );
   const prop = schema.properties.refreshInterval;
   assert.equal(refreshIntervalMs(prop.default), 2000);
   assert.equal(refreshIntervalMs(prop.minimum), 500);

@@ -12,7 +12,7 @@ export const TABS = [engineTab, modelsTab, testTab, logsTab, metricsTab] as cons
 
 export type TabId = (typeof TABS)[number]['id'];
 
-/** Whether a string (a command argument, a restored state) names one of the tabs. */
+/** Whether a command argument (`torchserve:open`'s `tab`) names one of the tabs. */
 export function isTabId(id: unknown): id is TabId {
   return TABS.some(t => t.id === id);
 }

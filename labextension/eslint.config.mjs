@@ -1,6 +1,8 @@
 // The JupyterLab extension template's lint rules (eslint 9 flat config), applied to the
-// sources and to the node tests of the pure logic. The template's `@typescript-eslint/quotes`
-// is left out: typescript-eslint 8 has no such rule, and prettier (singleQuote) keeps quotes.
+// sources and to the node tests of the pure logic. Two of the template's rules are left out
+// because they never ran there: prettierRecommended turns them off. `@typescript-eslint/quotes`
+// (typescript-eslint 8 has no such rule; prettier's singleQuote keeps quotes) and
+// `prefer-arrow-callback` (its fixes fight the prettier plugin's).
 import js from '@eslint/js';
 import jupyterPlugin from '@jupyter/eslint-plugin';
 import prettierRecommended from 'eslint-plugin-prettier/recommended';
@@ -50,7 +52,6 @@ export default defineConfig([
       '@typescript-eslint/no-namespace': 'off',
       '@typescript-eslint/no-use-before-define': 'off',
       eqeqeq: 'error',
-      'prefer-arrow-callback': 'error',
       // The sidebar is English only and takes no ITranslator; this goes back on together
       // with translations.
       'jupyter/no-untranslated-string': 'off'
@@ -64,8 +65,7 @@ export default defineConfig([
   },
   prettierRecommended,
   {
-    // After prettierRecommended, which turns `curly` off; 'all' cannot clash with prettier.
-    // (It also turns off prefer-arrow-callback, whose fixes fight the prettier plugin's.)
+    // After prettierRecommended, which turns `curly` off too; 'all' cannot clash with prettier.
     files: ['**/*.ts', '**/*.tsx'],
     rules: { curly: ['error', 'all'] }
   }

@@ -31,8 +31,16 @@ chromium:
 torchserve-venv:
 	bash scripts/torchserve-venv.sh .torchserve-venv
 
-lint: setup
+# The sidebar's node packages, for its lint tools. `make setup` installs them when it builds the
+# sidebar; this also catches a checkout whose package.json or yarn.lock changed since.
+JLPM := PATH="$(abspath $(VENV))/bin:$$PATH" jlpm
+labextension/node_modules/.yarn-state.yml: labextension/package.json labextension/yarn.lock | $(VENV)/.installed
+	cd labextension && $(JLPM) install
+	touch $@
+
+lint: setup labextension/node_modules/.yarn-state.yml
 	$(VENV)/bin/ruff check jupyter_torchserve tests benchmarks
+	cd labextension && $(JLPM) lint:check
 
 test: setup chromium torchserve-venv lint
 	$(PY) -m pytest -q

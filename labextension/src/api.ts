@@ -154,13 +154,15 @@ export const api = {
       { method: 'POST', body, headers: { 'Content-Type': contentType } },
       { version }
     ),
-  sample: (name: string, version?: string) => request(`models/${enc(name)}/sample`, {}, { version }),
+  sample: (name: string, version?: string) =>
+    request(`models/${enc(name)}/sample`, {}, { version }),
   /** KServe v2 inference through the Jupyter forwarder (for an archive's v2 sample input). */
   inferV2: (name: string, body: Blob | string, version?: string) =>
-    request(
-      `v2/models/${enc(name)}${version ? `/versions/${enc(version)}` : ''}/infer`,
-      { method: 'POST', body, headers: { 'Content-Type': 'application/json' } }
-    ),
+    request(`v2/models/${enc(name)}${version ? `/versions/${enc(version)}` : ''}/infer`, {
+      method: 'POST',
+      body,
+      headers: { 'Content-Type': 'application/json' }
+    }),
   logs: (name: string, tail = 200) =>
     request(`models/${enc(name)}/logs`, {}, { tail }).then(r => r.text()),
   followLogs: (name: string, tail: number, signal: AbortSignal) =>

@@ -2,18 +2,15 @@
  * jupyter-torchserve: a left-area sidebar to see and steer the TorchServe engine, and its
  * commands in the command palette.
  */
-import {
-  ILayoutRestorer,
-  JupyterFrontEnd,
-  JupyterFrontEndPlugin
-} from '@jupyterlab/application';
+import { ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { ICommandPalette } from '@jupyterlab/apputils';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 
 import { api } from './api';
 import { refreshIntervalMs } from './logic';
 import { TorchServeModel } from './model';
-import { TABS, Tab, TorchServePanel } from './panel';
+import { TorchServePanel } from './panel';
+import { TABS, isTabId } from './tabs';
 
 /** Command ids (also used by the browser tests). */
 export namespace CommandIDs {
@@ -24,6 +21,9 @@ export namespace CommandIDs {
 }
 
 const CATEGORY = 'TorchServe';
+
+/** The argument schema (`describedBy`) of the commands that take no arguments. */
+const NO_ARGS = { args: { type: 'object', properties: {} } };
 
 const plugin: JupyterFrontEndPlugin<void> = {
   id: 'jupyter-torchserve:plugin',
@@ -41,7 +41,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
       settingRegistry
         .load(plugin.id)
         .then(settings => {
-          const apply = () => model.setInterval(refreshIntervalMs(settings.get('refreshInterval').composite));
+          const apply = () =>
+            model.setInterval(refreshIntervalMs(settings.get('refreshInterval').composite));
           apply();
           settings.changed.connect(apply);
         })
@@ -57,20 +58,33 @@ const plugin: JupyterFrontEndPlugin<void> = {
     app.commands.addCommand(CommandIDs.open, {
       label: args => (args.tab ? `Open TorchServe ${args.tab}` : 'Open the TorchServe sidebar'),
       caption: 'Show the TorchServe sidebar (optionally on a tab)',
+      describedBy: {
+        args: {
+          type: 'object',
+          properties: {
+            tab: {
+              type: 'string',
+              enum: TABS.map(t => t.id),
+              description: 'The tab to show; without it the panel keeps its tab'
+            }
+          }
+        }
+      },
       execute: args => {
-        const tab = args.tab as Tab | undefined;
-        if (tab && (TABS as readonly string[]).includes(tab)) {
-          panel.setTab(tab);
+        if (isTabId(args.tab)) {
+          panel.setTab(args.tab);
         }
         app.shell.activateById(panel.id);
       }
     });
     app.commands.addCommand(CommandIDs.refresh, {
       label: 'Refresh TorchServe status',
+      describedBy: NO_ARGS,
       execute: () => model.refresh()
     });
     app.commands.addCommand(CommandIDs.start, {
       label: 'Start the TorchServe engine',
+      describedBy: NO_ARGS,
       isEnabled: () => !model.running,
       execute: async () => {
         await api.start();
@@ -79,6 +93,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     });
     app.commands.addCommand(CommandIDs.stop, {
       label: 'Stop the TorchServe engine',
+      describedBy: NO_ARGS,
       isEnabled: () => model.running,
       execute: async () => {
         await api.stop();
@@ -88,7 +103,12 @@ const plugin: JupyterFrontEndPlugin<void> = {
     model.changed.connect(() => app.commands.notifyCommandChanged());
 
     if (palette) {
-      for (const command of [CommandIDs.open, CommandIDs.refresh, CommandIDs.start, CommandIDs.stop]) {
+      for (const command of [
+        CommandIDs.open,
+        CommandIDs.refresh,
+        CommandIDs.start,
+        CommandIDs.stop
+      ]) {
         palette.addItem({ command, category: CATEGORY });
       }
     }

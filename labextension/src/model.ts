@@ -58,7 +58,10 @@ export class TorchServeModel {
     this._inFlight = this._poll().finally(() => {
       this._inFlight = null;
       if (!this._disposed) {
-        this._timer = window.setTimeout(() => void this.refresh(), nextDelay(this.failures, this.intervalMs));
+        this._timer = window.setTimeout(
+          () => void this.refresh(),
+          nextDelay(this.failures, this.intervalMs)
+        );
       }
     });
     return this._inFlight;

@@ -2,7 +2,9 @@
  * Unit tests of the sidebar's pure logic, run with `jlpm test` (tsc to CommonJS + node --test).
  */
 import { strict as assert } from 'assert';
+import { readFileSync } from 'fs';
 import { test } from 'node:test';
+import { join } from 'path';
 
 import {
   checkRequestSize,
@@ -39,7 +41,13 @@ test('top-k from TorchServe, KServe v1 and label/score lists', () => {
   assert.deepEqual(ts?.[0], { label: '7', score: 0.8 });
   assert.equal(topK([{ '7': 0.9, '1': 0.1 }])?.[0].label, '7');
   assert.equal(topK({ predictions: [{ '2': 0.6, '5': 0.4 }] })?.[0].label, '2');
-  assert.equal(topK([{ label: 'cat', score: 0.3 }, { label: 'dog', probability: 0.7 }])?.[0].label, 'dog');
+  assert.equal(
+    topK([
+      { label: 'cat', score: 0.3 },
+      { label: 'dog', probability: 0.7 }
+    ])?.[0].label,
+    'dog'
+  );
   assert.equal(topK({ a: 'x' }), null);
   assert.equal(topK([[1, 2, 3]]), null);
   assert.equal(topK({ a: 1, b: 2, c: 3 }, 2)?.length, 2);
@@ -84,8 +92,10 @@ test('the refreshInterval setting becomes a poll period in ms', () => {
 });
 
 test('the settings schema and the panel agree on default and bounds', () => {
-  // eslint-disable-next-line @typescript-eslint/no-var-requires
-  const schema = require('../../schema/plugin.json');
+  // compiled to lib-test/__tests__/, two levels below the package root
+  const schema = JSON.parse(
+    readFileSync(join(__dirname, '..', '..', 'schema', 'plugin.json'), 'utf8')
+  );
   const prop = schema.properties.refreshInterval;
   assert.equal(refreshIntervalMs(prop.default), 2000);
   assert.equal(refreshIntervalMs(prop.minimum), 500);

@@ -1,0 +1,182 @@
+/**
+ * The Test tab: send an uploaded file or the archive's own sample input to a model and show
+ * the answer (status, latency at the engine and round trip, top scores, the body).
+ */
+import React, { useEffect, useState } from 'react';
+
+import { ApiError, api } from '../api';
+import { checkRequestSize, formatMs, prettyBody, topK } from '../logic';
+import { Bar, ModelPicker } from '../widgets';
+import { ITab, ITabProps } from './tab';
+
+interface IResult {
+  status: number;
+  latencyMs: number;
+  serverMs?: number;
+  pretty: string;
+  json: unknown;
+}
+
+function TestTab({ model }: ITabProps): JSX.Element {
+  const [name, setName] = useState('');
+  const [file, setFile] = useState<File | null>(null);
+  const [preview, setPreview] = useState<string | null>(null);
+  const [refusal, setRefusal] = useState<string | null>(null);
+  const [result, setResult] = useState<IResult | null>(null);
+  const [busy, setBusy] = useState(false);
+  const limit = model.overview?.engine.max_request_size;
+
+  useEffect(() => {
+    return () => {
+      if (preview) {
+        URL.revokeObjectURL(preview);
+      }
+    };
+  }, [preview]);
+
+  const onFile = (f: File | null) => {
+    setFile(f);
+    setResult(null);
+    setPreview(f && f.type.startsWith('image/') ? URL.createObjectURL(f) : null);
+    setRefusal(f ? checkRequestSize(f.size, limit) : null);
+  };
+
+  const send = async (body: Blob | string, contentType: string, protocol = 'predictions') => {
+    setBusy(true);
+    const t0 = performance.now();
+    try {
+      const resp =
+        protocol === 'v2'
+          ? await api.inferV2(name, body)
+          : await api.predict(name, body, contentType);
+      const text = await resp.text();
+      const { pretty, json } = prettyBody(text);
+      const server = Number(resp.headers.get('X-Torchserve-Latency-Ms'));
+      setResult({
+        status: resp.status,
+        latencyMs: performance.now() - t0,
+        serverMs: isFinite(server) && server > 0 ? server : undefined,
+        pretty,
+        json
+      });
+    } catch (e) {
+      const err = e as ApiError;
+      setResult({
+        status: err.status,
+        latencyMs: performance.now() - t0,
+        pretty: `${err.type}: ${err.message}`,
+        json: undefined
+      });
+    } finally {
+      setBusy(false);
+      void model.refresh();
+    }
+  };
+
+  const sendFile = () => {
+    if (!file || !name) {
+      return;
+    }
+    const refused = checkRequestSize(file.size, limit);
+    setRefusal(refused);
+    if (!refused) {
+      void send(file, file.type || 'application/octet-stream');
+    }
+  };
+
+  const sendSample = async () => {
+    try {
+      const resp = await api.sample(name);
+      const ctype = resp.headers.get('Content-Type') || 'application/json';
+      const protocol = resp.headers.get('X-Torchserve-Sample-Protocol') || 'predictions';
+      await send(await resp.blob(), ctype, protocol);
+    } catch (e) {
+      setResult({
+        status: (e as ApiError).status,
+        latencyMs: 0,
+        pretty: String((e as Error).message),
+        json: undefined
+      });
+    }
+  };
+
+  const scores = result ? topK(result.json) : null;
+  return (
+    <div className="jp-TorchServe-section">
+      <div className="jp-TorchServe-row">
+        <ModelPicker model={model} value={name} onChange={setName} label="Model to test" />
+      </div>
+      <div className="jp-TorchServe-row">
+        <input
+          type="file"
+          aria-label="Choose an input file"
+          className="jp-TorchServe-file"
+          onChange={e => onFile(e.target.files?.[0] ?? null)}
+        />
+      </div>
+      {preview && <img className="jp-TorchServe-preview" src={preview} alt="Input preview" />}
+      {refusal && (
+        <div className="jp-TorchServe-error" role="alert">
+          {refusal}
+        </div>
+      )}
+      <div className="jp-TorchServe-actions">
+        <button
+          className="jp-Button jp-mod-styled jp-mod-accept"
+          aria-label="Send the file for prediction"
+          disabled={!file || !name || busy || !!refusal}
+          onClick={sendFile}
+        >
+          {busy ? 'Predicting…' : 'Predict'}
+        </button>
+        <button
+          className="jp-Button jp-mod-styled jp-mod-reject"
+          aria-label="Send the archive's sample input"
+          disabled={!name || busy}
+          onClick={sendSample}
+        >
+          Send sample input
+        </button>
+      </div>
+      {result && (
+        <div
+          className={`jp-TorchServe-result${result.status >= 400 || result.status === 0 ? ' jp-mod-error' : ''}`}
+          aria-label="Prediction result"
+        >
+          <div className="jp-TorchServe-muted">
+            HTTP {result.status} · {formatMs(result.latencyMs)} round trip
+            {result.serverMs !== undefined && ` · ${formatMs(result.serverMs)} at the engine`}
+          </div>
+          {scores && scores.length > 0 && (
+            <>
+              <div className="jp-TorchServe-prediction" aria-label="Top prediction">
+                Predicted: <b>{scores[0].label}</b> ({(scores[0].score * 100).toFixed(1)}%)
+              </div>
+              <ul className="jp-TorchServe-topk" aria-label="Top scores">
+                {scores.map(s => (
+                  <li key={s.label}>
+                    <span className="jp-TorchServe-topk-label">{s.label}</span>
+                    <Bar
+                      label={`score of ${s.label}`}
+                      value={s.score}
+                      max={1}
+                      text={s.score.toFixed(3)}
+                    />
+                  </li>
+                ))}
+              </ul>
+            </>
+          )}
+          <pre className="jp-TorchServe-pre">{result.pretty}</pre>
+        </div>
+      )}
+    </div>
+  );
+}
+
+export const testTab: ITab<'test'> = {
+  id: 'test',
+  label: 'Test',
+  needsEngine: true,
+  Component: TestTab
+};

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import os
 import time
 import zipfile
@@ -20,6 +19,10 @@ from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+
+from jupyter_torchserve.prometheus import parse as parse_metrics
+
+from .metrics import summarize as summarize_metrics
 
 #: Sent to the browser when no engine is running; the sidebar shows it next to a Start button.
 NOT_RUNNING_MESSAGE = (
@@ -462,117 +465,3 @@ class Gateway:
         if not log_dir or "/" in name or name.startswith("."):
             return None
         return Path(log_dir) / f"{name}.log"
-
-
-# -- metrics ----------------------------------------------------------------------------------
-def parse_metrics(text: str) -> list[dict[str, Any]]:
-    """Prometheus text -> JSON-able families (`nan`/`inf` become None so JSON stays valid)."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    families = []
-    for fam in text_string_to_metric_families(text):
-        samples = []
-        for s in fam.samples:
-            value = s.value if math.isfinite(s.value) else None
-            samples.append({"name": s.name, "labels": dict(s.labels), "value": value})
-        families.append(
-            {"name": fam.name, "type": fam.type, "help": fam.documentation, "samples": samples}
-        )
-    return families
-
-
-def _quantile_from_buckets(buckets: list[tuple[float, float]], q: float) -> float | None:
-    """Estimate a quantile from cumulative histogram buckets (linear within the bucket)."""
-    buckets = sorted(buckets)
-    if not buckets or buckets[-1][1] <= 0:
-        return None
-    total = buckets[-1][1]
-    rank = q * total
-    prev_le, prev_count = 0.0, 0.0
-    for le, count in buckets:
-        if count >= rank:
-            if math.isinf(le):
-                return prev_le
-            span = count - prev_count
-            frac = (rank - prev_count) / span if span else 1.0
-            return prev_le + (le - prev_le) * frac
-        prev_le, prev_count = le, count
-    return prev_le
-
-
-def _to_ms(name: str, value: float) -> float:
-    if "microseconds" in name or name.endswith("_us"):
-        return value / 1000.0
-    if name.endswith("_seconds") or "_seconds_" in name:
-        return value * 1000.0
-    return value
-
-
-def summarize_metrics(families: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per-model numbers the sidebar charts: requests, errors and latency (p50, mean) in ms.
-
-    TorchServe names: `ts_inference_requests_total` (counter, label `model_name`) and
-    `ts_inference_latency_microseconds` (a running total); a histogram or summary whose name
-    holds `latency` gives a real p50 when the engine exports one.
-    """
-    models: dict[str, dict[str, Any]] = {}
-
-    def slot(labels: dict[str, str]) -> dict[str, Any] | None:
-        name = labels.get("model_name") or labels.get("ModelName") or labels.get("model")
-        if not name:
-            return None
-        return models.setdefault(name, {"requests": 0.0})
-
-    buckets: dict[str, list[tuple[float, float]]] = {}
-    latency_sum: dict[str, float] = {}
-    for fam in families:
-        fname = fam["name"]
-        for s in fam["samples"]:
-            st = slot(s["labels"])
-            value = s["value"]
-            if st is None or value is None:
-                continue
-            model = (
-                s["labels"].get("model_name")
-                or s["labels"].get("ModelName")
-                or s["labels"].get("model")
-            )
-            sname = s["name"]
-            if (
-                fname in ("ts_inference_requests", "ts_inference_requests_total")
-                or sname == "ts_inference_requests_total"
-            ):
-                st["requests"] += value
-            elif "error" in fname and "request" in fname:
-                st["errors"] = st.get("errors", 0.0) + value
-            elif "latency" in fname and fam["type"] == "histogram" and sname.endswith("_bucket"):
-                le = float(s["labels"].get("le", "inf"))
-                buckets.setdefault(model, []).append((_to_ms(fname, le), value))
-            elif (
-                "latency" in fname
-                and fam["type"] == "summary"
-                and s["labels"].get("quantile") == "0.5"
-            ):
-                st["latency_ms_p50"] = _to_ms(fname, value)
-            elif fname in ("ts_inference_latency_microseconds", "ts_inference_latency") or (
-                "inference_latency" in fname and fam["type"] in ("counter", "untyped", "gauge")
-            ):
-                latency_sum[model] = latency_sum.get(model, 0.0) + _to_ms(fname, value)
-    for model, b in buckets.items():
-        # several label sets (versions) -> merge by bucket bound
-        merged: dict[float, float] = {}
-        for le, count in b:
-            merged[le] = merged.get(le, 0.0) + count
-        p50 = _quantile_from_buckets(list(merged.items()), 0.5)
-        if p50 is not None:
-            models[model].setdefault("latency_ms_p50", p50)
-    for model, total in latency_sum.items():
-        requests = models[model]["requests"]
-        if requests:
-            models[model]["latency_ms_mean"] = total / requests
-            models[model]["latency_ms_total"] = total
-    totals = {
-        "requests": sum(m["requests"] for m in models.values()),
-        "latency_ms_total": sum(latency_sum.values()),
-    }
-    return {"timestamp": time.time(), "models": models, "totals": totals}

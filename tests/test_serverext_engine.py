@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _serverext_helpers import RealEngine
+from _serverext_helpers import SERVER_CONFIG, RealEngine, predict
 from tornado.httpclient import HTTPClientError
 
 pytestmark = pytest.mark.slow  # starts real processes
@@ -26,12 +26,7 @@ def real_engine(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 @pytest.fixture
 def jp_server_config() -> dict[str, Any]:
-    return {
-        "ServerApp": {
-            "jpserver_extensions": {"jupyter_torchserve": True},
-            "allow_unauthenticated_access": False,
-        }
-    }
+    return SERVER_CONFIG
 
 
 @pytest.fixture
@@ -63,30 +58,14 @@ async def test_status_overview_and_metrics(jp_fetch: Any, engine: RealEngine) ->
     assert mnist["versions"][0]["isDefault"] is True
     assert mnist["versions"][0]["workers"][0]["status"] == "READY"
     # a prediction shows in the per-model numbers
-    await jp_fetch(
-        "torchserve",
-        "models",
-        "mnist",
-        "predict",
-        method="POST",
-        body=engine.png,
-        headers={"Content-Type": "image/png"},
-    )
+    await predict(jp_fetch, "mnist", engine.png)
     metrics = json.loads((await jp_fetch("torchserve", "metrics")).body)
     assert metrics["models"]["mnist"]["requests"] >= 1
     assert metrics["models"]["mnist"]["latency_ms_p50"] > 0
 
 
 async def test_predict_through_jupyter(jp_fetch: Any, engine: RealEngine) -> None:
-    resp = await jp_fetch(
-        "torchserve",
-        "models",
-        "mnist",
-        "predict",
-        method="POST",
-        body=engine.png,
-        headers={"Content-Type": "image/png"},
-    )
+    resp = await predict(jp_fetch, "mnist", engine.png)
     scores = json.loads(resp.body)
     assert max(scores, key=scores.get) == "7"
     # the curl path: /torchserve/predictions/mnist and KServe v2 health
@@ -103,15 +82,7 @@ async def test_sample_input_is_the_deployed_example(jp_fetch: Any, engine: RealE
     assert resp.body == engine.png
     assert resp.headers["Content-Type"] == "image/png"
     assert resp.headers["X-Torchserve-Sample-Protocol"] == "predictions"
-    resp = await jp_fetch(
-        "torchserve",
-        "models",
-        "mnist",
-        "predict",
-        method="POST",
-        body=resp.body,
-        headers={"Content-Type": "image/png"},
-    )
+    resp = await predict(jp_fetch, "mnist", resp.body)
     scores = json.loads(resp.body)
     assert max(scores, key=scores.get) == "7"
 

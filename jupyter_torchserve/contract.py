@@ -182,6 +182,11 @@ class EngineEndpoint:
         key = {"management": self.management_key, "inference": self.inference_key}.get(call.port)
         if key:
             out["Authorization"] = f"Bearer {key}"
+        if call.body and not any(k.lower() == "content-type" for k in out):
+            # Said outright because an HTTP client fills the gap with its own default, and
+            # Tornado's is application/x-www-form-urlencoded: the engine would then read the
+            # body as form fields. octet-stream is what the engine assumes for no type at all.
+            out["Content-Type"] = "application/octet-stream"
         return out
 
 

@@ -83,6 +83,19 @@ def test_metrics_names_repeat_as_name_brackets() -> None:
     assert "?" not in ENDPOINT.url(contract.metrics())
 
 
+def test_a_body_without_a_type_goes_as_octet_stream() -> None:
+    """An HTTP client fills a missing type with its own default (Tornado: a form), which the
+    engine would parse into fields; the contract names the type the engine assumes."""
+    forwarded = contract.forward("POST", "/predictions/m?x=1", b"a=1&b=2", {})
+    assert wire(forwarded)[3]["Content-Type"] == "application/octet-stream"
+    assert ENDPOINT.url(forwarded) == "http://127.0.0.1:1/predictions/m?x=1"
+    untyped = contract.predict("m", b"a=1", None)
+    assert wire(untyped)[3]["Content-Type"] == "application/octet-stream"
+    typed = contract.forward("POST", "/predictions/m", b"a=1", {"content-type": "text/csv"})
+    assert wire(typed)[3] == {"content-type": "text/csv", "Authorization": "Bearer INF"}
+    assert "Content-Type" not in wire(contract.register("m.mar"))[3]  # no body, no type
+
+
 def test_kserve_bodies() -> None:
     call = contract.kserve_v2_infer("m", [{"name": "x"}], version="2", request_id="r1")
     assert wire(call)[1] == "/v2/models/m/versions/2/infer"

@@ -115,3 +115,48 @@ async def test_unregister_and_register_from_store(jp_fetch: Any, engine: RealEng
     assert resp.code == 200
     models = json.loads((await jp_fetch("torchserve", "models")).body)["models"]
     assert "mnist" in [m["modelName"] for m in models]
+
+
+# A module-level handler that answers the fields it was given, as text: a raw body is the
+# one field "body", a form one field per key.
+ECHO_HANDLER = """
+def handle(data, context):
+    text = lambda v: v if isinstance(v, str) else bytes(v).decode()
+    return data and [{k: text(v) for k, v in row.items()} for row in data]
+"""
+
+
+async def test_a_body_without_content_type_reaches_the_handler_whole(
+    jp_fetch: Any, engine: RealEngine, jp_http_port: int, jp_base_url: str, jp_auth_header: dict
+) -> None:
+    """A body sent through Jupyter with no Content-Type (curl --data-binary without -H, a
+    script's raw POST) reaches the handler as the one raw body it is, as it does sent to the
+    engine itself; never parsed as the form Tornado's client would label it."""
+    import asyncio
+
+    import requests
+    from _engine_helpers import manifest, write_mar
+
+    store = Path(engine.info["model_store"])
+    write_mar(
+        store / "echo-1.0.mar",
+        {"echo_handler.py": ECHO_HANDLER, "dummy.txt": "x"},
+        manifest("echo", "1.0", "dummy.txt", "echo_handler.py"),
+    )
+    await jp_fetch("torchserve", "models", method="POST", body=json.dumps({"url": "echo-1.0.mar"}))
+    base = f"http://127.0.0.1:{jp_http_port}{jp_base_url}torchserve"
+    try:
+        for url in (f"{base}/models/echo/predict", f"{base}/predictions/echo"):
+            resp = await asyncio.to_thread(
+                requests.post, url, data=b"a=1&b=2", headers=jp_auth_header, timeout=60
+            )
+            assert "Content-Type" not in resp.request.headers  # what this test sends
+            assert resp.status_code == 200, resp.text
+            assert resp.json() == {"body": "a=1&b=2"}, url
+        # the same body sent to the engine directly: the same answer
+        direct = requests.post(
+            engine.info["inference_address"] + "/predictions/echo", data=b"a=1&b=2", timeout=60
+        )
+        assert direct.json() == {"body": "a=1&b=2"}
+    finally:
+        await jp_fetch("torchserve", "models", "echo", method="DELETE")

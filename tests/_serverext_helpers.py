@@ -101,7 +101,7 @@ class RecordingEngine:
                     self.error(404, "ModelNotFoundException", f"Model not found: {name}")
                 return m
 
-        class EngineInfo(Base):
+        class EngineStatus(Base):
             def get(self) -> None:
                 self.finish(
                     {
@@ -211,7 +211,7 @@ class RecordingEngine:
 
         app = tornado.web.Application(
             [
-                (r"/engine", EngineInfo),
+                (r"/engine", EngineStatus),
                 (r"/models", Models),
                 (r"/models/([^/]+)/all", All),
                 (r"/models/([^/]+)/logs", Logs),

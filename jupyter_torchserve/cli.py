@@ -17,6 +17,7 @@ from traitlets.config import Application
 from . import discovery
 from ._version import __version__
 from .config import EngineConfig, load_ts_config
+from .discovery import EngineInfo
 
 _aliases = {
     "inference-address": "EngineConfig.inference_address",
@@ -99,7 +100,7 @@ def _config_traits() -> set[str]:
     return set(EngineConfig.class_trait_names(config=True))
 
 
-def _print_info(info: dict[str, Any]) -> None:
+def _print_info(info: EngineInfo) -> None:
     print(f"engine pid {info['pid']} (jupyter_torchserve {info.get('version')})")
     print(f"  inference   {info['inference_address']}")
     print(f"  management  {info['management_address']}")
@@ -164,6 +165,10 @@ class TokenApp(Application):
     aliases = {"type": "TokenApp.type"}
 
     def start(self) -> None:
+        kinds = ("management", "inference", "API")  # the key file's names; Keys' in lower case
+        if self.type not in kinds:
+            print(f"--type must be one of {', '.join(kinds)}", file=sys.stderr)
+            self.exit(2)
         info = discovery.find_engine()
         if info is None:
             print("no engine is running", file=sys.stderr)
@@ -171,11 +176,15 @@ class TokenApp(Application):
         if not info.get("key_file"):
             print("token authorization is off for this engine", file=sys.stderr)
             self.exit(1)
-        keys = json.loads(open(info["key_file"]).read())
-        if self.type not in keys:
-            print(f"--type must be one of {', '.join(keys)}", file=sys.stderr)
-            self.exit(2)
-        print(keys[self.type]["key"])
+        key = getattr(discovery.read_keys(info), self.type.lower())
+        if key is None:
+            print(
+                f"the engine's key file {info['key_file']} is missing, unreadable or holds "
+                f"no {self.type} key; restart the engine to write a new one",
+                file=sys.stderr,
+            )
+            self.exit(1)
+        print(key)
 
 
 class TorchServeApp(Application):

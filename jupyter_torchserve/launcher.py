@@ -17,8 +17,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import discovery
+from . import contract, discovery
 from .config import EngineConfig
+from .discovery import EngineInfo
 
 
 class EngineStartError(RuntimeError):
@@ -34,9 +35,7 @@ def engine_command(config: dict[str, Any], ts_config: str | None = None) -> list
     return cmd
 
 
-def start_engine(
-    timeout: float = 60.0, ts_config: str | None = None, **config: Any
-) -> dict[str, Any]:
+def start_engine(timeout: float = 60.0, ts_config: str | None = None, **config: Any) -> EngineInfo:
     """Start an engine subprocess and return its discovery info once it answers /ping.
 
     `config` holds `EngineConfig` trait values (inference_address, model_store, ...).
@@ -72,7 +71,7 @@ def start_engine(
     )
 
 
-def ensure_engine(**config: Any) -> dict[str, Any]:
+def ensure_engine(**config: Any) -> EngineInfo:
     """The running engine if there is one (matching the given addresses), else a new one."""
     wanted = {k: config[k] for k in ("inference_address", "management_address") if k in config}
     for info in discovery.find_engines():
@@ -81,7 +80,7 @@ def ensure_engine(**config: Any) -> dict[str, Any]:
     return start_engine(**config)
 
 
-def stop_engine(info: dict[str, Any] | None = None, timeout: float = 20.0) -> bool:
+def stop_engine(info: EngineInfo | None = None, timeout: float = 20.0) -> bool:
     """Stop an engine (the newest one by default). Returns False when none was running."""
     info = info or discovery.find_engine()
     if info is None:
@@ -101,17 +100,13 @@ def stop_engine(info: dict[str, Any] | None = None, timeout: float = 20.0) -> bo
     return True
 
 
-def _ping(info: dict[str, Any]) -> bool:
-    import requests
+def _ping(info: EngineInfo) -> bool:
+    """Whether the engine answers `/ping` at all: 500 (a model short of workers) counts."""
+    from .client import Client
 
-    headers = {}
-    if info.get("inference_token_required") and info.get("key_file"):
-        keys = json.loads(Path(info["key_file"]).read_text())
-        headers["Authorization"] = "Bearer " + keys["inference"]["key"]
     try:
-        r = requests.get(info["inference_address"] + "/ping", timeout=2, headers=headers)
-        return r.status_code in (200, 500)
-    except requests.RequestException:
+        return Client.from_info(info, timeout=2).send(contract.ping()).status in (200, 500)
+    except contract.EngineError:
         return False
 
 

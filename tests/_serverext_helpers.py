@@ -19,6 +19,14 @@ import tornado.web
 from _ports import free_port
 from tornado.httpserver import HTTPServer
 
+#: A Jupyter server with the extension on and every route behind Jupyter's login.
+SERVER_CONFIG = {
+    "ServerApp": {
+        "jpserver_extensions": {"jupyter_torchserve": True},
+        "allow_unauthenticated_access": False,
+    }
+}
+
 MGMT_KEY = "mgmt-SECRET-0123456789"
 INF_KEY = "inf-SECRET-9876543210"
 
@@ -93,7 +101,7 @@ class RecordingEngine:
                     self.error(404, "ModelNotFoundException", f"Model not found: {name}")
                 return m
 
-        class EngineInfo(Base):
+        class EngineStatus(Base):
             def get(self) -> None:
                 self.finish(
                     {
@@ -203,7 +211,7 @@ class RecordingEngine:
 
         app = tornado.web.Application(
             [
-                (r"/engine", EngineInfo),
+                (r"/engine", EngineStatus),
                 (r"/models", Models),
                 (r"/models/([^/]+)/all", All),
                 (r"/models/([^/]+)/logs", Logs),
@@ -249,6 +257,14 @@ class RecordingEngine:
         path = runtime_dir / f"jupyter-torchserve-{os.getpid()}.json"
         path.write_text(json.dumps(info))
         return path
+
+
+async def predict(jp_fetch: Any, name: str, body: bytes, **kwargs: Any) -> Any:
+    """The sidebar's test prediction: `POST {base}/torchserve/models/{name}/predict`."""
+    kwargs.setdefault("headers", {"Content-Type": "image/png"})
+    return await jp_fetch(
+        "torchserve", "models", name, "predict", method="POST", body=body, **kwargs
+    )
 
 
 # ------------------------------------------------------------------------------ real engine

@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-from _serverext_helpers import INF_KEY, MGMT_KEY, RecordingEngine
+from _serverext_helpers import INF_KEY, MGMT_KEY, SERVER_CONFIG, RecordingEngine, predict
 from tornado.httpclient import HTTPClientError
 from tornado.simple_httpclient import HTTPTimeoutError
 
@@ -51,12 +51,7 @@ STATE_CHANGES = [r for r in ROUTES if r[0] != "GET"]
 
 @pytest.fixture
 def jp_server_config() -> dict[str, Any]:
-    return {
-        "ServerApp": {
-            "jpserver_extensions": {"jupyter_torchserve": True},
-            "allow_unauthenticated_access": False,
-        }
-    }
+    return SERVER_CONFIG
 
 
 @pytest.fixture
@@ -365,15 +360,7 @@ async def test_test_prediction_forwards_body_and_type(
     jp_fetch: Any, fake_engine: RecordingEngine, jp_serverapp: Any
 ) -> None:
     png = b"\x89PNG\r\n\x1a\n" + b"x" * 100
-    resp = await jp_fetch(
-        "torchserve",
-        "models",
-        "mnist",
-        "predict",
-        method="POST",
-        body=png,
-        headers={"Content-Type": "image/png"},
-    )
+    resp = await predict(jp_fetch, "mnist", png)
     data = json.loads(resp.body)
     assert data == {
         "path": "/predictions/mnist",
@@ -386,15 +373,7 @@ async def test_test_prediction_forwards_body_and_type(
     assert "X-Secret" not in resp.headers
     token = jp_serverapp.identity_provider.token
     assert all(token not in json.dumps(r["headers"]) for r in fake_engine.requests)
-    resp = await jp_fetch(
-        "torchserve",
-        "models",
-        "mnist",
-        "predict",
-        method="POST",
-        body=b"[1]",
-        params={"version": "2.0"},
-    )
+    resp = await predict(jp_fetch, "mnist", b"[1]", headers={}, params={"version": "2.0"})
     assert json.loads(resp.body)["path"] == "/predictions/mnist/2.0"
 
 

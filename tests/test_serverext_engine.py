@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _serverext_helpers import RealEngine
+from _serverext_helpers import SERVER_CONFIG, RealEngine, predict
 from tornado.httpclient import HTTPClientError
 
 pytestmark = pytest.mark.slow  # starts real processes
@@ -26,12 +26,7 @@ def real_engine(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 @pytest.fixture
 def jp_server_config() -> dict[str, Any]:
-    return {
-        "ServerApp": {
-            "jpserver_extensions": {"jupyter_torchserve": True},
-            "allow_unauthenticated_access": False,
-        }
-    }
+    return SERVER_CONFIG
 
 
 @pytest.fixture
@@ -63,30 +58,14 @@ async def test_status_overview_and_metrics(jp_fetch: Any, engine: RealEngine) ->
     assert mnist["versions"][0]["isDefault"] is True
     assert mnist["versions"][0]["workers"][0]["status"] == "READY"
     # a prediction shows in the per-model numbers
-    await jp_fetch(
-        "torchserve",
-        "models",
-        "mnist",
-        "predict",
-        method="POST",
-        body=engine.png,
-        headers={"Content-Type": "image/png"},
-    )
+    await predict(jp_fetch, "mnist", engine.png)
     metrics = json.loads((await jp_fetch("torchserve", "metrics")).body)
     assert metrics["models"]["mnist"]["requests"] >= 1
     assert metrics["models"]["mnist"]["latency_ms_p50"] > 0
 
 
 async def test_predict_through_jupyter(jp_fetch: Any, engine: RealEngine) -> None:
-    resp = await jp_fetch(
-        "torchserve",
-        "models",
-        "mnist",
-        "predict",
-        method="POST",
-        body=engine.png,
-        headers={"Content-Type": "image/png"},
-    )
+    resp = await predict(jp_fetch, "mnist", engine.png)
     scores = json.loads(resp.body)
     assert max(scores, key=scores.get) == "7"
     # the curl path: /torchserve/predictions/mnist and KServe v2 health
@@ -103,15 +82,7 @@ async def test_sample_input_is_the_deployed_example(jp_fetch: Any, engine: RealE
     assert resp.body == engine.png
     assert resp.headers["Content-Type"] == "image/png"
     assert resp.headers["X-Torchserve-Sample-Protocol"] == "predictions"
-    resp = await jp_fetch(
-        "torchserve",
-        "models",
-        "mnist",
-        "predict",
-        method="POST",
-        body=resp.body,
-        headers={"Content-Type": "image/png"},
-    )
+    resp = await predict(jp_fetch, "mnist", resp.body)
     scores = json.loads(resp.body)
     assert max(scores, key=scores.get) == "7"
 
@@ -144,3 +115,48 @@ async def test_unregister_and_register_from_store(jp_fetch: Any, engine: RealEng
     assert resp.code == 200
     models = json.loads((await jp_fetch("torchserve", "models")).body)["models"]
     assert "mnist" in [m["modelName"] for m in models]
+
+
+# A module-level handler that answers the fields it was given, as text: a raw body is the
+# one field "body", a form one field per key.
+ECHO_HANDLER = """
+def handle(data, context):
+    text = lambda v: v if isinstance(v, str) else bytes(v).decode()
+    return data and [{k: text(v) for k, v in row.items()} for row in data]
+"""
+
+
+async def test_a_body_without_content_type_reaches_the_handler_whole(
+    jp_fetch: Any, engine: RealEngine, jp_http_port: int, jp_base_url: str, jp_auth_header: dict
+) -> None:
+    """A body sent through Jupyter with no Content-Type (curl --data-binary without -H, a
+    script's raw POST) reaches the handler as the one raw body it is, as it does sent to the
+    engine itself; never parsed as the form Tornado's client would label it."""
+    import asyncio
+
+    import requests
+    from _engine_helpers import manifest, write_mar
+
+    store = Path(engine.info["model_store"])
+    write_mar(
+        store / "echo-1.0.mar",
+        {"echo_handler.py": ECHO_HANDLER, "dummy.txt": "x"},
+        manifest("echo", "1.0", "dummy.txt", "echo_handler.py"),
+    )
+    await jp_fetch("torchserve", "models", method="POST", body=json.dumps({"url": "echo-1.0.mar"}))
+    base = f"http://127.0.0.1:{jp_http_port}{jp_base_url}torchserve"
+    try:
+        for url in (f"{base}/models/echo/predict", f"{base}/predictions/echo"):
+            resp = await asyncio.to_thread(
+                requests.post, url, data=b"a=1&b=2", headers=jp_auth_header, timeout=60
+            )
+            assert "Content-Type" not in resp.request.headers  # what this test sends
+            assert resp.status_code == 200, resp.text
+            assert resp.json() == {"body": "a=1&b=2"}, url
+        # the same body sent to the engine directly: the same answer
+        direct = requests.post(
+            engine.info["inference_address"] + "/predictions/echo", data=b"a=1&b=2", timeout=60
+        )
+        assert direct.json() == {"body": "a=1&b=2"}
+    finally:
+        await jp_fetch("torchserve", "models", "echo", method="DELETE")

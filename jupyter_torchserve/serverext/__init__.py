@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .gateway import Gateway
 from .handlers import route_table
-from .logic import Gateway
 
 
 def _load_jupyter_server_extension(serverapp: Any) -> None:

@@ -1,19 +1,18 @@
-"""Thin Tornado handlers over `logic.Gateway`, mounted under `{base_url}/torchserve/`.
+"""Thin Tornado handlers over the `Gateway`, mounted under `{base_url}/torchserve/`.
 
 Every verb is `@tornado.web.authenticated` (no Jupyter credentials -> 403, as APIHandler turns
 the login redirect into a 403); jupyter_server checks XSRF on every state-changing verb of a
 cookie-authenticated request, while a request carrying the Jupyter token in its `Authorization`
-header (curl) needs none. Engine errors keep the engine's status and TorchServe's JSON shape
-`{code, type, message}`; no engine -> 503 with a message the sidebar shows.
+header (curl) needs none. Every failure is answered by `write_error` in TorchServe's JSON shape
+`{code, type, message}`: an engine error with the engine's own status, no engine with 503 and a
+message the sidebar shows.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import time
-from collections.abc import Awaitable, Callable
 from http.client import responses
 from pathlib import Path
 from typing import Any
@@ -23,71 +22,48 @@ from jupyter_server.utils import url_path_join
 from tornado import web
 from tornado.iostream import StreamClosedError
 
-from .logic import (
-    FORWARDED_RESPONSE_HEADERS,
-    EngineHTTPError,
-    EngineNotRunning,
-    EngineResponse,
-    Gateway,
-    model_path,
-)
+from jupyter_torchserve import contract
+from jupyter_torchserve.contract import REGISTER_PARAMS, SCALE_PARAMS, EngineError, Response
 
-#: Query parameters of TorchServe's register call that the sidebar may pass on.
-REGISTER_PARAMS = (
-    "url",
-    "model_name",
-    "handler",
-    "runtime",
-    "batch_size",
-    "max_batch_delay",
-    "initial_workers",
-    "synchronous",
-    "response_timeout",
-    "startup_timeout",
-)
-SCALE_PARAMS = ("min_worker", "max_worker", "number_gpu", "synchronous", "timeout")
+from . import store
+from .gateway import Gateway
+from .metrics import summarize
 
-
-def engine_errors(
-    method: Callable[..., Awaitable[None]],
-) -> Callable[..., Awaitable[None]]:
-    """Answer engine failures as JSON with the engine's own status (not a generic 500)."""
-
-    @functools.wraps(method)
-    async def wrapper(self: TorchServeHandler, *args: Any, **kwargs: Any) -> None:
-        try:
-            await method(self, *args, **kwargs)
-        except EngineNotRunning as exc:
-            self.reply_error(503, "EngineNotRunning", exc.message)
-        except EngineHTTPError as exc:
-            self.reply_error(exc.status, exc.type, exc.message)
-
-    return wrapper
+#: Response headers of the engine that may travel back to the browser (never auth headers).
+FORWARDED_RESPONSE_HEADERS = ("X-Request-Id", "Cache-Control", "Location")
 
 
 class TorchServeHandler(APIHandler):
-    """Common helpers: the gateway, JSON bodies, and errors in TorchServe's shape."""
+    """What every route shares: the gateway, JSON bodies, relaying, and the one error shape."""
 
     @property
     def gateway(self) -> Gateway:
         return self.settings["jupyter_torchserve_gateway"]
 
-    def reply_error(self, status: int, type_: str, message: str) -> None:
-        reason = None if status in responses else "Engine Error"
-        self.set_status(status, reason=reason)
-        self.finish(json.dumps({"code": status, "type": type_, "message": message}))
-
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        """HTTP errors of our own (bad parameters) in the same `{code,type,message}` shape."""
+        """Whatever went wrong, answer `{code, type, message}`: an `EngineError` (the
+        engine's answer, no engine, a timeout) keeps its status; our own `HTTPError`s (bad
+        parameters, no login) and anything unexpected get theirs."""
         exc = kwargs.get("exc_info", (None, None, None))[1]
-        if isinstance(exc, web.HTTPError):
+        if isinstance(exc, EngineError):
+            err = exc
+        elif isinstance(exc, web.HTTPError):
             message = exc.log_message or responses.get(status_code, "Error")
             if exc.args[2:]:
                 message = message % exc.args[2:]
             type_ = "BadRequest" if status_code == 400 else responses.get(status_code, "Error")
+            err = EngineError(status_code, type_, message)
         else:
-            message, type_ = responses.get(status_code, "Unhandled error"), "InternalServerError"
-        self.finish(json.dumps({"code": status_code, "type": type_, "message": message}))
+            message = responses.get(status_code, "Unhandled error")
+            err = EngineError(status_code, "InternalServerError", message)
+        reason = None if err.status in responses else "Engine Error"
+        self.set_status(err.status, reason=reason)
+        self.finish(json.dumps(err.to_json()))
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, EngineError):
+            return  # an answer to relay, not a fault of this server
+        super().log_exception(typ, value, tb)
 
     def json_body(self) -> dict[str, Any]:
         if not self.request.body:
@@ -108,39 +84,30 @@ class TorchServeHandler(APIHandler):
                 out[key] = str(value).lower() if isinstance(value, bool) else str(value)
         return out
 
-    def relay(self, resp: EngineResponse) -> None:
+    def relay(self, resp: Response) -> None:
         """Send an engine response on as is (body untouched, only safe headers)."""
         reason = None if resp.status in responses else "Engine Response"
         self.set_status(resp.status, reason=reason)
         for name in FORWARDED_RESPONSE_HEADERS:
-            if name in resp.headers and name != "Content-Type":
-                self.set_header(name, resp.headers[name])
+            value = resp.header(name)
+            if value is not None:
+                self.set_header(name, value)
         self.set_header("X-Torchserve-Latency-Ms", f"{resp.elapsed_ms:.2f}")
-        ctype = resp.headers.get("Content-Type", "application/octet-stream")
-        self.finish(resp.body, set_content_type=ctype)
+        self.finish(resp.body, set_content_type=resp.content_type or "application/octet-stream")
 
 
 class EngineHandler(TorchServeHandler):
     """GET: status (200 with `running: false` when there is none); POST: start; DELETE: stop."""
 
     @web.authenticated
-    @engine_errors
     async def get(self) -> None:
         self.finish(json.dumps(await self.gateway.status()))
 
     @web.authenticated
-    @engine_errors
     async def post(self) -> None:
-        options = self.json_body()
-        try:
-            status = await self.gateway.start(options)
-        except (TypeError, ValueError, RuntimeError, OSError, TimeoutError) as exc:
-            self.reply_error(500, "EngineStartError", f"could not start the engine: {exc}")
-            return
-        self.finish(json.dumps(status))
+        self.finish(json.dumps(await self.gateway.start(self.json_body())))
 
     @web.authenticated
-    @engine_errors
     async def delete(self) -> None:
         self.finish(json.dumps(await self.gateway.stop()))
 
@@ -149,11 +116,10 @@ class OverviewHandler(TorchServeHandler):
     """Everything the sidebar polls, in one request."""
 
     @web.authenticated
-    @engine_errors
     async def get(self) -> None:
         data = await self.gateway.overview()
         if not data["engine"].get("running"):
-            raise EngineNotRunning(data["engine"].get("message") or "")
+            raise contract.EngineNotRunning(data["engine"].get("message") or "")
         self.finish(json.dumps(data))
 
 
@@ -161,76 +127,65 @@ class ModelsHandler(TorchServeHandler):
     """GET: TorchServe's model list; POST: register an archive of the model store."""
 
     @web.authenticated
-    @engine_errors
     async def get(self) -> None:
         self.finish(json.dumps({"models": await self.gateway.list_models()}))
 
     @web.authenticated
-    @engine_errors
     async def post(self) -> None:
         params = self.params(REGISTER_PARAMS)
         if not params.get("url"):
             raise web.HTTPError(400, "`url` (an archive in the model store) is required")
         params.setdefault("synchronous", "true")
         params.setdefault("initial_workers", "1")
-        resp = await self.gateway.management("POST", "/models", query=params, timeout=600)
-        self.relay(resp)
+        self.relay(await self.gateway.send(contract.register(**params), timeout=600))
 
 
 class ModelHandler(TorchServeHandler):
     """GET: describe (all versions, or one); PUT: scale workers; DELETE: unregister."""
 
     @web.authenticated
-    @engine_errors
     async def get(self, name: str, version: str | None = None) -> None:
         if version:
-            self.relay(await self.gateway.management("GET", model_path(name, version)))
+            self.relay(await self.gateway.send(contract.describe(name, version)))
         else:
             self.finish(json.dumps(await self.gateway.describe_all(name)))
 
     @web.authenticated
-    @engine_errors
     async def put(self, name: str, version: str | None = None) -> None:
         params = self.params(SCALE_PARAMS)
         if "min_worker" not in params:
             raise web.HTTPError(400, "`min_worker` is required")
         params.setdefault("synchronous", "true")
-        path = model_path(name, version)
-        self.relay(await self.gateway.management("PUT", path, query=params, timeout=600))
+        call = contract.scale(name, version, **params)
+        self.relay(await self.gateway.send(call, timeout=600))
 
     @web.authenticated
-    @engine_errors
     async def delete(self, name: str, version: str | None = None) -> None:
-        path = model_path(name, version)
-        self.relay(await self.gateway.management("DELETE", path, timeout=120))
+        call = contract.unregister(name, version)
+        self.relay(await self.gateway.send(call, timeout=120))
 
 
 class SetDefaultHandler(TorchServeHandler):
     @web.authenticated
-    @engine_errors
     async def put(self, name: str, version: str) -> None:
-        path = model_path(name, version, "/set-default")
-        self.relay(await self.gateway.management("PUT", path))
+        self.relay(await self.gateway.send(contract.set_default(name, version)))
 
 
 class PredictHandler(TorchServeHandler):
     """A test prediction from the sidebar: the body and its content type go on untouched."""
 
     @web.authenticated
-    @engine_errors
     async def post(self, name: str) -> None:
         version = self.get_query_argument("version", None)
-        path = "/predictions/" + model_path(name, version)[len("/models/") :]
-        headers = {"Content-Type": self.request.headers.get("Content-Type", "")}
-        resp = await self.gateway.inference("POST", path, body=self.request.body, headers=headers)
-        self.relay(resp)
+        ctype = self.request.headers.get("Content-Type")
+        call = contract.predict(name, self.request.body, ctype, version)
+        self.relay(await self.gateway.send(call))
 
 
 class SampleHandler(TorchServeHandler):
     """The archive's stored sample input, so the Test tab can send it with one click."""
 
     @web.authenticated
-    @engine_errors
     async def get(self, name: str) -> None:
         version = self.get_query_argument("version", None)
         versions = await self.gateway.describe_all(name)
@@ -240,12 +195,12 @@ class SampleHandler(TorchServeHandler):
             if (v.get("modelVersion") == version if version else v.get("isDefault"))
         ] or versions
         url = (chosen[0].get("modelUrl") if chosen else None) or ""
-        sample = await asyncio.to_thread(self.gateway.sample_input, url)
+        model_store = self.gateway.info().get("model_store")
+        sample = await asyncio.to_thread(store.sample_input, model_store, url)
         if sample is None:
-            self.reply_error(
+            raise EngineError(
                 404, "SampleNotFound", f"the archive of {name!r} stores no sample input"
             )
-            return
         data, ctype, protocol = sample
         # where the body goes: "predictions" (/predictions/{m}) or "v2" (/v2/models/{m}/infer)
         self.set_header("X-Torchserve-Sample-Protocol", protocol)
@@ -256,9 +211,9 @@ class StoreHandler(TorchServeHandler):
     """Archives in the model store, for the sidebar's Register list."""
 
     @web.authenticated
-    @engine_errors
     async def get(self) -> None:
-        archives = await asyncio.to_thread(self.gateway.model_store_archives)
+        model_store = self.gateway.info().get("model_store")
+        archives = await asyncio.to_thread(store.archives, model_store)
         self.finish(json.dumps({"archives": archives}))
 
 
@@ -266,13 +221,9 @@ class MetricsHandler(TorchServeHandler):
     """Prometheus text parsed into JSON families plus per-model numbers for the charts."""
 
     @web.authenticated
-    @engine_errors
     async def get(self) -> None:
-        from .logic import parse_metrics, summarize_metrics
-
-        families = parse_metrics(await self.gateway.metrics_text())
-        summary = summarize_metrics(families)
-        self.finish(json.dumps({**summary, "families": families}))
+        families = await self.gateway.families()
+        self.finish(json.dumps({**summarize(families), "families": families}))
 
 
 def _tail_lines(path: Path, n: int) -> tuple[list[str], int]:
@@ -306,7 +257,6 @@ class LogsHandler(TorchServeHandler):
         self._closed = True
 
     @web.authenticated
-    @engine_errors
     async def get(self, name: str) -> None:
         try:
             tail = max(0, min(int(self.get_query_argument("tail", "200")), 10000))
@@ -316,26 +266,21 @@ class LogsHandler(TorchServeHandler):
             "text/event-stream" in self.request.headers.get("Accept", "")
         )
         if not follow:
-            resp = await self.gateway.management(
-                "GET", model_path(name, suffix="/logs"), query={"tail": tail}
-            )
+            resp = await self.gateway.send(contract.logs(name, tail))
             path = self.gateway.log_file(name)
             if resp.status == 404 and path is not None and path.is_file():
                 # an engine without the log route: read the file it writes
                 lines, _ = await asyncio.to_thread(_tail_lines, path, tail)
-                self.finish(
-                    "\n".join(lines) + ("\n" if lines else ""),
-                    set_content_type="text/plain; charset=utf-8",
-                )
+                text = "\n".join(lines) + ("\n" if lines else "")
+                self.finish(text, set_content_type="text/plain; charset=utf-8")
                 return
             resp.raise_for_status()
             self.finish(resp.body, set_content_type="text/plain; charset=utf-8")
             return
-        await self.gateway.management_json("GET", model_path(name))  # unknown model -> 404
+        await self.gateway.call(contract.describe(name))  # unknown model -> 404
         path = self.gateway.log_file(name)
         if path is None:
-            self.reply_error(404, "LogNotFound", f"no log file for {name!r} on this machine")
-            return
+            raise EngineError(404, "LogNotFound", f"no log file for {name!r} on this machine")
         await self._follow(path, tail)
 
     async def _send(self, lines: list[str]) -> None:
@@ -391,33 +336,17 @@ class InferenceForwardHandler(TorchServeHandler):
         prefix = url_path_join(self.base_url, "torchserve")
         return self.request.uri[len(prefix) :] if self.request.uri else "/"
 
-    async def _forward(self) -> None:
-        headers = {k: v for k, v in self.request.headers.get_all()}
-        body = self.request.body if self.request.method in ("POST", "PUT", "PATCH") else None
-        resp = await self.gateway.inference(
-            self.request.method or "GET", self._rest(), body=body, headers=headers
-        )
-        self.relay(resp)
-
     @web.authenticated
-    @engine_errors
     async def get(self, _path: str) -> None:
         await self._forward()
 
-    @web.authenticated
-    @engine_errors
-    async def post(self, _path: str) -> None:
-        await self._forward()
+    post = put = delete = get
 
-    @web.authenticated
-    @engine_errors
-    async def put(self, _path: str) -> None:
-        await self._forward()
-
-    @web.authenticated
-    @engine_errors
-    async def delete(self, _path: str) -> None:
-        await self._forward()
+    async def _forward(self) -> None:
+        method = self.request.method or "GET"
+        body = self.request.body if method in ("POST", "PUT", "PATCH") else None
+        resp = await self.gateway.forward(method, self._rest(), body, self.request.headers)
+        self.relay(resp)
 
 
 _NAME = r"([^/]+)"

@@ -233,6 +233,60 @@ def test_our_image_archive_explains_the_same_in_torchserve(fmt, cnn, store, torc
         assert "target 9 is out of range: the model has 5 outputs" in r.json()["message"]
 
 
+def test_a_batch_mixing_predictions_and_explanations_answers_each_its_own(
+    cnn, store, torchserve, engine
+):
+    """TorchServe's frontend puts /predictions and /explanations jobs in one batch."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    result = archive(
+        cnn,
+        name="explain-mixed",
+        handler="image_classifier",
+        example_inputs=model_input(png(0)),
+        handler_config={"mean": [MEAN], "std": [STD]},
+        export_path=store,
+        format="export",
+        force=True,
+    )
+    params = {
+        "url": result.path.name,
+        "initial_workers": 1,
+        "batch_size": 3,
+        "max_batch_delay": 5000,  # the three requests below arrive well within it
+        "synchronous": "true",
+    }
+    images = [png(10 + i) for i in range(3)]
+    routes = ["predictions", "explanations", "predictions"]
+    for server, management, inference in (
+        ("TorchServe", torchserve.management, torchserve.inference),
+        ("ours", engine["management_address"], engine["inference_address"]),
+    ):
+        r = requests.post(f"{management}/models", params=params, timeout=300)
+        assert r.status_code == 200, f"{server}: {r.text}"
+        try:
+            with ThreadPoolExecutor(3) as pool:
+                calls = [
+                    pool.submit(
+                        requests.post, f"{inference}/{route}/explain-mixed", data=image, timeout=300
+                    )
+                    for route, image in zip(routes, images, strict=True)
+                ]
+                answers = [call.result() for call in calls]
+        finally:
+            unregister(management, "explain-mixed")
+        for route, image, answer in zip(routes, images, answers, strict=True):
+            assert answer.status_code == 200, f"{server} {route}: {answer.text}"
+            x = model_input(image)
+            if route == "predictions":
+                probs = torch.softmax(cnn(x), dim=1)[0].detach()
+                got = list(answer.json().values())
+                assert got == pytest.approx(probs.topk(5).values.tolist(), abs=1e-5), server
+            else:
+                want, _ = captum_ig(cnn, x, int(cnn(x).argmax()))
+                assert torch.allclose(torch.tensor(answer.json()), want, atol=TOL), server
+
+
 # -- TorchServe's own VisionHandler ---------------------------------------------------------
 def scripted(model: nn.Module) -> bytes:
     buffer = io.BytesIO()

@@ -201,6 +201,24 @@ def test_a_batch_is_explained_row_by_row_against_each_rows_own_target(tmp_path, 
     assert answers[1][1]["prediction"] == predicted[1] != named
 
 
+def test_a_batch_mixing_predictions_and_explanations_answers_each_its_own(tmp_path, cnn, images):
+    """TorchServe's frontend batches both kinds together; each request gets what it asked."""
+    svc = image_service(tmp_path, cnn)
+    reqs = [image_request(png) for png in images]
+    reqs[1].headers["explain"] = "True"
+    first, second, third = svc.predict(reqs)
+    for answer, png in ((first, images[0]), (third, images[2])):
+        probs = torch.softmax(cnn(model_input(png)), dim=1)[0].detach()
+        assert "x-explanation" not in answer.headers
+        assert list(json.loads(answer.body).values()) == pytest.approx(
+            probs.topk(5).values.tolist(), abs=1e-5
+        )
+    x = model_input(images[1])
+    want, _ = captum_ig(cnn, x, int(cnn(x).argmax()), n_steps=15)
+    assert torch.allclose(torch.tensor(json.loads(second.body)), want[0], atol=TOL)
+    assert json.loads(second.headers["x-explanation"])["target"] == int(cnn(x).argmax())
+
+
 def test_kserve_v1_instances_name_their_target_like_torchserve(tmp_path, cnn, images):
     """``{"instances": [{"data": "<b64 png>", "target": 3}]}``: each key is one parameter."""
     svc = image_service(tmp_path, cnn)

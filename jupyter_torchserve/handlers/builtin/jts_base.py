@@ -383,8 +383,8 @@ class JtsBaseHandler:
                 return value
         return None
 
-    def _is_explain(self) -> bool:
-        return is_true(self._header("explain"))
+    def _is_explain(self, idx: int = 0) -> bool:
+        return is_true(self._header("explain", idx))
 
     def _is_describe(self) -> bool:
         return is_true(self._header("describe"))
@@ -396,16 +396,51 @@ class JtsBaseHandler:
         if self._is_describe():
             output = [self.describe_handle() for _ in data]
         else:
-            model_input = self.preprocess(data)
-            if self._is_explain():
-                output = self.explain_handle(model_input, data)
+            explain = [self._is_explain(idx) for idx in range(len(data))]
+            if len(set(explain)) > 1:
+                output = self._handle_apart(data, explain)
             else:
-                output = self.postprocess(self.inference(model_input))
+                output = self._handle_rows(data, bool(explain and explain[0]))
         metrics = getattr(context, "metrics", None)
         if metrics is not None and hasattr(metrics, "add_time"):
             metrics.add_time(
                 "HandlerTime", round((time.perf_counter() - started) * 1000, 2), None, "ms"
             )
+        return output
+
+    def _handle_rows(self, data: list[Any], explain: bool) -> list[Any]:
+        model_input = self.preprocess(data)
+        if explain:
+            return self.explain_handle(model_input, data)
+        return self.postprocess(self.inference(model_input))
+
+    def _handle_apart(self, data: list[Any], explain: list[bool]) -> list[Any]:
+        """Predictions and explanations of one batch, run as two batches.
+
+        TorchServe's frontend batches both kinds together and its handlers decide by the
+        first request's header, answering the others with the wrong kind. Each part sees
+        the context of its own requests only (the per-request processors and ids, which
+        every header and status lookup goes through, in TorchServe's Context and ours).
+        """
+        context = self.context
+        processors = context.request_processor
+        ids = getattr(context, "request_ids", None)
+        output: list[Any] = [None] * len(data)
+        try:
+            for want in (False, True):
+                rows = [idx for idx, asked in enumerate(explain) if asked == want]
+                context.request_processor = [processors[idx] for idx in rows]
+                if isinstance(ids, dict):
+                    context.request_ids = {j: ids[idx] for j, idx in enumerate(rows)}
+                part = self._handle_rows([data[idx] for idx in rows], want)
+                if len(part) != len(rows):
+                    raise ValueError(f"{len(part)} outputs for a part of {len(rows)} requests")
+                for idx, value in zip(rows, part, strict=True):
+                    output[idx] = value
+        finally:
+            context.request_processor = processors
+            if isinstance(ids, dict):
+                context.request_ids = ids
         return output
 
     def preprocess(self, data: list[Any]) -> Any:

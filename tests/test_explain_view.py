@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from captum.attr import IntegratedGradients, LayerIntegratedGradients
-from PIL import Image
+from PIL import Image, ImageDraw
 from torch import nn
 
 from jupyter_torchserve.examples import mnist
@@ -33,7 +33,9 @@ def digit() -> tuple[bytes, list, dict]:
     model = nn.Sequential(
         nn.Conv2d(1, 4, 5, stride=2), nn.Tanh(), nn.Flatten(), nn.Linear(4 * 12 * 12, 10)
     ).eval()
-    image = mnist.digit_image(7, mnist.load_data())
+    image = Image.new("L", (28, 28))  # a hand-drawn 7 (MNIST's layout: white on black)
+    ImageDraw.Draw(image).line([(7, 6), (21, 6), (12, 23)], fill=255, width=3)
+    image = np.asarray(image)
     x = mnist.to_tensor(image)
     target = int(model(x).argmax())
     attributions, delta = IntegratedGradients(model).attribute(

@@ -289,6 +289,53 @@ def test_without_captum_an_explanation_is_a_clear_501_and_predictions_go_on(
     assert ok.status == 200
 
 
+def test_a_segmenter_is_explained_toward_one_class_summed_over_the_pixels(tmp_path, images):
+    torch.manual_seed(6)
+    model = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.Tanh(), nn.Conv2d(3, 4, 1)).eval()
+    model_dir = make_model_dir(
+        tmp_path,
+        model,
+        handler="image_segmenter",
+        schema=IMAGE_SCHEMA,
+        copy_builtin=True,
+        handler_config={"mean": [MEAN], "std": [STD]},
+    )
+    svc = load_service(str(model_dir))
+    x = model_input(images[0])
+
+    def per_class(inputs: torch.Tensor) -> torch.Tensor:
+        return model(inputs).sum(dim=(2, 3))
+
+    (default, default_info), (named, named_info) = explain(
+        svc, image_request(images[0]), image_request(images[0], 2)
+    )
+    biggest = int(per_class(x).argmax())
+    for body, info, target in ((default, default_info, biggest), (named, named_info, 2)):
+        want, delta = captum_ig(per_class, x, target, n_steps=15)
+        assert info["target"] == target
+        assert torch.allclose(torch.tensor(body), want[0], atol=TOL)
+        assert info["delta"] == pytest.approx(delta, abs=TOL)
+
+
+def test_an_object_detector_says_it_has_no_built_in_explanation(tmp_path, images):
+    class Boxes(nn.Module):
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            n = x.shape[0]
+            return (
+                torch.zeros(n, 1, 4),
+                torch.zeros(n, 1, dtype=torch.int64),
+                x.mean((1, 2, 3))[:, None],
+            )
+
+    model_dir = make_model_dir(
+        tmp_path, Boxes(), handler="object_detector", schema=IMAGE_SCHEMA, copy_builtin=True
+    )
+    svc = load_service(str(model_dir))
+    with pytest.raises(HandlerError, match="object detection has no built-in explanation") as e:
+        explain(svc, image_request(images[0]))
+    assert e.value.status == 501
+
+
 # -- tensor -----------------------------------------------------------------------------------
 class Mixer(nn.Module):
     def __init__(self) -> None:

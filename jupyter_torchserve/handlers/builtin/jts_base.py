@@ -586,7 +586,7 @@ class JtsBaseHandler:
             for pos, value in zip(floating + fixed, args, strict=True):
                 ordered[pos] = value
             output = first_tensor(self._call_model(ordered if len(ordered) > 1 else ordered[0]))
-            return output.reshape(output.shape[0], -1)
+            return self.explained_outputs(output)
 
         explained = tuple(tensors[i] for i in floating)
         settings = self.explain_settings
@@ -673,6 +673,10 @@ class JtsBaseHandler:
         output = first_tensor(self.inference(rows)).detach().float().cpu()
         if output.dim() == 0:
             raise prediction_error("the model returns one number for the whole batch", 501)
+        return self.explained_outputs(output)
+
+    def explained_outputs(self, output: torch.Tensor) -> torch.Tensor:
+        """The ``[rows, outputs]`` a ``target`` indexes: the output, flattened per row."""
         return output.reshape(output.shape[0], -1)
 
     def class_probabilities(self, scores: torch.Tensor) -> torch.Tensor | None:

@@ -260,6 +260,8 @@ def test_bad_explain_config_fails_the_load(tmp_path, cnn):
         ({"n_steps": 0}, "n_steps"),
         ({"steps": 5}, "unknown keys"),
         ({"baseline": "grey"}, "baseline"),
+        ({"method": "simpson"}, "method"),
+        (True, "must be an object"),
     ]
     for i, (config, message) in enumerate(cases):
         model_dir = make_model_dir(

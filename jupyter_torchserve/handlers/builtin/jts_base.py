@@ -184,7 +184,18 @@ class ExplainSettings:
     explanation.
     """
 
+    #: Captum's integral approximations (``IntegratedGradients.attribute(method=...)``).
+    METHODS = (
+        "gausslegendre",
+        "riemann_left",
+        "riemann_right",
+        "riemann_middle",
+        "riemann_trapezoid",
+    )
+
     def __init__(self, config: Any) -> None:
+        if config is not None and not isinstance(config, dict):
+            raise ValueError(f"handler_config['explain'] must be an object, not {config!r}")
         config = dict(config or {})
         known = {"n_steps", "internal_batch_size", "method", "baseline", "layer"}
         unknown = sorted(set(config) - known)
@@ -195,7 +206,11 @@ class ExplainSettings:
         self.internal_batch_size = (
             None if batch is None else _positive_int(batch, "internal_batch_size")
         )
-        self.method = str(config.get("method", "gausslegendre"))
+        self.method = config.get("method", "gausslegendre")
+        if self.method not in self.METHODS:
+            raise ValueError(
+                f"handler_config['explain']['method'] must be one of {', '.join(self.METHODS)}"
+            )
         #: Text: the dotted name of the embedding layer to integrate over (default: the first).
         self.layer = config.get("layer")
         self.baseline_given = "baseline" in config

@@ -8,6 +8,9 @@
 # jupyter_torchserve is deliberately NOT installed there: our archives must be
 # self-contained, so TorchServe has to serve them without our package.
 # TorchServe 0.12.0's wheel forgets PyYAML (its worker imports yaml), hence pyyaml.
+# captum: TorchServe's vision/text handlers explain with it (it was never a dependency of
+# its wheel), and tests/test_explain_torchserve.py explains our archives there (issue 17).
+# An existing venv that lacks it is updated in place: only the missing packages are added.
 # Java 17 is needed too (`java` on PATH); this script only checks for it.
 # Idempotent: when DIR already holds the pinned versions it returns in about a second.
 set -euo pipefail
@@ -19,7 +22,7 @@ mkdir -p "$(dirname "$dir")"
 dir="$(cd "$(dirname "$dir")" && pwd)/$(basename "$dir")"
 python="${PYTHON:-python3}"
 
-pins=(torch==2.13.0 torchserve==0.12.0 torch-model-archiver==0.12.0 pyyaml numpy pillow)
+pins=(torch==2.13.0 torchserve==0.12.0 torch-model-archiver==0.12.0 pyyaml numpy pillow "captum>=0.7")
 
 check() {
     (cd / && "$dir/bin/python" -I - 2>/dev/null) <<'EOF'
@@ -29,7 +32,7 @@ want = {"torch": "2.13.0", "torchserve": "0.12.0", "torch-model-archiver": "0.12
 for name, version in want.items():
     if md.version(name).split("+")[0] != version:
         raise SystemExit(1)
-for mod in ("yaml", "numpy", "PIL", "ts.model_service_worker"):
+for mod in ("yaml", "numpy", "PIL", "captum.attr", "ts.model_service_worker"):
     if importlib.util.find_spec(mod) is None:
         raise SystemExit(1)
 if importlib.util.find_spec("jupyter_torchserve") is not None:
@@ -48,8 +51,12 @@ elif [ "$rc" = 2 ]; then
     echo "error: $dir has jupyter_torchserve installed; it must not (remove the venv)" >&2
     exit 1
 else
-    echo "creating torchserve venv in $dir ..."
-    "$python" -m venv "$dir"
+    if [ -x "$dir/bin/python" ]; then
+        echo "adding what is missing to the torchserve venv in $dir ..."
+    else
+        echo "creating torchserve venv in $dir ..."
+        "$python" -m venv "$dir"
+    fi
     # (pip's notes about this machine's local index layout are noise here)
     "$dir/bin/python" -m pip install --quiet --disable-pip-version-check "${pins[@]}" 2>&1 |
         { grep -v "is ignored: it is neither a file nor a directory" || true; }

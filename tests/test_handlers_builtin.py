@@ -145,7 +145,8 @@ def test_tensor_bad_body_is_a_handler_error(tmp_path, linear):
         svc.predict([request([[1.0, 2.0]])])  # wrong width: the model refuses it
 
 
-def test_tensor_explain_is_input_times_gradient(tmp_path, linear):
+def test_tensor_explain_of_a_linear_model_is_input_times_weight(tmp_path, linear):
+    # Integrated Gradients from a zero baseline, for a linear model: exactly x * w[top]
     svc = load_service(str(make_model_dir(tmp_path, linear, schema=FP32_3)))
     x = torch.tensor([[1.0, -2.0, 0.5]])
     out = _json(svc.predict([request(x.tolist(), headers={"explain": "True"})]))[0]

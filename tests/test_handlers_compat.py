@@ -216,7 +216,8 @@ def test_base_handler_subclass_on_torchscript_with_mapping(tmp_path):
     assert all(o["ok"] and o["device"] == "cpu" for o in outputs)
     names = {r["name"] for r in svc.context.metrics.drain()}
     assert {"ts_handler_inference", "HandlerTime", "PredictionTime"} <= names
-    # explanations: header explain: True -> get_insights (input x gradient, no Captum)
+    # explanations: header explain: True -> get_insights (Captum IG toward target 0, as
+    # TorchServe; for a linear model that is exactly x * w[0])
     out = json.loads(svc.predict([request(xs[0], headers={"explain": "True"})])[0].body)
     assert np.allclose(out, [np.asarray(xs[0]) * model.weight[0].detach().numpy()], atol=1e-6)
     assert svc.describe() is None

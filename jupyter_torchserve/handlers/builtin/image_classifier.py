@@ -5,6 +5,9 @@ preprocessed); colour mode and size come from the schema, normalisation from
 ``handler_config`` (``mean``/``std``; without them pixels are scaled to [0, 1] like
 torchvision's ``ToTensor``). ``topk`` (default 5) and ``apply_softmax`` (default true) are
 read from ``handler_config``; labels from ``index_to_name.json``, else the class index.
+An explanation is Captum's Integrated Gradients toward the predicted class or the request's
+``target`` (``JtsBaseHandler.explain_handle``): the bare ``[C][H][W]`` attribution list, as
+TorchServe's vision handler answers.
 """
 
 from __future__ import annotations
@@ -23,10 +26,12 @@ class ImageClassifier(ImageHandlerBase):
         self.topk = int(self.handler_config.get("topk", 5))
         self.apply_softmax = bool(self.handler_config.get("apply_softmax", True))
 
+    def class_probabilities(self, scores: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(scores, dim=1) if self.apply_softmax else scores
+
     def postprocess(self, output: Any) -> list[dict[str, float]]:
         logits = first_tensor(output).detach().float().cpu()
-        logits = logits.reshape(logits.shape[0], -1)
-        probs = torch.softmax(logits, dim=1) if self.apply_softmax else logits
+        probs = self.class_probabilities(logits.reshape(logits.shape[0], -1))
         k = max(1, min(self.topk, probs.shape[1]))
         values, classes = torch.topk(probs, k, dim=1)
         return [

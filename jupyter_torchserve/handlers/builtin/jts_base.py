@@ -4,6 +4,8 @@ This file is copied into every archive next to the built-in handler that uses it
 imports only the standard library, torch, numpy, PIL and ``jts_model_loader`` (its sibling
 in the archive): the same archive then serves with the same answers in our engine and in a
 plain TorchServe 0.12, which only calls ``initialize(context)`` and ``handle(data, context)``.
+Captum is imported only when an explanation is asked for, so an archive still predicts in a
+TorchServe without it, and answers a clear error (501) instead of explaining.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import binascii
 import io
 import json
 import logging
+import math
 import os
+import sys
 import time
 from typing import Any
 
@@ -23,6 +27,13 @@ import torch
 logger = logging.getLogger(__name__)
 
 METADATA_FILE = os.path.join("MAR-INF", "jupyter_torchserve.json")
+
+#: Response header of every explanation: what the bare attribution list of TorchServe's
+#: answer has no room for (target, prediction, convergence delta, cost), as ASCII JSON.
+EXPLANATION_HEADER = "x-explanation"
+
+#: TorchServe's vision handler integrates over 15 steps from a zero baseline.
+DEFAULT_N_STEPS = 15
 
 #: KServe v2 / schema datatype names -> torch dtypes.
 DATATYPES: dict[str, torch.dtype] = {
@@ -124,6 +135,136 @@ def first_tensor(output: Any) -> torch.Tensor:
     raise TypeError(f"the model output is not a tensor: {type(output).__name__}")
 
 
+class PredictionException(Exception):
+    """A failure answered with ``error_code``: named like TorchServe's, which our runtime
+    recognises by name (this file cannot import ``ts``)."""
+
+    def __init__(self, message: str, error_code: int = 500) -> None:
+        super().__init__(message)
+        self.message = message
+        self.error_code = error_code
+
+
+def prediction_error(message: str, error_code: int) -> Exception:
+    """An exception the serving runtime answers with ``error_code`` and ``message``.
+
+    Inside TorchServe that must be TorchServe's own ``PredictionException`` (any other
+    exception becomes a bare 503 "Prediction failed"); its worker has always loaded it, so
+    it is looked up, never imported.
+    """
+    runtime = getattr(sys.modules.get("ts.utils.util"), "PredictionException", None)
+    if isinstance(runtime, type) and issubclass(runtime, Exception):
+        return runtime(message, error_code)
+    return PredictionException(message, error_code)
+
+
+def captum_attr() -> Any:
+    """``captum.attr``, imported on the first explanation rather than with the handler."""
+    try:
+        import captum.attr
+    except ImportError as exc:
+        raise prediction_error(
+            f"explanations need Captum where this model is served, and it is not installed "
+            f"there ({exc}): run `pip install captum` in that environment",
+            501,
+        ) from exc
+    return captum.attr
+
+
+class ExplainSettings:
+    """``handler_config["explain"]``: how Integrated Gradients runs for this model.
+
+    ``n_steps`` (default 15, TorchServe's), ``internal_batch_size`` (rows per forward pass;
+    default: all ``n_steps`` x rows at once), ``method`` (Captum's, default
+    ``gausslegendre``) and ``baseline``: ``0``/``"zero"`` (TorchServe's), any number (a
+    constant model input), ``"black"`` (images: the preprocessed all-black image) or a
+    nested list shaped like one sample; for text, ``baseline`` is the token id of the
+    reference sequence (default: the padding id) and ``layer`` names the embedding layer.
+    Checked when the model loads, so a bad value fails the registration, not every
+    explanation.
+    """
+
+    #: Captum's integral approximations (``IntegratedGradients.attribute(method=...)``).
+    METHODS = (
+        "gausslegendre",
+        "riemann_left",
+        "riemann_right",
+        "riemann_middle",
+        "riemann_trapezoid",
+    )
+
+    def __init__(self, config: Any) -> None:
+        if config is not None and not isinstance(config, dict):
+            raise ValueError(f"handler_config['explain'] must be an object, not {config!r}")
+        config = dict(config or {})
+        known = {"n_steps", "internal_batch_size", "method", "baseline", "layer"}
+        unknown = sorted(set(config) - known)
+        if unknown:
+            raise ValueError(f"handler_config['explain'] has unknown keys {unknown}")
+        self.n_steps = _positive_int(config.get("n_steps", DEFAULT_N_STEPS), "n_steps")
+        batch = config.get("internal_batch_size")
+        self.internal_batch_size = (
+            None if batch is None else _positive_int(batch, "internal_batch_size")
+        )
+        self.method = config.get("method", "gausslegendre")
+        if self.method not in self.METHODS:
+            raise ValueError(
+                f"handler_config['explain']['method'] must be one of {', '.join(self.METHODS)}"
+            )
+        #: Text: the dotted name of the embedding layer to integrate over (default: the first).
+        self.layer = config.get("layer")
+        self.baseline_given = "baseline" in config
+        baseline = config.get("baseline", 0)
+        if baseline == "zero":
+            baseline = 0
+        if isinstance(baseline, bool) or not (
+            isinstance(baseline, (int, float, list)) or baseline == "black"
+        ):
+            raise ValueError(
+                "handler_config['explain']['baseline'] must be a number, 'zero', 'black' or a "
+                f"nested list shaped like one input, not {baseline!r}"
+            )
+        self.baseline = baseline
+
+    def describe_baseline(self) -> Any:
+        return "tensor" if isinstance(self.baseline, list) else self.baseline
+
+
+def _positive_int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"handler_config['explain']['{what}'] must be a positive int")
+    return value
+
+
+def parse_target(value: Any, rows: int, classes: int) -> int | list[int] | None:
+    """A request's ``target``: an int (every row), a list (one per row), or None (absent).
+
+    Values arrive as TorchServe delivers them: JSON numbers, or text from a form field.
+    """
+    if value is None:
+        return None
+    if isinstance(value, (bytes, bytearray)):
+        value = value.decode("utf-8", "replace")
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise prediction_error(f"target must be a class index, not {value!r}", 400) from None
+    values = value if isinstance(value, list) else [value]
+    if isinstance(value, list) and len(value) != rows:
+        raise prediction_error(
+            f"target lists {len(value)} classes for a request of {rows} rows", 400
+        )
+    for item in values:
+        if isinstance(item, bool) or not isinstance(item, int):
+            raise prediction_error(f"target must be a class index, not {item!r}", 400)
+        if not 0 <= item < classes:
+            raise prediction_error(
+                f"target {item} is out of range: the model has {classes} outputs", 400
+            )
+    return value
+
+
 def _fallback_load_model(model_dir: str, device: torch.device) -> torch.nn.Module:
     """Minimal loader used only when ``jts_model_loader.py`` is absent (TorchScript, export)."""
     manifest = read_json_file(os.path.join(model_dir, "MAR-INF", "MANIFEST.json")) or {}
@@ -140,10 +281,17 @@ class JtsBaseHandler:
     """TorchServe's handler shape: ``initialize`` once, then ``handle`` per batch.
 
     ``handle`` runs ``preprocess`` -> ``inference`` -> ``postprocess``; request header
-    ``explain: True`` switches to :meth:`explain_handle` (input x gradient of the top class)
-    and ``describe: True`` to :meth:`describe_handle`. Subclasses record how many model rows
-    each request contributed in ``self.request_sizes`` so outputs can be split back.
+    ``explain: True`` switches to :meth:`explain_handle` (Captum's Integrated Gradients, through
+    :meth:`get_insights`) and ``describe: True`` to :meth:`describe_handle`. Subclasses record
+    how many model rows each request contributed in ``self.request_sizes`` so outputs can be
+    split back.
     """
+
+    #: Named in the ``x-explanation`` header; a subclass whose get_insights uses another
+    #: attribution method says which.
+    explain_method = "IntegratedGradients"
+    #: Whether ``handler_config["explain"]["baseline"] = "black"`` means something here.
+    black_baseline_supported = False
 
     #: Short description of the accepted request body, shown by ``describe_handle``.
     input_format = "model-specific"
@@ -159,6 +307,10 @@ class JtsBaseHandler:
         self.mapping: dict[str, str] | None = None
         self.model_dir: str = ""
         self.request_sizes: list[int] = []
+        self.explain_settings = ExplainSettings(None)
+        #: Set by get_insights for the request it explains (one value per row), sent back in
+        #: the ``x-explanation`` header; None when the method has no convergence delta.
+        self.convergence_delta: torch.Tensor | None = None
         self.initialized = False
         self._row_fallback_warned = False
 
@@ -176,6 +328,11 @@ class JtsBaseHandler:
         if isinstance(yaml_config.get("handler"), dict):  # TorchServe's model-config.yaml
             config.update(yaml_config["handler"])
         self.handler_config = config
+        self.explain_settings = ExplainSettings(config.get("explain"))
+        if self.explain_settings.baseline == "black" and not self.black_baseline_supported:
+            raise ValueError(
+                f"the 'black' explain baseline is for images, not {type(self).__name__}"
+            )
         self.schema = self.metadata.get("schema") or {}
         labels = read_json_file(os.path.join(self.model_dir, "index_to_name.json"))
         if labels is None:
@@ -203,6 +360,12 @@ class JtsBaseHandler:
     # -- schema helpers ----------------------------------------------------------------------
     def input_specs(self) -> list[dict[str, Any]]:
         return list(self.schema.get("inputs") or [])
+
+    def input_name(self, index: int) -> str:
+        specs = self.input_specs()
+        if index < len(specs) and specs[index].get("name"):
+            return str(specs[index]["name"])
+        return f"input-{index}"
 
     def input_dtype(self, index: int = 0, default: torch.dtype = torch.float32) -> torch.dtype:
         specs = self.input_specs()
@@ -235,8 +398,8 @@ class JtsBaseHandler:
                 return value
         return None
 
-    def _is_explain(self) -> bool:
-        return is_true(self._header("explain"))
+    def _is_explain(self, idx: int = 0) -> bool:
+        return is_true(self._header("explain", idx))
 
     def _is_describe(self) -> bool:
         return is_true(self._header("describe"))
@@ -248,16 +411,51 @@ class JtsBaseHandler:
         if self._is_describe():
             output = [self.describe_handle() for _ in data]
         else:
-            model_input = self.preprocess(data)
-            if self._is_explain():
-                output = self.explain_handle(model_input, data)
+            explain = [self._is_explain(idx) for idx in range(len(data))]
+            if len(set(explain)) > 1:
+                output = self._handle_apart(data, explain)
             else:
-                output = self.postprocess(self.inference(model_input))
+                output = self._handle_rows(data, bool(explain and explain[0]))
         metrics = getattr(context, "metrics", None)
         if metrics is not None and hasattr(metrics, "add_time"):
             metrics.add_time(
                 "HandlerTime", round((time.perf_counter() - started) * 1000, 2), None, "ms"
             )
+        return output
+
+    def _handle_rows(self, data: list[Any], explain: bool) -> list[Any]:
+        model_input = self.preprocess(data)
+        if explain:
+            return self.explain_handle(model_input, data)
+        return self.postprocess(self.inference(model_input))
+
+    def _handle_apart(self, data: list[Any], explain: list[bool]) -> list[Any]:
+        """Predictions and explanations of one batch, run as two batches.
+
+        TorchServe's frontend batches both kinds together and its handlers decide by the
+        first request's header, answering the others with the wrong kind. Each part sees
+        the context of its own requests only (the per-request processors and ids, which
+        every header and status lookup goes through, in TorchServe's Context and ours).
+        """
+        context = self.context
+        processors = context.request_processor
+        ids = getattr(context, "request_ids", None)
+        output: list[Any] = [None] * len(data)
+        try:
+            for want in (False, True):
+                rows = [idx for idx, asked in enumerate(explain) if asked == want]
+                context.request_processor = [processors[idx] for idx in rows]
+                if isinstance(ids, dict):
+                    context.request_ids = {j: ids[idx] for j, idx in enumerate(rows)}
+                part = self._handle_rows([data[idx] for idx in rows], want)
+                if len(part) != len(rows):
+                    raise ValueError(f"{len(part)} outputs for a part of {len(rows)} requests")
+                for idx, value in zip(rows, part, strict=True):
+                    output[idx] = value
+        finally:
+            context.request_processor = processors
+            if isinstance(ids, dict):
+                context.request_ids = ids
         return output
 
     def preprocess(self, data: list[Any]) -> Any:
@@ -325,50 +523,232 @@ class JtsBaseHandler:
         return list(tensor.detach().cpu().split(sizes))
 
     # -- explanations and description ---------------------------------------------------------
-    def explain_handle(self, model_input: Any, raw_data: list[Any]) -> list[Any]:
-        """Input x gradient saliency of the top class (or the request's ``target``), per request."""
-        inputs = list(model_input) if isinstance(model_input, (tuple, list)) else [model_input]
-        if not all(isinstance(t, torch.Tensor) for t in inputs):
-            raise TypeError("explanations need tensor inputs")
-        leaves = [
-            t.detach().clone().requires_grad_(t.is_floating_point() or t.is_complex())
-            for t in inputs
-        ]
-        if not any(t.requires_grad for t in leaves):
-            raise TypeError("explanations need a floating-point model input")
-        targets = self._explain_targets(raw_data)
-        with torch.inference_mode(False), torch.enable_grad():
-            output = first_tensor(self._call_model(leaves if len(leaves) > 1 else leaves[0]))
-            flat = output.reshape(output.shape[0], -1)
-            chosen = flat.argmax(dim=1)
-            if targets is not None and len(targets) == len(chosen):
-                chosen = torch.tensor(targets, device=flat.device)
-            score = flat.gather(1, chosen.view(-1, 1)).sum()
-            differentiable = [t for t in leaves if t.requires_grad]
-            grads = torch.autograd.grad(score, differentiable, allow_unused=True)
-        grad = grads[0] if grads[0] is not None else torch.zeros_like(differentiable[0])
-        attribution = (differentiable[0] * grad).detach()
-        return [part.tolist() for part in self.explanation_parts(attribution)]
+    def explain_handle(self, data_preprocess: Any, raw_data: list[Any]) -> list[Any]:
+        """TorchServe's explanation hook: one answer per request, each from :meth:`get_insights`.
 
-    def explanation_parts(self, attribution: torch.Tensor) -> list[torch.Tensor]:
-        """Per-request attributions shaped like each request's input (one sample: no batch dim)."""
-        return [part[0] if len(part) == 1 else part for part in self.split_per_request(attribution)]
+        Where we differ from TorchServe, which explains the whole batch against the first
+        request's ``target`` (0 when it names none): each request is explained against its
+        own ``target``, and a request that names none against the class the model predicts
+        for it. A named ``target`` is honoured exactly as TorchServe reads it (the request's
+        ``target`` field: a KServe v1 instance's key, a form field; 0 means class 0) and,
+        for a JSON object body, from its ``"target"`` key too. The answer keeps TorchServe's
+        shape (an image's attributions are a bare ``[C][H][W]`` list); what that has no room
+        for goes into the ``x-explanation`` response header (:meth:`explanation_info`).
+        """
+        outputs = []
+        parts = self.request_inputs(data_preprocess)
+        for idx, (rows, raw) in enumerate(zip(parts, raw_data, strict=True)):
+            started = time.perf_counter()
+            scores = self.explain_scores(rows)
+            predicted = scores.argmax(dim=1).tolist()
+            target = parse_target(self.requested_target(raw), len(predicted), scores.shape[1])
+            if target is None:
+                target = predicted[0] if self.one_sample(idx) else predicted
+            self.convergence_delta = None
+            with torch.inference_mode(False), torch.enable_grad():
+                insight = self.get_insights(rows, raw, target)
+            info = self.explanation_info(idx, scores, target)
+            info["ms"] = round((time.perf_counter() - started) * 1000, 2)
+            if self.context is not None and hasattr(self.context, "set_response_header"):
+                self.context.set_response_header(
+                    idx, EXPLANATION_HEADER, json.dumps(info, separators=(",", ":"))
+                )
+            outputs.append(self.explanation_answer(idx, insight))
+        return outputs
 
-    def _explain_targets(self, raw_data: list[Any]) -> list[int] | None:
-        """Per-row target classes when every request names an int ``target``."""
-        sizes = self.request_sizes or [1] * len(raw_data)
-        targets: list[int] = []
-        for row, size in zip(raw_data, sizes, strict=False):
-            target = row.get("target") if isinstance(row, dict) else None
-            if isinstance(target, (bytes, str)):
-                try:
-                    target = int(target)
-                except ValueError:
-                    return None
-            if not isinstance(target, int):
-                return None
-            targets.extend([target] * size)
-        return targets
+    def get_insights(self, tensor_data: Any, raw_data: Any, target: Any) -> list[Any]:
+        """TorchServe's hook: the explanation of each row of one request, as a list.
+
+        ``tensor_data`` holds the request's rows (batch dimension kept); ``target`` is one
+        class index, or one per row. This default is Captum's Integrated Gradients of the
+        model's (flattened) output toward ``target``, with :class:`ExplainSettings`; it
+        records the convergence delta in ``self.convergence_delta``.
+        """
+        attributions, delta = self.integrated_gradients(tensor_data, target)
+        self.convergence_delta = delta
+        if not isinstance(tensor_data, (tuple, list)):
+            return attributions.detach().cpu().tolist()
+        # a multi-input model: each row's attributions keyed by the explained inputs' names
+        if not isinstance(attributions, tuple):
+            attributions = (attributions,)
+        names = [self.input_name(i) for i in self._floating_positions(tensor_data)]
+        per_input = [a.detach().cpu().tolist() for a in attributions]
+        return [dict(zip(names, row, strict=True)) for row in zip(*per_input, strict=True)]
+
+    def integrated_gradients(self, inputs: Any, target: Any) -> tuple[Any, torch.Tensor]:
+        """Captum's ``IntegratedGradients`` over every floating-point model input.
+
+        Other inputs (integer ids, masks) are held fixed. When the model refuses the
+        ``n_steps`` x rows batch that Captum feeds it at once (a model captured with a fixed
+        batch size), it is run again one request's rows per forward pass.
+        """
+        attr = captum_attr()
+        tensors = list(inputs) if isinstance(inputs, (tuple, list)) else [inputs]
+        if not all(isinstance(t, torch.Tensor) for t in tensors):
+            raise prediction_error("explanations need tensor model inputs", 501)
+        floating = self._floating_positions(tensors)
+        if not floating:
+            raise prediction_error(
+                "Integrated Gradients needs a floating-point model input; this model takes "
+                f"{', '.join(str(t.dtype) for t in tensors)} (for token ids use the "
+                "text_classifier handler, which integrates over the embedding)",
+                501,
+            )
+        fixed = [i for i in range(len(tensors)) if i not in floating]
+
+        def forward(*args: torch.Tensor) -> torch.Tensor:
+            ordered: list[Any] = [None] * len(tensors)
+            for pos, value in zip(floating + fixed, args, strict=True):
+                ordered[pos] = value
+            output = first_tensor(self._call_model(ordered if len(ordered) > 1 else ordered[0]))
+            return self.explained_outputs(output)
+
+        explained = tuple(tensors[i] for i in floating)
+        settings = self.explain_settings
+        kwargs: dict[str, Any] = {
+            "baselines": self.explain_baselines(explained),
+            "target": target,
+            "additional_forward_args": tuple(tensors[i] for i in fixed) or None,
+            "n_steps": settings.n_steps,
+            "method": settings.method,
+            "internal_batch_size": settings.internal_batch_size,
+            "return_convergence_delta": True,
+        }
+        ig = attr.IntegratedGradients(forward)
+        single = explained[0] if len(explained) == 1 else explained
+        try:
+            return ig.attribute(single, **kwargs)
+        except Exception:
+            rows = len(explained[0]) if explained[0].dim() else 1
+            if settings.internal_batch_size is not None or settings.n_steps == 1:
+                raise
+            kwargs["internal_batch_size"] = rows
+            result = ig.attribute(single, **kwargs)
+            logger.warning("the model refused Captum's batch; explaining %d rows per pass", rows)
+            return result
+
+    def _floating_positions(self, inputs: Any) -> list[int]:
+        tensors = list(inputs) if isinstance(inputs, (tuple, list)) else [inputs]
+        return [i for i, t in enumerate(tensors) if t.is_floating_point()]
+
+    def explain_baselines(self, inputs: tuple[torch.Tensor, ...]) -> Any:
+        """The configured baseline, one per explained input (numbers broadcast)."""
+        baseline = self.explain_settings.baseline
+        if isinstance(baseline, (int, float)):
+            values: tuple[Any, ...] = tuple(float(baseline) for _ in inputs)
+        elif baseline == "black":
+            values = tuple(self.black_baseline(t) for t in inputs)
+        else:
+            if len(inputs) != 1:
+                raise prediction_error(
+                    "a tensor baseline needs a model with one floating-point input", 501
+                )
+            values = (self.tensor_baseline(baseline, inputs[0]),)
+        return values[0] if len(values) == 1 else values
+
+    def tensor_baseline(self, baseline: Any, rows: torch.Tensor) -> torch.Tensor:
+        tensor = torch.as_tensor(baseline, dtype=rows.dtype, device=rows.device)
+        if tuple(tensor.shape) == tuple(rows.shape[1:]):
+            tensor = tensor.unsqueeze(0)
+        try:
+            return tensor.expand_as(rows).contiguous()
+        except RuntimeError:
+            raise prediction_error(
+                f"handler_config['explain']['baseline'] has shape {list(tensor.shape)}, "
+                f"but one input of this request has shape {list(rows.shape[1:])}",
+                501,
+            ) from None
+
+    def black_baseline(self, rows: torch.Tensor) -> torch.Tensor:
+        raise prediction_error("the 'black' baseline is for image handlers", 501)
+
+    def request_inputs(self, model_input: Any) -> list[Any]:
+        """The model input of each request (its rows), in request order."""
+        sizes = self.request_sizes or [1] * _batch_length(model_input)
+        if isinstance(model_input, torch.Tensor):
+            return list(model_input.split(sizes))
+        if isinstance(model_input, (tuple, list)):
+            parts = [t.split(sizes) for t in model_input]
+            return [tuple(p) for p in zip(*parts, strict=True)]
+        raise prediction_error("explanations need tensor model inputs", 501)
+
+    def requested_target(self, raw: Any) -> Any:
+        """Where a request names its target: TorchServe's ``target`` field, else the JSON body's."""
+        if not isinstance(raw, dict):
+            return None
+        if raw.get("target") is not None:
+            return raw["target"]
+        for key in ("data", "body"):
+            if isinstance(raw.get(key), dict):
+                return raw[key].get("target")
+        return None
+
+    def explain_scores(self, rows: Any) -> torch.Tensor:
+        """The model's output for one request as ``[rows, outputs]``: what targets index."""
+        output = first_tensor(self.inference(rows)).detach().float().cpu()
+        if output.dim() == 0:
+            raise prediction_error("the model returns one number for the whole batch", 501)
+        return self.explained_outputs(output)
+
+    def explained_outputs(self, output: torch.Tensor) -> torch.Tensor:
+        """The ``[rows, outputs]`` a ``target`` indexes: the output, flattened per row."""
+        return output.reshape(output.shape[0], -1)
+
+    def class_probabilities(self, scores: torch.Tensor) -> torch.Tensor | None:
+        """Per-class probabilities for classifiers; None for other models."""
+        return None
+
+    def one_sample(self, idx: int) -> bool:
+        """Whether request ``idx`` sent one sample (its answer then has no batch dimension)."""
+        return not self.request_sizes or self.request_sizes[idx] == 1
+
+    def explanation_answer(self, idx: int, insight: Any) -> Any:
+        """The body of request ``idx``: TorchServe's per-row entry, unwrapped for one sample."""
+        if isinstance(insight, list) and len(insight) == 1 and self.one_sample(idx):
+            return insight[0]
+        return insight
+
+    def explanation_info(self, idx: int, scores: torch.Tensor, target: Any) -> dict[str, Any]:
+        """The ``x-explanation`` header of request ``idx``: one value per key for one
+        sample, a list (one per row) when the request sent a batch."""
+        rows = scores.shape[0]
+        targets = target if isinstance(target, list) else [target] * rows
+        probs = self.class_probabilities(scores)
+        delta = self.convergence_delta
+        per_row: list[dict[str, Any]] = []
+        for i, t in enumerate(targets):
+            predicted = int(scores[i].argmax())
+            row: dict[str, Any] = {
+                "target": t,
+                "prediction": predicted,
+                "score": finite_float(scores[i, t]),
+                "delta": None if delta is None else finite_float(delta.reshape(-1)[i]),
+            }
+            if probs is not None:
+                k = min(5, probs.shape[1])
+                top_p, top_i = probs[i].topk(k)
+                row.update(
+                    label=self.label(predicted),
+                    probability=finite_float(probs[i, predicted]),
+                    target_label=self.label(t),
+                    target_probability=finite_float(probs[i, t]),
+                    topk=[
+                        [c, self.label(c), finite_float(p)]
+                        for c, p in zip(top_i.tolist(), top_p.tolist(), strict=True)
+                    ],
+                )
+            per_row.append(row)
+        settings = self.explain_settings
+        info: dict[str, Any] = {
+            "method": self.explain_method,
+            "n_steps": settings.n_steps,
+            "baseline": settings.describe_baseline(),
+        }
+        if self.one_sample(idx):
+            info.update(per_row[0])
+        else:
+            info.update({key: [row[key] for row in per_row] for key in per_row[0]})
+        return info
 
     def describe_handle(self) -> dict[str, Any]:
         """Custom metadata for ``GET /models/{m}?customized=true``: schema and input format."""
@@ -381,6 +761,18 @@ class JtsBaseHandler:
             "labels": None if self.mapping is None else len(self.mapping),
             "device": str(self.device),
         }
+
+
+def finite_float(value: Any) -> float | None:
+    """A float for JSON, None for NaN/inf (which JSON cannot carry)."""
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def _batch_length(model_input: Any) -> int:
+    if isinstance(model_input, torch.Tensor):
+        return len(model_input)
+    return len(model_input[0])
 
 
 def _concat_outputs(outputs: list[Any]) -> Any:
@@ -406,6 +798,7 @@ class ImageHandlerBase(JtsBaseHandler):
     """
 
     input_format = "image bytes (PNG, JPEG, ...), base64 text, or a float nested list [C, H, W]"
+    black_baseline_supported = True
 
     def initialize(self, context: Any) -> None:
         super().initialize(context)
@@ -435,6 +828,15 @@ class ImageHandlerBase(JtsBaseHandler):
         mean, std = cfg.get("mean"), cfg.get("std")
         self.mean = None if mean is None else torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
         self.std = None if std is None else torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+
+    def black_baseline(self, rows: torch.Tensor) -> torch.Tensor:
+        """An all-black image as the model sees it: zero pixels after mean/std."""
+        black = torch.zeros(rows.shape[1:], dtype=torch.float32)
+        if self.mean is not None:
+            black = black - self.mean
+        if self.std is not None:
+            black = black / self.std
+        return black.to(rows.device, rows.dtype).unsqueeze(0).expand_as(rows).contiguous()
 
     def decode_image(self, payload: Any) -> torch.Tensor:
         """One request payload -> a float ``[C, H, W]`` tensor ready for the model."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from jts_base import ImageHandlerBase, request_payload
+from jts_base import ImageHandlerBase, prediction_error, request_payload
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -26,6 +26,13 @@ class ObjectDetector(ImageHandlerBase):
     def initialize(self, context: Any) -> None:
         super().initialize(context)
         self.threshold = float(self.handler_config.get("threshold", 0.5))
+
+    def explain_handle(self, data_preprocess: Any, raw_data: list[Any]) -> list[Any]:
+        raise prediction_error(
+            "object detection has no built-in explanation: detections are not one class "
+            "score to integrate toward (override explain_handle or get_insights)",
+            501,
+        )
 
     def preprocess(self, data: list[Any]) -> Any:
         if self.image_size is not None:

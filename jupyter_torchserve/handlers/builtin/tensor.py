@@ -6,6 +6,8 @@ bytes. A multi-input model takes a JSON object keyed by input name. The requests
 are concatenated along dim 0 into one model call and the output is split back per request.
 When the schema says the input is batched (``[-1, ...]``) and a request sends one sample
 without the batch dimension, the dimension is added and removed again from its output.
+An explanation is Captum's Integrated Gradients over the floating-point inputs, shaped like
+the request's input (a multi-input model: an object keyed by input name, per row).
 """
 
 from __future__ import annotations
@@ -78,7 +80,7 @@ class TensorHandler(JtsBaseHandler):
 
     # -- decoding ------------------------------------------------------------------------------
     def input_names(self) -> list[str]:
-        return [str(spec.get("name", f"input-{i}")) for i, spec in enumerate(self.input_specs())]
+        return [self.input_name(i) for i in range(len(self.input_specs()))]
 
     def _split_inputs(self, value: Any) -> list[Any]:
         """One decoded payload -> one value per model input, in schema order."""
@@ -196,8 +198,8 @@ class TensorHandler(JtsBaseHandler):
             return [[s[i] for s in split] for i in range(len(self.request_sizes))]
         return [output] * len(self.request_sizes)
 
-    def explanation_parts(self, attribution: torch.Tensor) -> list[torch.Tensor]:
-        return self._split_output(attribution)
+    def one_sample(self, idx: int) -> bool:
+        return self.added_batch_dim[idx] if self.added_batch_dim else super().one_sample(idx)
 
     def postprocess(self, output: Any) -> list[Any]:
         parts = self._split_output(output)

@@ -6,6 +6,8 @@ vocabulary (``vocab.json``: ``{token: id}`` or a token list; or TorchServe's
 ``handler_config["input_mode"] = "offsets"``, as TorchServe's ``(ids, offsets)`` pair for
 ``nn.EmbeddingBag`` models. The softmax over the classes is returned with the labels of
 ``index_to_name.json`` (all classes, or the ``topk`` best when ``handler_config`` sets it).
+An explanation is Captum's LayerIntegratedGradients over the model's ``nn.Embedding``,
+answered as TorchServe's Hugging Face handler does: ``{"words", "importances", "delta"}``.
 """
 
 from __future__ import annotations
@@ -16,7 +18,15 @@ import re
 from typing import Any
 
 import torch
-from jts_base import JtsBaseHandler, as_bytes_or_text, first_tensor, request_payload
+from jts_base import (
+    JtsBaseHandler,
+    as_bytes_or_text,
+    captum_attr,
+    finite_float,
+    first_tensor,
+    prediction_error,
+    request_payload,
+)
 
 _TOKEN = re.compile(r"\w+|[^\w\s]", re.UNICODE)
 
@@ -59,6 +69,7 @@ class TextClassifier(JtsBaseHandler):
     """Vocabulary lookup, padding, softmax."""
 
     input_format = "utf-8 text (or JSON {'text': ...})"
+    explain_method = "LayerIntegratedGradients"
 
     def initialize(self, context: Any) -> None:
         super().initialize(context)
@@ -76,6 +87,13 @@ class TextClassifier(JtsBaseHandler):
         fixed = shape[1] if shape and len(shape) == 2 and isinstance(shape[1], int) else -1
         self.max_length = int(cfg.get("max_length", fixed if fixed > 0 else 0)) or None
         self.pad_to_max = fixed > 0
+        self.pad_token = str(pad)
+        self.encoded: list[list[int]] = []
+        settings = self.explain_settings
+        if settings.baseline_given and (
+            isinstance(settings.baseline, bool) or not isinstance(settings.baseline, int)
+        ):
+            raise ValueError("a text model's explain baseline is a token id (an int)")
 
     def text_of(self, payload: Any) -> str:
         payload = as_bytes_or_text(payload)
@@ -92,15 +110,22 @@ class TextClassifier(JtsBaseHandler):
             return payload
         raise TypeError(f"cannot read text from {type(payload).__name__}")
 
+    def words(self, text: str) -> list[str]:
+        """The words the model sees, in order (before the vocabulary maps them to ids)."""
+        words = tokenize(text, self.lowercase)
+        return words[: self.max_length] if self.max_length else words
+
     def encode(self, text: str) -> list[int]:
-        ids = [int(self.vocab.get(token, self.unk_id)) for token in tokenize(text, self.lowercase)]
-        if self.max_length:
-            ids = ids[: self.max_length]
+        ids = [int(self.vocab.get(token, self.unk_id)) for token in self.words(text)]
         return ids or [self.pad_id]
 
     def preprocess(self, data: list[Any]) -> Any:
-        encoded = [self.encode(self.text_of(request_payload(row))) for row in data]
-        self.request_sizes = [1] * len(encoded)
+        self.encoded = [self.encode(self.text_of(request_payload(row))) for row in data]
+        self.request_sizes = [1] * len(self.encoded)
+        return self.model_input(self.encoded)
+
+    def model_input(self, encoded: list[list[int]]) -> Any:
+        """Token ids -> the padded ``[N, L]`` tensor, or ``(ids, offsets)`` for EmbeddingBag."""
         dtype = self.input_dtype(0, torch.int64)
         if self.input_mode == "offsets":
             offsets = [0]
@@ -112,6 +137,83 @@ class TextClassifier(JtsBaseHandler):
         rows = [ids + [self.pad_id] * (length - len(ids)) for ids in encoded]
         return torch.tensor(rows, dtype=dtype).to(self.device)
 
+    # -- explanations ------------------------------------------------------------------------
+    def request_inputs(self, model_input: Any) -> list[Any]:
+        """Each request's ids padded on their own, so its explanation is the same in any batch."""
+        return [self.model_input([ids]) for ids in self.encoded]
+
+    def embedding_layer(self) -> torch.nn.Module:
+        """The layer LayerIntegratedGradients integrates over: configured, else the first
+        ``nn.Embedding`` of the model."""
+        name = self.explain_settings.layer
+        if name:
+            try:
+                return self.model.get_submodule(str(name))
+            except AttributeError as exc:
+                raise prediction_error(f"the model has no layer {name!r}: {exc}", 501) from None
+        for module in self.model.modules():
+            if isinstance(module, torch.nn.EmbeddingBag):
+                raise prediction_error(
+                    "per-word importances need an nn.Embedding layer (one vector per word); "
+                    "this model's nn.EmbeddingBag pools the words before any layer can see them",
+                    501,
+                )
+            if isinstance(module, torch.nn.Embedding):
+                return module
+        fmt = self.metadata.get("format")
+        raise prediction_error(
+            "LayerIntegratedGradients needs the model's nn.Embedding as a Python module, and "
+            + (
+                f"this archive holds a {fmt} model: archive it with format='eager'"
+                if fmt in ("torchscript", "export")
+                else "this model has none (name it in handler_config['explain']['layer'])"
+            ),
+            501,
+        )
+
+    def get_insights(self, text_preprocess: Any, raw_data: Any, target: Any) -> list[Any]:
+        """TorchServe's hook: ``[{"words", "importances", "delta"}]`` for one request.
+
+        ``importances`` are the attributions summed over the embedding dimension and divided
+        by their norm (Captum's tutorial, TorchServe's Hugging Face handler); ``delta`` is
+        the convergence delta of the unnormalised attributions. The reference sequence is
+        the padding id (``handler_config["explain"]["baseline"]`` overrides it).
+        """
+        settings = self.explain_settings
+        if not isinstance(text_preprocess, torch.Tensor):
+            raise prediction_error("per-word importances need the padded input mode", 501)
+        layer = self.embedding_layer()
+        reference = int(settings.baseline) if settings.baseline_given else self.pad_id
+
+        def forward(ids: torch.Tensor) -> torch.Tensor:
+            output = first_tensor(self.model(ids))
+            return output.reshape(output.shape[0], -1)
+
+        lig = captum_attr().LayerIntegratedGradients(forward, layer)
+        attributions, delta = lig.attribute(
+            text_preprocess,
+            baselines=torch.full_like(text_preprocess, reference),
+            target=target,
+            n_steps=settings.n_steps,
+            method=settings.method,
+            internal_batch_size=settings.internal_batch_size,
+            return_convergence_delta=True,
+        )
+        self.convergence_delta = delta
+        summed = attributions.sum(dim=-1).detach().float().cpu()
+        norms = torch.linalg.vector_norm(summed, dim=1, keepdim=True)
+        importances = summed / torch.where(norms > 0, norms, torch.ones_like(norms))
+        words = self.words(self.text_of(request_payload(raw_data)))
+        length = text_preprocess.shape[1]
+        words = (words + [self.pad_token] * length)[:length]
+        return [
+            {"words": words, "importances": row, "delta": finite_float(d)}
+            for row, d in zip(importances.tolist(), delta.reshape(-1).tolist(), strict=True)
+        ]
+
+    def class_probabilities(self, scores: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(scores, dim=1) if self.apply_softmax else scores
+
     def _split_rows(self, model_input: Any) -> list[Any] | None:
         if self.input_mode == "offsets":
             return None  # (ids, offsets) cannot be cut row by row generically
@@ -119,8 +221,7 @@ class TextClassifier(JtsBaseHandler):
 
     def postprocess(self, output: Any) -> list[dict[str, float]]:
         logits = first_tensor(output).detach().float().cpu()
-        logits = logits.reshape(logits.shape[0], -1)
-        probs = torch.softmax(logits, dim=1) if self.apply_softmax else logits
+        probs = self.class_probabilities(logits.reshape(logits.shape[0], -1))
         if self.topk:
             k = max(1, min(int(self.topk), probs.shape[1]))
             values, classes = torch.topk(probs, k, dim=1)

@@ -38,6 +38,14 @@ class VisionHandler(BaseHandler, ABC):
 
     def initialize(self, context: Any) -> None:
         super().initialize(context)
+        # TorchServe imports Captum with this module (and fails without it); here only
+        # explanations need it. Handlers written for TorchServe call ``self.ig`` directly.
+        try:
+            from captum.attr import IntegratedGradients
+        except ImportError:
+            self.ig = None
+        else:
+            self.ig = IntegratedGradients(self.model)
         self.initialized = True
         if not context.system_properties.get("limit_max_image_pixels"):
             Image.MAX_IMAGE_PIXELS = None
@@ -84,3 +92,12 @@ class VisionHandler(BaseHandler, ABC):
                 image = torch.FloatTensor(image)
             images.append(image)
         return torch.stack(images).to(self.device)
+
+    def get_insights(self, tensor_data: torch.Tensor, _: Any, target: Any = 0) -> Any:
+        """TorchServe's: Integrated Gradients toward ``target`` in 15 steps, one list per row."""
+        if self.ig is None:
+            raise RuntimeError("explanations need Captum: run `pip install captum` here")
+        if isinstance(target, (str, bytes)):
+            target = int(target)
+        with torch.inference_mode(False), torch.enable_grad():
+            return self.ig.attribute(tensor_data, target=target, n_steps=15).tolist()

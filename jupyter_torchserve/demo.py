@@ -1,7 +1,7 @@
 """The main job end to end: train the digits CNN, deploy it, call it on every protocol.
 
 `python -m jupyter_torchserve.demo` goes through the same code path as
-`%torchserve deploy model --name mnist` (jupyter_torchserve.api.deploy), so what it prints is
+`%torchserve deploy model --name mnist` (jupyter_torchserve.deployment.deploy), so what it prints is
 what a notebook user gets. It stops the engine it started unless `--keep` is given.
 """
 
@@ -27,8 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from . import launcher
-    from .api import deploy
     from .client import Client
+    from .deployment import deploy
     from .examples import mnist
 
     engine = {

@@ -20,6 +20,8 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 
 from . import api
+from .deployment import Deployment, deploy
+from .parity import DEFAULT_TOLERANCE
 
 PROG = "%torchserve"
 
@@ -91,7 +93,7 @@ def build_parser() -> _Parser:
     dev.add_argument("--cpu", dest="device", action="store_const", const="cpu")
     q.add_argument("--replace", action="store_true", help="replace a served name/version")
     q.add_argument("--no-parity", action="store_true", help="skip the parity check")
-    q.add_argument("--tolerance", type=float, default=api.DEFAULT_TOLERANCE)
+    q.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE)
     q.add_argument("--response-timeout", type=float, metavar="S")
 
     q = add("archive", "Write a .mar archive (pre-flight checked) without serving it.")
@@ -237,9 +239,9 @@ class TorchServeMagics(Magics):
         }
 
     # -- subcommands -------------------------------------------------------------------------
-    def _cmd_deploy(self, args: argparse.Namespace) -> api.Deployment:
+    def _cmd_deploy(self, args: argparse.Namespace) -> Deployment:
         model = self._eval(args.model, "MODEL")
-        return api.deploy(
+        return deploy(
             model,
             args.name,
             version=args.version,

@@ -5,7 +5,10 @@ body, writes them as files for the curl snippets, and the parity check sends the
 ``%torchserve predict --protocol v1|v2`` and the demo build the same KServe bodies. Built in
 one place, the snippets, the magic and the check cannot drift apart.
 
-Nothing here talks to the engine.
+For the image handlers the model input is made from the request bytes by the built-in
+handler's own code (``handlers/builtin/jts_base.py``, the file that goes into the archive),
+so resize, crop, ``image_size``, colour mode and alpha count the same in the kernel as in the
+engine. Nothing here talks to the engine.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Any, NamedTuple
 
 from . import content
 
-#: Built-in handlers whose request is an image.
+#: Built-in handlers whose request is an image (their preprocessing is ImageHandlerBase's).
 IMAGE_HANDLERS = ("image_classifier", "image_segmenter", "object_detector")
 #: The input name the engine gives a model's first input when its schema names none.
 DEFAULT_INPUT_NAME = "input-0"
@@ -50,9 +53,9 @@ def hooks_of(handler: Any) -> dict[str, Any]:
 def split_example(example: Any, handler: Any, handler_config: dict[str, Any] | None) -> Example:
     """The model input and the request body of what the user gave as ``example``.
 
-    For image handlers a PNG/JPEG (bytes, path or PIL image) is the request, and the model
-    input is what the handler's pre-processing makes of it; a tensor example is turned into
-    a PNG the same way round. With
+    For image handlers a PNG/JPEG (bytes, path or PIL image) is the request and the model
+    input is what the handler's preprocessing makes of it; a tensor example is first turned
+    into a PNG, then decoded the same way, so both sides start from the same bytes. With
     notebook ``preprocess`` hooks, a non-tensor example is the request and the hook, run here
     in the kernel, makes the model input. For other handlers the tensor is both.
     """
@@ -68,9 +71,12 @@ def split_example(example: Any, handler: Any, handler_config: dict[str, Any] | N
         if isinstance(example, str) and Path(example).is_file():
             example = Path(example).read_bytes()
         if content.is_image(example):
-            return Example(image_to_tensor(example, handler_config), bytes(example))
+            png = bytes(example)
+            return Example(image_to_tensor(png, handler_config, handler=handler), png)
         tensor = as_tensor(example)
-        return Example(tensor, tensor_to_png(tensor, handler_config))
+        png = tensor_to_png(tensor, handler_config)
+        channels = int(tensor.shape[-3]) if tensor.ndim >= 3 else 1
+        return Example(image_to_tensor(png, handler_config, channels, handler), png)
     if isinstance(example, (tuple, list)) and len(example) == 1 and tensor_like(example[0]):
         example = example[0]
     if tensor_like(example):
@@ -92,23 +98,46 @@ def as_tensor(x: Any) -> Any:
 
 
 # -- images ------------------------------------------------------------------------------------
-def image_to_tensor(data: bytes, handler_config: dict[str, Any] | None, channels: int = 1) -> Any:
-    """Decode an image the way the image handlers do: [0,1] floats, then mean/std."""
-    import numpy as np
-    import torch
-    from PIL import Image
+def image_handler(
+    handler_config: dict[str, Any] | None, channels: int = 1, handler: str = "image_classifier"
+) -> Any:
+    """The built-in image handler ``handler``, set up for decoding only (no model loaded).
 
-    img = Image.open(io.BytesIO(data))
-    img = img.convert("L" if channels == 1 else "RGB")
-    arr = np.asarray(img, dtype=np.float32) / 255.0
-    t = torch.from_numpy(arr)
-    t = t.unsqueeze(0) if t.ndim == 2 else t.permute(2, 0, 1)
-    mean, std = _mean_std(handler_config)
-    if mean and std:
-        m = torch.tensor(mean).reshape(-1, 1, 1)
-        s = torch.tensor(std).reshape(-1, 1, 1)
-        t = (t - m) / s
-    return t.unsqueeze(0)
+    Its schema has ``channels`` and no fixed size: the size then comes from ``image_size``,
+    ``resize`` and ``center_crop`` as in the engine, and the archive's schema is written
+    from the tensor this makes, so the served handler arrives at the same size.
+    """
+    from .handlers import builtins
+
+    classes = {
+        "image_classifier": builtins.ImageClassifier,
+        "image_segmenter": builtins.ImageSegmenter,
+        "object_detector": builtins.ObjectDetector,
+    }
+    decoder = classes.get(handler, builtins.ImageHandlerBase)()
+    decoder.handler_config = dict(handler_config or {})
+    decoder.schema = {
+        "inputs": [
+            {"name": DEFAULT_INPUT_NAME, "datatype": "FP32", "shape": [-1, channels, -1, -1]}
+        ]
+    }
+    decoder.configure_images()
+    return decoder
+
+
+def image_to_tensor(
+    data: bytes,
+    handler_config: dict[str, Any] | None,
+    channels: int = 1,
+    handler: str = "image_classifier",
+) -> Any:
+    """Decode image bytes as the built-in handler does: a ``(1, C, H, W)`` float tensor.
+
+    ``channels`` is the model's colour depth when ``handler_config`` names no ``mode`` or
+    ``channels``: grayscale unless told otherwise.
+    """
+    decoder = image_handler(handler_config, channels, handler)
+    return decoder.decode_image(data).unsqueeze(0).to(decoder.input_dtype(0))
 
 
 def tensor_to_png(tensor: Any, handler_config: dict[str, Any] | None) -> bytes:

@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 import pytest
-from _notebook_helpers import engine, ts_env  # noqa: F401
+from _notebook_helpers import Pooled, engine, rgba_png, ts_env  # noqa: F401
 
 from jupyter_torchserve import api, display
 from jupyter_torchserve.deployment import deploy
@@ -112,6 +112,26 @@ def test_hooks_parity(engine: dict) -> None:  # noqa: F811
     dep = deploy(lin, "api_hooks", handler=hooks, example=torch.ones(1, 2), progress="none")
     assert dep.parity.ok
     api.unregister("api_hooks")
+
+
+def test_image_parity_with_resize_crop_image_size_and_alpha(engine: dict) -> None:  # noqa: F811
+    """The in-kernel input is the handler's own decoding of the example, settings and all."""
+    import torch
+
+    torch.manual_seed(0)
+    model = Pooled(1).eval()
+    cfg = {"resize": 32, "center_crop": 30, "image_size": 28, "mean": [0.5], "std": [0.25]}
+    dep = deploy(
+        model,
+        "api_rgba",
+        handler="image_classifier",
+        example=rgba_png(40, 36),  # RGBA, and neither 28 x 28 nor square
+        handler_config={**cfg, "topk": 10},
+        progress="none",
+    )
+    assert dep.schema["inputs"][0]["shape"] == [-1, 1, 28, 28]
+    assert dep.parity.ok and dep.parity.max_abs_diff < 1e-5, dep.parity
+    api.unregister("api_rgba")
 
 
 def test_progress_plain_text(capsys: pytest.CaptureFixture[str]) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from . import discovery, display
+from . import discovery, display, payloads
 from .client import Client, EngineError, EngineNotRunning, Response
 from .discovery import EngineInfo
 
@@ -217,6 +217,19 @@ def predict(
     with engine_client(c) as c:
         resp = c.predict(name, data, version=version, content_type=content_type, explain=explain)
     return decode_response(resp)
+
+
+def kserve_predict(
+    name: str, data: Any, protocol: str, version: str | None = None, c: Client | None = None
+) -> dict[str, Any]:
+    """Send ``data`` through KServe ``v1`` or ``v2``, its body built by :mod:`.payloads`.
+
+    v1 has no version in its route (it answers with the default version), as in KServe.
+    """
+    with engine_client(c) as c:
+        if protocol == "v1":
+            return c.kserve_v1(name, payloads.v1_instances(data))
+        return c.kserve_v2_infer(name, payloads.v2_inputs(data), version=version)
 
 
 def logs(name: str, tail: int = 200, c: Client | None = None) -> display.Logs:

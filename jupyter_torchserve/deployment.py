@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import api, discovery, display, payloads
+from . import api, discovery, payloads, snippets
 from .client import Client
 from .parity import DEFAULT_TOLERANCE, Parity, check_parity, labels_from
 from .versions import choose_version, served_as_default, unregister_replaced
@@ -87,7 +87,7 @@ class Deployment:
     @property
     def snippets(self) -> dict[str, str]:
         """Ready-to-run commands: curl on each protocol, Python requests, management."""
-        return display.deployment_snippets(self)
+        return snippets.deployment_snippets(self)
 
     def client(self) -> Client:
         return Client.from_info(self.info)
@@ -98,10 +98,10 @@ class Deployment:
         return api.predict(self.name, data, version=version, content_type=content_type)
 
     def _repr_html_(self) -> str:
-        return display.deployment_html(self)
+        return snippets.deployment_html(self)
 
     def __repr__(self) -> str:
-        return display.deployment_text(self)
+        return snippets.deployment_text(self)
 
 
 @dataclass(frozen=True)

@@ -281,25 +281,29 @@ class EngineStatus(_Rich):
         return "\n\n".join(out)
 
 
-_SAMPLE = re.compile(r"^([A-Za-z_:][\w:]*)(\{(.*)\})?\s+(\S+)")
-_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+Sample = tuple[str, dict[str, str], float]
+
+#: A ``# TYPE name counter`` line (see :func:`parse_prometheus` for why it is rewritten).
+_COUNTER_TYPE = re.compile(r"^(#\s*TYPE\s+\S+\s+)counter\s*$", re.MULTILINE)
 
 
-def parse_prometheus(text: str) -> list[tuple[str, dict[str, str], float]]:
-    """Samples of a Prometheus text page (tolerates TorchServe's trailing comma in labels)."""
-    out = []
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        m = _SAMPLE.match(line)
-        if not m:
-            continue
-        try:
-            value = float(m.group(4))
-        except ValueError:
-            continue
-        out.append((m.group(1), dict(_LABEL.findall(m.group(3) or "")), value))
-    return out
+def parse_prometheus(text: str) -> list[Sample]:
+    """``(name, labels, value)`` of every sample on a Prometheus text page.
+
+    prometheus_client's own parser: it reads our engine's page and TorchServe 0.12's, whose
+    label sets end with a trailing comma (``hostname="vm",}``). A page it cannot read raises
+    ValueError. Counters are read as untyped because the parser renames a counter's samples
+    to OpenMetrics' ``*_total``: TorchServe's ``ts_inference_latency_microseconds`` counter
+    would become ``..._microseconds_total``, a name that neither the page nor a Prometheus
+    server (hence no dashboard) uses. The names shown are the page's.
+    """
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return [
+        (s.name, dict(s.labels), float(s.value))
+        for family in text_string_to_metric_families(_COUNTER_TYPE.sub(r"\1untyped", text))
+        for s in family.samples
+    ]
 
 
 @dataclass(repr=False)
@@ -309,9 +313,14 @@ class Metrics(_Rich):
     text: str
     model: str | None = None
     title: str = "Metrics"
+    _samples: list[Sample] = field(init=False, repr=False, compare=False)
 
-    def samples(self) -> list[tuple[str, dict[str, str], float]]:
-        rows = parse_prometheus(self.text)
+    def __post_init__(self) -> None:
+        # parsed once, here: a page that cannot be read fails where the metrics are fetched
+        self._samples = parse_prometheus(self.text)
+
+    def samples(self) -> list[Sample]:
+        rows = self._samples
         if self.model:
             rows = [r for r in rows if r[1].get("model_name") in (None, self.model)]
         return rows

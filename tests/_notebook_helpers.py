@@ -120,9 +120,18 @@ class KernelSession:
                 out["error"] = content
             elif kind == "status" and content["execution_state"] == "idle":
                 break
-        reply = self.kc.get_shell_msg(timeout=30)
-        out["status"] = reply["content"]["status"]
+        out["status"] = self._reply_to(msg_id)["content"]["status"]
         return out
+
+    def _reply_to(self, msg_id: str, timeout: float = 30) -> dict[str, Any]:
+        """The shell reply to ``msg_id``. Others are skipped: on a loaded machine
+        ``wait_for_ready`` asks for kernel_info more than once and its extra replies wait in
+        the shell channel, where they would be read as the next cell's status."""
+        deadline = time.monotonic() + timeout
+        while True:
+            reply = self.kc.get_shell_msg(timeout=max(0.1, deadline - time.monotonic()))
+            if reply["parent_header"].get("msg_id") == msg_id:
+                return reply
 
     def restart(self) -> None:
         self.km.restart_kernel(now=True)

@@ -139,6 +139,21 @@ class DeployOptions:
         steps = ["engine", "archive + pre-flight", "register + start workers"]
         return steps + ["parity check"] if self.checks_parity else steps
 
+    def archiving(self, example: payloads.Example, device: str) -> dict[str, Any]:
+        """The keywords of ``archive()`` for this deploy (the device rides in the config)."""
+        config = self.handler_config
+        if device != "auto":  # deviceType: TorchServe's key for it
+            config = {**(config or {}), "deviceType": device}
+        return {
+            "handler": self.handler,
+            "example_inputs": example.tensor,
+            "extra_files": self.extra_files,
+            "requirements": self.requirements,
+            "format": self.format,
+            "archive_format": self.archive_format,
+            "handler_config": config,
+        }
+
     @property
     def handler_label(self) -> str | None:
         """How the summary names the handler: its built-in name or path, else its kind."""
@@ -229,17 +244,7 @@ def run_pipeline(model: Any, name: str, opts: DeployOptions) -> Deployment:
         with _step(prog, "archive + pre-flight", timings, "archive") as s:
             example = payloads.split_example(opts.example, opts.handler, opts.handler_config)
             result, store_name = _archive_into_store(
-                model,
-                name,
-                version,
-                Path(info["model_store"]),
-                handler=opts.handler,
-                example_inputs=example.tensor,
-                extra_files=opts.extra_files,
-                requirements=opts.requirements,
-                format=opts.format,
-                archive_format=opts.archive_format,
-                handler_config=_with_device(opts.handler_config, device),
+                model, name, version, Path(info["model_store"]), opts.archiving(example, device)
             )
             fmt = getattr(result, "format", None)
             diff = getattr(result, "max_abs_diff", None)
@@ -349,15 +354,8 @@ def resolve_device(device: str | None) -> str:
     return device
 
 
-def _with_device(config: dict[str, Any] | None, device: str) -> dict[str, Any] | None:
-    """The device choice travels in the handler config (``deviceType``, TorchServe's key)."""
-    if device == "auto":
-        return config
-    return {**(config or {}), "deviceType": device}
-
-
 def _archive_into_store(
-    model: Any, name: str, version: str, store: Path, **kwargs: Any
+    model: Any, name: str, version: str, store: Path, options: dict[str, Any]
 ) -> tuple[Any, str]:
     """Archive into a temp dir, then move into the model store as ``name-version.<ext>``.
 
@@ -368,7 +366,7 @@ def _archive_into_store(
 
     store.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="jts-archive-") as tmp:
-        result = archive(model, name, version=version, export_path=tmp, force=True, **kwargs)
+        result = archive(model, name, version=version, export_path=tmp, force=True, **options)
         src = Path(getattr(result, "path", result))
         suffix = "".join(src.suffixes[-2:]) if src.name.endswith(".tar.gz") else src.suffix
         store_name = f"{name}-{version}{suffix}"

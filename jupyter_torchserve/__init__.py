@@ -14,7 +14,7 @@ from ._version import __version__
 # public name -> (module, attribute), resolved on first access
 _LAZY = {
     "archive": ("jupyter_torchserve.archive", "archive"),
-    "deploy": ("jupyter_torchserve.api", "deploy"),
+    "deploy": ("jupyter_torchserve.deployment", "deploy"),
     "Client": ("jupyter_torchserve.client", "Client"),
     "EngineError": ("jupyter_torchserve.client", "EngineError"),
     "start_engine": ("jupyter_torchserve.launcher", "start_engine"),

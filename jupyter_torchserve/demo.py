@@ -1,14 +1,13 @@
 """The main job end to end: train the digits CNN, deploy it, call it on every protocol.
 
 `python -m jupyter_torchserve.demo` goes through the same code path as
-`%torchserve deploy model --name mnist` (jupyter_torchserve.api.deploy), so what it prints is
+`%torchserve deploy model --name mnist` (jupyter_torchserve.deployment.deploy), so what it prints is
 what a notebook user gets. It stops the engine it started unless `--keep` is given.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import time
 
@@ -26,9 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    from . import launcher
-    from .api import deploy
+    from . import launcher, payloads
     from .client import Client
+    from .deployment import deploy
     from .examples import mnist
 
     engine = {
@@ -75,12 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"PUT /predictions/mnist  (a {digit})      -> {r.status_code} {_compact(r.json())}")
     png = mnist.png_bytes(mnist.digit_image(4, data))
-    b64 = base64.b64encode(png).decode()
-    v1 = client.kserve_v1("mnist", [{"data": b64}])
+    v1 = client.kserve_v1("mnist", payloads.v1_instances(png))
     print(f"POST /v1/models/mnist:predict (a 4) -> {_compact(v1)}")
-    v2 = client.kserve_v2_infer(
-        "mnist", [{"name": "input-0", "shape": [1], "datatype": "BYTES", "data": [b64]}]
-    )
+    v2 = client.kserve_v2_infer("mnist", payloads.v2_inputs(png))
     print(f"POST /v2/models/mnist/infer (a 4)   -> {_compact(v2['outputs'])}")
     print(f"GET /v2/models/mnist                -> {_compact(client.v2_metadata('mnist'))}")
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import html
 import re
-import shlex
-import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -283,25 +281,29 @@ class EngineStatus(_Rich):
         return "\n\n".join(out)
 
 
-_SAMPLE = re.compile(r"^([A-Za-z_:][\w:]*)(\{(.*)\})?\s+(\S+)")
-_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+Sample = tuple[str, dict[str, str], float]
+
+#: A ``# TYPE name counter`` line (see :func:`parse_prometheus` for why it is rewritten).
+_COUNTER_TYPE = re.compile(r"^(#\s*TYPE\s+\S+\s+)counter\s*$", re.MULTILINE)
 
 
-def parse_prometheus(text: str) -> list[tuple[str, dict[str, str], float]]:
-    """Samples of a Prometheus text page (tolerates TorchServe's trailing comma in labels)."""
-    out = []
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        m = _SAMPLE.match(line)
-        if not m:
-            continue
-        try:
-            value = float(m.group(4))
-        except ValueError:
-            continue
-        out.append((m.group(1), dict(_LABEL.findall(m.group(3) or "")), value))
-    return out
+def parse_prometheus(text: str) -> list[Sample]:
+    """``(name, labels, value)`` of every sample on a Prometheus text page.
+
+    prometheus_client's own parser: it reads our engine's page and TorchServe 0.12's, whose
+    label sets end with a trailing comma (``hostname="vm",}``). A page it cannot read raises
+    ValueError. Counters are read as untyped because the parser renames a counter's samples
+    to OpenMetrics' ``*_total``: TorchServe's ``ts_inference_latency_microseconds`` counter
+    would become ``..._microseconds_total``, a name that neither the page nor a Prometheus
+    server (hence no dashboard) uses. The names shown are the page's.
+    """
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return [
+        (s.name, dict(s.labels), float(s.value))
+        for family in text_string_to_metric_families(_COUNTER_TYPE.sub(r"\1untyped", text))
+        for s in family.samples
+    ]
 
 
 @dataclass(repr=False)
@@ -311,9 +313,14 @@ class Metrics(_Rich):
     text: str
     model: str | None = None
     title: str = "Metrics"
+    _samples: list[Sample] = field(init=False, repr=False, compare=False)
 
-    def samples(self) -> list[tuple[str, dict[str, str], float]]:
-        rows = parse_prometheus(self.text)
+    def __post_init__(self) -> None:
+        # parsed once, here: a page that cannot be read fails where the metrics are fetched
+        self._samples = parse_prometheus(self.text)
+
+    def samples(self) -> list[Sample]:
+        rows = self._samples
         if self.model:
             rows = [r for r in rows if r[1].get("model_name") in (None, self.model)]
         return rows
@@ -365,126 +372,3 @@ class Message:
 
     def __repr__(self) -> str:
         return self.text
-
-
-# ------------------------------------------------------------------------------------------
-# deployment summary and snippets
-# ------------------------------------------------------------------------------------------
-def _q(text: str) -> str:
-    """Single-quote for a POSIX shell."""
-    return "'" + text.replace("'", "'\\''") + "'"
-
-
-def deployment_snippets(dep: Any) -> dict[str, str]:
-    """Ready-to-run commands for a :class:`~jupyter_torchserve.api.Deployment`.
-
-    The example payloads were written into the model store by ``deploy``, so the curl lines
-    run as they are (``!`` in a notebook cell, or a terminal). Where the management token is
-    needed the command reads it when it runs (``jupyter_torchserve token``, with this
-    kernel's Python, which need not be on PATH), instead of carrying the key itself: these
-    lines are shown in cell outputs, and a key there would be saved into the notebook and
-    shared with it.
-    """
-    ep = dep.endpoints
-    raw = dep.payloads.get("raw")
-    out: dict[str, str] = {}
-    if raw and raw.endswith((".png", ".jpg")):
-        out["curl"] = f"curl -T {_q(raw)} {ep['predictions']}"
-    elif raw:
-        ctype = "application/json" if raw.endswith(".json") else "text/plain"
-        out["curl"] = (
-            f"curl -X POST {ep['predictions']} -H 'Content-Type: {ctype}' --data-binary @{_q(raw)}"
-        )
-    for kind, key in (("v1", "kserve_v1"), ("v2", "kserve_v2")):
-        path = dep.payloads.get(kind)
-        if path:
-            out[f"curl_{kind}"] = (
-                f"curl -X POST {ep[key]} -H 'Content-Type: application/json' -d @{_q(path)}"
-            )
-    auth = ""
-    if dep.token:
-        key = f"$({shlex.quote(sys.executable)} -m jupyter_torchserve token)"
-        auth = f' -H "Authorization: Bearer {key}"'
-    mgmt = f"{dep.management_address}/models/{dep.name}"
-    out["curl_describe"] = f"curl{auth} {mgmt}"
-    out["curl_scale"] = f"curl{auth} -X PUT '{mgmt}/{dep.version}?min_worker=2&synchronous=true'"
-    out["curl_metrics"] = f"curl {ep['metrics']}"
-    if raw:
-        binary = not raw.endswith((".json", ".txt"))
-        ctype = (
-            "image/png"
-            if raw.endswith(".png")
-            else "application/json"
-            if raw.endswith(".json")
-            else "application/octet-stream"
-        )
-        out["python"] = "\n".join(
-            [
-                "import requests",
-                f"with open({raw!r}, {'rb' if binary else 'r'!r}) as f:",
-                f"    r = requests.post({ep['predictions']!r}, data=f.read(),",
-                f"                      headers={{'Content-Type': {ctype!r}}})",
-                "print(r.status_code, r.json())",
-            ]
-        )
-    if dep.payloads.get("v2"):
-        out["python_v2"] = "\n".join(
-            [
-                "import json, requests",
-                f"payload = json.load(open({dep.payloads['v2']!r}))",
-                f"print(requests.post({ep['kserve_v2']!r}, json=payload).json())",
-            ]
-        )
-    return out
-
-
-_SNIPPET_TITLES = {
-    "curl": "TorchServe API",
-    "curl_v1": "KServe v1",
-    "curl_v2": "KServe v2 / Open Inference Protocol",
-    "python": "Python requests",
-    "python_v2": "Python requests, KServe v2",
-    "curl_describe": "Describe (management, token)",
-    "curl_scale": "Scale to 2 workers (management, token)",
-    "curl_metrics": "Prometheus metrics",
-}
-
-
-def _summary_rows(dep: Any) -> list[tuple[str, Any]]:
-    rows: list[tuple[str, Any]] = [
-        ("model", f"{dep.name} {dep.version}" + (" (default)" if dep.is_default else "")),
-        ("handler", dep.handler or "tensor"),
-        ("archive", f"{dep.archive_path} ({dep.archive_format or '?'})"),
-        ("workers", f"{dep.workers}, batch {dep.batch_size}, delay {dep.max_batch_delay} ms"),
-    ]
-    if dep.preflight_max_abs_diff is not None:
-        rows.append(("pre-flight", f"max abs diff {dep.preflight_max_abs_diff:.3g}"))
-    rows.append(("parity", str(dep.parity) if dep.parity else "not checked (no example)"))
-    if dep.timings:
-        rows.append(("took", ", ".join(f"{k} {v:.1f} s" for k, v in dep.timings.items())))
-    for key in ("predictions", "kserve_v1", "kserve_v2", "kserve_v2_metadata", "management"):
-        rows.append((key.replace("_", " "), dep.endpoints[key]))
-    return rows
-
-
-def deployment_html(dep: Any) -> str:
-    ok = dep.parity is None or dep.parity.ok is not False
-    colour = "#2e7d32" if ok else "#c62828"
-    head = (
-        f'<h4 style="color:{colour};margin:4px 0">Serving {esc(dep.name)} {esc(dep.version)}</h4>'
-    )
-    table = html_table(["", ""], _summary_rows(dep))
-    snips = "".join(
-        f"<div><b>{esc(_SNIPPET_TITLES.get(k, k))}</b><pre style='margin:2px 0 6px'>{esc(v)}</pre></div>"
-        for k, v in dep.snippets.items()
-    )
-    return f"{head}{table}<details open><summary>Snippets</summary>{snips}</details>"
-
-
-def deployment_text(dep: Any) -> str:
-    lines = [f"Serving {dep.name} {dep.version}"]
-    lines += [f"  {k:<20} {v}" for k, v in _summary_rows(dep)]
-    for key, snippet in dep.snippets.items():
-        lines.append(f"\n# {_SNIPPET_TITLES.get(key, key)}")
-        lines.append(snippet)
-    return "\n".join(lines)

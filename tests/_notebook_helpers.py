@@ -8,6 +8,7 @@ Import the fixtures into a test module with ``from _notebook_helpers import *``.
 
 from __future__ import annotations
 
+import io
 import os
 import queue
 import time
@@ -15,7 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+import torch
 from _ports import free_port
 
 __all__ = [
@@ -27,6 +30,8 @@ __all__ = [
     "run_in_kernel",
     "KernelSession",
     "stop_engines",
+    "Pooled",
+    "rgba_png",
 ]
 
 
@@ -115,9 +120,18 @@ class KernelSession:
                 out["error"] = content
             elif kind == "status" and content["execution_state"] == "idle":
                 break
-        reply = self.kc.get_shell_msg(timeout=30)
-        out["status"] = reply["content"]["status"]
+        out["status"] = self._reply_to(msg_id)["content"]["status"]
         return out
+
+    def _reply_to(self, msg_id: str, timeout: float = 30) -> dict[str, Any]:
+        """The shell reply to ``msg_id``. Others are skipped: on a loaded machine
+        ``wait_for_ready`` asks for kernel_info more than once and its extra replies wait in
+        the shell channel, where they would be read as the next cell's status."""
+        deadline = time.monotonic() + timeout
+        while True:
+            reply = self.kc.get_shell_msg(timeout=max(0.1, deadline - time.monotonic()))
+            if reply["parent_header"].get("msg_id") == msg_id:
+                return reply
 
     def restart(self) -> None:
         self.km.restart_kernel(now=True)
@@ -159,3 +173,31 @@ def notebook_text(nb: Any) -> str:
 
 def repo_root() -> Path:
     return Path(__file__).resolve().parents[1]
+
+
+# -- a model and an image for the parity checks of image handlers --------------------------------
+
+
+class Pooled(torch.nn.Module):
+    """Any image size in, ten logits out: the spatial detail still changes the answer."""
+
+    def __init__(self, channels: int = 1) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(channels, 4, 3, padding=1)
+        self.pool = torch.nn.AdaptiveAvgPool2d(4)
+        self.fc = torch.nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(torch.relu(self.conv(x))).flatten(1))
+
+
+def rgba_png(width: int = 40, height: int = 36) -> bytes:
+    """A colour picture whose alpha runs from clear (left) to opaque (right)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(7)
+    pixels = rng.integers(0, 256, (height, width, 4), dtype=np.uint8)
+    pixels[..., 3] = np.linspace(0, 255, width, dtype=np.uint8)[None, :]
+    buf = io.BytesIO()
+    Image.fromarray(pixels, "RGBA").save(buf, format="PNG")
+    return buf.getvalue()

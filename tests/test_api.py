@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from typing import Any
 
 import pytest
-from _notebook_helpers import engine, ts_env  # noqa: F401
+from _notebook_helpers import Pooled, engine, rgba_png, ts_env  # noqa: F401
 
 from jupyter_torchserve import api, display
+from jupyter_torchserve.deployment import deploy
 from jupyter_torchserve.widgets import LiveStatus, Progress
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -30,8 +32,12 @@ def model() -> Any:
 
 
 def test_importable_without_ipython_magics() -> None:
-    code = "import sys, jupyter_torchserve.api; print('IPython.core.magic' in sys.modules)"
-    out = subprocess.run(["python", "-c", code], capture_output=True, text=True, check=True)
+    code = (
+        "import sys, jupyter_torchserve.api, jupyter_torchserve.deployment; "
+        "print('IPython.core.magic' in sys.modules)"
+    )
+    # this interpreter (the venv's): a bare `python` on PATH need not have our dependencies
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
 
@@ -39,7 +45,7 @@ def test_deploy_snippets_run_on_every_protocol(engine: dict, model: Any) -> None
     import torch
 
     x = torch.randn(2, 4)
-    dep = api.deploy(model, "api_tiny", example=x, progress="none")
+    dep = deploy(model, "api_tiny", example=x, progress="none")
     assert dep.parity.ok and dep.parity.max_abs_diff < 1e-5
     want = model(x).tolist()
     assert close(dep.predict(x.tolist()), want)
@@ -69,16 +75,16 @@ def test_existing_name_replace_and_versions(engine: dict, model: Any) -> None:  
 
     x = torch.randn(1, 4)
     with pytest.raises(api.ModelExistsError, match="replace"):
-        api.deploy(model, "api_tiny", example=x, progress="none")
+        deploy(model, "api_tiny", example=x, progress="none")
     with pytest.raises(api.ModelExistsError, match="version 1.0 is already registered"):
-        api.deploy(model, "api_tiny", version="1.0", example=x, progress="none")
-    dep2 = api.deploy(model, "api_tiny", version="2.0", example=x, progress="none")
+        deploy(model, "api_tiny", version="1.0", example=x, progress="none")
+    dep2 = deploy(model, "api_tiny", version="2.0", example=x, progress="none")
     assert not dep2.is_default and dep2.endpoints["predictions"].endswith("/api_tiny/2.0")
     assert dep2.parity.ok  # checked through the versioned route
     # replacing the default version while 2.0 exists hands the default role over and back
     torch.manual_seed(1)
     other = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
-    dep1 = api.deploy(other, "api_tiny", example=x, replace=True, progress="none")
+    dep1 = deploy(other, "api_tiny", example=x, replace=True, progress="none")
     assert dep1.replaced and dep1.version == "1.0" and dep1.is_default
     assert close(api.predict("api_tiny", x.tolist()), other(x).tolist())
     assert "updated" in repr(api.set_default("api_tiny", "2.0"))
@@ -103,9 +109,29 @@ def test_hooks_parity(engine: dict) -> None:  # noqa: F811
     lin = torch.nn.Linear(2, 2)
     hooks = {"postprocess": double_postprocess}
     # hooks are part of the served contract: in-kernel reference uses them too -> ok
-    dep = api.deploy(lin, "api_hooks", handler=hooks, example=torch.ones(1, 2), progress="none")
+    dep = deploy(lin, "api_hooks", handler=hooks, example=torch.ones(1, 2), progress="none")
     assert dep.parity.ok
     api.unregister("api_hooks")
+
+
+def test_image_parity_with_resize_crop_image_size_and_alpha(engine: dict) -> None:  # noqa: F811
+    """The in-kernel input is the handler's own decoding of the example, settings and all."""
+    import torch
+
+    torch.manual_seed(0)
+    model = Pooled(1).eval()
+    cfg = {"resize": 32, "center_crop": 30, "image_size": 28, "mean": [0.5], "std": [0.25]}
+    dep = deploy(
+        model,
+        "api_rgba",
+        handler="image_classifier",
+        example=rgba_png(40, 36),  # RGBA, and neither 28 x 28 nor square
+        handler_config={**cfg, "topk": 10},
+        progress="none",
+    )
+    assert dep.schema["inputs"][0]["shape"] == [-1, 1, 28, 28]
+    assert dep.parity.ok and dep.parity.max_abs_diff < 1e-5, dep.parity
+    api.unregister("api_rgba")
 
 
 def test_progress_plain_text(capsys: pytest.CaptureFixture[str]) -> None:

@@ -806,6 +806,15 @@ class ImageHandlerBase(JtsBaseHandler):
 
         if not context.system_properties.get("limit_max_image_pixels", True):
             Image.MAX_IMAGE_PIXELS = None
+        self.configure_images()
+
+    def configure_images(self) -> None:
+        """Read the colour mode, size, resize/crop and mean/std from the config and schema.
+
+        Apart from ``initialize`` (which also loads the model) so that the notebook side can
+        decode an example with this very code: its parity check then feeds the in-kernel
+        model the same tensor this handler feeds the served one.
+        """
         cfg = self.handler_config
         shape = self.input_shape(0)
         channels = None

@@ -1,0 +1,34 @@
+"""``%torchserve start``: start the engine, or say which one already runs."""
+
+from __future__ import annotations
+
+import argparse
+
+from .. import api
+from ..display import EngineStatus
+from .namespace import UserNamespace
+from .parsing import Parser
+
+HELP = "Start the engine (or say which one is already running)."
+_ADDRESSES = ("inference_address", "management_address", "metrics_address", "model_store")
+
+
+def add_arguments(q: Parser) -> None:
+    q.add_argument("--inference-address")
+    q.add_argument("--management-address")
+    q.add_argument("--metrics-address")
+    q.add_argument("--model-store", metavar="DIR")
+    q.add_argument("--disable-token-auth", action="store_true")
+    q.add_argument("--ts-config", metavar="FILE", help="a TorchServe config.properties")
+
+
+def run(args: argparse.Namespace, user: UserNamespace) -> EngineStatus:
+    config: dict[str, object] = {k: getattr(args, k) for k in _ADDRESSES if getattr(args, k)}
+    if args.disable_token_auth:
+        config["disable_token_authorization"] = True
+    if args.ts_config:
+        config["ts_config"] = args.ts_config
+    info, started = api.start(**config)
+    verb = "Started" if started else "Already running:"
+    print(f"{verb} engine pid {info['pid']} — inference {info['inference_address']}")
+    return api.status(info)

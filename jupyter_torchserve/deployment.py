@@ -1,0 +1,379 @@
+"""``deploy``: archive an in-memory model, serve it, and prove the served answers match.
+
+The pipeline, in order: find or start the engine; refuse a name/version that is already
+served unless ``replace=True`` (:mod:`.versions`); archive the model (the archiver's
+pre-flight proves the archive loads in a clean process); move it into the engine's model
+store; register it synchronously (workers are up when that returns); then send the example
+through the served endpoint and compare with the in-kernel model (:mod:`.parity`). The
+result, :class:`Deployment`, carries the endpoints and ready-to-run snippets.
+
+Why not ``deploy.py``: the package exposes the function ``jupyter_torchserve.deploy``, and a
+submodule of that name would replace it on the package as soon as anything imported it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import api, discovery, payloads, snippets
+from .client import Client
+from .parity import DEFAULT_TOLERANCE, Parity, check_parity, labels_from
+from .versions import choose_version, served_as_default, unregister_replaced
+from .widgets import Progress
+
+
+@dataclass
+class Deployment:
+    """A served model version: where to call it, how it was built, and whether it matches."""
+
+    name: str
+    version: str
+    handler: str | None
+    info: dict[str, Any]
+    archive_path: str
+    archive_format: str | None = None
+    workers: int = 1
+    batch_size: int = 1
+    max_batch_delay: int = 100
+    is_default: bool = True
+    preflight_max_abs_diff: float | None = None
+    parity: Parity | None = None
+    payloads: dict[str, str] = field(default_factory=dict)  # kind -> file in the model store
+    timings: dict[str, float] = field(default_factory=dict)
+    schema: dict[str, Any] | None = None
+    replaced: bool = False
+
+    # -- addresses --------------------------------------------------------------------------
+    @property
+    def inference_address(self) -> str:
+        return self.info["inference_address"].rstrip("/")
+
+    @property
+    def management_address(self) -> str:
+        return self.info["management_address"].rstrip("/")
+
+    @property
+    def metrics_address(self) -> str:
+        return self.info["metrics_address"].rstrip("/")
+
+    @property
+    def token(self) -> str | None:
+        """The management token (None when token auth is off)."""
+        return discovery.read_keys(self.info).management
+
+    @property
+    def endpoints(self) -> dict[str, str]:
+        base, name = self.inference_address, self.name
+        path = name if self.is_default else f"{name}/{self.version}"
+        v2 = f"{base}/v2/models/{name}" + ("" if self.is_default else f"/versions/{self.version}")
+        return {
+            "predictions": f"{base}/predictions/{path}",
+            "explanations": f"{base}/explanations/{path}",
+            "kserve_v1": f"{base}/v1/models/{name}:predict",
+            "kserve_v2": f"{v2}/infer",
+            "kserve_v2_metadata": v2,
+            "management": f"{self.management_address}/models/{name}/{self.version}",
+            "metrics": f"{self.metrics_address}/metrics",
+        }
+
+    @property
+    def snippets(self) -> dict[str, str]:
+        """Ready-to-run commands: curl on each protocol, Python requests, management."""
+        return snippets.deployment_snippets(self)
+
+    def client(self) -> Client:
+        return Client.from_info(self.info)
+
+    def predict(self, data: Any, content_type: str | None = None) -> Any:
+        """Call this version through /predictions (decoded answer)."""
+        version = None if self.is_default else self.version
+        return api.predict(self.name, data, version=version, content_type=content_type)
+
+    def _repr_html_(self) -> str:
+        return snippets.deployment_html(self)
+
+    def __repr__(self) -> str:
+        return snippets.deployment_text(self)
+
+
+@dataclass(frozen=True)
+class DeployOptions:
+    """Everything ``deploy`` was asked besides the model and its name; the pipeline reads it.
+
+    The defaults are ``deploy``'s: they are told there, with the public signature.
+    """
+
+    version: str | None
+    handler: Any
+    workers: int
+    batch_size: int
+    max_batch_delay: int
+    example: Any
+    format: str
+    device: str
+    replace: bool
+    extra_files: dict[str, Any] | None
+    handler_config: dict[str, Any] | None
+    requirements: list[str] | None
+    archive_format: str
+    response_timeout: float | None
+    parity: bool | str
+    tolerance: float
+    engine: dict[str, Any] | None
+    progress: str | None
+
+    @property
+    def checks_parity(self) -> bool:
+        return bool(self.parity) and self.example is not None
+
+    @property
+    def steps(self) -> list[str]:
+        steps = ["engine", "archive + pre-flight", "register + start workers"]
+        return steps + ["parity check"] if self.checks_parity else steps
+
+    def archiving(self, example: payloads.Example, device: str) -> dict[str, Any]:
+        """The keywords of ``archive()`` for this deploy (the device rides in the config)."""
+        config = self.handler_config
+        if device != "auto":  # deviceType: TorchServe's key for it
+            config = {**(config or {}), "deviceType": device}
+        return {
+            "handler": self.handler,
+            "example_inputs": example.tensor,
+            "extra_files": self.extra_files,
+            "requirements": self.requirements,
+            "format": self.format,
+            "archive_format": self.archive_format,
+            "handler_config": config,
+        }
+
+    @property
+    def handler_label(self) -> str | None:
+        """How the summary names the handler: its built-in name or path, else its kind."""
+        handler = self.handler
+        if handler is None or isinstance(handler, str):
+            return handler
+        if isinstance(handler, dict):
+            return "custom (" + ", ".join(sorted(handler)) + ")"
+        return getattr(handler, "__name__", type(handler).__name__)
+
+
+def deploy(
+    model: Any,
+    name: str,
+    version: str | None = None,
+    handler: Any = None,
+    workers: int = 1,
+    batch_size: int = 1,
+    max_batch_delay: int = 100,
+    example: Any = None,
+    format: str = "auto",
+    device: str = "auto",
+    replace: bool = False,
+    *,
+    extra_files: dict[str, Any] | None = None,
+    handler_config: dict[str, Any] | None = None,
+    requirements: list[str] | None = None,
+    archive_format: str = "default",
+    response_timeout: float | None = None,
+    parity: bool | str = True,
+    tolerance: float = DEFAULT_TOLERANCE,
+    engine: dict[str, Any] | None = None,
+    progress: str | None = None,
+) -> Deployment:
+    """Archive ``model``, serve it as ``name`` and prove the served answers match.
+
+    ``example`` is one input: a tensor (the model's input, batch dimension included) or, for
+    image handlers, image bytes / a path to an image. ``device`` is 'auto', 'gpu' or 'cpu'.
+    ``parity`` is True (raise :class:`~jupyter_torchserve.api.ParityError` on a mismatch),
+    'warn', or False (skip). ``engine`` holds EngineConfig values used when an engine has to
+    be started. ``progress`` is 'widget', 'text' or 'none' (default: widget in a kernel,
+    text elsewhere).
+
+    A name/version that is already registered raises
+    :class:`~jupyter_torchserve.api.ModelExistsError` unless ``replace=True`` (the old
+    version is unregistered only once the new archive is ready).
+    """
+    options = DeployOptions(
+        version=version,
+        handler=handler,
+        workers=workers,
+        batch_size=batch_size,
+        max_batch_delay=max_batch_delay,
+        example=example,
+        format=format,
+        device=device,
+        replace=replace,
+        extra_files=extra_files,
+        handler_config=handler_config,
+        requirements=requirements,
+        archive_format=archive_format,
+        response_timeout=response_timeout,
+        parity=parity,
+        tolerance=tolerance,
+        engine=engine,
+        progress=progress,
+    )
+    dep = run_pipeline(model, name, options)
+    _verdict(dep, options.parity)
+    return dep
+
+
+def run_pipeline(model: Any, name: str, opts: DeployOptions) -> Deployment:
+    """The steps of ``deploy``, each shown (and timed) as it runs; see the module docstring."""
+    device = resolve_device(opts.device)
+    prog = Progress(f"Deploying {name}", opts.steps, mode=opts.progress)
+    prog.start()
+    timings: dict[str, float] = {}
+    t_all = time.monotonic()
+    try:
+        with _step(prog, "engine", timings, "engine") as s:
+            info, started = api.start(**(opts.engine or {}))
+            s["note"] = f"{'started' if started else 'reusing'} pid {info['pid']}"
+        c = api.client(info)
+        existing = api.versions_of(c, name)
+        version, old = choose_version(name, opts.version, existing, opts.replace)
+
+        with _step(prog, "archive + pre-flight", timings, "archive") as s:
+            example = payloads.split_example(opts.example, opts.handler, opts.handler_config)
+            result, store_name = _archive_into_store(
+                model, name, version, Path(info["model_store"]), opts.archiving(example, device)
+            )
+            fmt = getattr(result, "format", None)
+            diff = getattr(result, "max_abs_diff", None)
+            s["note"] = f"format {fmt}" + (f", pre-flight diff {diff:.2g}" if diff else "")
+
+        with _step(prog, "register + start workers", timings, "register") as s:
+            if old is not None:
+                unregister_replaced(c, name, old)
+            c.register(
+                store_name,
+                model_name=name,
+                batch_size=opts.batch_size,
+                max_batch_delay=opts.max_batch_delay,
+                initial_workers=opts.workers,
+                synchronous=True,
+                response_timeout=opts.response_timeout,
+                # the engine places workers: cpu keeps them off the GPUs, gpu round-robins
+                device_type=None if device == "auto" else device,
+            )
+            if old is not None and old.was_default:
+                c.set_default(name, version)
+            s["note"] = f"{opts.workers} worker{'s' if opts.workers != 1 else ''} ready"
+
+        dep = Deployment(
+            name=name,
+            version=version,
+            handler=opts.handler_label,
+            info=info,
+            archive_path=str(Path(info["model_store"]) / store_name),
+            archive_format=fmt,
+            workers=opts.workers,
+            batch_size=opts.batch_size,
+            max_batch_delay=opts.max_batch_delay,
+            is_default=served_as_default(c, name, version, not existing or old is not None),
+            preflight_max_abs_diff=diff,
+            schema=getattr(result, "schema", None),
+            replaced=old is not None,
+        )
+        dep.payloads = payloads.write_example_files(
+            Path(info["model_store"]),
+            f"{name}-{version}",
+            example,
+            payloads.first_input_name(dep.schema),
+        )
+        if opts.checks_parity:
+            with _step(prog, "parity check", timings, "parity") as s:
+                dep.parity = check_parity(
+                    c,
+                    name,
+                    None if dep.is_default else version,
+                    model,
+                    example,
+                    handler=opts.handler if isinstance(opts.handler, str) else None,
+                    tolerance=opts.tolerance,
+                    labels=labels_from(opts.extra_files),
+                    hooks=payloads.hooks_of(opts.handler),
+                )
+                s["note"] = str(dep.parity)
+        timings["total"] = time.monotonic() - t_all
+        dep.timings = timings
+        prog.finish(f"Served {name} {version} in {timings['total']:.1f} s")
+    except api.TorchServeError:
+        raise
+    except Exception as exc:
+        raise api.friendly(exc) from exc
+    return dep
+
+
+def _verdict(dep: Deployment, parity: bool | str) -> None:
+    """A failed parity check raises :class:`~jupyter_torchserve.api.ParityError` (or warns)."""
+    if dep.parity is None or dep.parity.ok is not False:
+        return
+    name, version = dep.name, dep.version
+    message = (
+        f"The served model {name} {version} answers differently from the in-kernel model: "
+        f"{dep.parity}.\nIt is still registered: look at it with `%torchserve predict "
+        f"{name} ...`, fix the handler and redeploy with --replace, or `%torchserve "
+        f"unregister {name} --version {version}`."
+    )
+    if parity != "warn":
+        raise api.ParityError(message, dep)
+    warnings.warn(message, stacklevel=3)  # at the caller of deploy()
+
+
+@contextmanager
+def _step(
+    prog: Progress, step: str, timings: dict[str, float], key: str
+) -> Iterator[dict[str, Any]]:
+    """One shown step of the pipeline; its time goes into ``timings[key]`` when it succeeds."""
+    t = time.monotonic()
+    with prog.step(step) as note:
+        yield note
+    timings[key] = time.monotonic() - t
+
+
+def resolve_device(device: str | None) -> str:
+    """'auto', 'cpu' or 'gpu' ('cuda' is 'gpu'); asking for a GPU that is not there fails."""
+    device = (device or "auto").lower()
+    if device not in ("auto", "gpu", "cpu", "cuda"):
+        raise api.TorchServeError(f"device must be 'auto', 'gpu' or 'cpu', not {device!r}")
+    if device in ("gpu", "cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise api.TorchServeError("--gpu was asked for but no CUDA GPU is visible to torch.")
+        return "gpu"
+    return device
+
+
+def _archive_into_store(
+    model: Any, name: str, version: str, store: Path, options: dict[str, Any]
+) -> tuple[Any, str]:
+    """Archive into a temp dir, then move into the model store as ``name-version.<ext>``.
+
+    Why not archive straight into the store: register resolves file names in the store and
+    the archiver names files after the model, so two versions would overwrite each other.
+    """
+    from .archive import archive
+
+    store.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="jts-archive-") as tmp:
+        result = archive(model, name, version=version, export_path=tmp, force=True, **options)
+        src = Path(getattr(result, "path", result))
+        suffix = "".join(src.suffixes[-2:]) if src.name.endswith(".tar.gz") else src.suffix
+        store_name = f"{name}-{version}{suffix}"
+        dest = store / store_name
+        if dest.is_dir():
+            shutil.rmtree(dest)
+        elif dest.exists():
+            dest.unlink()
+        shutil.move(str(src), dest)
+    return result, store_name

@@ -1,0 +1,100 @@
+"""``%torchserve metrics`` reads the real pages: our engine's, and a real TorchServe 0.12's.
+
+The same small archive is registered in both and asked once; each server's ``/metrics`` page
+is then read with :class:`jupyter_torchserve.display.Metrics` (prometheus_client's parser),
+which must find the request under TorchServe's own sample names. TorchServe counts requests
+only with ``metrics_mode=prometheus``, so that is set here. Skips where TorchServe's venv or
+Java is missing, as the other compatibility tests do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import torch
+from _torchserve_helpers import TorchServe, free_port, predict, register, skip_reason
+
+from jupyter_torchserve import display
+from jupyter_torchserve.archive import archive
+
+SKIP = skip_reason()
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.torchserve,
+    pytest.mark.skipif(SKIP is not None, reason=SKIP or ""),
+    pytest.mark.timeout(600),
+]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("store")
+    torch.manual_seed(0)
+    archive(
+        torch.nn.Linear(3, 2),
+        "tiny",
+        example_inputs=torch.ones(1, 3),
+        export_path=str(path),
+        format="torchscript",
+        preflight=False,
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def torchserve(tmp_path_factory: pytest.TempPathFactory, store: Path) -> Iterator[TorchServe]:
+    server = TorchServe(tmp_path_factory.mktemp("torchserve"), store)
+    with server.config.open("a") as f:
+        f.write("metrics_mode=prometheus\n")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory, store: Path) -> Iterator[dict[str, Any]]:
+    from jupyter_torchserve.launcher import start_engine, stop_engine
+
+    info = start_engine(
+        inference_address=f"http://127.0.0.1:{free_port()}",
+        management_address=f"http://127.0.0.1:{free_port()}",
+        metrics_address=f"http://127.0.0.1:{free_port()}",
+        model_store=str(store),
+        state_dir=str(tmp_path_factory.mktemp("engine-state")),
+        disable_token_authorization=True,
+    )
+    try:
+        yield info
+    finally:
+        stop_engine(info)
+
+
+def page_after_one_request(inference: str, management: str, metrics: str) -> display.Metrics:
+    register(management, "tiny.mar", "tiny")
+    r = predict(inference, "tiny", json=[[1.0, 2.0, 3.0]])
+    assert r.status_code == 200, r.text
+    return display.Metrics(requests.get(f"{metrics}/metrics", timeout=30).text, model="tiny")
+
+
+def test_torchserve_page(torchserve: TorchServe) -> None:
+    m = page_after_one_request(torchserve.inference, torchserve.management, torchserve.metrics)
+    assert ",}" in m.text  # the trailing comma the parser must accept
+    assert m.value("ts_inference_requests_total", model_name="tiny") == 1.0
+    # a counter without the _total suffix keeps its name (what Prometheus stores)
+    assert m.value("ts_inference_latency_microseconds", model_name="tiny") > 0
+    assert "ts_inference_requests_total" in repr(m)
+
+
+def test_our_engine_page(engine: dict[str, Any]) -> None:
+    m = page_after_one_request(
+        engine["inference_address"], engine["management_address"], engine["metrics_address"]
+    )
+    assert m.value("ts_inference_requests_total", model_name="tiny") == 1.0
+    assert m.value("ts_inference_latency_microseconds", model_name="tiny") > 0
+    assert m.value("jts_inference_latency_seconds_count", model_name="tiny") == 1.0

@@ -1,0 +1,140 @@
+"""The example a deploy sends and the KServe bodies, checked in-process (no engine, no kernel).
+
+The image cases load the archive's own handler in this process, as a worker does, and check
+that the tensor the parity check gives the in-kernel model is the very tensor that handler
+makes of the request, with resize, crop, ``image_size``, colour mode and alpha in play.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from _notebook_helpers import Pooled, rgba_png
+
+from jupyter_torchserve import payloads
+from jupyter_torchserve.archive import archive
+from jupyter_torchserve.archive.reader import extract
+from jupyter_torchserve.handlers.service import RequestInput, load_service
+
+pytestmark = pytest.mark.timeout(300)
+
+MEAN, STD = [0.5], [0.25]
+
+
+def served_handler(tmp_path: Path, model: Any, example: payloads.Example, cfg: dict) -> Any:
+    """The archive's handler, loaded in this process from the unpacked archive."""
+    path = archive(
+        model,
+        "pooled",
+        handler="image_classifier",
+        example_inputs=example.tensor,
+        handler_config=cfg,
+        export_path=str(tmp_path),
+        format="torchscript",  # a tenth of export's time: this is the fast tier
+        preflight=False,
+    )
+    model_dir, _ = extract(str(path), str(tmp_path / "cache"))
+    return load_service(model_dir)
+
+
+CASES = {
+    # an RGBA PNG of another size for a grayscale model: alpha, resize, crop, image_size
+    "rgba png, resize + crop + image_size": (
+        1,
+        lambda: rgba_png(),
+        {"resize": 32, "center_crop": 30, "image_size": 28, "mean": MEAN, "std": STD},
+        (1, 1, 28, 28),
+    ),
+    # a colour tensor example, resized by image_size on the way through its PNG
+    "rgb tensor, image_size": (
+        3,
+        lambda: torch.rand(1, 3, 20, 24),
+        {"image_size": [16, 18], "mean": [0.4, 0.5, 0.6], "std": [0.2, 0.2, 0.2]},
+        (1, 3, 16, 18),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
+def test_image_example_is_what_the_served_handler_makes_of_it(tmp_path: Path, case: str) -> None:
+    channels, make, cfg, shape = CASES[case]
+    torch.manual_seed(0)
+    model = Pooled(channels).eval()
+    example = payloads.split_example(make(), "image_classifier", cfg)
+    assert tuple(example.tensor.shape) == shape
+    svc = served_handler(tmp_path, model, example, cfg)
+
+    served_input = svc.handler_instance.preprocess([{"body": example.request}])
+    assert torch.equal(served_input, example.tensor)
+
+    # so the served answer is the in-kernel model's on that tensor, label by label
+    [answer] = svc.predict([RequestInput("r", {}, [("body", "image/png", example.request)])])
+    with torch.no_grad():
+        probs = torch.softmax(model(example.tensor)[0], 0)
+    for label, p in json.loads(answer.body).items():
+        assert p == pytest.approx(float(probs[int(label)]), abs=1e-6)
+
+
+def test_alpha_counts_in_the_kernel_input() -> None:
+    """Transparent pixels are white to the handler: dropping alpha would be another input."""
+    from PIL import Image
+
+    png = rgba_png()
+    opaque = io.BytesIO()
+    Image.open(io.BytesIO(png)).convert("RGB").save(opaque, format="PNG")
+    cfg = {"image_size": 28}
+    with_alpha = payloads.split_example(png, "image_classifier", cfg).tensor
+    without = payloads.split_example(opaque.getvalue(), "image_classifier", cfg).tensor
+    assert with_alpha.shape == without.shape == (1, 1, 28, 28)
+    assert float((with_alpha - without).abs().max()) > 0.2
+
+
+def test_tensor_example_for_the_tensor_handler_is_sent_as_json() -> None:
+    x = torch.arange(6.0).reshape(2, 3)
+    example = payloads.split_example(x, None, None)
+    assert example.tensor is x and example.request is None
+    body, ctype = payloads.request_body(example)
+    assert ctype == "application/json" and json.loads(body) == x.tolist()
+
+
+def test_kserve_bodies() -> None:
+    png = rgba_png(4, 4)
+    b64 = base64.b64encode(png).decode()
+    assert payloads.v1_instances(png) == [{"b64": b64}]
+    assert payloads.v2_inputs(png, "img") == [
+        {"name": "img", "shape": [1], "datatype": "BYTES", "data": [b64]}
+    ]
+    t = torch.tensor([[1, 2, 3]], dtype=torch.int64)
+    assert payloads.v1_instances(t) == [[1, 2, 3]]
+    assert payloads.v2_inputs(t) == [
+        {"name": "input-0", "shape": [1, 3], "datatype": "INT64", "data": [1, 2, 3]}
+    ]
+    ready = [{"name": "x", "shape": [1], "datatype": "FP32", "data": [0.5]}]
+    assert payloads.v2_inputs(ready) is ready
+    assert payloads.v2_inputs({"inputs": ready}) is ready
+    assert payloads.v1_instances({"a": 1}) == [{"a": 1}]
+
+
+def test_example_files_are_ready_to_send(tmp_path: Path) -> None:
+    png = rgba_png(4, 4)
+    files = payloads.write_example_files(tmp_path, "m-1.0", payloads.Example(None, png), "img")
+    assert Path(files["raw"]).read_bytes() == png
+    assert json.loads(Path(files["v1"]).read_text()) == {"instances": payloads.v1_instances(png)}
+    v2 = json.loads(Path(files["v2"]).read_text())
+    assert v2["inputs"][0]["name"] == "img" and v2["inputs"][0]["datatype"] == "BYTES"
+
+    x = torch.ones(1, 2)
+    files = payloads.write_example_files(tmp_path, "t-1.0", payloads.Example(x, None))
+    assert json.loads(Path(files["raw"]).read_text()) == [[1.0, 1.0]]
+    assert json.loads(Path(files["v2"]).read_text())["inputs"][0]["shape"] == [1, 2]
+
+    files = payloads.write_example_files(tmp_path, "s-1.0", payloads.Example(None, "hello"))
+    assert Path(files["raw"]).read_text() == "hello" and "v2" not in files
+    assert payloads.write_example_files(tmp_path / "missing", "x", payloads.Example(x, None)) == {}

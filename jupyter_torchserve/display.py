@@ -14,6 +14,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import prometheus
+
 _TABLE_STYLE = (
     "border-collapse:collapse;font-family:var(--jp-code-font-family,monospace);"
     "font-size:12px;margin:4px 0"
@@ -283,28 +285,6 @@ class EngineStatus(_Rich):
 
 Sample = tuple[str, dict[str, str], float]
 
-#: A ``# TYPE name counter`` line (see :func:`parse_prometheus` for why it is rewritten).
-_COUNTER_TYPE = re.compile(r"^(#\s*TYPE\s+\S+\s+)counter\s*$", re.MULTILINE)
-
-
-def parse_prometheus(text: str) -> list[Sample]:
-    """``(name, labels, value)`` of every sample on a Prometheus text page.
-
-    prometheus_client's own parser: it reads our engine's page and TorchServe 0.12's, whose
-    label sets end with a trailing comma (``hostname="vm",}``). A page it cannot read raises
-    ValueError. Counters are read as untyped because the parser renames a counter's samples
-    to OpenMetrics' ``*_total``: TorchServe's ``ts_inference_latency_microseconds`` counter
-    would become ``..._microseconds_total``, a name that neither the page nor a Prometheus
-    server (hence no dashboard) uses. The names shown are the page's.
-    """
-    from prometheus_client.parser import text_string_to_metric_families
-
-    return [
-        (s.name, dict(s.labels), float(s.value))
-        for family in text_string_to_metric_families(_COUNTER_TYPE.sub(r"\1untyped", text))
-        for s in family.samples
-    ]
-
 
 @dataclass(repr=False)
 class Metrics(_Rich):
@@ -317,7 +297,7 @@ class Metrics(_Rich):
 
     def __post_init__(self) -> None:
         # parsed once, here: a page that cannot be read fails where the metrics are fetched
-        self._samples = parse_prometheus(self.text)
+        self._samples = prometheus.samples(self.text)
 
     def samples(self) -> list[Sample]:
         rows = self._samples

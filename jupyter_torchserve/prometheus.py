@@ -8,6 +8,7 @@ with a trailing comma (`{hostname="vm",}`), which a hand-written pattern gets wr
 from __future__ import annotations
 
 import math
+import re
 from typing import TypedDict
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -27,7 +28,8 @@ class Family(TypedDict):
 
 
 def parse(text: str) -> list[Family]:
-    """Every family of the page, in page order; a malformed page raises ValueError."""
+    """Every family of the page, in page order, typed as prometheus_client reads it (a
+    counter's samples are named ``*_total``); a malformed page raises ValueError."""
     families: list[Family] = []
     for fam in text_string_to_metric_families(text):
         samples: list[Sample] = [
@@ -42,6 +44,26 @@ def parse(text: str) -> list[Family]:
             {"name": fam.name, "type": fam.type, "help": fam.documentation, "samples": samples}
         )
     return families
+
+
+#: A ``# TYPE name counter`` line (see :func:`samples` for why it is rewritten).
+_COUNTER_TYPE = re.compile(r"^(#\s*TYPE\s+\S+\s+)counter\s*$", re.MULTILINE)
+
+
+def samples(text: str) -> list[tuple[str, dict[str, str], float]]:
+    """``(name, labels, value)`` of every sample under the page's own names; nan kept.
+
+    Counters are read as untyped here because the parser renames a counter's samples to
+    OpenMetrics' ``*_total``: TorchServe's ``ts_inference_latency_microseconds`` counter
+    would become ``..._microseconds_total``, a name that neither the page nor a Prometheus
+    server (hence no dashboard) uses, and a person reading the table looks for the page's.
+    """
+    page = _COUNTER_TYPE.sub(r"\1untyped", text)
+    return [
+        (s.name, dict(s.labels), float(s.value))
+        for fam in text_string_to_metric_families(page)
+        for s in fam.samples
+    ]
 
 
 def model_of(labels: dict[str, str]) -> str | None:

@@ -26,7 +26,7 @@ from collections.abc import Callable
 import httptools
 from tornado import httputil, web
 
-from .errors import ApiError, unexpected_error
+from ..errors import ApiError, unexpected_error
 
 log = logging.getLogger("jupyter_torchserve.engine")
 

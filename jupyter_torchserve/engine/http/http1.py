@@ -143,9 +143,9 @@ class Connection(asyncio.Protocol):
         except httptools.HttpParserUpgrade:
             self._refuse(400, "Protocol upgrades are not supported")
         except httptools.HttpParserError as e:
-            self._refuse(400, f"Malformed HTTP request: {e}")
-        except _Refused:
-            pass
+            # a callback's exception comes back wrapped, with the original as its context
+            if not isinstance(e.__context__, _Refused):
+                self._refuse(400, f"Malformed HTTP request: {e}")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
@@ -397,7 +397,8 @@ class Connection(asyncio.Protocol):
 
 
 class _Refused(Exception):
-    """Stop feeding the parser: the connection is being closed."""
+    """Stop feeding the parser: the request was answered and the connection is closing.
+    (httptools re-raises it as an HttpParserCallbackError.)"""
 
 
 class _Context:

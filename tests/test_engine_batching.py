@@ -14,6 +14,7 @@ from jupyter_torchserve.engine.errors import ApiError
 from jupyter_torchserve.engine.jobs import Job, Reply
 from jupyter_torchserve.engine.metrics import EngineMetrics
 from jupyter_torchserve.engine.model import ModelVersion
+from jupyter_torchserve.engine.registration import Settings
 from jupyter_torchserve.engine.workers import FAILED, READY, STARTING, STOPPED
 
 
@@ -65,11 +66,7 @@ def _version(workers: list[_Worker], batch_size: int = 4, delay_ms: int = 50, **
         manifest={},
         metadata={},
         handler_override=None,
-        batch_size=batch_size,
-        max_batch_delay=delay_ms,
-        response_timeout=0,
-        startup_timeout=1,
-        device_type=None,
+        settings=Settings(batch_size, delay_ms, 0, 1, None, 1, 1),
         loaded_at_startup=False,
         cache_key=None,
         log_path=Path("/nonexistent/m.log"),

@@ -22,6 +22,7 @@ from .errors import ApiError
 from .jobs import Job
 from .metrics import EngineMetrics
 from .pool import WorkerPool
+from .registration import Settings
 from .workers import FAILED, LIVE, READY, STARTING, Worker
 
 log = logging.getLogger("jupyter_torchserve.engine")
@@ -43,11 +44,7 @@ class ModelVersion:
         manifest: dict[str, Any],
         metadata: dict[str, Any],
         handler_override: str | None,
-        batch_size: int,
-        max_batch_delay: int,
-        response_timeout: float,
-        startup_timeout: float,
-        device_type: str | None,
+        settings: Settings,
         loaded_at_startup: bool,
         cache_key: str | None,
         log_path: Path,
@@ -62,11 +59,11 @@ class ModelVersion:
         self.manifest = manifest
         self.metadata = metadata
         self.handler_override = handler_override
-        self.batch_size = max(1, batch_size)
-        self.max_batch_delay = max(0, max_batch_delay)
-        self.response_timeout = response_timeout
-        self.startup_timeout = startup_timeout
-        self.device_type = device_type
+        self.batch_size = max(1, settings.batch_size)
+        self.max_batch_delay = max(0, settings.max_batch_delay)
+        self.response_timeout = settings.response_timeout
+        self.startup_timeout = settings.startup_timeout
+        self.device_type = settings.device_type
         self.loaded_at_startup = loaded_at_startup
         self.cache_key = cache_key
         self.min_workers = 0

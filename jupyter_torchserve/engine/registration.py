@@ -39,7 +39,8 @@ class Registration:
 
 @dataclass(frozen=True)
 class Settings:
-    """A version's settings once the YAML and the defaults have filled the gaps."""
+    """A version's settings once the YAML and the defaults have filled the gaps; min and
+    max workers are the ones to start with (scale changes the version's own later)."""
 
     batch_size: int
     max_batch_delay: int

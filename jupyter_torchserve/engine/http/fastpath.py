@@ -47,28 +47,6 @@ FastAnswer = Callable[..., bool]
 """(registry, connection, request, *path arguments) -> answered here (else Tornado does)."""
 
 
-def predictions(
-    registry: ModelRegistry,
-    conn: Connection,
-    req: Request,
-    name: str,
-    version: str | None,
-    extra: str | None,
-) -> bool:
-    return _predict(registry, conn, req, name, version, extra, explain=False)
-
-
-def explanations(
-    registry: ModelRegistry,
-    conn: Connection,
-    req: Request,
-    name: str,
-    version: str | None,
-    extra: str | None,
-) -> bool:
-    return _predict(registry, conn, req, name, version, extra, explain=True)
-
-
 def v1_predict(
     registry: ModelRegistry, conn: Connection, req: Request, name: str, verb: str
 ) -> bool:
@@ -133,15 +111,17 @@ def _kserve(
     return True
 
 
-def _predict(
+def predict(
     registry: ModelRegistry,
     conn: Connection,
     req: Request,
     name: str,
     version: str | None,
     extra: str | None,
+    *,
     explain: bool,
 ) -> bool:
+    """`/predictions/{name}[/{version}][/…]`, or `/explanations/…` with `explain`."""
     ctype = req.headers.get("content-type", "")
     if ctype.partition(";")[0].strip().lower() in _FORMS:
         return False  # the handler parses forms (rare, and not worth a second parser)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 from urllib.parse import unquote
 
@@ -66,13 +67,13 @@ INFERENCE: tuple[Route, ...] = (
     Route(
         rf"/predictions/{SEG}(?:/{SEG})?(/.*)?",
         PredictionsHandler,
-        fast=fastpath.predictions,
+        fast=partial(fastpath.predict, explain=False),
         fast_methods=("POST", "PUT"),
     ),
     Route(
         rf"/explanations/{SEG}(?:/{SEG})?(/.*)?",
         ExplanationsHandler,
-        fast=fastpath.explanations,
+        fast=partial(fastpath.predict, explain=True),
         fast_methods=("POST", "PUT"),
     ),
     Route(rf"/v1/models/{NAME}", V1ModelHandler),

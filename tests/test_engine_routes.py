@@ -52,3 +52,37 @@ def test_the_inference_tables_fast_routes_are_the_hot_ones():
     assert not route(None, form)  # type: ignore[arg-type]
     multipart = _request("PUT", "/predictions/m/1.0", "multipart/form-data; boundary=b")
     assert not route(None, multipart)  # type: ignore[arg-type]
+
+
+def test_like_tornado_the_first_route_that_matches_decides():
+    """A path that an earlier route of the table matches is that route's, even when a later
+    fast route would match it too: the router and Tornado never disagree about a path."""
+    answered: list[str] = []
+
+    def answer(registry, conn, req, *args) -> bool:
+        answered.append(req.target)
+        return True
+
+    routes = (
+        Route(r"/items/special", object),  # type: ignore[arg-type]
+        Route(r"/items/([^/]+)", object, fast=answer),  # type: ignore[arg-type]
+        Route(r"/v2/?", object),  # type: ignore[arg-type]
+        Route(r"/v2(/x)?", object, fast=answer),  # type: ignore[arg-type]
+    )
+    route = make_router(None, routes)  # type: ignore[arg-type]
+    assert not route(None, _request("POST", "/items/special"))  # type: ignore[arg-type]
+    assert route(None, _request("POST", "/items/other"))  # type: ignore[arg-type]
+    assert not route(None, _request("POST", "/v2"))  # /v2/? matches "/v2" first
+    assert route(None, _request("POST", "/v2/x"))  # type: ignore[arg-type]
+    assert answered == ["/items/other", "/v2/x"]
+
+
+def test_a_patterns_literal_prefix_is_one_every_match_has():
+    from jupyter_torchserve.engine.http.routes import _literal_prefix
+
+    assert _literal_prefix(r"/predictions/([^/]+)(?:/([^/]+))?(/.*)?") == "/predictions/"
+    assert _literal_prefix(r"/v2/?") == "/v2"  # the slash is optional
+    assert _literal_prefix(r"/ab+c") == "/ab"
+    assert _literal_prefix(r"/a(b|c)") == "/a"
+    assert _literal_prefix(r"/x|/y") == ""  # either branch: no common start
+    assert _literal_prefix(r"/a\(x|y") == ""

@@ -124,29 +124,47 @@ def make_apps(registry: ModelRegistry, addresses: dict[str, str]) -> dict[str, w
 
 
 def make_router(registry: ModelRegistry, routes: tuple[Route, ...] = INFERENCE) -> Router:
-    """http1's router for `routes`: a request whose path and method a `fast` route takes is
-    answered by it; every other request, and any it declines, goes to Tornado."""
-    fast = [
-        (re.compile(r.pattern + r"\Z"), r.fast, r.fast_methods)
-        for r in routes
-        if r.fast is not None
-    ]
-    # the literal start of each fast pattern: most requests are told apart without a regex
-    prefixes = tuple(_literal_prefix(r.pattern) for r in routes if r.fast is not None)
-    methods = {m for _, _, ms in fast for m in ms}
+    """http1's router for `routes`. Like Tornado, it takes the first route that matches the
+    path; when that route has a `fast` answer for the method, the answer runs, and every
+    other request (and any the answer declines) goes to Tornado.
+
+    Only the routes that can decide a fast route's paths are walked: the fast ones, and
+    those before one whose literal start is compatible with its own (so "/ping" never is,
+    "/v2/?" is before v2 infer). A route without special characters is a string compare.
+    """
+    prefixes = [_literal_prefix(r.pattern) for r in routes]
+    table = []
+    for i, r in enumerate(routes):
+        later_fast = [prefixes[j] for j in range(i + 1, len(routes)) if routes[j].fast]
+        if r.fast is None and not any(_overlap(prefixes[i], p) for p in later_fast):
+            continue  # it cannot take a path from a fast route: Tornado's alone
+        literal = r.pattern if prefixes[i] == r.pattern else None
+        compiled = re.compile(r.pattern + r"\Z")
+        table.append((prefixes[i], literal, compiled, r.fast, r.fast_methods))
+    # most requests are told apart from the fast routes without a regex
+    fast_prefixes = tuple(prefix for prefix, _, _, fast, _ in table if fast is not None)
+    methods = {m for *_, fast, ms in table if fast is not None for m in ms}
 
     def route(conn: Connection, req: Request) -> bool:
-        if req.method not in methods or not req.target.startswith(prefixes):
+        if req.method not in methods or not req.target.startswith(fast_prefixes):
             return False
         path = req.path
-        for pattern, answer, allowed in fast:
-            m = pattern.match(path)
-            if m is None:
-                continue
-            if req.method not in allowed:
-                return False  # Tornado's 405
+        for prefix, literal, pattern, answer, allowed in table:
+            if literal is not None:
+                if path != literal:
+                    continue
+                groups: tuple[str | None, ...] = ()
+            else:
+                if not path.startswith(prefix):
+                    continue
+                m = pattern.match(path)
+                if m is None:
+                    continue
+                groups = m.groups()
+            if answer is None or req.method not in allowed:
+                return False  # Tornado's handler (or its 405)
             try:
-                args = [_arg(g) for g in m.groups()]
+                args = [_arg(g) for g in groups]
             except UnicodeDecodeError:
                 return False  # Tornado's 400 for an undecodable path argument
             return answer(registry, conn, req, *args)
@@ -155,8 +173,30 @@ def make_router(registry: ModelRegistry, routes: tuple[Route, ...] = INFERENCE) 
     return route
 
 
+def _overlap(a: str, b: str) -> bool:
+    """Whether paths starting with `a` and paths starting with `b` can be the same path."""
+    return a.startswith(b) or b.startswith(a)
+
+
 def _literal_prefix(pattern: str) -> str:
-    return re.split(r"[(\[\\?*+.{]", pattern, maxsplit=1)[0]
+    """The start every path matching `pattern` has: its literal characters up to the first
+    special one, less a quantified last one; nothing when a `|` outside a group could match
+    something else entirely."""
+    depth, escaped = 0, False
+    for ch in pattern:
+        if escaped:
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif ch == "|" and depth == 0:
+            return ""
+    head = re.split(r"[(\[\\?*+.{|^$]", pattern, maxsplit=1)[0]
+    quantified = pattern[len(head) : len(head) + 1] in ("?", "*", "{")
+    return head[:-1] if quantified else head
 
 
 def _arg(value: str | None) -> str | None:

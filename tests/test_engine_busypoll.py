@@ -1,5 +1,6 @@
 """Busy-polling (`busy_poll_us`): it may only shorten waits, never lengthen them, and an
-idle engine with idle workers must not burn CPU."""
+idle engine with idle workers must not burn CPU. Who may poll, and the worker's poll window,
+are tested without processes in test_engine_pool.py."""
 
 from __future__ import annotations
 
@@ -7,16 +8,13 @@ import selectors
 import socket
 import threading
 import time
-from types import SimpleNamespace
 
 import psutil
 import pytest
 import requests
 from _engine_helpers import model_store, running_engine
 
-from jupyter_torchserve.config import EngineConfig
-from jupyter_torchserve.engine.busypoll import BusyPollSelector, PollWindow
-from jupyter_torchserve.engine.core import Engine
+from jupyter_torchserve.engine.busypoll import BusyPollSelector
 from jupyter_torchserve.engine.protocol import SyncConnection, encode
 
 pytestmark = pytest.mark.slow  # starts real processes
@@ -114,74 +112,6 @@ def test_worker_poll_returns_on_data_on_eof_and_at_its_deadline():
         a.close()
 
 
-class _Busy:
-    """Stands in for a Worker with batches out: its due time, batches and model queue."""
-
-    def __init__(self, due_in: float, batches: int = 1, queued: int = 0) -> None:
-        self.at = time.perf_counter() + due_in
-        self.inflight = dict.fromkeys(range(batches))
-        self.version = SimpleNamespace(queue=[object()] * queued)
-
-    def answer_expected_at(self) -> float:
-        return self.at
-
-
-def _engine(tmp_path, cpus: int, busy: list[_Busy]) -> Engine:
-    engine = Engine(
-        EngineConfig(state_dir=str(tmp_path / "state"), model_store=str(tmp_path / "store"))
-    )
-    engine.cpus = cpus
-    engine.busy_workers = set(busy)  # type: ignore[arg-type]
-    return engine
-
-
-def test_poll_only_at_light_load_and_while_a_cpu_is_free_for_it(tmp_path):
-    """The engine polls only while an answer is due; the engine and each worker with a batch
-    out need a CPU, and no one polls on a CPU that another of them needs. Under load (a
-    second batch waiting at a worker, requests queued) nobody polls: the work is there."""
-    poll = EngineConfig().busy_poll_us
-    assert poll > 0
-    idle = _engine(tmp_path, 2, [])
-    assert idle.answer_due() is None
-    one = _Busy(0.5)
-    light = _engine(tmp_path, 4, [_Busy(5.0), one])
-    assert 0.4 < light.answer_due() <= 0.5  # the sooner of the two
-    assert light.worker_poll_us(one) == poll  # type: ignore[arg-type]
-    full = _engine(tmp_path, 2, [_Busy(5.0), one])  # both CPUs taken by workers
-    assert full.answer_due() is None and full.worker_poll_us(one) == 0  # type: ignore[arg-type]
-    for loaded in (_Busy(0.5, batches=2), _Busy(0.5, queued=3)):
-        engine = _engine(tmp_path, 4, [loaded])
-        assert engine.answer_due() is None
-        assert engine.worker_poll_us(loaded) == 0  # type: ignore[arg-type]
-    light.config.busy_poll_us = 0
-    assert light.worker_poll_us(one) == 0  # type: ignore[arg-type]
-
-
-def test_a_worker_learns_how_long_its_batches_take(tmp_path):
-    """The due time follows the worker's recent batches: fast after warm-up, not pinned to
-    the slow first one."""
-    from jupyter_torchserve.engine.workers import Worker
-
-    engine = _engine(tmp_path, 2, [])
-    version = SimpleNamespace(engine=engine)
-    worker = Worker.__new__(Worker)  # only the bookkeeping, no process
-    worker.version, worker.inflight, worker.busy_since, worker.batch_seconds = (
-        version,
-        {},
-        0.0,
-        0.0,
-    )
-    t = 100.0
-    for took in [0.5] + [0.001] * 8:  # a slow warm-up batch, then fast ones
-        worker.busy_since = t
-        worker.inflight = {1: ([], None)}
-        t += took
-        worker.inflight = {}
-        worker._batch_ended(t)
-    assert worker.batch_seconds < 0.005
-    assert worker not in engine.busy_workers  # nothing out any more
-
-
 def test_idle_engine_and_worker_do_not_spin(tmp_path):
     """After answering, neither the engine nor its worker keeps a CPU busy."""
     store = model_store(tmp_path, "idle")
@@ -204,28 +134,3 @@ def test_idle_engine_and_worker_do_not_spin(tmp_path):
         before = cpu()
         time.sleep(2.0)
         assert cpu() - before < 0.5, "an idle engine or worker kept spinning"
-
-
-def test_worker_poll_window_grows_to_catch_a_slow_client_and_shrinks_after_pauses():
-    """A client whose next request comes soon after the window ended (mnist's: 0.4-0.6 ms)
-    doubles the worker's window until it is caught, up to GROWTH x the engine's poll; a
-    client that paused halves it again, never below the engine's poll."""
-    base = 300
-    cap = base * PollWindow.GROWTH
-    w = PollWindow()
-    assert w.current(base) == base
-    w.missed(base, 500)
-    assert w.current(base) == 2 * base
-    w.missed(base, 900)
-    assert w.current(base) == 4 * base == cap
-    w.missed(base, cap)  # still soon: doubling stops at the cap
-    assert w.current(base) == cap
-    w.missed(base, 50_000)  # a pause: halve
-    assert w.current(base) == 2 * base
-    w.missed(base, 50_000)
-    w.missed(base, 50_000)
-    assert w.current(base) == base  # never below what the engine allows
-    w.missed(base, 500)
-    assert w.current(100) == 400  # the engine lowered its poll: the cap follows it
-    w.missed(0, 500)
-    assert w.current(0) == 0  # under load the engine says 0: no polling at all

@@ -267,7 +267,7 @@ def test_idle_keep_alive_connections_are_closed_but_busy_ones_are_not():
 
     from tornado import web
 
-    from jupyter_torchserve.engine.http1 import serve_http1
+    from jupyter_torchserve.engine.http.http1 import serve_http1
 
     class Ping(web.RequestHandler):
         def get(self) -> None:

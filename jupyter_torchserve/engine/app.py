@@ -13,138 +13,28 @@ import logging
 import os
 import signal
 import time
-from typing import Any, NoReturn
+from typing import NoReturn
 
-from tornado import web
 from tornado.httpserver import HTTPServer
 from tornado.ioloop import PeriodicCallback
+from tornado.web import Application
 
 from .. import discovery
 from .._version import __version__
 from ..config import EngineConfig, split_address
 from .busypoll import BusyPollSelector
-from .core import Engine
 from .errors import ApiError
-from .fastpath import make_router
-from .http1 import HTTP1Server, serve_http1
-from .http_base import BaseHandler, NotFoundHandler
-from .inference import ExplanationsHandler, PingHandler, PredictionsHandler
-from .kserve import (
-    V1ModelHandler,
-    V1PredictHandler,
-    V2HealthHandler,
-    V2InferHandler,
-    V2ModelHandler,
-    V2ServerHandler,
-)
+from .http.http1 import HTTP1Server, serve_http1
+from .http.routes import make_apps, make_router
 from .logfiles import rotate_large_logs
-from .management import (
-    EngineStatusHandler,
-    LogsHandler,
-    ModelHandler,
-    ModelsHandler,
-    SetDefaultHandler,
-    TokenHandler,
-)
-from .openapi import inference_document, management_document
+from .registry import ModelRegistry
 
 log = logging.getLogger("jupyter_torchserve.engine")
 
 LOG_CHECK_SECONDS = 10  # how often model logs are checked against model_log_max_bytes
 
-NAME = r"([^/:]+)"
-SEG = r"([^/]+)"
 
-
-class ApiDescriptionHandler(BaseHandler):
-    def initialize(self, engine: Engine, document: Any, api: str | None) -> None:  # type: ignore[override]
-        super().initialize(engine)
-        self.document = document
-        self.api = api
-
-    def get(self) -> None:
-        self.write_json(self.document())
-
-    options = get
-
-
-class MetricsHandler(BaseHandler):
-    api = None
-
-    def get(self) -> None:
-        from .metrics import parse_names
-
-        names = parse_names(self.request.query_arguments)
-        self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-        self.finish(self.engine.metrics.exposition(names))
-
-
-def make_apps(engine: Engine, addresses: dict[str, str]) -> dict[str, web.Application]:
-    e = {"engine": engine}
-    common: dict[str, Any] = {
-        "default_handler_class": NotFoundHandler,
-        "default_handler_args": e,
-        "addresses": addresses,
-        "compress_response": False,
-    }
-    inference = web.Application(
-        [
-            (
-                r"/",
-                ApiDescriptionHandler,
-                {**e, "document": inference_document, "api": "inference"},
-            ),
-            (
-                r"/api-description",
-                ApiDescriptionHandler,
-                {**e, "document": inference_document, "api": "inference"},
-            ),
-            (r"/ping", PingHandler, e),
-            (rf"/predictions/{SEG}(?:/{SEG})?(/.*)?", PredictionsHandler, e),
-            (rf"/explanations/{SEG}(?:/{SEG})?(/.*)?", ExplanationsHandler, e),
-            (rf"/v1/models/{NAME}", V1ModelHandler, e),
-            (rf"/v1/models/{NAME}:(\w+)", V1PredictHandler, e),
-            (r"/v2/?", V2ServerHandler, e),
-            (r"/v2/health/(live|ready)", V2HealthHandler, e),
-            (rf"/v2/models/{SEG}(?:/versions/{SEG})?/infer", V2InferHandler, e),
-            (rf"/v2/models/{SEG}(?:/versions/{SEG})?(/ready)?", V2ModelHandler, e),
-        ],
-        **common,
-    )
-    management = web.Application(
-        [
-            (
-                r"/",
-                ApiDescriptionHandler,
-                {**e, "document": management_document, "api": "management"},
-            ),
-            (
-                r"/api-description",
-                ApiDescriptionHandler,
-                {**e, "document": management_document, "api": "management"},
-            ),
-            (r"/models", ModelsHandler, e),
-            (r"/engine", EngineStatusHandler, e),
-            (r"/token", TokenHandler, e),
-            (rf"/v1/models/{NAME}", _management_v1(), e),
-            (rf"/models/{SEG}/logs", LogsHandler, e),
-            (rf"/models/{SEG}/{SEG}/set-default", SetDefaultHandler, e),
-            (rf"/models/{SEG}(?:/{SEG})?", ModelHandler, e),
-        ],
-        **common,
-    )
-    metrics = web.Application([(r"/metrics", MetricsHandler, e)], **common)
-    return {"inference": inference, "management": management, "metrics": metrics}
-
-
-def _management_v1() -> type[BaseHandler]:
-    class ManagementV1(V1ModelHandler):
-        api = "management"
-
-    return ManagementV1
-
-
-def _listen(app: web.Application, address: str, what: str) -> HTTPServer:
+def _listen(app: Application, address: str, what: str) -> HTTPServer:
     host, port = split_address(address)
     server = HTTPServer(app, max_body_size=1 << 40, xheaders=False)
     try:
@@ -154,17 +44,17 @@ def _listen(app: web.Application, address: str, what: str) -> HTTPServer:
     return server
 
 
-async def _listen_inference(engine: Engine, app: web.Application, address: str) -> HTTP1Server:
+async def _listen_inference(registry: ModelRegistry, app: Application, address: str) -> HTTP1Server:
     """The inference API on http1.py's server: the hot routes skip Tornado (fastpath.py)."""
     host, port = split_address(address)
     try:
         return await serve_http1(
             app,
-            make_router(engine),
+            make_router(registry),
             host,
             port,
-            max_request_size=lambda: engine.config.max_request_size,
-            on_response=lambda status: engine.metrics.response("inference", status),
+            max_request_size=lambda: registry.config.max_request_size,
+            on_response=lambda status: registry.metrics.response("inference", status),
         )
     except OSError as e:
         _bind_failed(e, host, port, "inference")
@@ -217,35 +107,35 @@ def _port_holder(port: int) -> str | None:
 async def serve(config: EngineConfig, selector: BusyPollSelector | None = None) -> None:
     """Run an engine until SIGTERM/SIGINT, then stop workers and clean up.
 
-    `selector` is the running loop's, when it busy-polls: it learns from the engine when.
+    `selector` is the running loop's, when it busy-polls: it learns from the pool when.
     """
     # one access-log line per request costs more than a tiny model's inference; errors only
     logging.getLogger("tornado.access").setLevel(logging.WARNING)
-    engine = Engine(config)
+    registry = ModelRegistry(config)
     if selector is not None:
-        selector.answer_due = engine.answer_due
+        selector.answer_due = registry.pool.answer_due
     addresses = {
         "inference_address": config.inference_address,
         "management_address": config.management_address,
         "metrics_address": config.metrics_address,
     }
     _check_distinct(addresses)
-    apps = make_apps(engine, addresses)
-    inference = await _listen_inference(engine, apps["inference"], config.inference_address)
+    apps = make_apps(registry, addresses)
+    inference = await _listen_inference(registry, apps["inference"], config.inference_address)
     servers = [
         _listen(apps["management"], config.management_address, "management"),
         _listen(apps["metrics"], config.metrics_address, "metrics"),
     ]
-    await engine.start_worker_server()
+    await registry.pool.start()
     info = {
         "pid": os.getpid(),
         "started": time.time(),
         **addresses,
-        "model_store": str(engine.model_store),
-        "key_file": str(engine.keys.path) if engine.keys else None,
+        "model_store": str(registry.model_store),
+        "key_file": str(registry.keys.path) if registry.keys else None,
         "inference_token_required": config.inference_token_required,
-        "log_dir": str(engine.log_dir),
-        "state_dir": str(engine.state_dir),
+        "log_dir": str(registry.log_dir),
+        "state_dir": str(registry.state_dir),
         "version": __version__,
     }
     discovery.write_discovery(info)
@@ -255,16 +145,16 @@ async def serve(config: EngineConfig, selector: BusyPollSelector | None = None) 
         config.inference_address,
         config.management_address,
         config.metrics_address,
-        engine.model_store,
+        registry.model_store,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    restore = loop.create_task(_restore(engine))
+    restore = loop.create_task(_restore(registry))
     rotation = PeriodicCallback(  # copying a 20 MiB log must not stall requests: a thread
         lambda: loop.run_in_executor(
-            None, rotate_large_logs, engine.log_dir, config.model_log_max_bytes
+            None, rotate_large_logs, registry.log_dir, config.model_log_max_bytes
         ),
         LOG_CHECK_SECONDS * 1000,
     )
@@ -278,13 +168,13 @@ async def serve(config: EngineConfig, selector: BusyPollSelector | None = None) 
         inference.close()
         for s in servers:
             s.stop()
-        await engine.shutdown()
+        await registry.shutdown()
         discovery.remove_discovery()
 
 
-async def _restore(engine: Engine) -> None:
+async def _restore(registry: ModelRegistry) -> None:
     try:
-        await engine.restore()
+        await registry.restore()
     except ApiError as e:
         log.error("restoring models failed: %s", e.message)
     except Exception:  # noqa: BLE001

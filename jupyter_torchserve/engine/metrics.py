@@ -13,8 +13,8 @@ import functools
 import socket
 import time
 from collections import defaultdict
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
+from typing import Any, Protocol
 
 from prometheus_client import (
     CollectorRegistry,
@@ -27,9 +27,27 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from .jobs import Job
 
-if TYPE_CHECKING:
-    from .core import Engine
-    from .model import ModelVersion
+
+class Labelled(Protocol):
+    """A model version, as its metrics are labelled."""
+
+    name: str
+    version: str
+
+
+class WorkerView(Protocol):
+    status: str
+    pid: int | None
+    id: str
+    device: str
+
+
+class VersionView(Labelled, Protocol):
+    """A model version, as the scrape-time gauges read it."""
+
+    queue: Sized
+    workers: Sequence[WorkerView]
+
 
 # TorchServe exposes no `*_created` samples; neither do we (this runs in the engine process only)
 disable_created_metrics()
@@ -54,8 +72,9 @@ LATENCY_BUCKETS = (
 
 
 class EngineMetrics:
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, versions: Callable[[], Iterable[VersionView]]) -> None:
+        """`versions` lists the registered model versions when a scrape asks."""
+        self.versions = versions
         self.hostname = socket.gethostname()
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
@@ -100,10 +119,10 @@ class EngineMetrics:
             child = self._children[key] = metric.labels(*labels)
         return child
 
-    def request_received(self, version: ModelVersion, url_version: str | None) -> None:
+    def request_received(self, version: Labelled, url_version: str | None) -> None:
         self._child(self.requests, version.name, url_version or "default", self.hostname).inc()
 
-    def request_answered(self, version: ModelVersion, url_version: str | None, job: Job) -> None:
+    def request_answered(self, version: Labelled, url_version: str | None, job: Job) -> None:
         now = time.perf_counter()
         key = (version.name, url_version or "default")
         self._inference_us[key] += (now - job.enqueued) * 1e6
@@ -111,7 +130,7 @@ class EngineMetrics:
             self._queue_us[key] += (job.dispatched - job.enqueued) * 1e6
         self._child(self.latency, version.name, version.version).observe(now - job.enqueued)
 
-    def batch_sent(self, version: ModelVersion, jobs: list[Job]) -> None:
+    def batch_sent(self, version: Labelled, jobs: list[Job]) -> None:
         self._child(self.batch_size, version.name, version.version).observe(len(jobs))
 
     def custom(self, records: list[dict[str, Any]]) -> None:
@@ -222,7 +241,7 @@ class _DynamicCollector:
             "CPU time used by a worker process.",
             labels=["model_name", "model_version", "worker_id", "device"],
         )
-        for version in self.m.engine.all_versions():
+        for version in self.m.versions():
             queue.add_metric([version.name, version.version], len(version.queue))
             counts: dict[str, int] = defaultdict(int)
             for w in version.workers:
@@ -279,10 +298,3 @@ def _process_stats(pid: int | None) -> tuple[int, float] | None:
         return p.memory_info().rss, t.user + t.system
     except Exception:  # noqa: BLE001 - the worker may have just exited
         return None
-
-
-def parse_names(arguments: dict[str, list[bytes]]) -> list[str] | None:
-    """TorchServe's `?name[]=a&name[]=b` filter."""
-    raw = arguments.get("name[]") or arguments.get("name") or []
-    names = [v.decode() for v in raw]
-    return names or None

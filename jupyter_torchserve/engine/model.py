@@ -15,14 +15,15 @@ import logging
 import time
 from collections import deque
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ..config import EngineConfig
 from .errors import ApiError
 from .jobs import Job
-from .workers import Worker
-
-if TYPE_CHECKING:
-    from .core import Engine
+from .metrics import EngineMetrics
+from .pool import WorkerPool
+from .registration import Settings
+from .workers import FAILED, LIVE, READY, STARTING, Worker
 
 log = logging.getLogger("jupyter_torchserve.engine")
 
@@ -32,7 +33,9 @@ RESTART_BACKOFF = (0.5, 1, 2, 4, 8, 16, 30)
 class ModelVersion:
     def __init__(
         self,
-        engine: Engine,
+        pool: WorkerPool,
+        metrics: EngineMetrics,
+        config: EngineConfig,
         *,
         name: str,
         version: str,
@@ -41,15 +44,14 @@ class ModelVersion:
         manifest: dict[str, Any],
         metadata: dict[str, Any],
         handler_override: str | None,
-        batch_size: int,
-        max_batch_delay: int,
-        response_timeout: float,
-        startup_timeout: float,
-        device_type: str | None,
+        settings: Settings,
         loaded_at_startup: bool,
         cache_key: str | None,
+        log_path: Path,
     ) -> None:
-        self.engine = engine
+        self.pool = pool
+        self.metrics = metrics
+        self.config = config  # read as requests come: job_queue_size, max_inflight_per_worker
         self.name = name
         self.version = version
         self.url = url
@@ -57,11 +59,11 @@ class ModelVersion:
         self.manifest = manifest
         self.metadata = metadata
         self.handler_override = handler_override
-        self.batch_size = max(1, batch_size)
-        self.max_batch_delay = max(0, max_batch_delay)
-        self.response_timeout = response_timeout
-        self.startup_timeout = startup_timeout
-        self.device_type = device_type
+        self.batch_size = max(1, settings.batch_size)
+        self.max_batch_delay = max(0, settings.max_batch_delay)
+        self.response_timeout = settings.response_timeout
+        self.startup_timeout = settings.startup_timeout
+        self.device_type = settings.device_type
         self.loaded_at_startup = loaded_at_startup
         self.cache_key = cache_key
         self.min_workers = 0
@@ -72,16 +74,16 @@ class ModelVersion:
         self._restarts = 0
         self._last_restart = 0.0
         self.unregistered = False
-        self.log_path: Path = engine.log_dir / f"{name}.log"
+        self.log_path = log_path
 
     # -- what the APIs see ------------------------------------------------------------------
     @property
     def live_workers(self) -> list[Worker]:
-        return [w for w in self.workers if w.status in ("STARTING", "READY")]
+        return [w for w in self.workers if w.status in LIVE]
 
     @property
     def ready_workers(self) -> list[Worker]:
-        return [w for w in self.workers if w.status == "READY"]
+        return [w for w in self.workers if w.status == READY]
 
     def describe_json(self) -> dict[str, Any]:
         gpu = any(w.gpu_id is not None for w in self.live_workers)
@@ -97,7 +99,7 @@ class ModelVersion:
             "loadedAtStartup": self.loaded_at_startup,
             "workers": [w.describe_json() for w in self.live_workers],
             "jobQueueStatus": {
-                "remainingCapacity": self.engine.config.job_queue_size - len(self.queue),
+                "remainingCapacity": self.config.job_queue_size - len(self.queue),
                 "pendingRequests": len(self.queue),
             },
             "responseTimeout": int(self.response_timeout),
@@ -105,19 +107,6 @@ class ModelVersion:
             "deviceType": "gpu" if gpu else "cpu",
             "handler": self.handler_override or self.manifest.get("model", {}).get("handler"),
             "archiveFormat": self.metadata.get("format"),
-        }
-
-    def snapshot_json(self) -> dict[str, Any]:
-        return {
-            "marName": self.url,
-            "minWorkers": self.min_workers,
-            "maxWorkers": self.max_workers,
-            "batchSize": self.batch_size,
-            "maxBatchDelay": self.max_batch_delay,
-            "responseTimeout": int(self.response_timeout),
-            "startupTimeout": int(self.startup_timeout),
-            "handler": self.handler_override,
-            "deviceType": self.device_type,
         }
 
     # -- requests ---------------------------------------------------------------------------
@@ -129,24 +118,24 @@ class ModelVersion:
                 f'Model "{self.name}" has no worker to serve inference request. '
                 "Please use scale workers API to add workers.",
             )
-        if len(self.queue) >= self.engine.config.job_queue_size:
+        if len(self.queue) >= self.config.job_queue_size:
             raise ApiError(
                 503,
                 "ServiceUnavailableException",
                 f"Model {self.name} version {self.version} has a full job queue "
-                f"({self.engine.config.job_queue_size} requests, job_queue_size)",
+                f"({self.config.job_queue_size} requests, job_queue_size)",
             )
         self.queue.append(job)
         self.dispatch()
 
     def dispatch(self) -> None:
         """Send whatever the adaptive batching rule allows right now."""
-        limit = self.engine.config.max_inflight_per_worker
+        limit = self.config.max_inflight_per_worker
         while self.queue:
             worker = None
             for w in self.workers:
                 if (
-                    w.status == "READY"
+                    w.status == READY
                     and w.n_inflight < limit
                     and (worker is None or w.n_inflight < worker.n_inflight)
                 ):
@@ -162,7 +151,7 @@ class ModelVersion:
                 batch = [self.queue.popleft() for _ in range(n)]
                 batch = [j for j in batch if not j.future.done()]  # client gave up
                 if batch:
-                    self.engine.metrics.batch_sent(self, batch)
+                    self.metrics.batch_sent(self, batch)
                     worker.send_batch(batch)
                 continue
             self._arm_timer()
@@ -196,7 +185,7 @@ class ModelVersion:
         if len(live) > min_workers:
             await self._scale_down(live[min_workers:], timeout)
         starting = [await self._start_worker() for _ in range(min_workers - len(live))]
-        waits = [w for w in self.live_workers if w.status == "STARTING"]
+        waits = [w for w in self.live_workers if w.status == STARTING]
         results = await asyncio.gather(
             *(w.wait_ready(self.startup_timeout) for w in waits), return_exceptions=True
         )
@@ -208,17 +197,15 @@ class ModelVersion:
 
     async def _start_worker(self) -> Worker:
         # before the worker exists: a failed install must not leave a never-started worker
-        requirements_dir = await self.engine.requirements_for(self)
-        gpu_id = self.engine.assign_gpu(self.device_type)
-        worker = Worker(self, self.engine.next_worker_id(), gpu_id)
+        requirements_dir = await self.pool.requirements_for(
+            self.name, self.model_dir, self.manifest
+        )
+        worker = self.pool.new_worker(self, self.device_type)
         self.workers.append(worker)
-        self.engine.pending_workers[worker.id] = worker
-        threads = self.engine.threads_per_worker()
         try:
-            await worker.spawn(self.engine.worker_socket, threads, requirements_dir)
+            await self.pool.spawn(worker, requirements_dir)
         except BaseException:
             self.workers.remove(worker)
-            self.engine.pending_workers.pop(worker.id, None)
             raise
         return worker
 
@@ -239,7 +226,7 @@ class ModelVersion:
 
     def worker_lost(self, worker: Worker, pending: list[Job]) -> None:
         """Retry its batches once elsewhere; keep `min_workers` alive with backoff."""
-        self.engine.pending_workers.pop(worker.id, None)
+        self.pool.forget(worker)
         if worker in self.workers:
             self.workers.remove(worker)
         retry = []
@@ -258,7 +245,7 @@ class ModelVersion:
         self.queue.extendleft(reversed(retry))
         if (
             not self.unregistered
-            and worker.status != "FAILED"
+            and worker.status != FAILED
             and worker.ready.done()
             and worker.ready.exception() is None
             and len(self.live_workers) < self.min_workers

@@ -2,8 +2,11 @@
 
 Workers are forked from a multiprocessing *forkserver* that has preloaded torch and our
 handler runtime but never initialised CUDA: a new worker costs a fork instead of a fresh
-interpreter plus `import torch` (1.5-2 s on this machine kind), and CUDA is only ever
-initialised in the worker that uses it.
+interpreter plus `import torch` (most of a cold start, docs/performance.md), and CUDA is only
+ever initialised in the worker that uses it.
+
+A Worker knows its model version and the pool only through the two Protocols below, so this
+module imports nothing above it.
 """
 
 from __future__ import annotations
@@ -14,20 +17,55 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sized
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any, Final, Protocol
 
 from . import forkserver, protocol
 from .errors import ApiError
 from .jobs import Job, Reply
 
-if TYPE_CHECKING:
-    from .model import ModelVersion
-
 log = logging.getLogger("jupyter_torchserve.engine")
 
 _batch_ids = itertools.count(1)
+
+# A worker's status, as TorchServe's describe shows it (and the jts_workers gauge counts it)
+STARTING: Final = "STARTING"  # forked, loading its archive
+READY: Final = "READY"  # loaded: takes batches
+UNLOADING: Final = "UNLOADING"  # told to stop: answers what it has, then exits
+FAILED: Final = "FAILED"  # its archive did not load
+STOPPED: Final = "STOPPED"  # its process or connection is gone
+LIVE: Final = frozenset({STARTING, READY})  # counted against min_workers
+
+
+class WorkerModel(Protocol):
+    """What a worker reads of its model version, and the two events it reports to it."""
+
+    name: str
+    version: str
+    model_dir: str
+    handler_override: str | None
+    batch_size: int
+    response_timeout: float
+    log_path: Path
+    queue: Sized
+
+    def batch_done(self, worker: Worker, jobs: list[Job]) -> None:
+        """The worker answered (or failed) a batch and has room again."""
+
+    def worker_lost(self, worker: Worker, pending: list[Job]) -> None:
+        """The worker is gone; `pending` are the jobs it had not answered."""
+
+
+class WorkerPolicy(Protocol):
+    """The engine-wide rules a worker follows (kept by `pool.WorkerPool`)."""
+
+    def note_busy(self, worker: Worker) -> None:
+        """The worker's batches out changed (it is busy while it has one)."""
+
+    def worker_poll_us(self, worker: Worker) -> int:
+        """The `poll` for the batch just sent to `worker` (busypoll.py)."""
 
 
 class WorkerLost(Exception):
@@ -35,11 +73,20 @@ class WorkerLost(Exception):
 
 
 class Worker:
-    def __init__(self, version: ModelVersion, worker_id: str, gpu_id: int | None) -> None:
+    def __init__(
+        self,
+        version: WorkerModel,
+        policy: WorkerPolicy,
+        worker_id: str,
+        gpu_id: int | None,
+        on_metrics: Callable[[list[dict[str, Any]]], None],
+    ) -> None:
         self.version = version
+        self.policy = policy
+        self.on_metrics = on_metrics  # the handler's custom metrics, as each frame brings them
         self.id = worker_id
         self.gpu_id = gpu_id
-        self.status = "STARTING"
+        self.status = STARTING
         self.pid: int | None = None
         self.start_time = datetime.now(timezone.utc)
         self.device = "cpu" if gpu_id is None else f"cuda:{gpu_id}"
@@ -61,6 +108,10 @@ class Worker:
     def n_inflight(self) -> int:
         return len(self.inflight)
 
+    @property
+    def queued(self) -> int:
+        return len(self.version.queue)
+
     def answer_expected_at(self) -> float:
         """`perf_counter()` time at which the batch the worker is on should be answered."""
         return self.busy_since + self.batch_seconds
@@ -72,14 +123,7 @@ class Worker:
         weight = 1.0 if self.batch_seconds == 0.0 else 0.5 if took < self.batch_seconds else 0.2
         self.batch_seconds += (took - self.batch_seconds) * weight
         self.busy_since = now
-        self._note_busy()
-
-    def _note_busy(self) -> None:
-        busy = self.version.engine.busy_workers
-        if self.inflight:
-            busy.add(self)
-        else:
-            busy.discard(self)
+        self.policy.note_busy(self)
 
     # -- lifecycle ------------------------------------------------------------------------
     async def spawn(self, sock_path: str, threads: int, requirements_dir: str | None) -> None:
@@ -110,7 +154,7 @@ class Worker:
         self.link = link
         link.on_frame = self._on_frame_checked
         link.on_lost = self._on_link_lost
-        if self.status == "UNLOADING":
+        if self.status == UNLOADING:
             # scaled down while it was starting: it reads this right after loading
             link.send(protocol.encode({"op": "stop"}))
 
@@ -128,7 +172,7 @@ class Worker:
 
     def stop(self) -> None:
         """Ask the worker to exit after the batches it already has."""
-        self.status = "UNLOADING"
+        self.status = UNLOADING
         if self.link is not None and not self.link.is_closing():
             self.link.send(protocol.encode({"op": "stop"}))
 
@@ -174,9 +218,9 @@ class Worker:
         if not self.inflight:
             self.busy_since = now
         self.inflight[batch_id] = (jobs, timer)
-        self._note_busy()
+        self.policy.note_busy(self)
         header: dict[str, Any] = {"op": "infer", "batch": batch_id, "reqs": reqs}
-        poll_us = self.version.engine.worker_poll_us(self)
+        poll_us = self.policy.worker_poll_us(self)
         if poll_us:
             header["poll"] = poll_us
         self.link.send(protocol.encode(header, bodies))
@@ -193,7 +237,7 @@ class Worker:
         entry = self.inflight.pop(batch_id, None)
         if entry is None:
             return
-        self._note_busy()
+        self.policy.note_busy(self)
         jobs, _ = entry
         t = self.version.response_timeout
         log.warning(
@@ -230,7 +274,7 @@ class Worker:
     def _on_frame(self, header: dict[str, Any], payload: memoryview) -> None:
         op = header["op"]
         if header.get("m"):
-            self.version.engine.metrics.custom(header["m"])
+            self.on_metrics(header["m"])
         if op == "result" or op == "stream":
             if op == "result":
                 entry = self.inflight.pop(header["batch"], None)
@@ -285,13 +329,13 @@ class Worker:
             if waiter is not None and not waiter.done():
                 waiter.set_result(header.get("value"))
         elif op == "ready":
-            if self.status == "STARTING":
-                self.status = "READY"
+            if self.status == STARTING:
+                self.status = READY
             self.device = header.get("device", self.device)
             if not self.ready.done():
                 self.ready.set_result(None)
         elif op == "load_failed":
-            self.status = "FAILED"
+            self.status = FAILED
             self.load_error = f"{header.get('error')}\n{header.get('traceback', '')}".strip()
             self._fail_start(self.load_error)
 
@@ -309,10 +353,10 @@ class Worker:
 
     def _lost(self, why: str) -> None:
         """The process or its connection is gone: hand its batches back, once."""
-        if self.status == "STOPPED":
+        if self.status == STOPPED:
             return
-        was_unloading = self.status in ("UNLOADING", "FAILED")
-        self.status = "STOPPED"
+        was_unloading = self.status in (UNLOADING, FAILED)
+        self.status = STOPPED
         if self.link is not None:
             self.link.close()
         self._fail_start(f"worker {why} before loading (see {self.version.log_path})")
@@ -322,7 +366,7 @@ class Worker:
                 timer.cancel()
             pending.extend(jobs)
         self.inflight.clear()
-        self._note_busy()
+        self.policy.note_busy(self)
         for fut in self.describe_waiters.values():
             if not fut.done():
                 fut.set_exception(WorkerLost(f"worker {self.id} {why}"))
@@ -337,7 +381,7 @@ class Worker:
         from .gpu import process_gpu_memory
 
         mem = 0
-        if self.pid and self.status != "STOPPED":
+        if self.pid and self.status != STOPPED:
             try:
                 import psutil
 

@@ -1,16 +1,19 @@
-"""OpenAPI 3.0.1 documents of the inference and management APIs (`OPTIONS /`).
+"""OpenAPI 3.0.1 documents of the inference and management APIs (`OPTIONS /`), and the
+handler that serves them.
 
-Generated from one route table so the document cannot drift from what is served.
+Each document is generated from a table of the paths it describes, in the templated form
+OpenAPI wants; routes.py holds the regular expressions that serve those paths.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
-from .._version import __version__
-
-if TYPE_CHECKING:
-    from .model import ModelVersion
+from ..._version import __version__
+from ..model import ModelVersion
+from ..registry import ModelRegistry
+from .base import BaseHandler
 
 _ERR = {
     "description": "Error",
@@ -140,3 +143,17 @@ def model_openapi(mv: ModelVersion) -> dict[str, Any]:
     )
     doc["x-model"] = {"name": mv.name, "version": mv.version, "schema": schema}
     return doc
+
+
+class ApiDescriptionHandler(BaseHandler):
+    def initialize(  # type: ignore[override]
+        self, registry: ModelRegistry, document: Callable[[], Any], api: str | None
+    ) -> None:
+        super().initialize(registry)
+        self.document = document
+        self.api = api
+
+    def get(self) -> None:
+        self.write_json(self.document())
+
+    options = get

@@ -10,14 +10,12 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tornado import web
 
-from .errors import ApiError, not_found_route, unexpected_error
-
-if TYPE_CHECKING:
-    from .core import Engine
+from ..errors import ApiError, not_found_route, unexpected_error
+from ..registry import ModelRegistry
 
 log = logging.getLogger("jupyter_torchserve.engine")
 
@@ -26,8 +24,8 @@ log = logging.getLogger("jupyter_torchserve.engine")
 class BaseHandler(web.RequestHandler):
     api = "inference"  # which key protects this handler: "inference" | "management" | None
 
-    def initialize(self, engine: Engine) -> None:
-        self.engine = engine
+    def initialize(self, registry: ModelRegistry) -> None:
+        self.registry = registry
         self._chunks: list[bytes] = []
         self._size = 0
         self._too_large = False
@@ -39,9 +37,9 @@ class BaseHandler(web.RequestHandler):
     # -- auth -----------------------------------------------------------------------------
     def prepare(self) -> None:
         if self.api is not None:
-            self.engine.authorize(self.api, self.request.headers.get("Authorization"))
+            self.registry.authorize(self.api, self.request.headers.get("Authorization"))
         length = self.request.headers.get("Content-Length")
-        limit = self.engine.config.max_request_size
+        limit = self.registry.config.max_request_size
         if length is not None and length.isdigit() and int(length) > limit:
             raise ApiError(
                 413,
@@ -51,7 +49,7 @@ class BaseHandler(web.RequestHandler):
 
     def data_received(self, chunk: bytes) -> None:
         self._size += len(chunk)
-        if self._size > self.engine.config.max_request_size:
+        if self._size > self.registry.config.max_request_size:
             self._too_large = True
             self._chunks.clear()
             return
@@ -60,7 +58,7 @@ class BaseHandler(web.RequestHandler):
     @property
     def body(self) -> bytes:
         if self._too_large:
-            limit = self.engine.config.max_request_size
+            limit = self.registry.config.max_request_size
             raise ApiError(
                 413,
                 "RequestEntityTooLarge",
@@ -107,29 +105,24 @@ class BaseHandler(web.RequestHandler):
         super().log_exception(typ, value, tb)
 
     def on_finish(self) -> None:
-        self.engine.metrics.response(self.api or "metrics", self.get_status())
+        self.registry.metrics.response(self.api or "metrics", self.get_status())
 
     # -- parameters -----------------------------------------------------------------------
     def int_arg(self, name: str, default: int | None = None) -> int | None:
-        raw = self.get_query_argument(name, None)
-        if raw is None or raw == "":
-            return default
-        try:
-            return int(raw)
-        except ValueError:
-            raise ApiError(
-                400, "BadRequestException", f"Parameter {name} must be an integer, got {raw!r}"
-            ) from None
+        return self._number_arg(name, default, int, "an integer")
 
     def float_arg(self, name: str, default: float | None = None) -> float | None:
+        return self._number_arg(name, default, float, "a number")
+
+    def _number_arg(self, name: str, default: Any, kind: Any, what: str) -> Any:
         raw = self.get_query_argument(name, None)
         if raw is None or raw == "":
             return default
         try:
-            return float(raw)
+            return kind(raw)
         except ValueError:
             raise ApiError(
-                400, "BadRequestException", f"Parameter {name} must be a number, got {raw!r}"
+                400, "BadRequestException", f"Parameter {name} must be {what}, got {raw!r}"
             ) from None
 
     def bool_arg(self, name: str, default: bool) -> bool:

@@ -2,12 +2,12 @@
 
 Why not Tornado's own HTTPServer here: profiling a near-free model at one connection showed
 Tornado's IOStream and pure-Python HTTP/1 parsing plus a RequestHandler per request taking
-about 45 % of the engine's busy time (docs/performance.md). This server parses with httptools
-(llhttp, the parser behind Node.js and uvicorn) and gives each complete request to a *router*:
-the hot routes (`/predictions`, `/explanations`, see fastpath.py) answer straight from the
-parsed request; every other request is replayed into the same Tornado Application as before,
-through `TornadoConnection`, Tornado's `HTTPConnection` interface, so all other routes keep
-their handlers unchanged.
+the largest share of the engine's busy time (docs/performance.md, "Where the engine's time
+goes at c=1"). This server parses with httptools (llhttp, the parser behind Node.js and
+uvicorn) and gives each complete request to a *router* (routes.make_router): the hot routes
+answer straight from the parsed request (fastpath.py); every other request is replayed into
+the same Tornado Application, through `TornadoConnection`, Tornado's `HTTPConnection`
+interface, so all other routes keep their handlers unchanged.
 
 Requests on one connection are answered strictly in order (HTTP/1.1 pipelining); a body is
 read whole before its request is dispatched, and refused with 413 as soon as its declared or
@@ -26,7 +26,7 @@ from collections.abc import Callable
 import httptools
 from tornado import httputil, web
 
-from .errors import ApiError, unexpected_error
+from ..errors import ApiError, unexpected_error
 
 log = logging.getLogger("jupyter_torchserve.engine")
 
@@ -143,9 +143,9 @@ class Connection(asyncio.Protocol):
         except httptools.HttpParserUpgrade:
             self._refuse(400, "Protocol upgrades are not supported")
         except httptools.HttpParserError as e:
-            self._refuse(400, f"Malformed HTTP request: {e}")
-        except _Refused:
-            pass
+            # a callback's exception comes back wrapped, with the original as its context
+            if not isinstance(e.__context__, _Refused):
+                self._refuse(400, f"Malformed HTTP request: {e}")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
@@ -397,7 +397,8 @@ class Connection(asyncio.Protocol):
 
 
 class _Refused(Exception):
-    """Stop feeding the parser: the connection is being closed."""
+    """Stop feeding the parser: the request was answered and the connection is closing.
+    (httptools re-raises it as an HttpParserCallbackError.)"""
 
 
 class _Context:

@@ -5,11 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import time
 from collections import deque
 from typing import Any
 
-from .errors import ApiError, bad_request, method_not_allowed
-from .http_base import BaseHandler
+from ..._version import __version__
+from ..errors import ApiError, bad_request, invalid_key, method_not_allowed
+from ..gpu import list_gpus
+from ..model import ModelVersion
+from ..registration import Registration
+from ..registry import ModelRegistry
+from .base import BaseHandler
 
 
 class ManagementHandler(BaseHandler):
@@ -31,7 +38,7 @@ class ManagementHandler(BaseHandler):
         return params
 
     def require_model_api(self) -> None:
-        if not self.engine.config.enable_model_api:
+        if not self.registry.config.enable_model_api:
             raise method_not_allowed()
 
 
@@ -40,25 +47,27 @@ class ModelsHandler(ManagementHandler):
         limit = self.int_arg("limit", 100)
         offset = self.int_arg("next_page_token", 0)
         assert limit is not None and offset is not None
-        self.write_json(self.engine.list_models(limit, max(0, offset)))
+        self.write_json(self.registry.list_models(limit, max(0, offset)))
 
     async def post(self) -> None:
         self.require_model_api()
         p = self.params()
         # read everything through the typed helpers so a bad value is a 400, not a 500
         self.request.query_arguments = {k: [v.encode()] for k, v in p.items()}
-        status, body = await self.engine.register(
-            p.get("url", ""),
-            model_name=p.get("model_name") or None,
-            handler=p.get("handler") or None,
-            runtime=p.get("runtime") or None,
-            batch_size=self.int_arg("batch_size"),
-            max_batch_delay=self.int_arg("max_batch_delay"),
-            initial_workers=self.int_arg("initial_workers"),
-            synchronous=self.bool_arg("synchronous", True),
-            response_timeout=self.float_arg("response_timeout"),
-            startup_timeout=self.float_arg("startup_timeout"),
-            device_type=p.get("device_type") or None,
+        status, body = await self.registry.register(
+            Registration(
+                p.get("url", ""),
+                model_name=p.get("model_name") or None,
+                handler=p.get("handler") or None,
+                runtime=p.get("runtime") or None,
+                batch_size=self.int_arg("batch_size"),
+                max_batch_delay=self.int_arg("max_batch_delay"),
+                initial_workers=self.int_arg("initial_workers"),
+                synchronous=self.bool_arg("synchronous", True),
+                response_timeout=self.float_arg("response_timeout"),
+                startup_timeout=self.float_arg("startup_timeout"),
+                device_type=p.get("device_type") or None,
+            )
         )
         self.write_json(body, status)
 
@@ -66,9 +75,9 @@ class ModelsHandler(ManagementHandler):
 class ModelHandler(ManagementHandler):
     async def get(self, name: str, version: str | None = None) -> None:
         if version == "all":
-            versions = list(self.engine.get_entry(name).versions.values())
+            versions = list(self.registry.get_entry(name).versions.values())
         else:
-            versions = [self.engine.get_version(name, version or None)]
+            versions = [self.registry.get_version(name, version or None)]
         out = [mv.describe_json() for mv in versions]
         if self.bool_arg("customized", False):
             for mv, item in zip(versions, out, strict=True):
@@ -76,7 +85,7 @@ class ModelHandler(ManagementHandler):
         self.write_json(out)
 
     async def put(self, name: str, version: str | None = None) -> None:
-        status, body = await self.engine.scale(
+        status, body = await self.registry.scale(
             name,
             version or None,
             min_worker=self.int_arg("min_worker", 1) or 0,
@@ -88,10 +97,10 @@ class ModelHandler(ManagementHandler):
 
     async def delete(self, name: str, version: str | None = None) -> None:
         self.require_model_api()
-        self.write_json(await self.engine.unregister(name, version or None))
+        self.write_json(await self.registry.unregister(name, version or None))
 
 
-async def _customized(mv: Any) -> Any:
+async def _customized(mv: ModelVersion) -> Any:
     workers = mv.ready_workers
     if not workers:
         raise ApiError(
@@ -105,19 +114,19 @@ async def _customized(mv: Any) -> Any:
 
 class SetDefaultHandler(ManagementHandler):
     def put(self, name: str, version: str) -> None:
-        self.write_json(self.engine.set_default(name, version))
+        self.write_json(self.registry.set_default(name, version))
 
 
 class EngineStatusHandler(ManagementHandler):
     def get(self) -> None:
-        self.write_json(self.engine.status_json(self.settings["addresses"]))
+        self.write_json(engine_status(self.registry, self.settings["addresses"]))
 
 
 class LogsHandler(ManagementHandler):
     def get(self, name: str) -> None:
-        self.engine.get_entry(name)
+        self.registry.get_entry(name)
         tail = self.int_arg("tail", 200) or 200
-        path = self.engine.log_dir / f"{name}.log"
+        path = self.registry.log_dir / f"{name}.log"
         lines: deque[str] = deque(maxlen=max(1, min(tail, 100_000)))
         if path.exists():
             with open(path, errors="replace") as f:
@@ -130,19 +139,36 @@ class TokenHandler(ManagementHandler):
     """TorchServe's `GET /token?type=...`: a new key, authorised by the API key."""
 
     def prepare(self) -> None:
-        keys = self.engine.keys
+        keys = self.registry.keys
         if keys is None:
             raise bad_request("Token authorization is disabled")
         if not keys.check("API", self.request.headers.get("Authorization")):
-            from .errors import invalid_key
-
             raise invalid_key()
 
     def get(self) -> None:
         kind = self.get_query_argument("type", "")
         if kind not in ("inference", "management"):
             raise bad_request("type must be inference or management")
-        assert self.engine.keys is not None
-        self.engine.keys.regenerate(kind)
+        assert self.registry.keys is not None
+        self.registry.keys.regenerate(kind)
         self.set_status(200)
         self.finish()
+
+
+def engine_status(registry: ModelRegistry, addresses: dict[str, str]) -> dict[str, Any]:
+    """`GET /engine`: what the sidebar and `jupyter-torchserve status` show."""
+    return {
+        "version": __version__,
+        "pid": os.getpid(),
+        "started": registry.started,
+        "uptime_s": round(time.time() - registry.started, 1),
+        **addresses,
+        "model_store": str(registry.model_store),
+        "log_dir": str(registry.log_dir),
+        "token_auth": registry.keys is not None,
+        "max_request_size": registry.config.max_request_size,
+        "max_response_size": registry.config.max_response_size,
+        "gpus": [g.to_json() for g in list_gpus()[: registry.gpu_count]],
+        "models": sum(len(e.versions) for e in registry.models.values()),
+        "workers": sum(len(v.live_workers) for v in registry.all_versions()),
+    }

@@ -1,0 +1,121 @@
+"""KServe v1 and v2 over HTTP: the URL and body side of inference/kserve.py's calls.
+
+`v1_http` and `v2_http` are what both HTTP paths run for a predict or infer request (the
+fast path as a task, the Tornado handlers below when a request reaches them), so the order
+of the checks, and with it which error a bad request gets, is one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ..errors import ApiError, not_found_route
+from ..inference import kserve
+from ..inference.predictions import Params
+from ..jobs import Reply
+from ..model import ModelVersion
+from ..registry import ModelRegistry
+from .predictions import InferenceHandler
+
+RunJobs = Callable[
+    [ModelVersion, "str | None", list[Params], dict[str, str]], Awaitable[list[Reply]]
+]
+"""`predictions.run_jobs` for one request: (version, URL version, items, headers) -> replies."""
+
+V1_VERBS = {"predict": False, "explain": True}  # verb -> is it an explanation
+
+
+async def v1_http(
+    registry: ModelRegistry,
+    name: str,
+    verb: str,
+    body: bytes,
+    headers: dict[str, str],
+    run_jobs: RunJobs,
+) -> dict[str, Any]:
+    """`POST /v1/models/{name}:{verb}`."""
+    explain = V1_VERBS.get(verb)
+    if explain is None:
+        raise not_found_route()
+    mv = registry.get_version(name)
+    payload = kserve.json_body(body)
+
+    def run(items: list[Params], headers: dict[str, str]) -> Awaitable[list[Reply]]:
+        return run_jobs(mv, None, items, headers)
+
+    return await kserve.v1_predict(payload, headers, run, explain=explain)
+
+
+async def v2_http(
+    registry: ModelRegistry,
+    name: str,
+    version: str | None,
+    body: bytes,
+    headers: dict[str, str],
+    run_jobs: RunJobs,
+) -> dict[str, Any]:
+    """`POST /v2/models/{name}[/versions/{version}]/infer`."""
+    mv = registry.get_version(name, version)
+    payload = kserve.json_body(body)
+
+    def run(items: list[Params], headers: dict[str, str]) -> Awaitable[list[Reply]]:
+        return run_jobs(mv, version, items, headers)
+
+    return await kserve.v2_infer(mv, payload, headers, run)
+
+
+class V1ModelHandler(InferenceHandler):
+    def get(self, name: str) -> None:
+        self.write_json(kserve.v1_status(self.registry.get_entry(name)))
+
+
+class V1PredictHandler(InferenceHandler):
+    async def post(self, name: str, verb: str) -> None:
+        self.write_json(
+            await v1_http(
+                self.registry, name, verb, self.body, self.handler_headers(), self.run_jobs
+            )
+        )
+
+
+class V2Handler(InferenceHandler):
+    def error_body(self, err: ApiError) -> dict[str, Any]:
+        return kserve.error_body(err)
+
+
+class V2ServerHandler(V2Handler):
+    def get(self) -> None:
+        self.write_json(kserve.v2_server())
+
+
+class V2HealthHandler(V2Handler):
+    def get(self, which: str) -> None:
+        if which == "live":
+            self.write_json(kserve.v2_live())
+        else:
+            ready = kserve.v2_ready(self.registry)
+            self.write_json(ready, 200 if ready["ready"] else 503)
+
+
+class V2ModelHandler(V2Handler):
+    def get(self, name: str, version: str | None = None, ready: str | None = None) -> None:
+        mv = self.registry.get_version(name, version or None)
+        if ready:
+            self.write_json(kserve.v2_model_ready(name, mv))
+        else:
+            self.write_json(kserve.v2_model_metadata(self.registry.get_entry(name), mv))
+
+
+class V2InferHandler(V2Handler):
+    async def post(self, name: str, version: str | None = None) -> None:
+        self.write_json(
+            await v2_http(
+                self.registry,
+                name,
+                version or None,
+                self.body,
+                self.handler_headers(),
+                self.run_jobs,
+            )
+        )

@@ -1,0 +1,329 @@
+"""KServe v1 and v2 (Open Inference Protocol) as calls, apart from any transport.
+
+TorchServe needs `service_envelope=kserve` or `kservev2` for the whole server; here each call
+decodes its own envelope into ordinary jobs, so one engine answers all three protocols.
+v1: each instance becomes one job (they batch together). v2: a numeric tensor travels to the
+worker as `.npy` bytes (exact dtype, no JSON of floats); BYTES elements become one job each.
+
+The callers resolve the model version and decode their body first (HTTP: a 404 before a
+400), then pass Python objects: a parsed JSON dict, or for v2 `Tensor`s, which a gRPC
+servicer can fill from protobuf contents (typed lists, raw bytes as an array) without
+re-encoding them as JSON. `run` queues the items of one request and waits for their replies
+(`predictions.run_jobs`, bound to the caller's request id and hang-up handling).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+import math
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..._version import __version__
+from ...content import is_binary
+from ..errors import ApiError, bad_request
+from ..jobs import Reply
+from ..model import ModelVersion
+from ..registry import ModelEntry, ModelRegistry
+from .predictions import Params
+
+Run = Callable[[list[Params], dict[str, str]], Awaitable[list[Reply]]]
+"""Queues one job per item (with these handler headers) and waits for their replies."""
+
+V2_DTYPES = {
+    "BOOL": "bool",
+    "UINT8": "uint8",
+    "UINT16": "uint16",
+    "UINT32": "uint32",
+    "UINT64": "uint64",
+    "INT8": "int8",
+    "INT16": "int16",
+    "INT32": "int32",
+    "INT64": "int64",
+    "FP16": "float16",
+    "FP32": "float32",
+    "FP64": "float64",
+}
+
+PLATFORMS = {
+    "export": "pytorch_export",
+    "torchscript": "pytorch_torchscript",
+    "eager": "pytorch_eager",
+}
+
+
+def _reply_value(reply: Reply) -> Any:
+    if reply.status >= 400:
+        raise ApiError(reply.status, "InternalServerException", reply.body.decode(errors="replace"))
+    if reply.content_type.startswith("application/json"):
+        return json.loads(reply.body)
+    try:
+        return reply.body.decode()
+    except UnicodeDecodeError:
+        return base64.b64encode(reply.body).decode()
+
+
+def json_body(body: bytes) -> Any:
+    try:
+        return json.loads(body or b"null")
+    except ValueError as e:
+        raise bad_request(f"Request body is not valid JSON: {e}") from None
+
+
+def error_body(err: ApiError) -> dict[str, Any]:
+    """A v2 error: OIP clients read "error"; TorchServe clients read code/type/message."""
+    return {**err.to_json(), "error": err.message}
+
+
+# -- v1 ------------------------------------------------------------------------------------
+def v1_instance_params(instance: Any) -> Params:
+    if isinstance(instance, dict):
+        if "b64" in instance and len(instance) == 1:
+            try:
+                return [
+                    (
+                        "body",
+                        "application/octet-stream",
+                        base64.b64decode(instance["b64"], validate=True),
+                    )
+                ]
+            except (binascii.Error, TypeError):
+                raise bad_request("instance field b64 is not valid base64") from None
+        return [(k, "application/json", json.dumps(v).encode()) for k, v in instance.items()]
+    # a bare tensor instance is ONE sample: send it as a batch of one, unwrap the answer
+    return [("body", "application/json", json.dumps([instance]).encode())]
+
+
+def v1_prediction(instance: Any, reply: Reply) -> Any:
+    value = _reply_value(reply)
+    if not isinstance(instance, dict) and isinstance(value, list) and len(value) == 1:
+        return value[0]
+    return value
+
+
+def v1_status(entry: ModelEntry) -> dict[str, Any]:
+    """`GET /v1/models/{name}`."""
+    return {"name": entry.name, "ready": bool(entry.default.ready_workers)}
+
+
+async def v1_predict(
+    payload: Any, headers: dict[str, str], run: Run, *, explain: bool = False
+) -> dict[str, Any]:
+    """`:predict` or `:explain` of a v1 body `{"instances": [...]}`: each instance is one job."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("instances"), list):
+        raise bad_request('KServe v1 expects a JSON object {"instances": [...]}')
+    instances = payload["instances"]
+    if not instances:
+        raise bad_request("instances is empty")
+    if explain:
+        headers = {**headers, "explain": "True"}
+    replies = await run([v1_instance_params(i) for i in instances], headers)
+    key = "explanations" if explain else "predictions"
+    return {key: [v1_prediction(i, r) for i, r in zip(instances, replies, strict=True)]}
+
+
+# -- v2 ------------------------------------------------------------------------------------
+@dataclass
+class Tensor:
+    """One v2 input: `data` is its elements, flat or nested as JSON has them, or an array.
+    BYTES elements are str (base64 of binary data, or text), bytes, or JSON values."""
+
+    name: str
+    datatype: str
+    shape: list[int]
+    data: Any
+
+
+def v2_server() -> dict[str, Any]:
+    """`GET /v2`: server metadata."""
+    return {
+        "name": "jupyter_torchserve",
+        "version": __version__,
+        "extensions": ["kserve", "kubeflow", "torchserve"],
+    }
+
+
+def v2_live() -> dict[str, Any]:
+    return {"live": True}
+
+
+def v2_ready(registry: ModelRegistry) -> dict[str, Any]:
+    """Ready when every version that asks for workers has one ready."""
+    return {"ready": all(v.ready_workers for v in registry.all_versions() if v.min_workers)}
+
+
+def v2_model_ready(name: str, mv: ModelVersion) -> dict[str, Any]:
+    return {"name": name, "ready": bool(mv.ready_workers)}
+
+
+def v2_model_metadata(entry: ModelEntry, mv: ModelVersion) -> dict[str, Any]:
+    """`GET /v2/models/{name}[/versions/{v}]`: the schema the archive was made with."""
+    schema = mv.metadata.get("schema") or {}
+    return {
+        "name": entry.name,
+        "versions": sorted(entry.versions),
+        "platform": PLATFORMS.get(mv.metadata.get("format") or "", "pytorch_torchserve"),
+        "inputs": schema.get("inputs", []),
+        "outputs": schema.get("outputs", []),
+    }
+
+
+def v2_tensors(payload: Any) -> list[Tensor]:
+    """The inputs of a JSON v2 request, checked."""
+    if (
+        not isinstance(payload, dict)
+        or not isinstance(payload.get("inputs"), list)
+        or not payload["inputs"]
+    ):
+        raise bad_request('KServe v2 expects {"inputs": [{"name", "shape", "datatype", "data"}]}')
+    return [_check_input(i) for i in payload["inputs"]]
+
+
+async def v2_infer(
+    mv: ModelVersion, payload: Any, headers: dict[str, str], run: Run
+) -> dict[str, Any]:
+    """`POST /v2/models/{name}[/versions/{v}]/infer` with a JSON body, parsed."""
+    output = await v2_infer_tensors(mv, v2_tensors(payload), headers, run)
+    return {
+        "id": payload.get("id") or str(uuid.uuid4()),
+        "model_name": mv.name,
+        "model_version": mv.version,
+        "outputs": [output],
+    }
+
+
+async def v2_infer_tensors(
+    mv: ModelVersion, inputs: list[Tensor], headers: dict[str, str], run: Run
+) -> dict[str, Any]:
+    """The output tensor for checked inputs: one BYTES input is one job per element,
+    anything else one job."""
+    schema_out = (mv.metadata.get("schema") or {}).get("outputs") or []
+    out_name = schema_out[0]["name"] if schema_out else "output-0"
+    out_dtype = schema_out[0].get("datatype") if schema_out else None
+    if len(inputs) == 1 and inputs[0].datatype == "BYTES":
+        items = [[("body", *_bytes_element(x))] for x in _flatten(inputs[0].data)]
+        values = [_reply_value(r) for r in await run(items, headers)]
+        return _bytes_or_tensor_output(out_name, values, out_dtype)
+    if len(inputs) == 1 and mv.metadata.get("builtin_handler"):
+        # our handlers read .npy: exact dtype, no JSON of floats
+        params = [("body", "application/x-npy", _npy(inputs[0]))]
+    elif len(inputs) == 1:
+        # what TorchServe's kservev2 envelope gives a handler: {"data": nested list}
+        nested = json.dumps(_array(inputs[0]).tolist()).encode()
+        params = [("data", "application/json", nested)]
+    else:
+        data = {i.name: _array(i).tolist() for i in inputs}
+        params = [("body", "application/json", json.dumps(data).encode())]
+    (reply,) = await run([params], headers)
+    return _tensor_output(out_name, _reply_value(reply), out_dtype)
+
+
+def _check_input(item: Any) -> Tensor:
+    if not isinstance(item, dict):
+        raise bad_request("each input must be an object with name, shape, datatype and data")
+    for key in ("name", "shape", "datatype", "data"):
+        if key not in item:
+            raise bad_request(f"input is missing {key!r}")
+    dt = item["datatype"]
+    if dt != "BYTES" and dt not in V2_DTYPES:
+        raise bad_request(f"unsupported datatype {dt!r} for input {item['name']}")
+    shape = item["shape"]
+    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        raise bad_request(f"shape of input {item['name']} must be a list of non-negative ints")
+    if dt != "BYTES":
+        n = len(_flatten(item["data"]))
+        if n != math.prod(shape):
+            raise bad_request(
+                f"input {item['name']} has {n} values but shape {shape} needs {math.prod(shape)}"
+            )
+    return Tensor(item["name"], dt, shape, item["data"])
+
+
+def _flatten(data: Any) -> list[Any]:
+    if not isinstance(data, list):
+        return [data]
+    out: list[Any] = []
+    for x in data:
+        out.extend(_flatten(x)) if isinstance(x, list) else out.append(x)
+    return out
+
+
+def _array(tensor: Tensor) -> Any:
+    import numpy as np
+
+    data = tensor.data
+    try:
+        flat = data.reshape(-1) if isinstance(data, np.ndarray) else _flatten(data)
+        return np.asarray(flat, dtype=V2_DTYPES[tensor.datatype]).reshape(tensor.shape)
+    except (ValueError, TypeError) as e:
+        raise bad_request(f"input {tensor.name}: {e}") from None
+
+
+def _npy(tensor: Tensor) -> bytes:
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.save(buf, _array(tensor), allow_pickle=False)
+    return buf.getvalue()
+
+
+def _bytes_element(x: Any) -> tuple[str, bytes]:
+    """A v2 BYTES element: base64 of binary data (images, .npy) is decoded, bytes (gRPC's
+    bytes_contents) pass as they are, text stays text, other JSON values stay JSON."""
+    if isinstance(x, bytes):
+        return "application/octet-stream", x
+    if not isinstance(x, str):
+        return "application/json", json.dumps(x).encode()
+    try:
+        raw = base64.b64decode(x, validate=True)
+        if is_binary(raw):
+            return "application/octet-stream", raw
+        raw.decode("utf-8")
+    except (binascii.Error, ValueError):
+        return "text/plain", x.encode()
+    return "text/plain", x.encode()
+
+
+def _shape(value: Any) -> list[int]:
+    shape = []
+    while isinstance(value, list):
+        shape.append(len(value))
+        value = value[0] if value else None
+    return shape
+
+
+def _datatype(values: list[Any], hint: str | None) -> str:
+    if hint and hint != "BYTES":
+        return hint
+    if values and all(isinstance(v, bool) for v in values):
+        return "BOOL"
+    if values and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return "INT64"
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return "FP32"
+    return "BYTES"
+
+
+def _tensor_output(name: str, value: Any, hint: str | None) -> dict[str, Any]:
+    flat = _flatten(value)
+    dt = _datatype(flat, hint)
+    if dt == "BYTES":
+        flat = [v if isinstance(v, str) else json.dumps(v) for v in flat]
+        return {"name": name, "datatype": "BYTES", "shape": [len(flat)], "data": flat}
+    return {"name": name, "datatype": dt, "shape": _shape(value) or [1], "data": flat}
+
+
+def _bytes_or_tensor_output(name: str, values: list[Any], hint: str | None) -> dict[str, Any]:
+    if all(isinstance(v, (int, float, list)) for v in values):
+        # one row per BYTES element: stack them
+        rows = [v if isinstance(v, list) else [v] for v in values]
+        if all(_shape(r) == _shape(rows[0]) for r in rows):
+            stacked = rows if any(isinstance(v, list) for v in values) else [r[0] for r in rows]
+            return _tensor_output(name, stacked, hint)
+    data = [v if isinstance(v, str) else json.dumps(v) for v in values]
+    return {"name": name, "datatype": "BYTES", "shape": [len(data)], "data": data}

@@ -1,0 +1,230 @@
+"""The KServe v1/v2 calls (`engine/inference/kserve.py`) with a recording `run` instead of
+workers: what each envelope sends to the handler, and how replies become the answer. No
+process: fast tier."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from jupyter_torchserve.engine.errors import ApiError
+from jupyter_torchserve.engine.inference import kserve
+from jupyter_torchserve.engine.jobs import Reply
+from jupyter_torchserve.engine.registry import ModelEntry
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 16
+
+
+class _Run:
+    """Records each request's items and headers; answers each item with `answer(params)`."""
+
+    def __init__(self, answer=None) -> None:
+        self.calls: list[tuple[list, dict]] = []
+        self.answer = answer or (lambda params: Reply(200, "application/json", b"[1]"))
+
+    async def __call__(self, items, headers):
+        self.calls.append((items, headers))
+        return [self.answer(params) for params in items]
+
+
+def _json(value) -> Reply:
+    return Reply(200, "application/json", json.dumps(value).encode())
+
+
+def _mv(builtin: str | None = "tensor", outputs=None, fmt: str | None = "export"):
+    schema = {"inputs": [{"name": "input-0", "datatype": "FP32", "shape": [-1, 2]}]}
+    if outputs is not None:
+        schema["outputs"] = outputs
+    return SimpleNamespace(
+        name="m",
+        version="1.0",
+        metadata={"builtin_handler": builtin, "schema": schema, "format": fmt},
+        ready_workers=[object()],
+        min_workers=1,
+    )
+
+
+def _run(coro):
+    return asyncio.run(coro)
+
+
+# -- v1 -------------------------------------------------------------------------------------
+def test_v1_each_instance_is_one_job_and_answers_come_back_in_order():
+    run = _Run(lambda params: _json({"got": params[0][0], "n": len(params[0][2])}))
+    payload = {"instances": [{"data": [1, 2]}, [3, 4], {"b64": base64.b64encode(PNG).decode()}]}
+    out = _run(kserve.v1_predict(payload, {"h": "1"}, run))
+    ((items, headers),) = run.calls
+    assert headers == {"h": "1"}
+    assert items[0] == [("data", "application/json", b"[1, 2]")]  # a field per key
+    assert items[1] == [("body", "application/json", b"[[3, 4]]")]  # a bare tensor: a batch of one
+    assert items[2] == [("body", "application/octet-stream", PNG)]  # b64 decoded
+    assert out["predictions"] == [
+        {"got": "data", "n": 6},
+        {"got": "body", "n": 8},
+        {"got": "body", "n": len(PNG)},
+    ]
+
+
+def test_v1_a_bare_instance_gets_its_one_row_back_unwrapped():
+    run = _Run(lambda params: _json([[0.5, 0.5]]))
+    out = _run(kserve.v1_predict({"instances": [[1, 2]]}, {}, run))
+    assert out == {"predictions": [[0.5, 0.5]]}
+
+
+def test_v1_explain_sets_the_header_the_handler_switches_on():
+    run = _Run()
+    out = _run(kserve.v1_predict({"instances": [[1]]}, {"a": "b"}, run, explain=True))
+    assert run.calls[0][1] == {"a": "b", "explain": "True"} and "explanations" in out
+
+
+@pytest.mark.parametrize(
+    "payload, message",
+    [
+        ([1, 2], "expects a JSON object"),
+        ({"instances": 3}, "expects a JSON object"),
+        ({"instances": []}, "instances is empty"),
+        ({"instances": [{"b64": "not base64!"}]}, "not valid base64"),
+    ],
+)
+def test_v1_bad_bodies_are_400s_before_any_job(payload, message):
+    run = _Run()
+    with pytest.raises(ApiError) as e:
+        _run(kserve.v1_predict(payload, {}, run))
+    assert e.value.status == 400 and message in e.value.message and run.calls == []
+
+
+def test_a_handler_error_reply_becomes_that_status():
+    run = _Run(lambda params: Reply(507, "text/plain", b"out of memory"))
+    with pytest.raises(ApiError) as e:
+        _run(kserve.v1_predict({"instances": [[1]]}, {}, run))
+    assert e.value.status == 507 and e.value.message == "out of memory"
+
+
+def test_v1_status_reads_the_default_versions_workers():
+    entry = ModelEntry("m")
+    entry.versions["1.0"], entry.default_version = _mv(), "1.0"  # type: ignore[assignment]
+    assert kserve.v1_status(entry) == {"name": "m", "ready": True}
+
+
+# -- v2 -------------------------------------------------------------------------------------
+def _v2(data, datatype="FP32", shape=(1, 2), **extra):
+    return {
+        "inputs": [{"name": "input-0", "datatype": datatype, "shape": list(shape), "data": data}],
+        **extra,
+    }
+
+
+def test_v2_a_tensor_reaches_a_builtin_handler_as_npy_with_its_exact_dtype():
+    run = _Run(lambda params: _json([[0.25, 0.75]]))
+    out = _run(kserve.v2_infer(_mv(), _v2([1.5, 2.5], "FP64", id="abc"), {}, run))
+    ((items, _),) = run.calls
+    ((name, ctype, body),) = items[0]
+    assert (name, ctype) == ("body", "application/x-npy")
+    arr = np.load(io.BytesIO(body), allow_pickle=False)
+    assert arr.dtype == np.float64 and arr.tolist() == [[1.5, 2.5]]
+    assert out["id"] == "abc" and out["model_name"] == "m" and out["model_version"] == "1.0"
+    assert out["outputs"] == [
+        {"name": "output-0", "datatype": "FP32", "shape": [1, 2], "data": [0.25, 0.75]}
+    ]
+
+
+def test_v2_a_custom_handler_gets_what_torchserves_kservev2_envelope_gives():
+    run = _Run()
+    _run(kserve.v2_infer(_mv(builtin=None), _v2([[1, 2]]), {}, run))
+    assert run.calls[0][0] == [[("data", "application/json", b"[[1.0, 2.0]]")]]
+    two = {"inputs": [_v2([1, 2])["inputs"][0], {**_v2([3, 4])["inputs"][0], "name": "b"}]}
+    _run(kserve.v2_infer(_mv(), two, {}, run))
+    assert json.loads(run.calls[1][0][0][0][2]) == {"input-0": [[1.0, 2.0]], "b": [[3.0, 4.0]]}
+
+
+def test_v2_bytes_elements_are_one_job_each_binary_text_or_json():
+    run = _Run(lambda params: _json([1.0, 2.0]))
+    data = [base64.b64encode(PNG).decode(), "plain words", 7]
+    out = _run(kserve.v2_infer(_mv(), _v2(data, "BYTES", [3]), {}, run))
+    ((items, _),) = run.calls
+    assert items == [
+        [("body", "application/octet-stream", PNG)],
+        [("body", "text/plain", b"plain words")],
+        [("body", "application/json", b"7")],
+    ]
+    # one row per element, stacked, with the schema's output name
+    assert out["outputs"][0]["shape"] == [3, 2] and out["outputs"][0]["datatype"] == "FP32"
+
+
+def test_v2_output_name_and_datatype_come_from_the_archives_schema():
+    run = _Run(lambda params: _json([3, 4]))
+    mv = _mv(outputs=[{"name": "logits", "datatype": "FP64", "shape": [-1, 2]}])
+    out = _run(kserve.v2_infer(mv, _v2([1, 2]), {}, run))
+    assert out["outputs"][0] == {"name": "logits", "datatype": "FP64", "shape": [2], "data": [3, 4]}
+
+
+@pytest.mark.parametrize(
+    "payload, message",
+    [
+        ({"inputs": []}, "KServe v2 expects"),
+        ({"inputs": [3]}, "each input must be an object"),
+        ({"inputs": [{"name": "x", "shape": [1], "datatype": "FP32"}]}, "missing 'data'"),
+        (_v2([1, 2], "COMPLEX64"), "unsupported datatype 'COMPLEX64'"),
+        (_v2([1, 2], shape=(-1, 2)), "list of non-negative ints"),
+        (_v2([1, 2, 3]), "has 3 values but shape [1, 2] needs 2"),
+        (_v2(["a", "b"]), "input input-0"),
+    ],
+)
+def test_v2_bad_inputs_are_400s_before_any_job(payload, message):
+    run = _Run()
+    with pytest.raises(ApiError) as e:
+        _run(kserve.v2_infer(_mv(), payload, {}, run))
+    assert e.value.status == 400 and message in e.value.message and run.calls == []
+
+
+def test_v2_tensors_from_protobuf_contents_need_no_json():
+    """What a gRPC servicer will pass: an array (raw_input_contents) or bytes elements
+    (bytes_contents); the handler gets the same inputs as from the JSON body."""
+    run = _Run(lambda params: _json([[1]]))
+    array = kserve.Tensor("input-0", "FP32", [1, 2], np.array([1.5, 2.5], dtype=np.float32))
+    _run(kserve.v2_infer_tensors(_mv(), [array], {}, run))
+    _run(kserve.v2_infer(_mv(), _v2([1.5, 2.5]), {}, run))
+    assert run.calls[0][0] == run.calls[1][0]
+    raw = kserve.Tensor("input-0", "BYTES", [1], [PNG])
+    _run(kserve.v2_infer_tensors(_mv(), [raw], {}, run))
+    assert run.calls[2][0] == [[("body", "application/octet-stream", PNG)]]
+
+
+def test_v2_metadata_readiness_and_health():
+    mv = _mv(fmt="torchscript")
+    entry = ModelEntry("m")
+    entry.versions = {"2.0": mv, "1.0": mv}  # type: ignore[dict-item]
+    meta = kserve.v2_model_metadata(entry, mv)  # type: ignore[arg-type]
+    assert meta["name"] == "m" and meta["versions"] == ["1.0", "2.0"]
+    assert meta["platform"] == "pytorch_torchscript" and meta["inputs"][0]["name"] == "input-0"
+    assert meta["outputs"] == []
+    assert kserve.v2_model_metadata(entry, _mv(fmt=None))["platform"] == "pytorch_torchserve"  # type: ignore[arg-type]
+    assert kserve.v2_model_ready("m", mv) == {"name": "m", "ready": True}  # type: ignore[arg-type]
+    idle = SimpleNamespace(ready_workers=[], min_workers=1)
+    unasked = SimpleNamespace(ready_workers=[], min_workers=0)
+    assert kserve.v2_ready(SimpleNamespace(all_versions=lambda: [mv, unasked])) == {"ready": True}  # type: ignore[arg-type]
+    assert kserve.v2_ready(SimpleNamespace(all_versions=lambda: [mv, idle])) == {"ready": False}  # type: ignore[arg-type]
+    assert kserve.v2_live() == {"live": True} and kserve.v2_server()["name"] == "jupyter_torchserve"
+
+
+def test_v2_errors_carry_oips_error_beside_torchserves_fields():
+    body = kserve.error_body(ApiError(404, "ModelNotFoundException", "Model not found: x"))
+    assert body == {
+        "code": 404,
+        "type": "ModelNotFoundException",
+        "message": "Model not found: x",
+        "error": "Model not found: x",
+    }
+
+
+def test_json_body_errors_say_what_is_wrong():
+    assert kserve.json_body(b"") is None
+    with pytest.raises(ApiError) as e:
+        kserve.json_body(b"{not json")
+    assert e.value.status == 400 and "not valid JSON" in e.value.message

@@ -59,14 +59,21 @@ def export(
 
 
 def _ray(
-    model: Any, writer: BundleWriter, opts: ExportOptions, run: bool, address: str | None
+    model: Any,
+    writer: BundleWriter,
+    opts: ExportOptions,
+    run: bool,
+    address: str | None,
+    port: int | None,
 ) -> Bundle:
     from . import ray
     from .ray_cluster import LocalRayCluster, ray_installed
 
     installed = ray_installed()
     cluster = LocalRayCluster() if run and installed and address is None else None
-    bundle, app = ray.write(model, writer, opts, cluster.ports.serve_http if cluster else 8000)
+    if port is None:
+        port = cluster.ports.serve_http if cluster else 8000
+    bundle, app = ray.write(model, writer, opts, port)
     if not installed:
         bundle.notes.append(f"Ray is not installed here; to run this bundle: {ray.INSTALL_HINT}")
     writer.text("README.md", readme(bundle, _INTRO["ray"].format(source=model.source)))

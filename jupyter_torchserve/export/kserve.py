@@ -182,7 +182,12 @@ def write(model: ModelSnapshot, writer: BundleWriter, opts: ExportOptions) -> Bu
 def _curl(model_name: str, isvc: str, protocol: str, samples: bool) -> str:
     """KServe's documented call: through the ingress, with the service's Host header."""
     host = f"$(kubectl get inferenceservice {isvc} -o jsonpath='{{.status.url}}' | cut -d/ -f3)"
-    head = f'SERVICE_HOSTNAME={host}\ncurl -H "Host: $SERVICE_HOSTNAME" http://$INGRESS_HOST:$INGRESS_PORT'
+    # with the JSON content type: TorchServe 0.12 answers curl's default form type with 503
+    head = (
+        f"SERVICE_HOSTNAME={host}\n"
+        'curl -H "Host: $SERVICE_HOSTNAME" -H "Content-Type: application/json" '
+        "http://$INGRESS_HOST:$INGRESS_PORT"
+    )
     body = f"{protocol}-request.json" if samples else "your-request.json"
     if protocol == "v2":
         return head + f"/v2/models/{model_name}/infer -d @{body}"

@@ -25,6 +25,9 @@ from .samples import sample_requests
 from .snapshot import ModelSnapshot
 
 MOUNT = "/mnt/models"
+#: What the runtime declares. Not grpc-v2 (yet): the engine has no gRPC API, and KServe
+#: would route a grpc-v2 InferenceService to it; add it with the engine's gRPC.
+PROTOCOLS = ["v1", "v2"]
 RUNTIME_NAME = "jupyter-torchserve"
 #: KServe's TorchServe runtime command line, run in the foreground (the container's process)
 RUNTIME_ARGS = [
@@ -91,7 +94,7 @@ def serving_runtime(opts: ExportOptions) -> dict[str, Any]:
             "supportedModelFormats": [
                 {"name": "pytorch", "version": "1", "autoSelect": True, "priority": 1}
             ],
-            "protocolVersions": ["v1", "v2", "grpc-v2"],
+            "protocolVersions": list(PROTOCOLS),
             "containers": [
                 {
                     "name": "kserve-container",

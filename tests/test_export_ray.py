@@ -114,6 +114,14 @@ def test_two_replicas_answer_like_the_kernel_and_scale(
     assert_top5(r.json(), notebook.top5(7), "Ray after scaling to one replica")
 
 
+def _loopback(ip: str) -> bool:
+    import ipaddress
+
+    address = ipaddress.ip_address(ip)
+    mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:127.0.0.1
+    return address.is_loopback or bool(mapped and mapped.is_loopback)
+
+
 def _only_loopback(cluster: LocalRayCluster) -> None:
     """Every listening socket of the cluster's processes is on loopback, except Ray Serve's
     per-replica gRPC server (bound to all interfaces by Ray itself), which is reported."""
@@ -123,7 +131,7 @@ def _only_loopback(cluster: LocalRayCluster) -> None:
     for conn in psutil.net_connections("inet"):
         if conn.status != "LISTEN" or not conn.pid or _pgid(conn.pid) != cluster.proc.pid:  # type: ignore[union-attr]
             continue
-        if conn.laddr.ip in ("127.0.0.1", "::1"):
+        if _loopback(conn.laddr.ip):
             continue
         name = " ".join(psutil.Process(conn.pid).cmdline()[:2])
         outside.append((conn.laddr.ip, conn.laddr.port, name))

@@ -31,12 +31,14 @@ from starlette.responses import Response
 
 from .engine.errors import (
     ApiError,
-    bad_request,
     model_not_found,
     not_found_route,
     version_not_found,
 )
-from .engine.inference import handler_headers
+from .engine.http.kserve import V1_VERBS
+from .engine.http.predictions import body_params
+from .engine.inference import kserve
+from .engine.inference.predictions import Params, prediction_headers
 from .engine.jobs import Reply
 from .handlers.service import HandlerError, RequestInput, ResponseOutput, load_service
 
@@ -44,9 +46,9 @@ DEPLOYMENT = "TorchServeModel"
 
 
 class _OneModel:
-    """The engine as the KServe envelope functions (engine/kserve.py) see it, for one model
-    version. The envelopes are the engine's own code, so v1/v2 answers match the engine's;
-    this adapter is the one place to change when those become plain functions."""
+    """This replica's one model version, as the engine's request functions
+    (engine/inference/kserve.py) read a `ModelVersion`: its name, version and metadata. The
+    envelopes are the engine's own code, so v1/v2 answers match the engine's."""
 
     def __init__(self, name: str, version: str, metadata: dict[str, Any]) -> None:
         self.name = name
@@ -108,13 +110,7 @@ class TorchServeModel:
         except HandlerError as e:
             return [e] * len(batch)
 
-    async def _run(
-        self,
-        _mv: Any,
-        _version: str | None,
-        items: list[list[tuple[str, str, bytes]]],
-        headers: dict[str, str],
-    ) -> list[Reply]:
+    async def _run(self, items: list[Params], headers: dict[str, str]) -> list[Reply]:
         """One request's items through the batcher, as the engine's `run_jobs` does."""
         request_id = headers.get("x-request-id") or str(uuid.uuid4())
         inputs = [
@@ -135,39 +131,43 @@ class TorchServeModel:
         try:
             return await self._route(request, parts)
         except ApiError as e:
-            from .engine.kserve import v2_error_body
-
-            body = v2_error_body(e) if v2 else e.to_json()
+            body = kserve.error_body(e) if v2 else e.to_json()
             return Response(json.dumps(body), e.status, media_type="application/json")
 
     async def _route(self, request: Request, parts: list[str]) -> Response:
-        from .engine import kserve
-
+        """The engine's inference routes, in the engine's order: the model (404) before the
+        body (400)."""
         method = request.method
         if method == "GET":
             return self._get(parts)
         if method not in ("POST", "PUT"):
             raise not_found_route()
         body = await request.body()
-        headers = handler_headers(request.headers.items(), {})
+        pairs = request.headers.items()
         if parts[:1] in (["predictions"], ["explanations"]) and len(parts) >= 2:
             self._model.get_version(parts[1], parts[2] if len(parts) > 2 else None)
-            extra = {"explain": "True"} if parts[0] == "explanations" else {}
-            if len(parts) > 3:
-                extra["url_path"] = "/".join(parts[3:])
-            items = [_body_params(request.headers.get("content-type", ""), body)]
-            (reply,) = await self._run(None, None, items, {**headers, **extra})
+            url_path = "/".join(parts[3:]) or None
+            headers = prediction_headers(pairs, url_path, parts[0] == "explanations")
+            items = [body_params(request.headers.get("content-type", ""), body)]
+            (reply,) = await self._run(items, headers)
             return Response(
                 reply.body, reply.status, headers=reply.headers, media_type=reply.content_type
             )
+        headers = prediction_headers(pairs, None, False)
         if parts[:2] == ["v1", "models"] and len(parts) == 3 and ":" in parts[2]:
             name, verb = parts[2].split(":", 1)
-            answer = await kserve.v1_predict(self._model, name, verb, body, headers, self._run)  # type: ignore[arg-type]
-            return _json(answer)
+            explain = V1_VERBS.get(verb)
+            if explain is None:
+                raise not_found_route()
+            self._model.get_version(name)
+            payload = kserve.json_body(body)
+            return _json(await kserve.v1_predict(payload, headers, self._run, explain=explain))
         if parts[:2] == ["v2", "models"] and parts[-1] == "infer" and len(parts) in (4, 6):
             version = parts[4] if len(parts) == 6 and parts[3] == "versions" else None
-            answer = await kserve.v2_infer(self._model, parts[2], version, body, headers, self._run)  # type: ignore[arg-type]
-            return _json(answer)
+            mv = self._model.get_version(parts[2], version)
+            payload = kserve.json_body(body)
+            # the request functions read only a version's name, version and metadata
+            return _json(await kserve.v2_infer(mv, payload, headers, self._run))  # type: ignore[arg-type]
         raise not_found_route()
 
     def _get(self, parts: list[str]) -> Response:
@@ -197,32 +197,6 @@ class TorchServeModel:
 
 def _json(value: Any) -> Response:
     return Response(json.dumps(value), 200, media_type="application/json")
-
-
-def _body_params(content_type: str, body: bytes) -> list[tuple[str, str, bytes]]:
-    """A /predictions body as the handler's inputs, by the engine's rules (inference.py):
-    multipart fields and files, a form body read as what was meant, else the raw body."""
-    from tornado import httputil
-
-    from .engine.inference import _form_or_raw
-
-    main = content_type.split(";")[0].strip().lower()
-    if main == "multipart/form-data":
-        args: dict[str, list[bytes]] = {}
-        files: dict[str, list[httputil.HTTPFile]] = {}
-        httputil.parse_body_arguments(content_type, body, args, files)
-        params = [(n, "text/plain", v) for n, vs in args.items() for v in vs]
-        params += [
-            (n, f.content_type or "application/octet-stream", f.body)
-            for n, fs in files.items()
-            for f in fs
-        ]
-        if not params:
-            raise bad_request("Empty multipart request")
-        return params
-    if main == "application/x-www-form-urlencoded":
-        return _form_or_raw(body)
-    return [("body", content_type or "application/octet-stream", body)]
 
 
 def _metadata(model_dir: str) -> dict[str, Any]:

@@ -168,6 +168,27 @@ def test_ignored_settings_are_said_in_one_line(tmp_path: Path) -> None:
     assert s.ignored == ["--log-config"]
 
 
+def test_jupyter_torchserve_start_flags_win_over_its_ts_config(tmp_path: Path) -> None:
+    import logging
+
+    from jupyter_torchserve.cli import StartApp
+
+    path = tmp_path / "config.properties"
+    path.write_text(
+        f"model_store={tmp_path / 'from-file'}\njob_queue_size=7\nnumber_of_netty_threads=4\n"
+    )
+    app = StartApp()
+    app.initialize([f"--ts-config={path}", f"--model-store={tmp_path / 'from-flag'}"])
+    said: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = said.append  # type: ignore[method-assign]
+    app.log.addHandler(handler)
+    cfg, _ = app.engine_config()
+    assert cfg.model_store == str(tmp_path / "from-flag")
+    assert cfg.job_queue_size == 7  # what the command line leaves alone, the file sets
+    assert [r.getMessage() for r in said if "number_of_netty_threads" in r.getMessage()]
+
+
 # -- real engines ------------------------------------------------------------------------------
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     (tmp_path / "tmp").mkdir(exist_ok=True)

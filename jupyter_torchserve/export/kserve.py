@@ -171,15 +171,7 @@ def write(model: ModelSnapshot, writer: BundleWriter, opts: ExportOptions) -> Bu
     ]
     if image == DEFAULT_IMAGE:
         notes.append(f"servingruntime.yaml names the image {image}: set your registry's")
-    return Bundle(
-        "kserve",
-        model.name,
-        [v.version for v in model.versions],
-        writer.out,
-        writer.files,
-        steps,
-        notes,
-    )
+    return writer.bundle("kserve", model, steps, notes)
 
 
 def _curl(model_name: str, isvc: str, protocol: str, samples: bool) -> str:

@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from .bundle import Bundle
 from .snapshot import ExportError, ModelSnapshot, VersionSnapshot
 
 
@@ -41,6 +42,27 @@ class BundleWriter:
             raise ExportError(f"{out} is not empty; pass force=True (--force) to write into it")
         out.mkdir(parents=True, exist_ok=True)
         self.files: list[Path] = []
+
+    def bundle(
+        self,
+        target: str,
+        model: ModelSnapshot,
+        steps: list[tuple[str, str]],
+        notes: list[str] | None = None,
+        versions: list[VersionSnapshot] | None = None,
+    ) -> Bundle:
+        """What was written, as `export()` reports it (all the model's versions unless
+        the target exports fewer)."""
+        chosen = model.versions if versions is None else versions
+        return Bundle(
+            target,
+            model.name,
+            [v.version for v in chosen],
+            self.out,
+            self.files,
+            steps,
+            notes or [],
+        )
 
     def text(self, rel: str, content: str, mode: int | None = None) -> Path:
         path = self.out / rel

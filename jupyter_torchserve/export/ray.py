@@ -193,7 +193,7 @@ def write(
     notes = []
     if len(model.versions) > 1:
         notes.append(f"Ray serves one version: {version.version} (pass version= for another)")
-    bundle = Bundle("ray", model.name, [version.version], writer.out, writer.files, steps, notes)
+    bundle = writer.bundle("ray", model, steps, notes, versions=[version])
     return bundle, app
 
 

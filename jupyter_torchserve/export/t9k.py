@@ -153,12 +153,4 @@ def write(model: ModelSnapshot, writer: BundleWriter, opts: ExportOptions) -> Bu
         ),
     ]
     notes = ["no T9k cluster was available: README.md lists the fields the manuals leave open"]
-    return Bundle(
-        "t9k",
-        model.name,
-        [v.version for v in model.versions],
-        writer.out,
-        writer.files,
-        steps,
-        notes,
-    )
+    return writer.bundle("t9k", model, steps, notes)

@@ -39,11 +39,4 @@ def write(model: ModelSnapshot, writer: BundleWriter, opts: ExportOptions) -> Bu
         ("call it", f"curl -T digit.png http://127.0.0.1:8080/predictions/{model.name}"),
         ("stop it", "torchserve --stop   # or: python -m jupyter_torchserve.torchserve --stop"),
     ]
-    return Bundle(
-        "torchserve",
-        model.name,
-        [v.version for v in model.versions],
-        writer.out,
-        writer.files,
-        steps,
-    )
+    return writer.bundle("torchserve", model, steps)

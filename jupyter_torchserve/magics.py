@@ -20,6 +20,7 @@ from IPython.core.magic import Magics, line_magic, magics_class
 from . import api
 from .commands import (
     archive,
+    canary,
     deploy,
     describe,
     explain,
@@ -27,6 +28,7 @@ from .commands import (
     logs,
     metrics,
     predict,
+    promote,
     scale,
     set_default,
     start,
@@ -52,6 +54,8 @@ COMMANDS: dict[str, ModuleType] = {
     "logs": logs,
     "metrics": metrics,
     "set-default": set_default,
+    "canary": canary,
+    "promote": promote,
     "unregister": unregister,
 }
 

@@ -21,6 +21,7 @@ from . import api
 from .commands import (
     archive,
     canary,
+    compare,
     deploy,
     describe,
     explain,
@@ -53,6 +54,7 @@ COMMANDS: dict[str, ModuleType] = {
     "explain": explain,
     "logs": logs,
     "metrics": metrics,
+    "compare": compare,
     "set-default": set_default,
     "canary": canary,
     "promote": promote,

@@ -204,6 +204,7 @@ def _infer(conn: SyncConnection, service: Any, header: dict[str, Any], payload: 
                 "op": "error",
                 "batch": batch_id,
                 "message": e.message,
+                "status": e.status,
                 "traceback": _tail(e.traceback_text),
                 "m": _drain_metrics(service),
             }

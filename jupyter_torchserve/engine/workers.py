@@ -308,11 +308,12 @@ class Worker:
             entry = self.inflight.pop(header["batch"], None)
             waiter = self.describe_waiters.pop(header["batch"], None)
             message = header.get("message", "Prediction failed")
-            tb = header.get("traceback") or ""
+            status = header.get("status")
             err = ApiError(
-                503,
+                status if isinstance(status, int) and 400 <= status <= 599 else 503,
                 "InternalServerException",
-                f"Prediction failed: {message}" + (f"\n{tb}" if tb else ""),
+                f"Prediction failed: {message}",
+                traceback=str(header.get("traceback") or ""),
             )
             if waiter is not None and not waiter.done():
                 waiter.set_exception(err)

@@ -22,6 +22,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 import httptools
 from tornado import httputil, web
@@ -330,12 +331,13 @@ class Connection(asyncio.Protocol):
         self,
         err: ApiError,
         headers: dict[str, str] | None = None,
-        body: Callable[[ApiError], dict[str, object]] = ApiError.to_json,
+        body: Callable[[ApiError, bool], dict[str, Any]] = ApiError.to_json,
+        with_traceback: bool = False,
     ) -> None:
-        """The JSON error answer; `body` shapes it (KServe v2 adds OIP's "error")."""
-        self.respond(
-            err.status, "application/json", json.dumps(body(err), indent=2).encode(), headers
-        )
+        """The JSON error answer; `body` shapes it (KServe v2 adds OIP's "error"), with the
+        worker's traceback only for the owner (errors.ApiError says why)."""
+        text = json.dumps(body(err, with_traceback), indent=2).encode()
+        self.respond(err.status, "application/json", text, headers)
 
     def start_chunks(self, status: int, content_type: str, headers: dict[str, str]) -> None:
         """Begin a streamed answer (Transfer-Encoding: chunked); end it with `end_chunks`."""

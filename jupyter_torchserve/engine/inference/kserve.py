@@ -75,9 +75,10 @@ def json_body(body: bytes) -> Any:
         raise bad_request(f"Request body is not valid JSON: {e}") from None
 
 
-def error_body(err: ApiError) -> dict[str, Any]:
+def error_body(err: ApiError, with_traceback: bool = False) -> dict[str, Any]:
     """A v2 error: OIP clients read "error"; TorchServe clients read code/type/message."""
-    return {**err.to_json(), "error": err.message}
+    body = err.to_json(with_traceback)
+    return {**body, "error": body["message"]}
 
 
 # -- v1 ------------------------------------------------------------------------------------

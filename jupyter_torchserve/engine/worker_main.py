@@ -9,8 +9,10 @@ and the engine keeps the next batch already waiting in the socket buffer (pipeli
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
+import signal
 import socket
 import sys
 import time
@@ -26,6 +28,26 @@ from .protocol import SyncConnection
 log = logging.getLogger("jupyter_torchserve.worker")
 
 TRACEBACK_TAIL = 12
+
+
+def _die_with_forkserver() -> None:
+    """Ask Linux for SIGKILL when the forkserver (our parent) dies.
+
+    A worker busy in a handler never reads its socket, so it would not notice the engine
+    gone. The forkserver does: it exits when the engine's end of its `alive` pipe closes,
+    however the engine died, and this signal then takes every worker with it (and so the
+    resource tracker, once nothing holds its pipe). Checked again after the call, for a
+    parent that died first.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def _redirect_output(log_path: str) -> None:
@@ -55,6 +77,7 @@ def run_worker(
     threads: int,
     requirements_dir: str | None = None,
 ) -> None:
+    _die_with_forkserver()
     _redirect_output(log_path)
     logging.basicConfig(
         level=logging.INFO,

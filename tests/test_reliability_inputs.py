@@ -6,6 +6,7 @@ accepts but no HTTP client means, nan and inf, encoded traversal, a zip bomb.
 
 from __future__ import annotations
 
+import signal
 import zipfile
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 from jupyter_torchserve.archive.errors import ArchiveTooLarge
 from jupyter_torchserve.archive.reader import extract
 from jupyter_torchserve.config import EngineConfig
-from jupyter_torchserve.engine import limits, params
+from jupyter_torchserve.engine import deaths, limits, params
 from jupyter_torchserve.engine.errors import ApiError
 from jupyter_torchserve.engine.urls import archive_name, check_path
 
@@ -110,3 +111,19 @@ def test_default_caps_follow_the_machine():
     config = EngineConfig()
     assert 2 <= limits.engine_cap(config, cpus=2) <= 16
     assert limits.per_model_cap(config, cpus=2) <= limits.engine_cap(config, cpus=2)
+
+
+def test_a_dead_workers_batch_is_judged_by_how_it_died(monkeypatch):
+    """Its own exit or crash: answered, not retried; killed from outside: retried (None);
+    SIGKILL while the kernel's OOM-kill count rose: 507."""
+    counts = iter([5, 5, 6])
+    monkeypatch.setattr(deaths, "read_oom_kills", lambda path="": next(counts))
+    watch = deaths.OomWatch()  # reads 5
+    judge = lambda code, ours=False: deaths.casualty("m", code, ours, "m.log", watch)  # noqa: E731
+    assert judge(3).status == 503 and "code 3" in judge(3).message
+    assert "SIGSEGV" in judge(-signal.SIGSEGV).message
+    assert judge(-signal.SIGTERM) is None
+    assert judge(-signal.SIGKILL) is None  # count still 5: someone's kill -9
+    assert judge(-signal.SIGKILL, ours=True) is None
+    oom = judge(-signal.SIGKILL)  # the count went to 6
+    assert oom.status == 507 and "OOM" in oom.message

@@ -48,6 +48,22 @@ def _die_with_forkserver() -> None:
         return
     if os.getppid() != parent:
         os._exit(1)
+    # multiprocessing hands every child the write end of the forkserver's `alive` pipe (so
+    # that it could fork more through the same server): held here, the forkserver never
+    # sees the engine die, and lives on with this worker. A handler that starts processes
+    # of its own gets a forkserver of its own instead.
+    from multiprocessing import forkserver as mp_forkserver
+
+    server = mp_forkserver._forkserver
+    fd = getattr(server, "_forkserver_alive_fd", None)
+    if fd is not None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+        server._forkserver_alive_fd = None
+        server._forkserver_pid = None
+        server._forkserver_address = None
 
 
 def _redirect_output(log_path: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import socket
 import threading
 import time
 import zipfile
@@ -291,3 +292,76 @@ def test_a_too_long_register_url_is_a_404_not_a_500(served):
     info, _, _, _ = served
     r = _mgmt(info, "POST", "/models", params={"url": "a" * 300 + ".mar"})
     _assert_json_error(r, 404)
+
+
+def _raw(address: str, data: bytes) -> tuple[int, bytes]:
+    host, port = address.rsplit("/", 1)[-1].split(":")
+    with socket.create_connection((host, int(port)), timeout=60) as s:
+        s.sendall(data)
+        got = b""
+        while chunk := s.recv(65536):
+            got += chunk
+    head, _, body = got.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+_DEEP = b"[" * 5000 + b"]" * 5000
+
+
+def _v2(datatype, data) -> bytes:
+    return json.dumps(
+        {"inputs": [{"name": "x", "shape": [1], "datatype": datatype, "data": data}]}
+    ).encode()
+
+
+MALFORMED = {
+    "deep JSON, v2": ("inference", "POST", "/v2/models/resident/infer", _DEEP),
+    "deep JSON, v1": ("inference", "POST", "/v1/models/resident:predict", _DEEP),
+    "deep JSON, register": ("management", "POST", "/models", _DEEP),
+    "v2 datatype []": ("inference", "POST", "/v2/models/resident/infer", _v2([], [1])),
+    "v2 datatype {}": ("inference", "POST", "/v2/models/resident/infer", _v2({}, [1])),
+    "v2 INT8 1000": ("inference", "POST", "/v2/models/resident/infer", _v2("INT8", [1000])),
+    "v2 UINT8 -1": ("inference", "POST", "/v2/models/resident/infer", _v2("UINT8", [-1])),
+    "v2 INT64 1e400": (
+        "inference",
+        "POST",
+        "/v2/models/resident/infer",
+        b'{"inputs":[{"name":"x","shape":[1],"datatype":"INT64","data":[1e400]}]}',
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_malformed_bodies_get_a_json_4xx(served, case):
+    info, _, _, _ = served
+    port, method, path, body = MALFORMED[case]
+    headers = {"Content-Type": "application/json"}
+    if port == "management":
+        headers["Authorization"] = "Bearer " + _keys(info)["management"]
+    r = requests.request(method, info[f"{port}_address"] + path, data=body, headers=headers)
+    assert 400 <= r.status_code < 500, r.text[:300]
+    assert r.json()["message"]
+    _resident_still_served(info)
+
+
+@pytest.mark.parametrize(
+    ("port", "raw"),
+    [
+        ("inference", b"GET /ping HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xe9\r\n\r\n"),
+        ("management", b"GET /models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\r\n\r\n"),
+        ("inference", b"GET /api-description HTTP/1.1\r\nConnection: close\r\n\r\n"),
+        ("inference", b"GET /api-description\r\n\r\n"),  # HTTP/0.9
+        ("metrics", b"GET /metrics?name[]=%ff HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+    ],
+)
+def test_malformed_requests_get_no_5xx_and_errors_are_json(served, port, raw):
+    """A bad key, no Host, HTTP/0.9, undecodable filters: answered (HTTP/0.9 is served
+    as 1.0), or refused with a JSON 4xx; never a 500."""
+    info, _, _, _ = served
+    if b"Connection: close" not in raw and b"HTTP/1.1" in raw:
+        raw = raw.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n", 1)
+    status, body = _raw(info[f"{port}_address"], raw)
+    assert status < 500, body[:300]
+    if status >= 400:
+        assert json.loads(body)["message"]
+    _resident_still_served(info)

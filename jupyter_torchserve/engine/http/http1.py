@@ -433,7 +433,9 @@ class TornadoConnection(httputil.HTTPConnection):
         headers = httputil.HTTPHeaders()
         for name, value in req.raw_headers:
             headers.add(name, value)
-        start = httputil.RequestStartLine(req.method, req.target, req.version)
+        # Tornado needs Host on HTTP/1.1 and knows no HTTP/0.9 (a bare "GET /x"): 1.0 for it
+        version = "HTTP/1.0" if req.version == "HTTP/0.9" else req.version
+        start = httputil.RequestStartLine(req.method, req.target, version)
         delegate = conn.app.start_request(conn, self)
         try:
             waiting = delegate.headers_received(start, headers)
@@ -445,6 +447,10 @@ class TornadoConnection(httputil.HTTPConnection):
                     if waiting is not None:
                         await waiting
                 delegate.finish()
+        except httputil.HTTPInputError as e:  # e.g. "Missing Host header": the client's
+            if not self._finished:
+                conn.respond_error(ApiError(400, "BadRequestException", f"Bad request: {e}"))
+                self._finished = True
         except Exception:  # noqa: BLE001 - Tornado logged it; the client still gets an answer
             log.exception("error handling %s %s", req.method, req.target)
             if not self._finished:

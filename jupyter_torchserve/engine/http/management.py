@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import time
 from collections import deque
 from typing import Any
 
 from ..._version import __version__
+from .. import jsonbody
 from ..errors import ApiError, bad_request, invalid_key, method_not_allowed
 from ..gpu import list_gpus
 from ..model import ModelVersion
@@ -27,10 +27,7 @@ class ManagementHandler(BaseHandler):
         params = {k: self.get_query_argument(k) for k in self.request.query_arguments}
         ctype = self.request.headers.get("Content-Type", "")
         if self.body and ctype.startswith("application/json"):
-            try:
-                body = json.loads(self.body)
-            except ValueError as e:
-                raise bad_request(f"Request body is not valid JSON: {e}") from None
+            body = jsonbody.parse(self.body)
             if isinstance(body, dict):
                 params.update(
                     {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in body.items()}

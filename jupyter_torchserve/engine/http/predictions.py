@@ -13,7 +13,7 @@ from urllib.parse import parse_qsl
 
 from tornado import httputil, web
 
-from ..errors import ApiError
+from ..errors import ApiError, bad_request
 from ..inference.predictions import (
     Params,
     check_response_size,
@@ -153,6 +153,8 @@ def _form_or_raw(body: bytes) -> Params:
         try:
             json.loads(stripped)
             return [("body", "application/json", stripped)]
+        except RecursionError:
+            raise bad_request("Request body is not valid JSON: nested too deeply") from None
         except ValueError:
             pass
     try:

@@ -365,3 +365,20 @@ def test_malformed_requests_get_no_5xx_and_errors_are_json(served, port, raw):
     if status >= 400:
         assert json.loads(body)["message"]
     _resident_still_served(info)
+
+
+@pytest.mark.parametrize(
+    ("ctype", "body"),
+    [
+        ("multipart/form-data", b"--x\r\nabc"),  # no boundary
+        ("multipart/form-data; boundary=x", b"--x\r\nContent-Disposition: form-data; name=a"),
+    ],
+)
+def test_broken_multipart_is_a_400(served, ctype, body):
+    info, _, _, _ = served
+    r = requests.post(
+        info["inference_address"] + "/predictions/resident",
+        data=body,
+        headers={"Content-Type": ctype},
+    )
+    _assert_json_error(r, 400)

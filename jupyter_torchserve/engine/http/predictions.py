@@ -40,7 +40,10 @@ class InferenceHandler(BaseHandler):
         if main == "multipart/form-data":
             args: dict[str, list[bytes]] = {}
             files: dict[str, list[httputil.HTTPFile]] = {}
-            httputil.parse_body_arguments(ctype, body, args, files, self.request.headers)
+            try:
+                httputil.parse_body_arguments(ctype, body, args, files, self.request.headers)
+            except httputil.HTTPInputError as e:  # no boundary, truncated: the client's
+                raise bad_request(str(e)) from None
             params = [(n, "text/plain", v) for n, vs in args.items() for v in vs]
             params += [
                 (n, f.content_type or "application/octet-stream", f.body)
@@ -49,6 +52,8 @@ class InferenceHandler(BaseHandler):
             ]
             if not params:
                 raise ApiError(400, "BadRequestException", "Empty multipart request")
+            if len(params) > MAX_PARTS:  # each part becomes a handler input row
+                raise bad_request(f"{len(params)} multipart parts, over the limit of {MAX_PARTS}")
             return params
         if main == "application/x-www-form-urlencoded":
             # curl -d sends this by default; TorchServe fails with 500. Read what was meant.
@@ -145,6 +150,10 @@ class PredictionsHandler(InferenceHandler):
 
 class ExplanationsHandler(PredictionsHandler):
     explain = True
+
+
+#: Parts a multipart request may have: each one is a row of the handler's input.
+MAX_PARTS = 1000
 
 
 def _form_or_raw(body: bytes) -> Params:

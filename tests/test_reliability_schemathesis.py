@@ -49,6 +49,7 @@ def test_no_generated_request_gets_a_server_error(tmp_path, port):
             capture_output=True,
             text=True,
             timeout=600,
+            cwd=tmp_path,  # it keeps a .schemathesis/ folder where it runs
         )
         assert run.returncode == 0, run.stdout[-4000:]
         assert "passed" in run.stdout and " failed" not in run.stdout.split("SUMMARY")[-1]

@@ -256,7 +256,7 @@ def test_zip_bomb_member_and_total_limits(tmp_path):
     assert bomb.stat().st_size < 100_000
     with pytest.raises(ArchiveError, match="over the 1048576-byte member limit"):
         extract(bomb, tmp_path / "cache", max_member_size=1 << 20)
-    with pytest.raises(ArchiveError, match="past the 2097152-byte total limit"):
+    with pytest.raises(ArchiveError, match="2097152-byte total limit"):
         extract(bomb, tmp_path / "cache", max_total_size=2 << 20, max_member_size=8 << 20)
     model_dir, _ = extract(bomb, tmp_path / "cache")  # the default 4 GiB limit lets it in
     assert os.path.getsize(os.path.join(model_dir, "model.pt")) == len(zeros)

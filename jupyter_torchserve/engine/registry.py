@@ -18,9 +18,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from ..archive.errors import ArchiveTooLarge
 from ..archive.reader import is_archive
 from ..config import EngineConfig, parse_model_snapshot
-from . import snapshot
+from . import limits, snapshot
 from .canary import Canary
 from .errors import ApiError, bad_request, invalid_key, model_not_found, version_not_found
 from .gpu import list_gpus
@@ -99,6 +100,13 @@ class ModelRegistry:
         if required and not keys.check(api, authorization):
             raise invalid_key()
 
+    def is_owner(self, authorization: str | None) -> bool:
+        """Whether `authorization` (contract.OWNER_HEADER's value) is `Bearer <management key>`.
+        With token auth off there is no key to prove anything with, and the management API
+        (model logs included) is open to anyone who reaches it: then everyone is."""
+        keys = self.keys
+        return keys is None or keys.check("management", authorization)
+
     # -- lookups ------------------------------------------------------------------------------
     def all_versions(self) -> list[ModelVersion]:
         return [v for entry in self.models.values() for v in entry.versions.values()]
@@ -155,14 +163,30 @@ class ModelRegistry:
             raise bad_request(f"Invalid RuntimeType value: {reg.runtime}")
         if reg.device_type not in (None, "", "cpu", "gpu"):
             raise bad_request(f"Invalid device_type {reg.device_type!r}: use cpu or gpu")
+        limits.check_model_count(self.config, len(self.all_versions()))
         path = await resolve_url(
-            url, self.model_store, list(self.config.allowed_urls), self.config.max_archive_size
+            url,
+            self.model_store,
+            list(self.config.allowed_urls),
+            self.config.max_archive_size,
+            self.config.download_timeout,
         )
         loop = asyncio.get_running_loop()
+        limit = self.config.max_archive_size
         try:
             model_dir, manifest = await loop.run_in_executor(
-                None, lambda: extract(str(path), str(self.cache_dir))
+                None,
+                lambda: extract(
+                    str(path),
+                    str(self.cache_dir),
+                    max_total_size=limit,
+                    limit_name="max_archive_size",
+                ),
             )
+        except ArchiveTooLarge as e:
+            if e.disk:
+                raise ApiError(507, "InsufficientStorageException", str(e)) from None
+            raise ApiError(413, "RequestEntityTooLarge", str(e)) from None
         except Exception as e:  # noqa: BLE001 - any unreadable archive is the caller's input
             raise bad_request(f"Failed to open model archive {url}: {e}") from None
         model_dir = str(model_dir)
@@ -179,14 +203,26 @@ class ModelRegistry:
             except ValueError:
                 log.warning("ignoring an unreadable %s in %s", METADATA_FILE, url)
         settings = resolve(reg, model_yaml(model_dir, model.get("configFile")), self.config)
+        if settings.min_workers < 0:
+            raise bad_request("initial_workers cannot be negative")
         async with self._lock:
-            entry = self.models.setdefault(name, ModelEntry(name))
-            if version in entry.versions:
+            entry = self.models.get(name)
+            if entry is not None and version in entry.versions:
                 raise ApiError(
                     409,
                     "ConflictStatusException",
                     f"Model version {version} is already registered for model {name}",
                 )
+            limits.check_model_count(self.config, len(self.all_versions()))
+            limits.check_workers(
+                self.config,
+                self.all_versions(),
+                None,
+                settings.min_workers,
+                settings.max_workers,
+                what="initial_workers",
+            )
+            entry = self.models.setdefault(name, ModelEntry(name))
             mv = ModelVersion(
                 self.pool,
                 self.metrics,
@@ -206,9 +242,6 @@ class ModelRegistry:
             entry.versions[version] = mv
             if entry.default_version is None or reg.make_default:
                 entry.default_version = version
-        if settings.min_workers < 0:
-            await self._drop(mv)
-            raise bad_request("initial_workers cannot be negative")
         lo, hi = settings.min_workers, settings.max_workers
         if lo == 0:
             mv.max_workers = hi
@@ -282,6 +315,7 @@ class ModelRegistry:
         max_worker = min_worker if max_worker is None else max_worker
         if max_worker < min_worker:
             raise bad_request("max_worker cannot be less than min_worker.")
+        limits.check_workers(self.config, self.all_versions(), mv, min_worker, max_worker)
         done = f"Workers scaled to {min_worker} for model: {name}"
         if version:
             done += f", version: {version}"
@@ -359,15 +393,25 @@ class ModelRegistry:
 
     # -- snapshot -----------------------------------------------------------------------------
     def save_snapshot(self) -> None:
+        """Write the snapshot of the models now registered.
+
+        It is called after a change has been made (register, scale, unregister, a new
+        default), so it never raises: the change stands and the caller hears that it did;
+        a snapshot that cannot be written (a full disk, a read-only folder) is logged, and
+        the next change writes the whole state again.
+        """
         if not self.config.snapshot or self._restoring:
             return
-        snap = snapshot.to_json(
-            ((n, e.default_version, e.versions) for n, e in self.models.items()),
-            int(time.time() * 1000),
-        )
-        tmp = self.snapshot_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(snap, indent=2))
-        tmp.replace(self.snapshot_path)
+        try:
+            snap = snapshot.to_json(
+                ((n, e.default_version, e.versions) for n, e in self.models.items()),
+                int(time.time() * 1000),
+            )
+            tmp = self.snapshot_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(snap, indent=2, allow_nan=False))
+            tmp.replace(self.snapshot_path)
+        except Exception:  # noqa: BLE001 - see above: the change itself has been made
+            log.exception("could not write the snapshot %s", self.snapshot_path)
 
     async def restore(self) -> None:
         """Load `model_snapshot` (given) or our last snapshot, then `load_models`."""

@@ -11,8 +11,10 @@ and the engine keeps the next batch already waiting in the socket buffer (pipeli
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
+import signal
 import socket
 import sys
 import time
@@ -26,6 +28,42 @@ from .protocol import SyncConnection
 log = logging.getLogger("jupyter_torchserve.worker")
 
 TRACEBACK_TAIL = 12
+
+
+def _die_with_forkserver() -> None:
+    """Ask Linux for SIGKILL when the forkserver (our parent) dies.
+
+    A worker busy in a handler never reads its socket, so it would not notice the engine
+    gone. The forkserver does: it exits when the engine's end of its `alive` pipe closes,
+    however the engine died, and this signal then takes every worker with it (and so the
+    resource tracker, once nothing holds its pipe). Checked again after the call, for a
+    parent that died first.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:
+        os._exit(1)
+    # multiprocessing hands every child the write end of the forkserver's `alive` pipe (so
+    # that it could fork more through the same server): held here, the forkserver never
+    # sees the engine die, and lives on with this worker. A handler that starts processes
+    # of its own gets a forkserver of its own instead.
+    from multiprocessing import forkserver as mp_forkserver
+
+    server = mp_forkserver._forkserver
+    fd = getattr(server, "_forkserver_alive_fd", None)
+    if fd is not None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+        server._forkserver_alive_fd = None
+        server._forkserver_pid = None
+        server._forkserver_address = None
 
 
 def _redirect_output(log_path: str) -> None:
@@ -72,6 +110,7 @@ def run_worker(
     threads: int,
     requirements_dir: str | None = None,
 ) -> None:
+    _die_with_forkserver()
     _redirect_output(log_path)
     logging.basicConfig(
         level=logging.INFO,
@@ -215,6 +254,7 @@ def _infer(conn: SyncConnection, service: Any, header: dict[str, Any], payload: 
                 "op": "error",
                 "batch": batch_id,
                 "message": e.message,
+                "status": e.status,
                 "traceback": _tail(e.traceback_text),
                 "m": _drain_metrics(service),
             }

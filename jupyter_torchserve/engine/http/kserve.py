@@ -81,7 +81,7 @@ class V1PredictHandler(InferenceHandler):
 
 class V2Handler(InferenceHandler):
     def error_body(self, err: ApiError) -> dict[str, Any]:
-        return kserve.error_body(err)
+        return kserve.error_body(err, self.is_owner())
 
 
 class V2ServerHandler(V2Handler):

@@ -5,13 +5,13 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import time
 from collections import deque
 from typing import Any
 
 from ..._version import __version__
+from .. import jsonbody
 from ..canary import parse_percent
 from ..errors import ApiError, bad_request, invalid_key, method_not_allowed
 from ..gpu import list_gpus
@@ -29,10 +29,7 @@ class ManagementHandler(BaseHandler):
         params = {k: self.get_query_argument(k) for k in self.request.query_arguments}
         ctype = self.request.headers.get("Content-Type", "")
         if self.body and ctype.startswith("application/json"):
-            try:
-                body = json.loads(self.body)
-            except ValueError as e:
-                raise bad_request(f"Request body is not valid JSON: {e}") from None
+            body = jsonbody.parse(self.body)
             if isinstance(body, dict):
                 params.update(
                     {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in body.items()}

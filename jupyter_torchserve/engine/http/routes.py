@@ -77,10 +77,19 @@ INFERENCE: tuple[Route, ...] = (
         fast_methods=("POST", "PUT"),
     ),
     Route(rf"/v1/models/{NAME}", V1ModelHandler),
-    Route(rf"/v1/models/{NAME}:(\w+)", V1PredictHandler, fast=fastpath.v1_predict),
+    Route(
+        rf"/v1/models/{NAME}:(\w+)",
+        V1PredictHandler,
+        fast=fastpath.v1_predict,
+        fast_methods=("POST", "PUT"),
+    ),
     Route(r"/v2/?", V2ServerHandler),
     Route(r"/v2/health/(live|ready)", V2HealthHandler),
-    Route(rf"/v2/models/{SEG}(?:/versions/{SEG})?/infer", V2InferHandler, fast=fastpath.v2_infer),
+    Route(
+        rf"/v2/models/{SEG}(?:/versions/{SEG})?/(infer|explain)",
+        V2InferHandler,
+        fast=fastpath.v2_infer,
+    ),
     Route(rf"/v2/models/{SEG}(?:/versions/{SEG})?(/ready)?", V2ModelHandler),
 )
 

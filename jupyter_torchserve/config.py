@@ -47,7 +47,7 @@ class EngineConfig(Configurable):
         "", help="Models to load at start: 'all', 'a.mar,b.mar' or 'name=a.mar,...'."
     ).tag(config=True)
     default_workers_per_model = Int(
-        1, help="Workers for start-up models and for register without initial_workers."
+        1, help="Workers for each start-up model (register's initial_workers defaults to 0)."
     ).tag(config=True)
     number_of_gpu = Int(
         None, allow_none=True, help="Use at most this many GPUs (default: all visible)."

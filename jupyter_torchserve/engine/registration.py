@@ -54,7 +54,10 @@ class Settings:
 def resolve(reg: Registration, yaml_cfg: dict[str, Any], config: EngineConfig) -> Settings:
     workers = reg.initial_workers
     if workers is None:
-        workers = int(yaml_cfg.get("minWorkers", config.default_workers_per_model))
+        # TorchServe's documented REST default is 0: a client that registers and then
+        # scales gets what it asked for. Start-up models take default_workers_per_model.
+        default = config.default_workers_per_model if reg.loaded_at_startup else 0
+        workers = int(yaml_cfg.get("minWorkers", default))
     most = (
         reg.max_workers if reg.max_workers is not None else int(yaml_cfg.get("maxWorkers", workers))
     )

@@ -210,6 +210,10 @@ def load_ts_config(path: str | os.PathLike[str]) -> dict[str, Any]:
         else:
             ignored.append(key)
     values["_ignored"] = ignored
+    # TorchServe with token auth on (its default) requires the inference key too
+    values.setdefault(
+        "inference_token_required", not values.get("disable_token_authorization", False)
+    )
     return values
 
 

@@ -133,7 +133,7 @@ async def serve(config: EngineConfig, selector: BusyPollSelector | None = None) 
         **addresses,
         "model_store": str(registry.model_store),
         "key_file": str(registry.keys.path) if registry.keys else None,
-        "inference_token_required": config.inference_token_required,
+        "inference_token_required": registry.inference_needs_key,
         "log_dir": str(registry.log_dir),
         "state_dir": str(registry.state_dir),
         "version": __version__,

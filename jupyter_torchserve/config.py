@@ -80,6 +80,8 @@ class EngineConfig(Configurable):
         0.0, help="Minutes a key stays valid (0: until the engine stops)."
     ).tag(config=True)
     enable_model_api = Bool(True, help="Allow register and unregister over HTTP.").tag(config=True)
+    private_key_file = Unicode("", help="PEM private key for https:// addresses.").tag(config=True)
+    certificate_file = Unicode("", help="PEM certificate for https:// addresses.").tag(config=True)
     model_snapshot = Unicode(
         "", help="A TorchServe model_snapshot (JSON text or a file path) to restore at start."
     ).tag(config=True)
@@ -136,10 +138,10 @@ def split_address(address: str) -> tuple[str, int]:
     if "://" not in address:
         address = "http://" + address
     parts = urlsplit(address)
-    if parts.scheme not in ("http", ""):
-        raise ValueError(f"only http addresses are supported, got {address!r}")
+    if parts.scheme not in ("http", "https", ""):
+        raise ValueError(f"only http and https addresses are supported, got {address!r}")
     host = parts.hostname or "127.0.0.1"
-    return host, parts.port or 80
+    return host, parts.port or (443 if parts.scheme == "https" else 80)
 
 
 # TorchServe config.properties key -> (our trait, converter)
@@ -162,6 +164,8 @@ _TS_KEYS: dict[str, tuple[str, Any]] = {
     "model_snapshot": ("model_snapshot", str),
     "install_py_dep_per_model": ("install_py_dep_per_model", lambda v: _bool(v)),
     "token_expiration_min": ("token_expiration_min", float),
+    "private_key_file": ("private_key_file", str),
+    "certificate_file": ("certificate_file", str),
 }
 
 

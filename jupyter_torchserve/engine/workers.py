@@ -400,7 +400,7 @@ class Worker:
             "status": self.status,
             "memoryUsage": mem,
             "pid": self.pid or -1,
-            "gpu": self.gpu_id is not None,
+            "gpu": self.device.startswith("cuda"),  # where the handler runs, once loaded
             "gpuUsage": gpu_usage,
             "device": self.device,
         }

@@ -62,12 +62,15 @@ class Client:
         self.token = token
         self.inference_token = inference_token
         self.timeout = timeout
+        # what https answers are checked against (requests' default, or the engine's own
+        # certificate: per request, so REQUESTS_CA_BUNDLE cannot override it)
+        self.verify: bool | str = True
         self._session = requests.Session()
 
     @classmethod
     def from_info(cls, info: EngineInfo, **kwargs: Any) -> Client:
         endpoint = EngineEndpoint.from_info(info)
-        return cls(
+        client = cls(
             endpoint.inference_url,
             endpoint.management_url,
             endpoint.metrics_url,
@@ -75,6 +78,10 @@ class Client:
             inference_token=endpoint.inference_key,
             **kwargs,
         )
+        if info.get("certificate_file"):
+            # an engine serving https with its own (often self-signed) certificate: trust it
+            client.verify = info["certificate_file"]
+        return client
 
     @classmethod
     def from_discovery(cls, **kwargs: Any) -> Client:
@@ -109,6 +116,7 @@ class Client:
                 data=request.body,
                 headers=endpoint.headers(request),
                 timeout=self.timeout,
+                verify=self.verify,
             )
         except requests.ConnectionError as e:
             raise EngineNotRunning(f"Cannot reach the engine at {url}: {e}") from None

@@ -48,7 +48,7 @@ class EngineConfig(Configurable):
         "", help="Models to load at start: 'all', 'a.mar,b.mar' or 'name=a.mar,...'."
     ).tag(config=True)
     default_workers_per_model = Int(
-        1, help="Workers for start-up models and for register without initial_workers."
+        1, help="Workers for each start-up model (register's initial_workers defaults to 0)."
     ).tag(config=True)
     number_of_gpu = Int(
         None, allow_none=True, help="Use at most this many GPUs (default: all visible)."
@@ -93,6 +93,8 @@ class EngineConfig(Configurable):
         0.0, help="Minutes a key stays valid (0: until the engine stops)."
     ).tag(config=True)
     enable_model_api = Bool(True, help="Allow register and unregister over HTTP.").tag(config=True)
+    private_key_file = Unicode("", help="PEM private key for https:// addresses.").tag(config=True)
+    certificate_file = Unicode("", help="PEM certificate for https:// addresses.").tag(config=True)
     model_snapshot = Unicode(
         "", help="A TorchServe model_snapshot (JSON text or a file path) to restore at start."
     ).tag(config=True)
@@ -157,10 +159,10 @@ def split_address(address: str) -> tuple[str, int]:
     if "://" not in address:
         address = "http://" + address
     parts = urlsplit(address)
-    if parts.scheme not in ("http", ""):
-        raise ValueError(f"only http addresses are supported, got {address!r}")
+    if parts.scheme not in ("http", "https", ""):
+        raise ValueError(f"only http and https addresses are supported, got {address!r}")
     host = parts.hostname or "127.0.0.1"
-    return host, parts.port or 80
+    return host, parts.port or (443 if parts.scheme == "https" else 80)
 
 
 # TorchServe config.properties key -> (our trait, converter)
@@ -184,6 +186,8 @@ _TS_KEYS: dict[str, tuple[str, Any]] = {
     "model_snapshot": ("model_snapshot", str),
     "install_py_dep_per_model": ("install_py_dep_per_model", lambda v: _bool(v)),
     "token_expiration_min": ("token_expiration_min", float),
+    "private_key_file": ("private_key_file", str),
+    "certificate_file": ("certificate_file", str),
 }
 
 
@@ -349,6 +353,10 @@ def ts_traits(props: Mapping[str, str], where: str = "config") -> tuple[dict[str
                 raise ValueError(f"{where}: bad value for {key}: {raw!r} ({e})") from None
         elif key not in _RESOLUTION_KEYS:
             ignored.append(key)
+    # TorchServe with token auth on (its default) requires the inference key too
+    values.setdefault(
+        "inference_token_required", not values.get("disable_token_authorization", False)
+    )
     return values, ignored
 
 

@@ -29,15 +29,17 @@ from .http.routes import make_apps, make_router
 from .logfiles import rotate_large_logs
 from .registry import ModelRegistry
 from .statelock import StateDirLock
+from .tls import server_context
 
 log = logging.getLogger("jupyter_torchserve.engine")
 
 LOG_CHECK_SECONDS = 10  # how often model logs are checked against model_log_max_bytes
 
 
-def _listen(app: Application, address: str, what: str) -> HTTPServer:
+def _listen(app: Application, config: EngineConfig, address: str, what: str) -> HTTPServer:
     host, port = split_address(address)
-    server = HTTPServer(app, max_body_size=1 << 40, xheaders=False)
+    ssl = server_context(config, address)
+    server = HTTPServer(app, max_body_size=1 << 40, xheaders=False, ssl_options=ssl)
     try:
         server.listen(port, address=host)
     except OSError as e:
@@ -48,12 +50,14 @@ def _listen(app: Application, address: str, what: str) -> HTTPServer:
 async def _listen_inference(registry: ModelRegistry, app: Application, address: str) -> HTTP1Server:
     """The inference API on http1.py's server: the hot routes skip Tornado (fastpath.py)."""
     host, port = split_address(address)
+    ssl = server_context(registry.config, address)
     try:
         return await serve_http1(
             app,
             make_router(registry),
             host,
             port,
+            ssl=ssl,
             max_request_size=lambda: registry.config.max_request_size,
             on_response=lambda status: registry.metrics.response("inference", status),
         )
@@ -133,8 +137,8 @@ async def _serve_locked(config: EngineConfig, selector: BusyPollSelector | None)
     apps = make_apps(registry, addresses)
     inference = await _listen_inference(registry, apps["inference"], config.inference_address)
     servers = [
-        _listen(apps["management"], config.management_address, "management"),
-        _listen(apps["metrics"], config.metrics_address, "metrics"),
+        _listen(apps["management"], config, config.management_address, "management"),
+        _listen(apps["metrics"], config, config.metrics_address, "metrics"),
     ]
     await registry.pool.start()
     info = {
@@ -143,7 +147,9 @@ async def _serve_locked(config: EngineConfig, selector: BusyPollSelector | None)
         **addresses,
         "model_store": str(registry.model_store),
         "key_file": str(registry.keys.path) if registry.keys else None,
-        "inference_token_required": config.inference_token_required,
+        # what our clients trust for https addresses: the engine's own certificate
+        "certificate_file": config.certificate_file or None,
+        "inference_token_required": registry.inference_needs_key,
         "log_dir": str(registry.log_dir),
         "state_dir": str(registry.state_dir),
         "version": __version__,

@@ -67,9 +67,10 @@ def resolve(reg: Registration, yaml_cfg: dict[str, Any], config: EngineConfig) -
                 raise bad_request(f"In the model config, {yaml_key}: {e.message}") from None
         return default
 
-    workers = pick(
-        "initial_workers", "minWorkers", config.default_workers_per_model, params.integer
-    )
+    # TorchServe's documented REST default is 0: a client that registers and then scales
+    # gets what it asked for. Start-up models take default_workers_per_model.
+    default = config.default_workers_per_model if reg.loaded_at_startup else 0
+    workers = pick("initial_workers", "minWorkers", default, params.integer)
     most = pick("max_workers", "maxWorkers", workers, params.integer)
     return Settings(
         batch_size=pick("batch_size", "batchSize", config.batch_size, params.integer),

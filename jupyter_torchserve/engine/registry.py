@@ -25,7 +25,7 @@ from . import limits, snapshot
 from .canary import Canary
 from .errors import ApiError, bad_request, invalid_key, model_not_found, version_not_found
 from .gpu import list_gpus
-from .keys import KeyStore
+from .keys import KeyStore, inference_needs_key
 from .metrics import EngineMetrics
 from .model import ModelVersion
 from .pool import WorkerPool
@@ -67,6 +67,7 @@ class ModelRegistry:
         self.keys: KeyStore | None = None
         if not config.disable_token_authorization:
             self.keys = KeyStore(self.state_dir / "key_file.json", config.token_expiration_min)
+        self.inference_needs_key = inference_needs_key(config)
         self.models: dict[str, ModelEntry] = {}
         gpus = list_gpus()
         count = len(gpus) if config.number_of_gpu is None else min(len(gpus), config.number_of_gpu)
@@ -91,12 +92,11 @@ class ModelRegistry:
 
     def authorize(self, api: str, authorization: str | None) -> None:
         """Raise TorchServe's invalid-key error unless `authorization` (the Authorization
-        header) carries `api`'s key, where one is needed: management always, inference only
-        with `inference_token_required`, nothing with token auth off."""
+        header) carries `api`'s key, where one is needed (keys.py says where)."""
         keys = self.keys
         if keys is None:
             return
-        required = api == "management" or self.config.inference_token_required
+        required = api == "management" or self.inference_needs_key
         if required and not keys.check(api, authorization):
             raise invalid_key()
 

@@ -1,10 +1,10 @@
 """Resolving a register `url` to a local archive, safely.
 
 Register URLs were the door of ShellTorch (CVE-2023-43654): any URL was fetched and its code
-ran. Here a name is looked up inside the model store only (no `..`, no absolute paths, no
-symlink out), and anything else must match an `allowed_urls` regex; http(s) archives are
-downloaded into the store, never elsewhere (download.py).
-The URL checks themselves are urls.py's.
+ran. Here a name is looked up inside the model store only (no `..`, no absolute paths; a
+store entry that is a symlink is followed, as in TorchServe), and anything else must match an
+`allowed_urls` regex; http(s) archives are downloaded into the store, never elsewhere
+(download.py). The URL checks themselves are urls.py's.
 """
 
 from __future__ import annotations
@@ -57,8 +57,10 @@ async def resolve_url(
         or any(len(p.encode()) > MAX_NAME_BYTES for p in parts_)
     ):
         raise ApiError(404, "ModelNotFoundException", f"Model not found at: {url}")
+    # a store entry that is a symlink is followed, as TorchServe does: the store's owner put
+    # it there (what a request names cannot leave the store: no `..`, nothing absolute)
     path = store / url
-    if not _inside(path, store) or not _exists(path):
+    if not _exists(path):
         raise ApiError(404, "ModelNotFoundException", f"Model not found at: {url}")
     return path
 

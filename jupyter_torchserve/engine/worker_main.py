@@ -76,6 +76,30 @@ def _redirect_output(log_path: str) -> None:
     sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
 
 
+def handler_device(service: Any, assigned: str) -> str:
+    """The device the handler really uses, for `describe`: a handler given `cuda:N` may have
+    fallen back to the CPU (no CUDA here). The model's parameters say where it runs, else
+    the handler's own `device` (TorchServe's BaseHandler sets one); a handler with neither
+    (a `handle` function) is reported on the device it was given."""
+    handler = getattr(service, "handler_instance", None)
+    model = getattr(handler, "model", None)
+    try:
+        return _device_name(next(model.parameters()).device)  # type: ignore[union-attr]
+    except (AttributeError, StopIteration, TypeError):
+        pass
+    device = getattr(handler, "device", None)
+    return _device_name(device) if device is not None else assigned
+
+
+def _device_name(device: Any) -> str:
+    """`cuda:0` for a torch device of type cuda (index 0 when torch leaves it out)."""
+    kind = getattr(device, "type", None)
+    if kind is None:
+        return str(device)
+    index = getattr(device, "index", None)
+    return f"{kind}:{index or 0}" if kind == "cuda" else str(kind)
+
+
 def _tail(text: str, n: int = TRACEBACK_TAIL) -> str:
     return "\n".join(text.rstrip().splitlines()[-n:])
 
@@ -142,7 +166,7 @@ def run_worker(
             {"op": "load_failed", "error": f"{type(e).__name__}: {e}", "traceback": _tail(tb)}
         )
         return
-    device = "cpu" if gpu_id is None else f"cuda:{gpu_id}"
+    device = handler_device(service, "cpu" if gpu_id is None else f"cuda:{gpu_id}")
     log.info("model loaded in %.2f s on %s", time.monotonic() - started, device)
     conn.send({"op": "ready", "device": device, "pid": os.getpid()})
     _install_stream_hook(service, conn)

@@ -173,11 +173,12 @@ class Worker:
             await asyncio.wait_for(asyncio.shield(self.ready), timeout)
         except asyncio.TimeoutError:
             self.kill()
+            v = self.version
             raise ApiError(
                 500,
                 "InternalServerException",
-                f"Worker {self.id} of model {self.version.name} did not load within "
-                f"{timeout:.0f} s (startup_timeout)",
+                f"Failed to start workers for model {v.name} version: {v.version} "
+                f"(worker {self.id} did not load within {timeout:g} s, startup_timeout)",
             ) from None
 
     def stop(self) -> None:
@@ -441,7 +442,7 @@ class Worker:
             "status": self.status,
             "memoryUsage": mem,
             "pid": self.pid or -1,
-            "gpu": self.gpu_id is not None,
+            "gpu": self.device.startswith("cuda"),  # where the handler runs, once loaded
             "gpuUsage": gpu_usage,
             "device": self.device,
         }

@@ -4,7 +4,8 @@ request (http1.py) instead of through a Tornado RequestHandler.
 For a small model the HTTP machinery around a request cost more than the model. A
 TorchServe request here becomes a Job whose answer is written as soon as the worker's frame
 arrives (`Job.on_done`): no RequestHandler, no coroutine, no gather. KServe v1
-`:predict`/`:explain` and v2 `/infer` run http/kserve.py's calls (the ones their Tornado
+`:predict`/`:explain` (with a KServe envelope; any other body is a prediction) and v2
+`/infer`/`/explain` run http/kserve.py's calls (the ones their Tornado
 handlers run) as a task. Both prepare requests and shape answers with
 inference/predictions.py, as the Tornado handlers do, so both paths give the same status
 lines, headers, errors and metrics.
@@ -38,7 +39,7 @@ from ..jobs import Job, Reply
 from ..model import ModelVersion
 from ..registry import ModelRegistry
 from .http1 import Connection, Request
-from .kserve import v1_http, v2_http
+from .kserve import V1_VERBS, v1_http, v2_http
 
 log = logging.getLogger("jupyter_torchserve.engine")
 
@@ -52,19 +53,29 @@ FastAnswer = Callable[..., bool]
 def v1_predict(
     registry: ModelRegistry, conn: Connection, req: Request, name: str, verb: str
 ) -> bool:
+    explain = V1_VERBS.get(verb)
+    payload = kserve.v1_envelope(req.body)
+    if explain is not None and payload is None:
+        return predict(registry, conn, req, name, None, None, explain=explain)
+
     def call(run_jobs: Any) -> Coroutine[Any, Any, dict[str, Any]]:
         headers = handler_headers(req.raw_headers, {})
-        return v1_http(registry, name, verb, req.body, headers, run_jobs)
+        return v1_http(registry, name, verb, payload, headers, run_jobs)
 
     return _kserve(registry, conn, req, call, ApiError.to_json)
 
 
 def v2_infer(
-    registry: ModelRegistry, conn: Connection, req: Request, name: str, version: str | None
+    registry: ModelRegistry,
+    conn: Connection,
+    req: Request,
+    name: str,
+    version: str | None,
+    verb: str,
 ) -> bool:
     def call(run_jobs: Any) -> Coroutine[Any, Any, dict[str, Any]]:
         headers = handler_headers(req.raw_headers, {})
-        return v2_http(registry, name, version or None, req.body, headers, run_jobs)
+        return v2_http(registry, name, version or None, verb, req.body, headers, run_jobs)
 
     return _kserve(registry, conn, req, call, kserve.error_body)
 

@@ -22,6 +22,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from ssl import SSLContext
 from typing import Any
 
 import httptools
@@ -134,8 +135,9 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
+        scheme = "https" if transport.get_extra_info("sslcontext") is not None else "http"
         if isinstance(peer, tuple) and peer:
-            self.context = _Context("http", str(peer[0]))
+            self.context = _Context(scheme, str(peer[0]))
 
     def data_received(self, data: bytes) -> None:
         self.last_active = time.monotonic()
@@ -560,8 +562,10 @@ async def serve_http1(
     max_request_size: Callable[[], int],
     on_response: Callable[[int], None],
     idle_seconds: float = IDLE_SECONDS,
+    ssl: SSLContext | None = None,
 ) -> HTTP1Server:
-    """Listen like Tornado's `HTTPServer.listen` (SO_REUSEADDR, backlog 128)."""
+    """Listen like Tornado's `HTTPServer.listen` (SO_REUSEADDR, backlog 128); TLS when `ssl`
+    is given (asyncio's SSL transport: the protocol is the same)."""
     loop = asyncio.get_running_loop()
     server = HTTP1Server(idle_seconds)
 
@@ -572,7 +576,7 @@ async def serve_http1(
         return conn
 
     server.server = await loop.create_server(
-        factory, host=host or None, port=port, reuse_address=True, backlog=128
+        factory, host=host or None, port=port, reuse_address=True, backlog=128, ssl=ssl
     )
     server._schedule()
     return server

@@ -81,7 +81,7 @@ class ModelHandler(ManagementHandler):
         out = [mv.describe_json() for mv in versions]
         if self.bool_arg("customized", False):
             for mv, item in zip(versions, out, strict=True):
-                item["customizedMetadata"] = await _customized(mv)
+                item["customizedMetadata"] = await customized_metadata(mv)
         self.write_json(out)
 
     async def put(self, name: str, version: str | None = None) -> None:
@@ -100,7 +100,7 @@ class ModelHandler(ManagementHandler):
         self.write_json(await self.registry.unregister(name, version or None))
 
 
-async def _customized(mv: ModelVersion) -> Any:
+async def customized_metadata(mv: ModelVersion) -> Any:
     workers = mv.ready_workers
     if not workers:
         raise ApiError(

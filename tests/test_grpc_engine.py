@@ -1,0 +1,338 @@
+"""The engine's gRPC APIs, called with stubs made from our .proto files and with
+tritonclient.grpc, on real engines on free ports."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import time
+
+import grpc
+import numpy as np
+import pytest
+import requests
+import torch
+from _engine_helpers import linear_mar, manifest, model_store, scripted_linear, write_mar
+from _grpc_helpers import grpc_engine
+from google.protobuf import empty_pb2
+
+from jupyter_torchserve.protos.kserve import predict_v2_pb2 as v2
+from jupyter_torchserve.protos.torchserve import inference_pb2 as ts
+from jupyter_torchserve.protos.torchserve import management_pb2 as mg
+
+pytestmark = pytest.mark.slow
+
+STREAM_HANDLER = """
+from ts.handler_utils.utils import send_intermediate_predict_response
+
+def handle(data, context):
+    if data is None:
+        return None
+    for i in range(3):
+        send_intermediate_predict_response(
+            ["part %d;" % i] * len(data), context.request_ids, "Intermediate", 200, context)
+    return ["done"] * len(data)
+"""
+
+
+def _code(call, *args, **kwargs) -> grpc.StatusCode:
+    with pytest.raises(grpc.RpcError) as e:
+        call(*args, **kwargs)
+    return e.value.code()
+
+
+def _linear(x: list[list[float]]) -> np.ndarray:
+    model = torch.jit.load(__import__("io").BytesIO(scripted_linear()))
+    return model(torch.tensor(x)).detach().numpy()
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    """Token auth on for both APIs; probe, linear and stream models with one worker each."""
+    tmp = tmp_path_factory.mktemp("grpc")
+    store = model_store(tmp, "probe")
+    linear_mar(store, "linear", "1.0")
+    write_mar(
+        store / "stream.mar",
+        {"stream_handler.py": STREAM_HANDLER, "d.txt": "x"},
+        manifest("stream", "1.0", "d.txt", "stream_handler.py"),
+    )
+    with grpc_engine(tmp, model_store=str(store), inference_token_required=True) as env:
+        info, client, stubs = env
+        for mar in ("probe-1.0.mar", "linear-1.0.mar", "stream.mar"):
+            client.register(mar, initial_workers=1)
+        yield env
+
+
+def test_discovery_and_status_name_the_grpc_addresses(engine):
+    info, client, _ = engine
+    status = client.engine_status()
+    for api in ("inference", "management"):
+        assert info[f"grpc_{api}_address"].startswith("127.0.0.1:")
+        assert status[f"grpc_{api}_address"] == info[f"grpc_{api}_address"]
+
+
+def test_ping_answers_rest_ping_json(engine):
+    _, _, s = engine
+    health = s.inference.Ping(empty_pb2.Empty(), metadata=s.auth("inference"))
+    assert json.loads(health.health) == {"status": "Healthy"}
+
+
+def test_predictions_with_and_without_token(engine):
+    _, _, s = engine
+    request = ts.PredictionsRequest(model_name="probe", input={"body": b'{"echo": "hi"}'})
+    reply = s.inference.Predictions(request, metadata=s.auth("inference"))
+    assert json.loads(reply.prediction)["echo"] == "hi"
+    assert _code(s.inference.Predictions, request) == grpc.StatusCode.PERMISSION_DENIED
+    wrong = [("authorization", "Bearer nope")]
+    assert _code(s.inference.Predictions, request, metadata=wrong) == (
+        grpc.StatusCode.PERMISSION_DENIED
+    )
+    # like REST /ping, Ping needs no key
+    assert json.loads(s.inference.Ping(empty_pb2.Empty()).health) == {"status": "Healthy"}
+
+
+def test_predictions_of_a_tensor_model_match_torch(engine):
+    _, _, s = engine
+    x = [[1.0, 2.0, 3.0, 4.0]]
+    request = ts.PredictionsRequest(
+        model_name="linear", model_version="1.0", input={"data": json.dumps(x).encode()}
+    )
+    reply = s.inference.Predictions(request, metadata=s.auth("inference"))
+    np.testing.assert_allclose(
+        np.array(json.loads(reply.prediction)).reshape(1, 3), _linear(x), rtol=1e-5
+    )
+
+
+def test_stream_predictions_sends_intermediate_responses(engine):
+    _, _, s = engine
+    request = ts.PredictionsRequest(model_name="stream", input={"data": b"go"})
+    parts = [
+        r.prediction.decode()
+        for r in s.inference.StreamPredictions(request, metadata=s.auth("inference"))
+    ]
+    assert parts == ["part 0;", "part 1;", "part 2;", "done"]
+    assert _code(lambda: list(s.inference.StreamPredictions(request))) == (
+        grpc.StatusCode.PERMISSION_DENIED
+    )
+
+
+def test_stream_predictions2_answers_each_request_and_keeps_the_stream_on_errors(engine):
+    _, _, s = engine
+    requests_ = [
+        ts.PredictionsRequest(model_name="probe", input={"body": b'{"echo": 1}'}),
+        ts.PredictionsRequest(model_name="nope", input={"body": b"{}"}, sequence_id="seq-7"),
+        ts.PredictionsRequest(model_name="probe", input={"body": b'{"echo": 3}'}),
+    ]
+    answers = list(s.inference.StreamPredictions2(iter(requests_), metadata=s.auth("inference")))
+    assert len(answers) == 3
+    assert json.loads(answers[0].prediction)["echo"] == 1
+    assert answers[0].sequence_id.startswith("ts-seq-")
+    assert answers[1].sequence_id == "seq-7"
+    assert answers[1].status.code == grpc.StatusCode.NOT_FOUND.value[0]
+    assert "nope" in answers[1].status.message
+    assert json.loads(answers[2].prediction)["echo"] == 3
+
+
+def test_bad_inference_requests_get_their_status_and_the_engine_keeps_serving(engine):
+    _, _, s = engine
+    md = s.auth("inference")
+    unknown = ts.PredictionsRequest(model_name="nope", input={"data": b"x"})
+    assert _code(s.inference.Predictions, unknown, metadata=md) == grpc.StatusCode.NOT_FOUND
+    version = ts.PredictionsRequest(model_name="probe", model_version="9", input={"data": b"x"})
+    assert _code(s.inference.Predictions, version, metadata=md) == grpc.StatusCode.NOT_FOUND
+    empty = ts.PredictionsRequest(model_name="probe")
+    assert _code(s.inference.Predictions, empty, metadata=md) == grpc.StatusCode.INVALID_ARGUMENT
+    failing = ts.PredictionsRequest(model_name="probe", input={"body": b'{"raise": "boom"}'})
+    with pytest.raises(grpc.RpcError) as e:
+        s.inference.Predictions(failing, metadata=md)
+    assert e.value.code() == grpc.StatusCode.UNAVAILABLE and "boom" in e.value.details()
+    ok = ts.PredictionsRequest(model_name="probe", input={"body": b'{"echo": "still"}'})
+    assert json.loads(s.inference.Predictions(ok, metadata=md).prediction)["echo"] == "still"
+
+
+def test_v2_health_metadata_and_infer_with_our_stubs(engine):
+    _, _, s = engine
+    md = s.auth("inference")
+    assert s.oip.ServerLive(v2.ServerLiveRequest(), metadata=md).live
+    assert s.oip.ServerReady(v2.ServerReadyRequest(), metadata=md).ready
+    assert s.oip.ModelReady(v2.ModelReadyRequest(name="linear"), metadata=md).ready
+    meta = s.oip.ServerMetadata(v2.ServerMetadataRequest(), metadata=md)
+    assert meta.name == "jupyter_torchserve"
+    model = s.oip.ModelMetadata(v2.ModelMetadataRequest(name="linear"), metadata=md)
+    assert model.name == "linear" and list(model.versions) == ["1.0"]
+    x = [[1.0, 2.0, 3.0, 4.0]]
+    tensor = v2.ModelInferRequest.InferInputTensor(
+        name="input-0",
+        datatype="FP32",
+        shape=[1, 4],
+        contents=v2.InferTensorContents(fp32_contents=x[0]),
+    )
+    typed = s.oip.ModelInfer(
+        v2.ModelInferRequest(model_name="linear", id="r1", inputs=[tensor]), metadata=md
+    )
+    assert typed.id == "r1" and typed.model_name == "linear" and not typed.raw_output_contents
+    out = typed.outputs[0]
+    np.testing.assert_allclose(
+        np.array(out.contents.fp32_contents).reshape(out.shape), _linear(x), rtol=1e-5
+    )
+    raw_tensor = v2.ModelInferRequest.InferInputTensor(
+        name="input-0", datatype="FP32", shape=[1, 4]
+    )
+    raw = s.oip.ModelInfer(
+        v2.ModelInferRequest(
+            model_name="linear",
+            inputs=[raw_tensor],
+            raw_input_contents=[np.array(x, dtype="<f4").tobytes()],
+        ),
+        metadata=md,
+    )
+    values = np.frombuffer(raw.raw_output_contents[0], dtype="<f4").reshape(raw.outputs[0].shape)
+    np.testing.assert_allclose(values, _linear(x), rtol=1e-5)
+    request = v2.ModelInferRequest(model_name="linear", inputs=[tensor])
+    assert _code(s.oip.ModelInfer, request) == grpc.StatusCode.PERMISSION_DENIED
+    assert _code(s.oip.ServerLive, v2.ServerLiveRequest()) == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_bad_v2_requests_get_their_status_and_the_engine_keeps_serving(engine):
+    _, _, s = engine
+    md = s.auth("inference")
+
+    def infer(**kw):
+        return s.oip.ModelInfer(v2.ModelInferRequest(**kw), metadata=md)
+
+    tensor = v2.ModelInferRequest.InferInputTensor
+    assert _code(
+        infer, model_name="nope", inputs=[tensor(name="x", datatype="FP32", shape=[1])]
+    ) == (grpc.StatusCode.NOT_FOUND)
+    assert _code(infer, model_name="linear") == grpc.StatusCode.INVALID_ARGUMENT
+    short = tensor(
+        name="x",
+        datatype="FP32",
+        shape=[1, 4],
+        contents=v2.InferTensorContents(fp32_contents=[1.0]),
+    )
+    assert _code(infer, model_name="linear", inputs=[short]) == grpc.StatusCode.INVALID_ARGUMENT
+    odd = tensor(name="x", datatype="COMPLEX", shape=[1])
+    assert _code(infer, model_name="linear", inputs=[odd]) == grpc.StatusCode.INVALID_ARGUMENT
+    ragged = tensor(name="x", datatype="FP32", shape=[1, 4])
+    assert _code(infer, model_name="linear", inputs=[ragged], raw_input_contents=[b"abc"]) == (
+        grpc.StatusCode.INVALID_ARGUMENT
+    )
+    assert _code(s.oip.ModelReady, v2.ModelReadyRequest(name="nope"), metadata=md) == (
+        grpc.StatusCode.NOT_FOUND
+    )
+    assert s.oip.ModelReady(v2.ModelReadyRequest(name="linear"), metadata=md).ready
+
+
+def test_tritonclient_infer_metadata_health_and_triton_only_calls(engine):
+    tritonclient = pytest.importorskip("tritonclient.grpc")
+    from tritonclient.utils import InferenceServerException
+
+    info, _, s = engine
+    headers = {"authorization": f"Bearer {s.keys.inference}"}
+    client = tritonclient.InferenceServerClient(info["grpc_inference_address"])
+    try:
+        assert client.is_server_live(headers=headers)
+        assert client.is_server_ready(headers=headers)
+        assert client.is_model_ready("linear", headers=headers)
+        assert client.get_server_metadata(headers=headers).name == "jupyter_torchserve"
+        assert client.get_model_metadata("linear", headers=headers).versions == ["1.0"]
+        x = np.array([[1.0, 2.0, 3.0, 4.0]], dtype=np.float32)
+        inp = tritonclient.InferInput("input-0", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x)
+        result = client.infer("linear", [inp], headers=headers)
+        name = result.get_response().outputs[0].name
+        np.testing.assert_allclose(result.as_numpy(name), _linear(x.tolist()), rtol=1e-5)
+        with pytest.raises(InferenceServerException) as e:
+            client.get_model_config("linear", headers=headers)
+        assert "UNIMPLEMENTED" in str(e.value.status()) and "Triton" in e.value.message()
+    finally:
+        client.close()
+
+
+def test_management_rpcs_answer_what_torchserve_answers(engine):
+    _, _, s = engine
+    md = s.auth("management")
+    m = s.management
+    listed = json.loads(m.ListModels(mg.ListModelsRequest(), metadata=md).msg)
+    assert {x["modelName"] for x in listed["models"]} >= {"probe", "linear", "stream"}
+    registered = m.RegisterModel(
+        mg.RegisterModelRequest(
+            url="probe-1.0.mar", model_name="p2", initial_workers=1, synchronous=True
+        ),
+        metadata=md,
+    )
+    assert registered.msg.startswith('Model "p2" Version: 1.0 registered')
+    described = json.loads(
+        m.DescribeModel(mg.DescribeModelRequest(model_name="p2"), metadata=md).msg
+    )
+    assert described[0]["modelName"] == "p2" and len(described[0]["workers"]) == 1
+    scaled = m.ScaleWorker(
+        mg.ScaleWorkerRequest(model_name="p2", min_worker=2, synchronous=True), metadata=md
+    )
+    assert scaled.msg == "Workers scaled to 2 for model: p2"
+    described = json.loads(
+        m.DescribeModel(mg.DescribeModelRequest(model_name="p2"), metadata=md).msg
+    )
+    assert len(described[0]["workers"]) == 2
+    default = m.SetDefault(mg.SetDefaultRequest(model_name="p2", model_version="1.0"), metadata=md)
+    assert default.msg == 'Default version successfully updated for model "p2" to "1.0"'
+    gone = m.UnregisterModel(mg.UnregisterModelRequest(model_name="p2"), metadata=md)
+    assert gone.msg == 'Model "p2" unregistered'
+    for call, request in [
+        (m.ListModels, mg.ListModelsRequest()),
+        (m.DescribeModel, mg.DescribeModelRequest(model_name="probe")),
+        (m.RegisterModel, mg.RegisterModelRequest(url="probe-1.0.mar", model_name="p3")),
+        (m.ScaleWorker, mg.ScaleWorkerRequest(model_name="probe", min_worker=1)),
+        (m.SetDefault, mg.SetDefaultRequest(model_name="probe", model_version="1.0")),
+        (m.UnregisterModel, mg.UnregisterModelRequest(model_name="probe")),
+    ]:
+        assert _code(call, request) == grpc.StatusCode.PERMISSION_DENIED, call
+
+
+def test_bad_management_requests_get_their_status(engine):
+    _, _, s = engine
+    md = s.auth("management")
+    m = s.management
+    assert _code(m.DescribeModel, mg.DescribeModelRequest(model_name="nope"), metadata=md) == (
+        grpc.StatusCode.NOT_FOUND
+    )
+    assert _code(m.RegisterModel, mg.RegisterModelRequest(), metadata=md) == (
+        grpc.StatusCode.INVALID_ARGUMENT
+    )
+    missing = mg.RegisterModelRequest(url="missing.mar")
+    assert _code(m.RegisterModel, missing, metadata=md) == grpc.StatusCode.NOT_FOUND
+    assert _code(
+        m.SetDefault, mg.SetDefaultRequest(model_name="probe", model_version="9"), metadata=md
+    ) == (grpc.StatusCode.NOT_FOUND)
+    assert _code(m.UnregisterModel, mg.UnregisterModelRequest(model_name="nope"), metadata=md) == (
+        grpc.StatusCode.NOT_FOUND
+    )
+    assert json.loads(m.ListModels(mg.ListModelsRequest(limit=1), metadata=md).msg)["models"]
+
+
+def test_oversized_message_is_refused_and_rest_and_grpc_share_a_batch(tmp_path):
+    store = model_store(tmp_path, "probe")
+    config = dict(model_store=str(store), max_request_size=10_000, max_inflight_per_worker=1)
+    with grpc_engine(tmp_path, **config) as (info, c, s):
+        c.register("probe-1.0.mar", initial_workers=1, batch_size=4)
+        big = ts.PredictionsRequest(model_name="probe", input={"body": b"x" * 20_000})
+        assert _code(s.inference.Predictions, big) == grpc.StatusCode.RESOURCE_EXHAUSTED
+        url = info["inference_address"] + "/predictions/probe"
+
+        def rest(body):
+            return requests.post(url, json=body, timeout=60).json()
+
+        def rpc():
+            request = ts.PredictionsRequest(model_name="probe", input={"body": b'{"echo": "grpc"}'})
+            return json.loads(s.inference.Predictions(request, timeout=60).prediction)
+
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            # the worker is busy with the first request; the next two queue and go together
+            busy = pool.submit(rest, {"sleep": 1.5})
+            time.sleep(0.5)
+            answers = [f.result() for f in [pool.submit(rest, {"echo": "rest"}), pool.submit(rpc)]]
+            assert busy.result()["batch"] == 1
+        assert {a["echo"] for a in answers} == {"rest", "grpc"}
+        assert [a["batch"] for a in answers] == [2, 2]

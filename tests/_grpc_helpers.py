@@ -32,6 +32,11 @@ class Stubs:
         key = getattr(self.keys, api)
         return [("authorization", f"Bearer {key}")] if key else []
 
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Until both ports accept connections (TorchServe binds gRPC after REST answers)."""
+        for channel in (self.inference_channel, self.management_channel):
+            grpc.channel_ready_future(channel).result(timeout=timeout)
+
     def close(self) -> None:
         self.inference_channel.close()
         self.management_channel.close()

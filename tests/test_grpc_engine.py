@@ -336,3 +336,27 @@ def test_oversized_message_is_refused_and_rest_and_grpc_share_a_batch(tmp_path):
             assert busy.result()["batch"] == 1
         assert {a["echo"] for a in answers} == {"rest", "grpc"}
         assert [a["batch"] for a in answers] == [2, 2]
+
+
+def test_client_grpc_calls(engine):
+    from jupyter_torchserve.contract import EngineError
+
+    _, client, _ = engine
+    with client.grpc() as g:
+        assert g.ping() == {"status": "Healthy"}
+        assert json.loads(g.predict("probe", '{"echo": "c"}', key="body"))["echo"] == "c"
+        assert list(g.stream_predict("stream", b"go")) == [
+            b"part 0;",
+            b"part 1;",
+            b"part 2;",
+            b"done",
+        ]
+        x = np.array([[1.0, 2.0, 3.0, 4.0]], dtype=np.float32)
+        (out,) = g.infer("linear", {"input-0": x}).values()
+        np.testing.assert_allclose(out, _linear(x.tolist()), rtol=1e-5)
+        assert g.model_ready("linear")
+        assert g.describe("linear")[0]["modelName"] == "linear"
+        assert "linear" in {m["modelName"] for m in g.list_models()["models"]}
+        with pytest.raises(EngineError) as e:
+            g.predict("nope", b"x")
+        assert (e.value.status, e.value.type) == (404, "NOT_FOUND")

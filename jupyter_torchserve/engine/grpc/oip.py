@@ -21,6 +21,7 @@ import grpc
 import numpy as np
 
 from ...protos.kserve import predict_v2_pb2 as pb
+from ...v2_dtypes import V2_DTYPES
 from ..errors import ApiError, bad_request, unexpected_error
 from ..inference import kserve
 from ..inference.predictions import handler_headers, run_jobs
@@ -135,7 +136,7 @@ def request_tensors(request: Any) -> list[kserve.Tensor]:
     out = []
     for i, tensor in enumerate(request.inputs):
         dt, shape = tensor.datatype, list(tensor.shape)
-        if dt != "BYTES" and dt not in kserve.V2_DTYPES:
+        if dt != "BYTES" and dt not in V2_DTYPES:
             raise bad_request(f"unsupported datatype {dt!r} for input {tensor.name}")
         if any(d < 0 for d in shape):
             raise bad_request(f"shape of input {tensor.name} must be non-negative: {shape}")
@@ -144,7 +145,7 @@ def request_tensors(request: Any) -> list[kserve.Tensor]:
         elif dt in _CONTENTS:
             data = list(getattr(tensor.contents, _CONTENTS[dt]))
             if dt != "BYTES":
-                data = np.asarray(data, dtype=kserve.V2_DTYPES[dt])
+                data = np.asarray(data, dtype=V2_DTYPES[dt])
         else:
             raise bad_request(f"input {tensor.name}: {dt} travels only in raw_input_contents")
         count = len(data) if isinstance(data, list) else data.size
@@ -170,7 +171,7 @@ def _from_raw(name: str, dt: str, shape: list[int], buf: bytes) -> Any:
             items.append(bytes(buf[pos + 4 : pos + 4 + n]))
             pos += 4 + n
         return items
-    dtype = np.dtype(kserve.V2_DTYPES[dt]).newbyteorder("<")
+    dtype = np.dtype(V2_DTYPES[dt]).newbyteorder("<")
     if len(buf) % dtype.itemsize:
         raise bad_request(f"input {name}: {len(buf)} raw bytes is not a whole number of {dt}")
     return np.frombuffer(buf, dtype=dtype)
@@ -190,7 +191,7 @@ def fill_output(response: Any, output: dict[str, Any], raw: bool) -> None:
         else:
             tensor.contents.bytes_contents.extend(elements)
         return
-    array = np.asarray(data, dtype=np.dtype(kserve.V2_DTYPES[dt]).newbyteorder("<"))
+    array = np.asarray(data, dtype=np.dtype(V2_DTYPES[dt]).newbyteorder("<"))
     if raw or dt not in _CONTENTS:
         response.raw_output_contents.append(array.tobytes())
     else:

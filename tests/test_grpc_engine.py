@@ -360,3 +360,37 @@ def test_client_grpc_calls(engine):
         with pytest.raises(EngineError) as e:
             g.predict("nope", b"x")
         assert (e.value.status, e.value.type) == (404, "NOT_FOUND")
+
+
+def test_deploy_snippets_for_grpc_run(engine, tmp_path, capsys):
+    import subprocess
+    from types import SimpleNamespace
+
+    from google.protobuf import json_format
+
+    from jupyter_torchserve.snippets import deployment_snippets
+
+    info, _, _ = engine
+    x = [[1.0, 2.0, 3.0, 4.0]]
+    raw = tmp_path / "linear.json"
+    raw.write_text(json.dumps(x))
+    dep = SimpleNamespace(
+        endpoints={k: "http://h/p" for k in ("predictions", "kserve_v1", "kserve_v2", "metrics")},
+        payloads={"raw": str(raw)},
+        token=None,
+        management_address="http://h",
+        name="linear",
+        version="1.0",
+        is_default=True,
+        info=info,
+    )
+    snippets = deployment_snippets(dep)
+    exec(snippets["python_grpc"], {})  # reads the inference key from the key file itself
+    answer = np.array(json.loads(capsys.readouterr().out)).reshape(1, 3)
+    np.testing.assert_allclose(answer, _linear(x), rtol=1e-5)
+    assert info["grpc_inference_address"] in snippets["grpcurl"]
+    # grpcurl is not installable here: check the request its -d argument becomes
+    d = snippets["grpcurl"].split(" -d ", 1)[1].rsplit(f" {info['grpc_inference_address']} ", 1)[0]
+    sent = subprocess.run(["bash", "-c", f"printf %s {d}"], capture_output=True, text=True)
+    request = json_format.Parse(sent.stdout, ts.PredictionsRequest())
+    assert request.model_name == "linear" and request.input["data"] == raw.read_bytes()

@@ -18,6 +18,7 @@ from google.protobuf import empty_pb2
 
 from jupyter_torchserve.protos.kserve import predict_v2_pb2 as v2
 from jupyter_torchserve.protos.torchserve import inference_pb2 as ts
+from jupyter_torchserve.protos.torchserve import inference_pb2_grpc as ts_grpc
 from jupyter_torchserve.protos.torchserve import management_pb2 as mg
 
 pytestmark = pytest.mark.slow
@@ -336,6 +337,10 @@ def test_oversized_message_is_refused_and_rest_and_grpc_share_a_batch(tmp_path):
             assert busy.result()["batch"] == 1
         assert {a["echo"] for a in answers} == {"rest", "grpc"}
         assert [a["batch"] for a in answers] == [2, 2]
+        # counted once each, by the protocol that carried them (the oversized one never came in)
+        page = c.metrics(["jts_inference_requests_by_protocol_total"])
+        assert 'model_name="probe",protocol="grpc"} 1.0' in page
+        assert 'model_name="probe",protocol="http"} 2.0' in page
 
 
 def test_client_grpc_calls(engine):
@@ -394,3 +399,28 @@ def test_deploy_snippets_for_grpc_run(engine, tmp_path, capsys):
     sent = subprocess.run(["bash", "-c", f"printf %s {d}"], capture_output=True, text=True)
     request = json_format.Parse(sent.stdout, ts.PredictionsRequest())
     assert request.model_name == "linear" and request.input["data"] == raw.read_bytes()
+
+
+def test_grpc_over_tls_with_torchserves_keys(tmp_path):
+    """enable_grpc_ssl with certificate_file/private_key_file, as TorchServe documents it."""
+    import subprocess
+
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    store = model_store(tmp_path, "probe")
+    tls = dict(enable_grpc_ssl=True, certificate_file=str(cert), private_key_file=str(key))
+    with grpc_engine(tmp_path, model_store=str(store), **tls) as (info, c, _):
+        c.register("probe-1.0.mar", initial_workers=1)
+        credentials = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
+        with grpc.secure_channel(info["grpc_inference_address"], credentials) as channel:
+            stub = ts_grpc.InferenceAPIsServiceStub(channel)
+            request = ts.PredictionsRequest(model_name="probe", input={"body": b'{"echo": "tls"}'})
+            assert json.loads(stub.Predictions(request, timeout=60).prediction)["echo"] == "tls"
+        with grpc.insecure_channel(info["grpc_inference_address"]) as plain:
+            stub = ts_grpc.InferenceAPIsServiceStub(plain)
+            assert _code(stub.Predictions, request, timeout=10) == grpc.StatusCode.UNAVAILABLE

@@ -97,7 +97,14 @@ class InferenceServicer(pb_grpc.InferenceAPIsServiceServicer):
             params = [(k, _INPUT_TYPE, v) for k, v in request.input.items()]
             headers = handler_headers(metadata_pairs(context), {})
             return await run_jobs(
-                registry, mv, version, [params], headers, str(uuid.uuid4()), on_chunk=on_chunk
+                registry,
+                mv,
+                version,
+                [params],
+                headers,
+                str(uuid.uuid4()),
+                on_chunk=on_chunk,
+                protocol="grpc",
             )
         except ApiError:
             raise

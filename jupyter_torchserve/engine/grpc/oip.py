@@ -101,7 +101,7 @@ class OipServicer:
             headers = handler_headers(metadata_pairs(context), {})
 
             def run(items: Any, headers: dict[str, str]) -> Any:
-                return run_jobs(registry, mv, version, items, headers, request_id)
+                return run_jobs(registry, mv, version, items, headers, request_id, protocol="grpc")
 
             output = await kserve.v2_infer_tensors(mv, tensors, headers, run)
             response = pb.ModelInferResponse(

@@ -424,3 +424,18 @@ def test_grpc_over_tls_with_torchserves_keys(tmp_path):
         with grpc.insecure_channel(info["grpc_inference_address"]) as plain:
             stub = ts_grpc.InferenceAPIsServiceStub(plain)
             assert _code(stub.Predictions, request, timeout=10) == grpc.StatusCode.UNAVAILABLE
+
+
+def test_a_grpc_port_in_use_stops_the_start_with_a_clear_message(tmp_path):
+    import socket
+
+    from jupyter_torchserve.launcher import EngineStartError
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(EngineStartError) as e:
+            with grpc_engine(tmp_path, grpc_inference_port=port):
+                pass
+    assert "Cannot start the gRPC APIs" in str(e.value) and str(port) in str(e.value)

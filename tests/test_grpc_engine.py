@@ -71,6 +71,12 @@ def test_discovery_and_status_name_the_grpc_addresses(engine):
     for api in ("inference", "management"):
         assert info[f"grpc_{api}_address"].startswith("127.0.0.1:")
         assert status[f"grpc_{api}_address"] == info[f"grpc_{api}_address"]
+    # what `%torchserve status` shows
+    from jupyter_torchserve import api
+
+    rows = dict(api.status(info).table()[1])
+    assert rows["gRPC inference"] == info["grpc_inference_address"]
+    assert rows["gRPC management"] == info["grpc_management_address"]
 
 
 def test_ping_answers_rest_ping_json(engine):

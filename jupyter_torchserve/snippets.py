@@ -111,9 +111,7 @@ def _grpc_snippets(dep: Any, raw: str | None) -> dict[str, str]:
         f"        model_name={dep.name!r}, model_version={version!r}, input={{'data': f.read()}})",
         f"print(stub.Predictions(request{metadata}).prediction.decode())",
     ]
-    import jupyter_torchserve
-
-    root = Path(jupyter_torchserve.__file__).parent.parent
+    root = Path(__file__).resolve().parent.parent  # where `jupyter_torchserve/protos` lies
     # proto3 JSON writes bytes as base64: the shell puts the file's in at run time
     head = json.dumps({"model_name": dep.name, "model_version": version})[:-1]
     opening, closing = head + ', "input": {"data": "', '"}}'

@@ -80,7 +80,19 @@ class EngineConfig(Configurable):
     number_of_gpu = Int(
         None, allow_none=True, help="Use at most this many GPUs (default: all visible)."
     ).tag(config=True)
-    job_queue_size = Int(100, help="Requests a model version may queue before 503.").tag(
+    job_queue_size = Int(100, min=1, help="Requests a model version may queue before 503.").tag(
+        config=True
+    )
+    max_workers_per_model = Int(
+        0, min=0, help="Most workers one model version may have; 0: four per CPU core."
+    ).tag(config=True)
+    max_workers = Int(
+        0,
+        min=0,
+        help="Most workers the engine runs in all (the sum of every version's min_worker); "
+        "0: eight per CPU core, at most one per 512 MiB of memory.",
+    ).tag(config=True)
+    max_models = Int(512, min=1, help="Most model versions the engine holds registered.").tag(
         config=True
     )
     max_request_size = Int(6553500, help="Largest request body in bytes (413 beyond).").tag(
@@ -139,7 +151,15 @@ class EngineConfig(Configurable):
     install_py_dep_per_model = Bool(
         False, help="pip-install an archive's requirements file into a per-model folder."
     ).tag(config=True)
-    max_archive_size = Int(4 * 1024**3, help="Largest unpacked archive in bytes.").tag(config=True)
+    max_archive_size = Int(
+        4 * 1024**3,
+        min=1,
+        help="Largest archive in bytes: a download stops past it, and so does unpacking one "
+        "(the total of its members as written).",
+    ).tag(config=True)
+    download_timeout = Float(
+        300.0, min=0.001, help="Seconds a register URL's download may take, redirects included."
+    ).tag(config=True)
 
     @default("model_store")
     def _model_store_default(self) -> str:

@@ -29,6 +29,7 @@ from .http.http1 import HTTP1Server, serve_http1
 from .http.routes import make_apps, make_router
 from .logfiles import rotate_large_logs
 from .registry import ModelRegistry
+from .statelock import StateDirLock
 
 log = logging.getLogger("jupyter_torchserve.engine")
 
@@ -112,6 +113,15 @@ async def serve(config: EngineConfig, selector: BusyPollSelector | None = None) 
     """
     # one access-log line per request costs more than a tiny model's inference; errors only
     logging.getLogger("tornado.access").setLevel(logging.WARNING)
+    lock = StateDirLock(config.resolved_state_dir())
+    lock.acquire({"management_address": config.management_address})  # before any write there
+    try:
+        await _serve_locked(config, selector)
+    finally:
+        lock.release()
+
+
+async def _serve_locked(config: EngineConfig, selector: BusyPollSelector | None) -> None:
     registry = ModelRegistry(config)
     if selector is not None:
         selector.answer_due = registry.pool.answer_due

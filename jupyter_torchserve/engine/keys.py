@@ -53,7 +53,9 @@ class KeyStore:
         key, expires = self.keys[kind]
         if expires and time.time() > expires:
             return False
-        return hmac.compare_digest(authorization[7:].strip(), key)
+        # bytes: compare_digest refuses str with non-ASCII characters (TypeError, a 500)
+        given = authorization[7:].strip().encode("utf-8", "replace")
+        return hmac.compare_digest(given, key.encode())
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)

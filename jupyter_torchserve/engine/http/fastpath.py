@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from ...contract import OWNER_HEADER
 from ..errors import ApiError, unexpected_error
 from ..inference import kserve
 from ..inference.predictions import (
@@ -42,6 +43,7 @@ from .kserve import v1_http, v2_http
 log = logging.getLogger("jupyter_torchserve.engine")
 
 _FORMS = ("multipart/form-data", "application/x-www-form-urlencoded")
+_OWNER = OWNER_HEADER.lower()
 
 FastAnswer = Callable[..., bool]
 """(registry, connection, request, *path arguments) -> answered here (else Tornado does)."""
@@ -72,7 +74,7 @@ def _kserve(
     conn: Connection,
     req: Request,
     call: Callable[[Any], Coroutine[Any, Any, dict[str, Any]]],
-    error_body: Callable[[ApiError], dict[str, Any]],
+    error_body: Callable[[ApiError, bool], dict[str, Any]],
 ) -> bool:
     """Run a KServe call as a task whose result is written when it completes, and which a
     hang-up cancels (run_jobs then withdraws its jobs)."""
@@ -104,7 +106,8 @@ def _kserve(
         if not isinstance(exc, ApiError):
             log.error("KServe request failed", exc_info=exc)
             exc = unexpected_error(exc)
-        conn.respond_error(exc, id_header, error_body)
+        owner = registry.is_owner(req.headers.get(_OWNER))
+        conn.respond_error(exc, id_header, error_body, owner)
 
     conn.on_lost = hang_up
     task.add_done_callback(finished)
@@ -127,7 +130,7 @@ def predict(
         return False  # the handler parses forms (rare, and not worth a second parser)
     version = version or None
     request_id = str(uuid.uuid4())
-    exchange = _Exchange(registry, conn, version, {"x-request-id": request_id})
+    exchange = _Exchange(registry, conn, req, version, {"x-request-id": request_id})
     try:
         registry.authorize("inference", req.headers.get("authorization"))
         exchange.mv = registry.get_version(name, version)
@@ -150,17 +153,29 @@ def predict(
 class _Exchange:
     """One request's way back: streamed chunks, the answer, or the client hanging up."""
 
-    __slots__ = ("registry", "conn", "version", "id_header", "mv", "job", "streamed", "failed")
+    __slots__ = (
+        "registry",
+        "conn",
+        "req",
+        "version",
+        "id_header",
+        "mv",
+        "job",
+        "streamed",
+        "failed",
+    )
 
     def __init__(
         self,
         registry: ModelRegistry,
         conn: Connection,
+        req: Request,
         version: str | None,
         id_header: dict[str, str],
     ) -> None:
         self.registry = registry
         self.conn = conn
+        self.req = req
         self.version = version
         self.id_header = id_header
         self.mv: ModelVersion | None = None
@@ -222,7 +237,8 @@ class _Exchange:
         if self.streamed:
             conn.end_chunks(err.status)  # the headers went out already; end the stream cleanly
         else:
-            conn.respond_error(err, self.id_header)
+            owner = self.registry.is_owner(self.req.headers.get(_OWNER))
+            conn.respond_error(err, self.id_header, with_traceback=owner)
 
 
 def _invalid_response(exc: ValueError) -> ApiError:

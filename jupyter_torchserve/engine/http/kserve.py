@@ -81,7 +81,7 @@ class V1PredictHandler(InferenceHandler):
 
 class V2Handler(InferenceHandler):
     def error_body(self, err: ApiError) -> dict[str, Any]:
-        return kserve.error_body(err)
+        return kserve.error_body(err, self.is_owner())
 
 
 class V2ServerHandler(V2Handler):
@@ -100,7 +100,7 @@ class V2HealthHandler(V2Handler):
 
 class V2ModelHandler(V2Handler):
     def get(self, name: str, version: str | None = None, ready: str | None = None) -> None:
-        mv = self.registry.get_version(name, version or None)
+        mv = self.registry.get_version(name, version or None, routed=False)
         if ready:
             self.write_json(kserve.v2_model_ready(name, mv))
         else:

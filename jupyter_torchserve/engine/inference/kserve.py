@@ -27,6 +27,7 @@ from typing import Any
 from ..._version import __version__
 from ...content import is_binary
 from ...v2_dtypes import V2_DTYPES
+from .. import jsonbody
 from ..errors import ApiError, bad_request
 from ..jobs import Reply
 from ..model import ModelVersion
@@ -56,15 +57,13 @@ def _reply_value(reply: Reply) -> Any:
 
 
 def json_body(body: bytes) -> Any:
-    try:
-        return json.loads(body or b"null")
-    except ValueError as e:
-        raise bad_request(f"Request body is not valid JSON: {e}") from None
+    return jsonbody.parse(body or b"null")
 
 
-def error_body(err: ApiError) -> dict[str, Any]:
+def error_body(err: ApiError, with_traceback: bool = False) -> dict[str, Any]:
     """A v2 error: OIP clients read "error"; TorchServe clients read code/type/message."""
-    return {**err.to_json(), "error": err.message}
+    body = err.to_json(with_traceback)
+    return {**body, "error": body["message"]}
 
 
 # -- v1 ------------------------------------------------------------------------------------
@@ -217,13 +216,16 @@ def _check_input(item: Any) -> Tensor:
         if key not in item:
             raise bad_request(f"input is missing {key!r}")
     dt = item["datatype"]
-    if dt != "BYTES" and dt not in V2_DTYPES:
+    if not isinstance(dt, str) or (dt != "BYTES" and dt not in V2_DTYPES):
         raise bad_request(f"unsupported datatype {dt!r} for input {item['name']}")
     shape = item["shape"]
     if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
         raise bad_request(f"shape of input {item['name']} must be a list of non-negative ints")
     if dt != "BYTES":
-        n = len(_flatten(item["data"]))
+        try:
+            n = len(_flatten(item["data"]))
+        except RecursionError:
+            raise bad_request(f"data of input {item['name']} is nested too deeply") from None
         if n != math.prod(shape):
             raise bad_request(
                 f"input {item['name']} has {n} values but shape {shape} needs {math.prod(shape)}"
@@ -247,7 +249,7 @@ def _array(tensor: Tensor) -> Any:
     try:
         flat = data.reshape(-1) if isinstance(data, np.ndarray) else _flatten(data)
         return np.asarray(flat, dtype=V2_DTYPES[tensor.datatype]).reshape(tensor.shape)
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, OverflowError) as e:  # Overflow: INT8 1000, UINT8 -1, inf
         raise bad_request(f"input {tensor.name}: {e}") from None
 
 

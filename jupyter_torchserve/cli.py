@@ -23,6 +23,8 @@ _aliases = {
     "inference-address": "EngineConfig.inference_address",
     "management-address": "EngineConfig.management_address",
     "metrics-address": "EngineConfig.metrics_address",
+    "grpc-inference-port": "EngineConfig.grpc_inference_port",
+    "grpc-management-port": "EngineConfig.grpc_management_port",
     "model-store": "EngineConfig.model_store",
     "models": "EngineConfig.load_models",
     "state-dir": "EngineConfig.state_dir",
@@ -114,6 +116,9 @@ def _print_info(info: EngineInfo) -> None:
     print(f"  inference   {info['inference_address']}")
     print(f"  management  {info['management_address']}")
     print(f"  metrics     {info['metrics_address']}")
+    for api in ("inference", "management"):
+        if info.get(f"grpc_{api}_address"):
+            print(f"  gRPC {api:<10} {info[f'grpc_{api}_address']}")
     print(f"  model store {info['model_store']}")
     if info.get("key_file"):
         print(f"  key file    {info['key_file']}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 
@@ -19,6 +19,9 @@ from . import contract, discovery
 from .content import guess_type
 from .contract import Call, EngineEndpoint, EngineError, EngineNotRunning, Response
 from .discovery import EngineInfo
+
+if TYPE_CHECKING:
+    from .grpc_client import GrpcClient
 
 __all__ = ["Client", "EngineError", "EngineNotRunning", "Response"]
 
@@ -55,7 +58,11 @@ class Client:
         token: str | None = None,
         inference_token: str | None = None,
         timeout: float = 300.0,
+        grpc_inference_address: str | None = None,
+        grpc_management_address: str | None = None,
     ) -> None:
+        self.grpc_inference_address = grpc_inference_address
+        self.grpc_management_address = grpc_management_address
         self.inference_address = inference_address.rstrip("/")
         self.management_address = management_address.rstrip("/")
         self.metrics_address = metrics_address.rstrip("/")
@@ -76,6 +83,8 @@ class Client:
             endpoint.metrics_url,
             token=endpoint.management_key,
             inference_token=endpoint.inference_key,
+            grpc_inference_address=info.get("grpc_inference_address"),
+            grpc_management_address=info.get("grpc_management_address"),
             **kwargs,
         )
         if info.get("certificate_file"):
@@ -102,6 +111,18 @@ class Client:
             self.metrics_address,
             management_key=self.token,
             inference_key=self.inference_token,
+        )
+
+    def grpc(self) -> GrpcClient:
+        """A client of the same engine's gRPC APIs, with the same keys (close it after use)."""
+        from .grpc_client import GrpcClient
+
+        return GrpcClient(
+            self.grpc_inference_address,
+            self.grpc_management_address,
+            token=self.token,
+            inference_token=self.inference_token,
+            timeout=self.timeout,
         )
 
     # -- transport ----------------------------------------------------------------------------

@@ -37,6 +37,33 @@ class EngineConfig(Configurable):
     metrics_address = Unicode(
         "http://127.0.0.1:8082", help="Metrics API address (TorchServe: metrics_address)."
     ).tag(config=True)
+    grpc_inference_address = Unicode(
+        "127.0.0.1", help="Host of the gRPC inference API (TorchServe: grpc_inference_address)."
+    ).tag(config=True)
+    grpc_inference_port = Int(
+        None,
+        allow_none=True,
+        help="Port of the gRPC inference API: TorchServe's InferenceAPIsService and KServe v2 "
+        "(TorchServe: grpc_inference_port, 7070 there). Unset: no gRPC inference API.",
+    ).tag(config=True)
+    grpc_management_address = Unicode(
+        "127.0.0.1", help="Host of the gRPC management API (TorchServe: grpc_management_address)."
+    ).tag(config=True)
+    grpc_management_port = Int(
+        None,
+        allow_none=True,
+        help="Port of the gRPC management API (TorchServe: grpc_management_port, 7071 there). "
+        "Unset: no gRPC management API.",
+    ).tag(config=True)
+    enable_grpc_ssl = Bool(
+        False, help="Serve gRPC over TLS with certificate_file and private_key_file."
+    ).tag(config=True)
+    certificate_file = Unicode(
+        "", help="PEM certificate for TLS (TorchServe: certificate_file)."
+    ).tag(config=True)
+    private_key_file = Unicode(
+        "", help="PEM private key for TLS (TorchServe: private_key_file)."
+    ).tag(config=True)
     model_store = Unicode(help="Directory that register `url=` names are resolved in.").tag(
         config=True
     )
@@ -171,6 +198,13 @@ _TS_KEYS: dict[str, tuple[str, Any]] = {
     "management_address": ("management_address", str),
     "metrics_address": ("metrics_address", str),
     "model_store": ("model_store", str),
+    "grpc_inference_address": ("grpc_inference_address", str),
+    "grpc_inference_port": ("grpc_inference_port", int),
+    "grpc_management_address": ("grpc_management_address", str),
+    "grpc_management_port": ("grpc_management_port", int),
+    "enable_grpc_ssl": ("enable_grpc_ssl", lambda v: _bool(v)),
+    "certificate_file": ("certificate_file", str),
+    "private_key_file": ("private_key_file", str),
     # TorchServe reads "ALL" in any case; the engine knows "all"
     "load_models": ("load_models", lambda v: "all" if v.strip().lower() == "all" else v),
     "default_workers_per_model": ("default_workers_per_model", int),

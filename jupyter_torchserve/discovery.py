@@ -26,6 +26,8 @@ class EngineInfo(TypedDict, total=False):
     inference_address: str
     management_address: str
     metrics_address: str
+    grpc_inference_address: str  # host:port, only when the gRPC inference API is on
+    grpc_management_address: str  # host:port, only when the gRPC management API is on
     model_store: str
     key_file: str | None  # None when token authorization is off
     certificate_file: str | None  # the engine's TLS certificate, for https addresses

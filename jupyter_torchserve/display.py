@@ -242,6 +242,8 @@ class EngineStatus(_Rich):
             ("inference", self.info.get("inference_address")),
             ("management", self.info.get("management_address")),
             ("metrics", self.info.get("metrics_address")),
+            ("gRPC inference", self.info.get("grpc_inference_address")),
+            ("gRPC management", self.info.get("grpc_management_address")),
             ("model store", self.info.get("model_store")),
             ("token file", self.info.get("key_file") or "(token auth off)"),
             ("logs", self.info.get("log_dir")),

@@ -9,8 +9,10 @@ that imports it.
 
 from __future__ import annotations
 
+import json
 import shlex
 import sys
+from pathlib import Path
 from typing import Any
 
 from .display import esc, html_table
@@ -81,7 +83,53 @@ def deployment_snippets(dep: Any) -> dict[str, str]:
                 f"print(requests.post({ep['kserve_v2']!r}, json=payload).json())",
             ]
         )
+    out.update(_grpc_snippets(dep, raw))
     return out
+
+
+def _grpc_snippets(dep: Any, raw: str | None) -> dict[str, str]:
+    """TorchServe's `Predictions` over gRPC, with our stubs and with grpcurl, when the engine
+    serves gRPC. The stubs' package path is the one protoc's `-I` root gives, so grpcurl
+    finds the same files."""
+    address = dep.info.get("grpc_inference_address")
+    if not address or not raw:
+        return {}
+    version = "" if dep.is_default else dep.version
+    metadata = ""
+    if dep.info.get("inference_token_required") and dep.info.get("key_file"):
+        metadata = (
+            ", metadata=[('authorization', 'Bearer ' + read_keys("
+            f"{dep.info['key_file']!r}).inference)]"
+        )
+    python = [
+        "import grpc",
+        "from jupyter_torchserve.discovery import read_keys" if metadata else "",
+        "from jupyter_torchserve.protos.torchserve import inference_pb2, inference_pb2_grpc",
+        f"stub = inference_pb2_grpc.InferenceAPIsServiceStub(grpc.insecure_channel({address!r}))",
+        f"with open({raw!r}, 'rb') as f:",
+        "    request = inference_pb2.PredictionsRequest(",
+        f"        model_name={dep.name!r}, model_version={version!r}, input={{'data': f.read()}})",
+        f"print(stub.Predictions(request{metadata}).prediction.decode())",
+    ]
+    root = Path(__file__).resolve().parent.parent  # where `jupyter_torchserve/protos` lies
+    # proto3 JSON writes bytes as base64: the shell puts the file's in at run time
+    head = json.dumps({"model_name": dep.name, "model_version": version})[:-1]
+    opening, closing = head + ', "input": {"data": "', '"}}'
+    data = f'"$(base64 -w0 {_q(raw)})"'
+    grpcurl = (
+        f"grpcurl -plaintext -import-path {_q(str(root))} -import-path {_q(_googleapis())}"
+        " -proto jupyter_torchserve/protos/torchserve/inference.proto"
+        f" -d {_q(opening)}{data}{_q(closing)}"
+        f" {address} org.pytorch.serve.grpc.inference.InferenceAPIsService/Predictions"
+    )
+    return {"python_grpc": "\n".join(line for line in python if line), "grpcurl": grpcurl}
+
+
+def _googleapis() -> str:
+    """Where google/rpc/status.proto lies (googleapis-common-protos ships it)."""
+    import google.rpc
+
+    return str(Path(google.rpc.__path__[0]).parent.parent)
 
 
 _SNIPPET_TITLES = {
@@ -90,6 +138,8 @@ _SNIPPET_TITLES = {
     "curl_v2": "KServe v2 / Open Inference Protocol",
     "python": "Python requests",
     "python_v2": "Python requests, KServe v2",
+    "python_grpc": "Python gRPC (TorchServe's Predictions, our stubs)",
+    "grpcurl": "grpcurl (TorchServe's Predictions)",
     "curl_describe": "Describe (management, token)",
     "curl_scale": "Scale to 2 workers (management, token)",
     "curl_metrics": "Prometheus metrics",

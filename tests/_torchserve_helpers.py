@@ -82,6 +82,8 @@ class TorchServe:
         self.inference = f"http://127.0.0.1:{ports[0]}"
         self.management = f"http://127.0.0.1:{ports[1]}"
         self.metrics = f"http://127.0.0.1:{ports[2]}"
+        self.grpc_inference = f"127.0.0.1:{ports[3]}"
+        self.grpc_management = f"127.0.0.1:{ports[4]}"
         self.config = workdir / "config.properties"
         self.config.write_text(
             "\n".join(

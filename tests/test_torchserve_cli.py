@@ -151,9 +151,9 @@ def test_ignored_settings_are_said_in_one_line(tmp_path: Path) -> None:
     path.write_text(KSERVE_SAMPLE)
     values = load_ts_config(path, environ={})
     ignored = values.pop("_ignored")
+    # KServe's sample opens gRPC on 7070/7071: the engine serves it (issue 16)
+    assert values["grpc_inference_port"] == 7070 and values["grpc_management_port"] == 7071
     assert set(ignored) == {
-        "grpc_inference_port",
-        "grpc_management_port",
         "enable_metrics_api",
         "metrics_format",
         "number_of_netty_threads",

@@ -10,13 +10,22 @@ from .namespace import UserNamespace
 from .parsing import Parser
 
 HELP = "Start the engine (or say which one is already running)."
-_ADDRESSES = ("inference_address", "management_address", "metrics_address", "model_store")
+_ADDRESSES = (
+    "inference_address",
+    "management_address",
+    "metrics_address",
+    "grpc_inference_port",
+    "grpc_management_port",
+    "model_store",
+)
 
 
 def add_arguments(q: Parser) -> None:
     q.add_argument("--inference-address")
     q.add_argument("--management-address")
     q.add_argument("--metrics-address")
+    q.add_argument("--grpc-inference-port", type=int, metavar="PORT", help="serve gRPC inference")
+    q.add_argument("--grpc-management-port", type=int, metavar="PORT")
     q.add_argument("--model-store", metavar="DIR")
     q.add_argument("--disable-token-auth", action="store_true")
     q.add_argument("--ts-config", metavar="FILE", help="a TorchServe config.properties")

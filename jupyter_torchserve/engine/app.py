@@ -24,6 +24,7 @@ from .._version import __version__
 from ..config import EngineConfig, split_address
 from .busypoll import BusyPollSelector
 from .errors import ApiError
+from .grpc.server import grpc_addresses, start_grpc
 from .http.http1 import HTTP1Server, serve_http1
 from .http.routes import make_apps, make_router
 from .logfiles import rotate_large_logs
@@ -132,6 +133,7 @@ async def _serve_locked(config: EngineConfig, selector: BusyPollSelector | None)
         "inference_address": config.inference_address,
         "management_address": config.management_address,
         "metrics_address": config.metrics_address,
+        **grpc_addresses(config),
     }
     _check_distinct(addresses)
     apps = make_apps(registry, addresses)
@@ -140,6 +142,10 @@ async def _serve_locked(config: EngineConfig, selector: BusyPollSelector | None)
         _listen(apps["management"], config, config.management_address, "management"),
         _listen(apps["metrics"], config, config.metrics_address, "metrics"),
     ]
+    try:
+        grpc_servers = await start_grpc(registry)
+    except (OSError, RuntimeError) as e:
+        raise SystemExit(f"Cannot start the gRPC APIs: {e}") from None
     await registry.pool.start()
     info = {
         "pid": os.getpid(),
@@ -184,6 +190,8 @@ async def _serve_locked(config: EngineConfig, selector: BusyPollSelector | None)
         inference.close()
         for s in servers:
             s.stop()
+        for g in grpc_servers:
+            await g.stop(grace=1.0)  # in-flight calls get their answers
         await registry.shutdown()
         discovery.remove_discovery()
 

@@ -31,6 +31,18 @@ class ApiError(Exception):
         return {"code": self.status, "type": self.type, "message": message}
 
 
+class QueueFull(ApiError):
+    """A full job queue: REST's 503 like any unavailable model, but gRPC says
+    RESOURCE_EXHAUSTED, so it is told apart from "no worker"."""
+
+    def __init__(self, name: str, version: str, size: int) -> None:
+        super().__init__(
+            503,
+            "ServiceUnavailableException",
+            f"Model {name} version {version} has a full job queue ({size} requests, job_queue_size)",
+        )
+
+
 def model_not_found(name: str) -> ApiError:
     return ApiError(404, "ModelNotFoundException", f"Model not found: {name}")
 

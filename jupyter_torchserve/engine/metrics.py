@@ -82,6 +82,14 @@ class EngineMetrics:
             ["model_name", "model_version", "hostname"],
             registry=self.registry,
         )
+        # TorchServe's counter keeps TorchServe's labels; which protocol carried a request
+        # (http, grpc) is this one's
+        self.protocols = Counter(
+            "jts_inference_requests_by_protocol",
+            "Inference requests by the protocol that carried them.",
+            ["model_name", "protocol"],
+            registry=self.registry,
+        )
         self.http = Counter(
             "jts_http_responses",
             "HTTP responses by API and status code.",
@@ -123,8 +131,11 @@ class EngineMetrics:
             child = self._children[key] = metric.labels(*labels)
         return child
 
-    def request_received(self, version: Labelled, url_version: str | None) -> None:
+    def request_received(
+        self, version: Labelled, url_version: str | None, protocol: str = "http"
+    ) -> None:
         self._child(self.requests, version.name, url_version or "default", self.hostname).inc()
+        self._child(self.protocols, version.name, protocol).inc()
 
     def routed(self, version: Labelled, route: str) -> None:
         """A default-route request went to `version` as the `route` (canary.py's split)."""

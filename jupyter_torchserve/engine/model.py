@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import EngineConfig
-from .errors import ApiError
+from .errors import ApiError, QueueFull
 from .jobs import Job
 from .metrics import EngineMetrics
 from .pool import WorkerPool
@@ -120,12 +120,7 @@ class ModelVersion:
                 "Please use scale workers API to add workers.",
             )
         if len(self.queue) >= self.config.job_queue_size:
-            raise ApiError(
-                503,
-                "ServiceUnavailableException",
-                f"Model {self.name} version {self.version} has a full job queue "
-                f"({self.config.job_queue_size} requests, job_queue_size)",
-            )
+            raise QueueFull(self.name, self.version, self.config.job_queue_size)
         self.queue.append(job)
         self.dispatch()
 

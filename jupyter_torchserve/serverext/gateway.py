@@ -51,6 +51,8 @@ PUBLIC_DISCOVERY_KEYS = (
     "inference_address",
     "management_address",
     "metrics_address",
+    "grpc_inference_address",
+    "grpc_management_address",
     "model_store",
     "log_dir",
 )

@@ -36,6 +36,8 @@ export interface IEngineStatus {
   inference_address?: string;
   management_address?: string;
   metrics_address?: string;
+  grpc_inference_address?: string; // host:port; absent while gRPC is off
+  grpc_management_address?: string;
   model_store?: string;
   log_dir?: string;
   gpus?: IGpu[];

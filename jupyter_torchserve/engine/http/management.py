@@ -86,7 +86,7 @@ class ModelHandler(ManagementHandler):
                     item["traffic"] = traffic
         if self.bool_arg("customized", False):
             for mv, item in zip(versions, out, strict=True):
-                item["customizedMetadata"] = await _customized(mv)
+                item["customizedMetadata"] = await customized_metadata(mv)
         self.write_json(out)
 
     async def put(self, name: str, version: str | None = None) -> None:
@@ -105,7 +105,7 @@ class ModelHandler(ManagementHandler):
         self.write_json(await self.registry.unregister(name, version or None))
 
 
-async def _customized(mv: ModelVersion) -> Any:
+async def customized_metadata(mv: ModelVersion) -> Any:
     workers = mv.ready_workers
     if not workers:
         raise ApiError(

@@ -26,6 +26,7 @@ from typing import Any
 
 from ..._version import __version__
 from ...content import is_binary
+from ...v2_dtypes import V2_DTYPES
 from .. import jsonbody
 from ..errors import ApiError, bad_request
 from ..jobs import Reply
@@ -36,20 +37,6 @@ from .predictions import Params
 Run = Callable[[list[Params], dict[str, str]], Awaitable[list[Reply]]]
 """Queues one job per item (with these handler headers) and waits for their replies."""
 
-V2_DTYPES = {
-    "BOOL": "bool",
-    "UINT8": "uint8",
-    "UINT16": "uint16",
-    "UINT32": "uint32",
-    "UINT64": "uint64",
-    "INT8": "int8",
-    "INT16": "int16",
-    "INT32": "int32",
-    "INT64": "int64",
-    "FP16": "float16",
-    "FP32": "float32",
-    "FP64": "float64",
-}
 
 PLATFORMS = {
     "export": "pytorch_export",

@@ -51,10 +51,14 @@ def prediction_headers(
 
 
 def submit_job(
-    registry: ModelRegistry, mv: ModelVersion, url_version: str | None, job: Job
+    registry: ModelRegistry,
+    mv: ModelVersion,
+    url_version: str | None,
+    job: Job,
+    protocol: str = "http",
 ) -> None:
     """Queue `job`; every inference request is counted here, whichever protocol brought it."""
-    registry.metrics.request_received(mv, url_version)
+    registry.metrics.request_received(mv, url_version, protocol)
     mv.submit(job)
 
 
@@ -67,6 +71,7 @@ async def run_jobs(
     request_id: str,
     jobs: list[Job] | None = None,
     on_chunk: Any = None,
+    protocol: str = "http",
 ) -> list[Reply]:
     """Queue one job per item, wait for all, keep metrics. Errors propagate as ApiError.
 
@@ -87,7 +92,7 @@ async def run_jobs(
                 future=loop.create_future(),
                 on_chunk=on_chunk,
             )
-            submit_job(registry, mv, url_version, job)
+            submit_job(registry, mv, url_version, job, protocol)
             jobs.append(job)
     except BaseException:
         withdraw(jobs)

@@ -58,6 +58,8 @@ function EngineTab({ model }: ITabProps): JSX.Element {
     ['Inference', engine.inference_address],
     ['Management', engine.management_address],
     ['Metrics', engine.metrics_address],
+    ['gRPC inference', engine.grpc_inference_address ?? 'off'],
+    ['gRPC management', engine.grpc_management_address ?? 'off'],
     ['Model store', engine.model_store],
     ['Max request', formatBytes(engine.max_request_size)]
   ];

@@ -58,12 +58,6 @@ class EngineConfig(Configurable):
     enable_grpc_ssl = Bool(
         False, help="Serve gRPC over TLS with certificate_file and private_key_file."
     ).tag(config=True)
-    certificate_file = Unicode(
-        "", help="PEM certificate for TLS (TorchServe: certificate_file)."
-    ).tag(config=True)
-    private_key_file = Unicode(
-        "", help="PEM private key for TLS (TorchServe: private_key_file)."
-    ).tag(config=True)
     model_store = Unicode(help="Directory that register `url=` names are resolved in.").tag(
         config=True
     )
@@ -120,8 +114,12 @@ class EngineConfig(Configurable):
         0.0, help="Minutes a key stays valid (0: until the engine stops)."
     ).tag(config=True)
     enable_model_api = Bool(True, help="Allow register and unregister over HTTP.").tag(config=True)
-    private_key_file = Unicode("", help="PEM private key for https:// addresses.").tag(config=True)
-    certificate_file = Unicode("", help="PEM certificate for https:// addresses.").tag(config=True)
+    private_key_file = Unicode(
+        "", help="PEM private key for https:// addresses and gRPC TLS (TorchServe's key)."
+    ).tag(config=True)
+    certificate_file = Unicode(
+        "", help="PEM certificate for https:// addresses and gRPC TLS (TorchServe's key)."
+    ).tag(config=True)
     model_snapshot = Unicode(
         "", help="A TorchServe model_snapshot (JSON text or a file path) to restore at start."
     ).tag(config=True)
@@ -220,8 +218,6 @@ _TS_KEYS: dict[str, tuple[str, Any]] = {
     "model_snapshot": ("model_snapshot", str),
     "install_py_dep_per_model": ("install_py_dep_per_model", lambda v: _bool(v)),
     "token_expiration_min": ("token_expiration_min", float),
-    "private_key_file": ("private_key_file", str),
-    "certificate_file": ("certificate_file", str),
 }
 
 

@@ -26,7 +26,8 @@ def pem_pair(config: EngineConfig) -> tuple[bytes, bytes]:
     """(private key, certificate chain) as PEM bytes, read from TorchServe's two keys."""
     if not (config.private_key_file and config.certificate_file):
         raise SystemExit(
-            "An https address needs private_key_file and certificate_file (PEM files), "
+            "TLS (an https:// address, or enable_grpc_ssl) needs private_key_file and "
+            "certificate_file (PEM files), "
             "as in TorchServe's config.properties"
         )
     try:

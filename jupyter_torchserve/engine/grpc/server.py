@@ -9,13 +9,12 @@ thread. Message sizes are max_request_size / max_response_size, as in TorchServe
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import grpc
 
 from ...config import EngineConfig
 from ...protos.torchserve import inference_pb2_grpc, management_pb2_grpc
 from ..registry import ModelRegistry
+from ..tls import pem_pair
 from . import oip
 from .inference import InferenceServicer
 from .management import ManagementServicer
@@ -73,8 +72,7 @@ def _server(config: EngineConfig) -> grpc.aio.Server:
 
 async def _bind(server: grpc.aio.Server, address: str, config: EngineConfig) -> grpc.aio.Server:
     if config.enable_grpc_ssl:
-        key = Path(config.private_key_file).read_bytes()
-        cert = Path(config.certificate_file).read_bytes()
+        key, cert = pem_pair(config)
         bound = server.add_secure_port(address, grpc.ssl_server_credentials([(key, cert)]))
     else:
         bound = server.add_insecure_port(address)

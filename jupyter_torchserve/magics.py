@@ -20,6 +20,7 @@ from IPython.core.magic import Magics, line_magic, magics_class
 from . import api
 from .commands import (
     archive,
+    bench,
     deploy,
     describe,
     explain,
@@ -49,6 +50,7 @@ COMMANDS: dict[str, ModuleType] = {
     "scale": scale,
     "predict": predict,
     "explain": explain,
+    "bench": bench,
     "logs": logs,
     "metrics": metrics,
     "set-default": set_default,

@@ -111,6 +111,27 @@ class EngineConfig(Configurable):
     install_py_dep_per_model = Bool(
         False, help="pip-install an archive's requirements file into a per-model folder."
     ).tag(config=True)
+    # The autoscaler (engine/autoscale.py), for versions whose max_worker is above min_worker
+    autoscale_interval = Float(
+        0.25, min=0.01, help="Seconds between the autoscaler's looks at each model's queue."
+    ).tag(config=True)
+    autoscale_queue_depth = Int(
+        4,
+        min=1,
+        help="Add a worker when at least this many requests per live worker are queued ...",
+    ).tag(config=True)
+    autoscale_queue_wait_ms = Float(
+        200.0, min=0, help="... or the oldest queued request has waited this long (ms) ..."
+    ).tag(config=True)
+    autoscale_up_window = Float(
+        1.0, min=0, help="... for this many seconds in a row (up to max_worker)."
+    ).tag(config=True)
+    autoscale_cooldown = Float(
+        30.0,
+        min=0,
+        help="Drain a worker when one has been idle, with nothing queued, this many seconds "
+        "(and as long since the last change), down to min_worker.",
+    ).tag(config=True)
     max_archive_size = Int(4 * 1024**3, help="Largest unpacked archive in bytes.").tag(config=True)
 
     @default("model_store")
@@ -162,6 +183,12 @@ _TS_KEYS: dict[str, tuple[str, Any]] = {
     "model_snapshot": ("model_snapshot", str),
     "install_py_dep_per_model": ("install_py_dep_per_model", lambda v: _bool(v)),
     "token_expiration_min": ("token_expiration_min", float),
+    # ours (TorchServe has no autoscaler); its keys are ignored by TorchServe
+    "jts_autoscale_interval": ("autoscale_interval", float),
+    "jts_autoscale_queue_depth": ("autoscale_queue_depth", int),
+    "jts_autoscale_queue_wait_ms": ("autoscale_queue_wait_ms", float),
+    "jts_autoscale_up_window": ("autoscale_up_window", float),
+    "jts_autoscale_cooldown": ("autoscale_cooldown", float),
 }
 
 

@@ -103,6 +103,12 @@ class EngineMetrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128),
             registry=self.registry,
         )
+        self.autoscale = Counter(
+            "jts_autoscale_events",
+            "Autoscaler decisions: up, down, failed (a worker start that did not work).",
+            ["model_name", "model_version", "action"],
+            registry=self.registry,
+        )
         # TorchServe's two cumulative microsecond sums, keyed by label values
         self._inference_us: dict[tuple[str, str], float] = defaultdict(float)
         self._queue_us: dict[tuple[str, str], float] = defaultdict(float)
@@ -132,6 +138,9 @@ class EngineMetrics:
 
     def batch_sent(self, version: Labelled, jobs: list[Job]) -> None:
         self._child(self.batch_size, version.name, version.version).observe(len(jobs))
+
+    def autoscale_event(self, version: Labelled, action: str) -> None:
+        self._child(self.autoscale, version.name, version.version, action).inc()
 
     def custom(self, records: list[dict[str, Any]]) -> None:
         """Fold handler metrics in: counters add up, gauges keep the last value,

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import EngineConfig
+from .autoscale import Autoscaler, Event, Policy, write_event
 from .errors import ApiError
 from .jobs import Job
 from .metrics import EngineMetrics
@@ -75,6 +76,7 @@ class ModelVersion:
         self._last_restart = 0.0
         self.unregistered = False
         self.log_path = log_path
+        self.autoscaler = Autoscaler(self._autoscaled)
 
     # -- what the APIs see ------------------------------------------------------------------
     @property
@@ -107,6 +109,7 @@ class ModelVersion:
             "deviceType": "gpu" if gpu else "cpu",
             "handler": self.handler_override or self.manifest.get("model", {}).get("handler"),
             "archiveFormat": self.metadata.get("format"),
+            "autoscale": self.autoscaler.describe_json(self, Policy.from_config(self.config)),
         }
 
     # -- requests ---------------------------------------------------------------------------
@@ -159,6 +162,27 @@ class ModelVersion:
 
     def _oldest_waited(self) -> float:
         return time.perf_counter() - self.queue[0].enqueued if self.queue else 0.0
+
+    # -- what the autoscaler reads and does (engine/autoscale.py) ----------------------------
+    def queue_depth(self) -> int:
+        return len(self.queue)
+
+    def oldest_wait(self) -> float:
+        return self._oldest_waited()
+
+    async def add_worker(self) -> Worker:
+        """One more worker, ready; a failed start leaves the others serving."""
+        worker = await self._start_worker()
+        await worker.wait_ready(self.startup_timeout)
+        self.dispatch()
+        return worker
+
+    def drain_worker(self, worker: Worker) -> None:
+        worker.stop()  # it answers what it has, then exits; dispatch skips it from now
+
+    def _autoscaled(self, _mv: object, event: Event) -> None:
+        write_event(self, event)
+        self.metrics.autoscale_event(self, event.action)
 
     def _arm_timer(self) -> None:
         if self._timer is not None:

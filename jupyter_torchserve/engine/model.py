@@ -77,6 +77,8 @@ class ModelVersion:
         self.unregistered = False
         self.log_path = log_path
         self.autoscaler = Autoscaler(self._autoscaled)
+        self.gpu_peak = 0  # the largest GPU memory a worker of this version was seen using
+        self._gpu_estimate: int | None = None
 
     # -- what the APIs see ------------------------------------------------------------------
     @property
@@ -224,7 +226,8 @@ class ModelVersion:
         requirements_dir = await self.pool.requirements_for(
             self.name, self.model_dir, self.manifest
         )
-        worker = self.pool.new_worker(self, self.device_type)
+        on_gpu = self.pool.gpus.count > 0 and self.device_type != "cpu"
+        worker = self.pool.new_worker(self, self.device_type, self.gpu_footprint() if on_gpu else 0)
         self.workers.append(worker)
         try:
             await self.pool.spawn(worker, requirements_dir)
@@ -232,6 +235,23 @@ class ModelVersion:
             self.workers.remove(worker)
             raise
         return worker
+
+    def gpu_footprint(self) -> int:
+        """GPU bytes one more worker will need: the largest a worker of this version has
+        used (NVML's per-process accounting), else an estimate from the archive's size."""
+        from .gpu import estimate_footprint, process_gpu_memory
+
+        used = [
+            process_gpu_memory(w.pid) or 0
+            for w in self.live_workers
+            if w.gpu_id is not None and w.pid and w.status == READY
+        ]
+        self.gpu_peak = max([self.gpu_peak, *used])
+        if self.gpu_peak:
+            return self.gpu_peak
+        if self._gpu_estimate is None:
+            self._gpu_estimate = estimate_footprint(self.model_dir)
+        return self._gpu_estimate
 
     async def _scale_down(self, workers: list[Worker], timeout: float | None) -> None:
         """Stop workers after their in-flight batches: nothing queued or running is lost."""

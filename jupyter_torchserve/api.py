@@ -12,11 +12,11 @@ client, engine or archive failure into a :class:`TorchServeError` the user can a
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from . import discovery, display, payloads
+from . import discovery, display, loadtest, loadtest_view, payloads
 from .client import Client, EngineError, EngineNotRunning, Response
 from .discovery import EngineInfo
 
@@ -244,6 +244,56 @@ def metrics(
     """Prometheus metrics as a table (``.text`` keeps the raw page)."""
     with engine_client(c) as c:
         return display.Metrics(c.metrics(names), model=model)
+
+
+def bench(
+    name: str,
+    data: Any,
+    *,
+    concurrency: Sequence[int] = (1, 8, 32),
+    duration: float = 10.0,
+    requests: int | None = None,
+    protocol: str = "torchserve",
+    workers: Sequence[int] | None = None,
+    version: str | None = None,
+    content_type: str | None = None,
+    slo_ms: float | None = None,
+    progress: bool | str = True,
+    c: Client | None = None,
+) -> loadtest_view.BenchResult:
+    """Load-test ``name`` with ``data`` at each concurrency (and each worker count of
+    ``workers``, restored afterwards); a table and picture of what the generator and the
+    engine measured (``.rows``, ``.to_dataframe()``).
+
+    ``progress``: True shows a live bar and chart (text lines outside a widget front end),
+    False nothing, or a mode ('widget', 'text', 'none').
+    """
+    mode = None if progress is True else "none" if progress is False else str(progress)
+    what = f"Load test of {name}" + (f" {version}" if version else "")
+    view = loadtest_view.BenchProgress(what, mode=mode)
+    with engine_client(c) as c:
+        try:
+            result = loadtest.run(
+                c,
+                name,
+                data,
+                concurrency=concurrency,
+                duration=duration,
+                requests=requests,
+                protocol=protocol,
+                workers=workers,
+                version=version,
+                content_type=content_type,
+                slo_ms=slo_ms,
+                progress=view,
+            )
+        except ValueError as exc:
+            raise TorchServeError(str(exc)) from None
+        except BaseException:
+            view.finish(ok=False)
+            raise
+    view.finish()
+    return result
 
 
 def decode_response(resp: Response) -> Any:

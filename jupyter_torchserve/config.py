@@ -160,6 +160,27 @@ class EngineConfig(Configurable):
     download_timeout = Float(
         300.0, min=0.001, help="Seconds a register URL's download may take, redirects included."
     ).tag(config=True)
+    # The autoscaler (engine/autoscale.py), for versions whose max_worker is above min_worker
+    autoscale_interval = Float(
+        0.25, min=0.01, help="Seconds between the autoscaler's looks at each model's queue."
+    ).tag(config=True)
+    autoscale_queue_depth = Int(
+        4,
+        min=1,
+        help="Add a worker when at least this many requests per live worker are queued ...",
+    ).tag(config=True)
+    autoscale_queue_wait_ms = Float(
+        200.0, min=0, help="... or the oldest queued request has waited this long (ms) ..."
+    ).tag(config=True)
+    autoscale_up_window = Float(
+        1.0, min=0, help="... for this many seconds in a row (up to max_worker)."
+    ).tag(config=True)
+    autoscale_cooldown = Float(
+        30.0,
+        min=0,
+        help="Drain a worker when one has been idle, with nothing queued, this many seconds "
+        "(and as long since the last change), down to min_worker.",
+    ).tag(config=True)
 
     @default("model_store")
     def _model_store_default(self) -> str:
@@ -218,6 +239,12 @@ _TS_KEYS: dict[str, tuple[str, Any]] = {
     "model_snapshot": ("model_snapshot", str),
     "install_py_dep_per_model": ("install_py_dep_per_model", lambda v: _bool(v)),
     "token_expiration_min": ("token_expiration_min", float),
+    # ours (TorchServe has no autoscaler); its keys are ignored by TorchServe
+    "jts_autoscale_interval": ("autoscale_interval", float),
+    "jts_autoscale_queue_depth": ("autoscale_queue_depth", int),
+    "jts_autoscale_queue_wait_ms": ("autoscale_queue_wait_ms", float),
+    "jts_autoscale_up_window": ("autoscale_up_window", float),
+    "jts_autoscale_cooldown": ("autoscale_cooldown", float),
 }
 
 

@@ -20,6 +20,7 @@ from IPython.core.magic import Magics, line_magic, magics_class
 from . import api
 from .commands import (
     archive,
+    bench,
     canary,
     compare,
     deploy,
@@ -52,6 +53,7 @@ COMMANDS: dict[str, ModuleType] = {
     "scale": scale,
     "predict": predict,
     "explain": explain,
+    "bench": bench,
     "logs": logs,
     "metrics": metrics,
     "compare": compare,

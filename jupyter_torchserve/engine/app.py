@@ -22,6 +22,7 @@ from tornado.web import Application
 from .. import discovery
 from .._version import __version__
 from ..config import EngineConfig, split_address
+from . import autoscale
 from .busypoll import BusyPollSelector
 from .errors import ApiError
 from .grpc.server import grpc_addresses, start_grpc
@@ -181,11 +182,13 @@ async def _serve_locked(config: EngineConfig, selector: BusyPollSelector | None)
         LOG_CHECK_SECONDS * 1000,
     )
     rotation.start()
+    scaling = loop.create_task(autoscale.watch(registry.all_versions, config, stop))
     try:
         await stop.wait()
     finally:
         log.info("stopping")
         rotation.stop()
+        scaling.cancel()
         restore.cancel()
         inference.close()
         for s in servers:

@@ -122,16 +122,76 @@ def process_gpu_memory(pid: int) -> int | None:
     return total if found else None
 
 
+#: A CUDA context and torch's allocator cost about this much per worker before any weight.
+CUDA_CONTEXT_BYTES = 512 * 1024**2
+MIB = 1024**2
+
+
+def estimate_footprint(model_dir: str) -> int:
+    """GPU bytes a worker of an archive needs before one has been measured: its unpacked
+    files (weights dominate) plus a CUDA context."""
+    total = 0
+    for root, _dirs, files in os.walk(model_dir):
+        for f in files:
+            try:
+                total += os.path.getsize(os.path.join(root, f))
+            except OSError:
+                continue
+    return total + CUDA_CONTEXT_BYTES
+
+
+class NoGpuRoom(Exception):
+    """No usable GPU has the free memory a new worker needs (the engine answers 507)."""
+
+
 class GpuAssigner:
-    """Round-robin over the usable GPUs, engine-wide, like TorchServe's `nextGpu`."""
+    """Round-robin over the usable GPUs, engine-wide, like TorchServe's `nextGpu`, skipping
+    devices without room for the worker (the GPU memory guard).
+
+    Free memory is NVML's, less what workers placed here but not yet visible in NVML's
+    per-process accounting will take (their footprint): a worker still loading has not
+    allocated yet, and two starts at once must not both count the same free bytes.
+    """
 
     def __init__(self, count: int) -> None:
         self.count = count
         self._next = 0
+        self.placed: dict[str, tuple[int, int, Any]] = {}  # worker id -> (gpu, bytes, pid())
 
-    def assign(self, device_type: str | None) -> int | None:
+    def assign(
+        self,
+        device_type: str | None,
+        footprint: int = 0,
+        worker_id: str | None = None,
+        pid: Any = None,
+    ) -> int | None:
         if self.count == 0 or device_type == "cpu":
             return None
-        gpu = self._next % self.count
-        self._next += 1
-        return gpu
+        free = self.free_memory()
+        order = [(self._next + i) % self.count for i in range(self.count)]
+        for gpu in order:
+            if free is None or free.get(gpu, 0) >= footprint:
+                self._next = gpu + 1
+                if worker_id is not None:
+                    self.placed[worker_id] = (gpu, footprint, pid or (lambda: None))
+                return gpu
+        assert free is not None
+        devices = ", ".join(f"cuda:{g} {free.get(g, 0) // MIB} MiB free" for g in sorted(order))
+        raise NoGpuRoom(
+            f"no GPU has room for another worker needing {footprint // MIB} MiB: {devices}"
+        )
+
+    def release(self, worker_id: str) -> None:
+        self.placed.pop(worker_id, None)
+
+    def free_memory(self) -> dict[int, int] | None:
+        """Free bytes per usable GPU index; None when the devices cannot be read."""
+        gpus = list_gpus()[: self.count]
+        if not gpus:
+            return None
+        free = {g.index: g.memory_total - g.memory_used for g in gpus}
+        for gpu, footprint, pid in self.placed.values():
+            p = pid()
+            if gpu in free and (not p or process_gpu_memory(p) is None):
+                free[gpu] -= footprint
+        return free

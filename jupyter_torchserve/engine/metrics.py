@@ -118,6 +118,12 @@ class EngineMetrics:
             registry=self.registry,
         )
         self.frontend = FrontendMetrics(self.hostname)
+        self.autoscale = Counter(
+            "jts_autoscale_events",
+            "Autoscaler decisions: up, down, failed (a worker start that did not work).",
+            ["model_name", "model_version", "action"],
+            registry=self.registry,
+        )
         # handler metrics (context.metrics.add_*): (name, type, labels) -> [value, count]
         self._custom: dict[tuple[str, str, tuple[tuple[str, str], ...]], list[float]] = {}
         self._children: dict[tuple[Any, ...], Any] = {}
@@ -150,6 +156,9 @@ class EngineMetrics:
 
     def batch_sent(self, version: Labelled, jobs: list[Job]) -> None:
         self._child(self.batch_size, version.name, version.version).observe(len(jobs))
+
+    def autoscale_event(self, version: Labelled, action: str) -> None:
+        self._child(self.autoscale, version.name, version.version, action).inc()
 
     def custom(self, records: list[dict[str, Any]]) -> None:
         """Fold handler metrics in: counters add up, gauges keep the last value,

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import EngineConfig
+from .autoscale import Autoscaler, Event, Policy, write_event
 from .errors import ApiError, QueueFull
 from .jobs import Job
 from .metrics import EngineMetrics
@@ -76,6 +77,9 @@ class ModelVersion:
         self._last_restart = 0.0
         self.unregistered = False
         self.log_path = log_path
+        self.autoscaler = Autoscaler(self._autoscaled)
+        self.gpu_peak = 0  # the largest GPU memory a worker of this version was seen using
+        self._gpu_estimate: int | None = None
 
     # -- what the APIs see ------------------------------------------------------------------
     @property
@@ -108,6 +112,7 @@ class ModelVersion:
             "deviceType": "gpu" if gpu else "cpu",
             "handler": self.handler_override or self.manifest.get("model", {}).get("handler"),
             "archiveFormat": self.metadata.get("format"),
+            "autoscale": self.autoscaler.describe_json(self, Policy.from_config(self.config)),
         }
 
     # -- requests ---------------------------------------------------------------------------
@@ -156,6 +161,27 @@ class ModelVersion:
     def _oldest_waited(self) -> float:
         return time.perf_counter() - self.queue[0].enqueued if self.queue else 0.0
 
+    # -- what the autoscaler reads and does (engine/autoscale.py) ----------------------------
+    def queue_depth(self) -> int:
+        return len(self.queue)
+
+    def oldest_wait(self) -> float:
+        return self._oldest_waited()
+
+    async def add_worker(self) -> Worker:
+        """One more worker, ready; a failed start leaves the others serving."""
+        worker = await self._start_worker()
+        await worker.wait_ready(self.startup_timeout)
+        self.dispatch()
+        return worker
+
+    def drain_worker(self, worker: Worker) -> None:
+        worker.stop()  # it answers what it has, then exits; dispatch skips it from now
+
+    def _autoscaled(self, _mv: object, event: Event) -> None:
+        write_event(self, event)
+        self.metrics.autoscale_event(self, event.action)
+
     def _arm_timer(self) -> None:
         if self._timer is not None:
             return
@@ -196,7 +222,8 @@ class ModelVersion:
         requirements_dir = await self.pool.requirements_for(
             self.name, self.model_dir, self.manifest
         )
-        worker = self.pool.new_worker(self, self.device_type)
+        on_gpu = self.pool.gpus.count > 0 and self.device_type != "cpu"
+        worker = self.pool.new_worker(self, self.device_type, self.gpu_footprint() if on_gpu else 0)
         self.workers.append(worker)
         try:
             await self.pool.spawn(worker, requirements_dir)
@@ -204,6 +231,23 @@ class ModelVersion:
             self.workers.remove(worker)
             raise
         return worker
+
+    def gpu_footprint(self) -> int:
+        """GPU bytes one more worker will need: the largest a worker of this version has
+        used (NVML's per-process accounting), else an estimate from the archive's size."""
+        from .gpu import estimate_footprint, process_gpu_memory
+
+        used = [
+            process_gpu_memory(w.pid) or 0
+            for w in self.live_workers
+            if w.gpu_id is not None and w.pid and w.status == READY
+        ]
+        self.gpu_peak = max([self.gpu_peak, *used])
+        if self.gpu_peak:
+            return self.gpu_peak
+        if self._gpu_estimate is None:
+            self._gpu_estimate = estimate_footprint(self.model_dir)
+        return self._gpu_estimate
 
     async def _scale_down(self, workers: list[Worker], timeout: float | None) -> None:
         """Stop workers after their in-flight batches: nothing queued or running is lost."""

@@ -20,7 +20,7 @@ from typing import Any
 from ..config import EngineConfig
 from . import busypoll, forkserver, tmpdirs
 from .errors import ApiError
-from .gpu import GpuAssigner
+from .gpu import GpuAssigner, NoGpuRoom
 from .protocol import FrameLink
 from .workers import Worker, WorkerModel
 
@@ -85,10 +85,25 @@ class WorkerPool:
             self._sock_dir = None
 
     # -- workers ----------------------------------------------------------------------------
-    def new_worker(self, version: WorkerModel, device_type: str | None) -> Worker:
-        """A worker for `version` with the next id and GPU, expected to say hello."""
-        gpu_id = self.gpus.assign(device_type)
-        worker = Worker(version, self, self._next_id(), gpu_id, self._on_metrics)
+    def new_worker(
+        self, version: WorkerModel, device_type: str | None, gpu_footprint: int = 0
+    ) -> Worker:
+        """A worker for `version` with the next id and a GPU with room for `gpu_footprint`
+        bytes, expected to say hello; 507 when no GPU has that room."""
+        worker_id = self._next_id()
+        holder: list[Worker] = []
+        try:
+            gpu_id = self.gpus.assign(
+                device_type, gpu_footprint, worker_id, lambda: holder[0].pid if holder else None
+            )
+        except NoGpuRoom as e:
+            raise ApiError(
+                507,
+                "WorkerInsufficientMemoryException",
+                f"Cannot add a worker to model {version.name}: {e}",
+            ) from None
+        worker = Worker(version, self, worker_id, gpu_id, self._on_metrics)
+        holder.append(worker)
         self.pending[worker.id] = worker
         return worker
 
@@ -101,8 +116,9 @@ class WorkerPool:
             raise
 
     def forget(self, worker: Worker) -> None:
-        """`worker` is gone: a late hello with its id is refused."""
+        """`worker` is gone: a late hello with its id is refused, its GPU room is free."""
         self.pending.pop(worker.id, None)
+        self.gpus.release(worker.id)
 
     def _next_id(self) -> str:
         self._ids += 1

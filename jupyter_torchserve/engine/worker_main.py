@@ -205,6 +205,7 @@ def _infer(conn: SyncConnection, service: Any, header: dict[str, Any], payload: 
                 "batch": batch_id,
                 "message": e.message,
                 "traceback": _tail(e.traceback_text),
+                "status": e.status,  # what TorchServe answers: a PredictionException's code
                 "m": _drain_metrics(service),
             }
         )

@@ -4,7 +4,10 @@
 `ts_queue_latency_microseconds` keep TorchServe's names and labels so existing dashboards
 work. The two microsecond sums are exposed as `untyped`: prometheus_client would rename a
 counter family to `*_total` in its HELP/TYPE lines, and TorchServe's sample names have no
-such suffix. Histograms (ours, `jts_*`) give the sidebar its p50 latency.
+such suffix. Histograms (ours, `jts_*`) give the sidebar its p50 latency; they carry a
+`kind` label (`prediction` or `explanation`, `Job.kind`) because an explanation costs about
+`n_steps` predictions and would otherwise pass for a slow prediction. TorchServe's own
+families count both kinds together, as TorchServe does.
 """
 
 from __future__ import annotations
@@ -92,14 +95,14 @@ class EngineMetrics:
         self.latency = Histogram(
             "jts_inference_latency_seconds",
             "Time from arrival to answer of an inference request.",
-            ["model_name", "model_version"],
+            ["model_name", "model_version", "kind"],
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
         self.batch_size = Histogram(
             "jts_batch_size",
             "Requests per batch sent to a worker.",
-            ["model_name", "model_version"],
+            ["model_name", "model_version", "kind"],
             buckets=(1, 2, 4, 8, 16, 32, 64, 128),
             registry=self.registry,
         )
@@ -128,10 +131,13 @@ class EngineMetrics:
         self._inference_us[key] += (now - job.enqueued) * 1e6
         if job.dispatched:
             self._queue_us[key] += (job.dispatched - job.enqueued) * 1e6
-        self._child(self.latency, version.name, version.version).observe(now - job.enqueued)
+        latency = self._child(self.latency, version.name, version.version, job.kind)
+        latency.observe(now - job.enqueued)
 
     def batch_sent(self, version: Labelled, jobs: list[Job]) -> None:
-        self._child(self.batch_size, version.name, version.version).observe(len(jobs))
+        """`jobs` are of one kind (ModelVersion._take_batch)."""
+        sizes = self._child(self.batch_size, version.name, version.version, jobs[0].kind)
+        sizes.observe(len(jobs))
 
     def custom(self, records: list[dict[str, Any]]) -> None:
         """Fold handler metrics in: counters add up, gauges keep the last value,

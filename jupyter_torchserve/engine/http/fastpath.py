@@ -4,7 +4,7 @@ request (http1.py) instead of through a Tornado RequestHandler.
 For a small model the HTTP machinery around a request cost more than the model. A
 TorchServe request here becomes a Job whose answer is written as soon as the worker's frame
 arrives (`Job.on_done`): no RequestHandler, no coroutine, no gather. KServe v1
-`:predict`/`:explain` and v2 `/infer` run http/kserve.py's calls (the ones their Tornado
+`:predict`/`:explain` and v2 `/infer`/`/explain` run http/kserve.py's calls (the ones their Tornado
 handlers run) as a task. Both prepare requests and shape answers with
 inference/predictions.py, as the Tornado handlers do, so both paths give the same status
 lines, headers, errors and metrics.
@@ -58,11 +58,16 @@ def v1_predict(
 
 
 def v2_infer(
-    registry: ModelRegistry, conn: Connection, req: Request, name: str, version: str | None
+    registry: ModelRegistry,
+    conn: Connection,
+    req: Request,
+    name: str,
+    version: str | None,
+    verb: str,
 ) -> bool:
     def call(run_jobs: Any) -> Coroutine[Any, Any, dict[str, Any]]:
         headers = handler_headers(req.raw_headers, {})
-        return v2_http(registry, name, version or None, req.body, headers, run_jobs)
+        return v2_http(registry, name, version or None, req.body, headers, run_jobs, verb)
 
     return _kserve(registry, conn, req, call, kserve.error_body)
 

@@ -80,7 +80,11 @@ INFERENCE: tuple[Route, ...] = (
     Route(rf"/v1/models/{NAME}:(\w+)", V1PredictHandler, fast=fastpath.v1_predict),
     Route(r"/v2/?", V2ServerHandler),
     Route(r"/v2/health/(live|ready)", V2HealthHandler),
-    Route(rf"/v2/models/{SEG}(?:/versions/{SEG})?/infer", V2InferHandler, fast=fastpath.v2_infer),
+    Route(
+        rf"/v2/models/{SEG}(?:/versions/{SEG})?/(infer|explain)",
+        V2InferHandler,
+        fast=fastpath.v2_infer,
+    ),
     Route(rf"/v2/models/{SEG}(?:/versions/{SEG})?(/ready)?", V2ModelHandler),
 )
 

@@ -97,6 +97,11 @@ class Deployment:
         version = None if self.is_default else self.version
         return api.predict(self.name, data, version=version, content_type=content_type)
 
+    def explain(self, data: Any, target: int | None = None, content_type: str | None = None) -> Any:
+        """Explain ``data`` with this version (``api.explain``: drawn, with a target picker)."""
+        version = None if self.is_default else self.version
+        return api.explain(self.name, data, version, content_type, target)
+
     def _repr_html_(self) -> str:
         return snippets.deployment_html(self)
 

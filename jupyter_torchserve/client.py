@@ -228,6 +228,16 @@ class Client:
     def unregister(self, name: str, version: str | None = None) -> dict[str, Any]:
         return self.call(contract.unregister(name, version))
 
+    def canary(self, name: str) -> dict[str, Any]:
+        """The default route's split (ours: `GET /models/{name}/canary`)."""
+        return self.call(contract.canary(name))
+
+    def start_canary(self, name: str, version: str, percent: float) -> dict[str, Any]:
+        return self.call(contract.start_canary(name, version, percent))
+
+    def end_canary(self, name: str) -> dict[str, Any]:
+        return self.call(contract.end_canary(name))
+
     def logs(self, name: str, tail: int = 200) -> str:
         return self.call(contract.logs(name, tail))
 

@@ -378,6 +378,21 @@ def unregister(name: str, version: str | None = None) -> Call:
     return Call("DELETE", "management", model_path(name, version))
 
 
+def canary(name: str) -> Call:
+    """`GET /models/{name}/canary`: ours, not TorchServe's (the default route's split)."""
+    return Call("GET", "management", model_path(name, suffix="/canary"))
+
+
+def start_canary(name: str, version: str, percent: float) -> Call:
+    """`PUT /models/{name}/canary`: send `percent` % of the default route to `version`."""
+    params = query(version=version, percent=f"{percent:g}")
+    return Call("PUT", "management", model_path(name, suffix="/canary"), params)
+
+
+def end_canary(name: str) -> Call:
+    return Call("DELETE", "management", model_path(name, suffix="/canary"))
+
+
 def logs(name: str, tail: int | None = None) -> Call:
     """`GET /models/{name}/logs`: ours, not TorchServe's (the worker log's last lines)."""
     return Call(

@@ -20,6 +20,8 @@ from IPython.core.magic import Magics, line_magic, magics_class
 from . import api
 from .commands import (
     archive,
+    canary,
+    compare,
     deploy,
     describe,
     explain,
@@ -27,6 +29,7 @@ from .commands import (
     logs,
     metrics,
     predict,
+    promote,
     scale,
     set_default,
     start,
@@ -51,7 +54,10 @@ COMMANDS: dict[str, ModuleType] = {
     "explain": explain,
     "logs": logs,
     "metrics": metrics,
+    "compare": compare,
     "set-default": set_default,
+    "canary": canary,
+    "promote": promote,
     "unregister": unregister,
 }
 

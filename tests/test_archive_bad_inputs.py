@@ -90,7 +90,9 @@ def test_missing_handler_file(tmp_path):
 
 
 def test_bad_format_names(tmp_path):
-    with pytest.raises(ValueError, match="format must be 'auto' or one of export, torchscript"):
+    with pytest.raises(ValueError, match="format must be 'auto', 'onnx' or one of export, "):
+        archive(Tiny(), "m", format="pickle", export_path=tmp_path)
+    with pytest.raises(CaptureError, match="ONNX export needs example_inputs"):
         archive(Tiny(), "m", format="onnx", export_path=tmp_path)
     with pytest.raises(ValueError, match="archive_format must be one of default, tgz, no-archive"):
         archive(Tiny(), "m", archive_format="zip", export_path=tmp_path)

@@ -92,6 +92,13 @@ class EngineMetrics:
             ["api", "code"],
             registry=self.registry,
         )
+        self.routes = Counter(
+            "jts_route_requests",
+            "Default-route requests (no version in the request) while the model has a canary, "
+            "by the version they went to and its role: default or canary.",
+            ["model_name", "model_version", "route"],
+            registry=self.registry,
+        )
         self.latency = Histogram(
             "jts_inference_latency_seconds",
             "Time from arrival to answer of an inference request.",
@@ -124,6 +131,10 @@ class EngineMetrics:
 
     def request_received(self, version: Labelled, url_version: str | None) -> None:
         self._child(self.requests, version.name, url_version or "default", self.hostname).inc()
+
+    def routed(self, version: Labelled, route: str) -> None:
+        """A default-route request went to `version` as the `route` (canary.py's split)."""
+        self._child(self.routes, version.name, version.version, route).inc()
 
     def request_answered(self, version: Labelled, url_version: str | None, job: Job) -> None:
         now = time.perf_counter()

@@ -21,6 +21,7 @@ from typing import Any
 from ..archive.reader import is_archive
 from ..config import EngineConfig, parse_model_snapshot
 from . import snapshot
+from .canary import Canary
 from .errors import ApiError, bad_request, invalid_key, model_not_found, version_not_found
 from .gpu import list_gpus
 from .keys import KeyStore
@@ -41,6 +42,7 @@ class ModelEntry:
         self.name = name
         self.versions: dict[str, ModelVersion] = {}
         self.default_version: str | None = None
+        self.canary: Canary | None = None  # canary.py: a share of the default route
 
     @property
     def default(self) -> ModelVersion:
@@ -107,10 +109,25 @@ class ModelRegistry:
             raise model_not_found(name)
         return entry
 
-    def get_version(self, name: str, version: str | None = None) -> ModelVersion:
+    def get_version(
+        self, name: str, version: str | None = None, *, routed: bool = True
+    ) -> ModelVersion:
+        """The version that answers a request for `version` of `name`.
+
+        Without a version, that is the default route: the default version, or, while the
+        model has a canary, the canary for its share of requests (a random draw per request,
+        recorded: canary.py). Every protocol resolves its version here, so the split holds
+        for all of them alike; `routed=False` is the default version itself, for callers
+        that describe or change it rather than send it a request.
+        """
         entry = self.get_entry(name)
         if version is None:
-            return entry.default
+            canary = entry.canary
+            if canary is None or not routed:
+                return entry.default
+            chosen = entry.versions[canary.choose(entry.default.version)]
+            self.metrics.routed(chosen, canary.role(chosen.version))
+            return chosen
         found = entry.versions.get(version)
         if found is None:
             raise version_not_found(name, version)
@@ -237,8 +254,10 @@ class ModelRegistry:
         entry = self.models.get(mv.name)
         if entry is not None and entry.versions.get(mv.version) is mv:
             del entry.versions[mv.version]
+            _end_canary_of(entry, mv.version)
             if entry.default_version == mv.version:
                 entry.default_version = next(iter(entry.versions), None)
+                _end_canary_of(entry, entry.default_version or "")
             if not entry.versions:
                 del self.models[mv.name]
         self._release_cache(mv)
@@ -257,7 +276,7 @@ class ModelRegistry:
         synchronous: bool,
         timeout: float | None,
     ) -> tuple[int, dict[str, str]]:
-        mv = self.get_version(name, version)
+        mv = self.get_version(name, version, routed=False)
         if min_worker < 0:
             raise bad_request("min_worker cannot be negative.")
         max_worker = min_worker if max_worker is None else max_worker
@@ -284,6 +303,7 @@ class ModelRegistry:
                 f"Cannot remove default version for model {name}",
             )
         del entry.versions[target]
+        _end_canary_of(entry, target)
         if not entry.versions:
             del self.models[name]
         await mv.unload()
@@ -296,8 +316,46 @@ class ModelRegistry:
         if version not in entry.versions:
             raise version_not_found(name, version)
         entry.default_version = version
+        _end_canary_of(entry, version)  # promoted: the canary has become the default
         self.save_snapshot()
         return {"status": f'Default version successfully updated for model "{name}" to "{version}"'}
+
+    # -- canary (our extension; canary.py) ----------------------------------------------------
+    def canary_json(self, name: str) -> dict[str, Any]:
+        entry = self.get_entry(name)
+        default = entry.default.version
+        return {
+            "modelName": name,
+            "defaultVersion": default,
+            "canary": None if entry.canary is None else entry.canary.to_json(default),
+        }
+
+    def start_canary(self, name: str, version: str, percent: float) -> dict[str, str]:
+        """Send `percent` % of `name`'s default route to `version` (replacing a running
+        canary: the counts start again, as they describe the new split)."""
+        entry = self.get_entry(name)
+        if version not in entry.versions:
+            raise version_not_found(name, version)
+        if version == entry.default_version:
+            raise bad_request(
+                f"Version {version} is the default version of model {name}: a canary must be "
+                "another registered version"
+            )
+        entry.canary = Canary(version, percent)
+        return {
+            "status": f'Canary of model "{name}": version {version} takes {percent:g}% of the '
+            f"default route, version {entry.default_version} the rest"
+        }
+
+    def end_canary(self, name: str) -> dict[str, str]:
+        entry = self.get_entry(name)
+        if entry.canary is None:
+            raise ApiError(404, "CanaryNotFoundException", f"Model {name} has no canary")
+        entry.canary = None
+        return {
+            "status": f'Canary of model "{name}" ended: version {entry.default_version} takes '
+            "all of the default route"
+        }
 
     # -- snapshot -----------------------------------------------------------------------------
     def save_snapshot(self) -> None:
@@ -352,6 +410,12 @@ class ModelRegistry:
             except ApiError as e:
                 if e.status != 409:
                     log.error("could not load %s: %s", url, e.message)
+
+
+def _end_canary_of(entry: ModelEntry, version: str) -> None:
+    """A canary ends when its version is unregistered or becomes the default (promoted)."""
+    if entry.canary is not None and entry.canary.version == version:
+        entry.canary = None
 
 
 def _log_task_error(task: asyncio.Task[Any]) -> None:

@@ -1,8 +1,10 @@
 """The worker process: load one archive once, then answer batches over a Unix socket.
 
 This module is preloaded by the engine's forkserver (through `worker_preload`, which also
-freezes the heap), so `import torch` is paid once per engine and every worker starts as a
-cheap fork of a process that has never touched CUDA.
+imports torch and freezes the heap), so `import torch` is paid once per engine and every
+worker starts as a cheap fork of a process that has never touched CUDA. This module itself
+never imports torch: an ONNX archive's worker is a plain spawn that runs it without torch
+(`forkserver.context_for`), which is where that format's memory saving comes from.
 The loop is deliberately single-threaded and blocking: a worker runs one batch at a time,
 and the engine keeps the next batch already waiting in the socket buffer (pipelining).
 """
@@ -16,8 +18,6 @@ import sys
 import time
 import traceback
 from typing import Any
-
-import torch  # noqa: F401  (preloaded on purpose: forks inherit the imported module)
 
 from ..handlers.service import HandlerError, RequestInput, load_service
 from .busypoll import PollWindow
@@ -42,6 +42,23 @@ def _tail(text: str, n: int = TRACEBACK_TAIL) -> str:
     return "\n".join(text.rstrip().splitlines()[-n:])
 
 
+def _limit_threads(threads: int) -> None:
+    """Torch's thread pools when torch is loaded (a forked worker); otherwise the variable
+    a torch-free handler reads (onnxruntime's intra-op threads, handlers/builtin/onnx.py)."""
+    if threads > 0:
+        os.environ["JTS_WORKER_THREADS"] = str(threads)
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return
+    if threads > 0:
+        torch.set_num_threads(threads)
+    try:
+        # one batch runs at a time: inter-op parallelism only adds threads that compete
+        torch.set_num_interop_threads(1)
+    except RuntimeError:
+        pass  # already fixed by an earlier parallel op; harmless
+
+
 def run_worker(
     sock_path: str,
     worker_id: str,
@@ -62,13 +79,7 @@ def run_worker(
         "%(levelname)s %(message)s",
         force=True,
     )
-    if threads > 0:
-        torch.set_num_threads(threads)
-    try:
-        # one batch runs at a time: inter-op parallelism only adds threads that compete
-        torch.set_num_interop_threads(1)
-    except RuntimeError:
-        pass  # already fixed by an earlier parallel op; harmless
+    _limit_threads(threads)
     # TorchServe runs handlers inside the model directory; some open files by relative path
     os.chdir(model_dir)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

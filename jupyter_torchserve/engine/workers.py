@@ -138,7 +138,7 @@ class Worker:
     # -- lifecycle ------------------------------------------------------------------------
     async def spawn(self, sock_path: str, threads: int, requirements_dir: str | None) -> None:
         v = self.version
-        self.proc = forkserver.CONTEXT.Process(
+        self.proc = forkserver.context_for(v.model_dir).Process(
             target=_run_worker_entry,
             kwargs=dict(
                 sock_path=sock_path,

@@ -105,7 +105,7 @@ class V2HealthHandler(V2Handler):
 
 class V2ModelHandler(V2Handler):
     def get(self, name: str, version: str | None = None, ready: str | None = None) -> None:
-        mv = self.registry.get_version(name, version or None)
+        mv = self.registry.get_version(name, version or None, routed=False)
         if ready:
             self.write_json(kserve.v2_model_ready(name, mv))
         else:

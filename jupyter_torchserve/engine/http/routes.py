@@ -30,6 +30,7 @@ from .kserve import (
     V2ServerHandler,
 )
 from .management import (
+    CanaryHandler,
     EngineStatusHandler,
     LogsHandler,
     ModelHandler,
@@ -103,6 +104,7 @@ MANAGEMENT: tuple[Route, ...] = (
     Route(r"/token", TokenHandler),
     Route(rf"/v1/models/{NAME}", _ManagementV1),
     Route(rf"/models/{SEG}/logs", LogsHandler),
+    Route(rf"/models/{SEG}/canary", CanaryHandler),
     Route(rf"/models/{SEG}/{SEG}/set-default", SetDefaultHandler),
     Route(rf"/models/{SEG}(?:/{SEG})?", ModelHandler),
 )

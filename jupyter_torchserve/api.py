@@ -14,11 +14,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from . import discovery, display, loadtest, loadtest_view, payloads
 from .client import Client, EngineError, EngineNotRunning, Response
 from .discovery import EngineInfo
+from .explain_view import EXPLANATION_HEADER, Explanation, explanation
+from .explain_widget import ExplanationPicker
 
 
 # ------------------------------------------------------------------------------------------
@@ -217,6 +220,36 @@ def predict(
     with engine_client(c) as c:
         resp = c.predict(name, data, version=version, content_type=content_type, explain=explain)
     return decode_response(resp)
+
+
+def explain(
+    name: str,
+    data: Any,
+    version: str | None = None,
+    content_type: str | None = None,
+    target: int | None = None,
+    c: Client | None = None,
+) -> ExplanationPicker:
+    """Ask for an explanation of ``data`` (toward ``target``, else the predicted class) and
+    return it drawn: input | signed heatmap | overlay, or highlighted words for text.
+
+    The returned object is shown as a PNG (any frontend, nbconvert, GitHub), as HTML, and in
+    a live kernel as a widget whose dropdown of the top-k classes asks the engine again for
+    the picked one. ``.attributions`` is the tensor, ``.raw`` the answer's JSON.
+    """
+    shown = data.read_bytes() if isinstance(data, Path) else data  # drawn beside it
+
+    def toward(t: int | None) -> Explanation:
+        with engine_client(c) as client_:
+            resp = client_.explain(name, data, version, content_type, t)
+        return explanation(
+            resp.body,
+            input=shown,
+            info=resp.header(EXPLANATION_HEADER),
+            latency=resp.elapsed_ms / 1000,
+        )
+
+    return ExplanationPicker(toward(target), toward)
 
 
 def kserve_predict(

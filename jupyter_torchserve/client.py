@@ -172,8 +172,19 @@ class Client:
         body, ctype = _encode(data, content_type)
         return self.call(contract.predict(name, body, ctype, version, explain, headers))
 
-    def explain(self, name: str, data: Any, **kw: Any) -> Response:
-        return self.predict(name, data, explain=True, **kw)
+    def explain(
+        self,
+        name: str,
+        data: Any,
+        version: str | None = None,
+        content_type: str | None = None,
+        target: int | list[int] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Response:
+        """POST one request to /explanations, toward `target` (else the handler's default:
+        the predicted class for our built-ins), and return the raw answer."""
+        body, ctype = _encode(data, content_type)
+        return self.call(contract.explain(name, body, ctype, version, target, headers))
 
     def kserve_v1(self, name: str, instances: list[Any], explain: bool = False) -> dict[str, Any]:
         return self.call(contract.kserve_v1(name, instances, explain))

@@ -275,6 +275,32 @@ def predict(
     )
 
 
+def explain(
+    name: str,
+    body: bytes,
+    content_type: str | None,
+    version: str | None = None,
+    target: int | list[int] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Call:
+    """`POST /explanations/{name}[/{version}]`, toward `target` when one is named.
+
+    TorchServe reads a target from the request's `target` field, so with one the body goes
+    as a multipart form, the input in field `data` (with its content type) and the target
+    in `target` (JSON: an int, or one per row); urllib3 (under requests) encodes it.
+    """
+    if target is None:
+        return predict(name, body, content_type, version, True, headers)
+    from urllib3.filepost import encode_multipart_formdata
+
+    fields = {
+        "data": ("input", body, content_type or "application/octet-stream"),
+        "target": json.dumps(target),
+    }
+    form, form_type = encode_multipart_formdata(fields)
+    return predict(name, form, form_type, version, True, headers)
+
+
 def kserve_v1(name: str, instances: list[Any], explain: bool = False) -> Call:
     body, headers = _json_body({"instances": instances})
     verb = "explain" if explain else "predict"

@@ -98,6 +98,11 @@ class Deployment:
         version = None if self.is_default else self.version
         return api.predict(self.name, data, version=version, content_type=content_type)
 
+    def explain(self, data: Any, target: int | None = None, content_type: str | None = None) -> Any:
+        """Explain ``data`` with this version (``api.explain``: drawn, with a target picker)."""
+        version = None if self.is_default else self.version
+        return api.explain(self.name, data, version, content_type, target)
+
     def _repr_html_(self) -> str:
         report = self.evaluation._repr_html_() if self.evaluation is not None else ""
         return snippets.deployment_html(self) + report

@@ -21,6 +21,11 @@ from typing import Any
 import numpy as np
 import torch
 
+#: The response header the built-in handlers put an explanation's facts in (target,
+#: prediction, delta, top-k, method, ms); handlers/builtin/jts_base.py spells it too, since
+#: archived handler files import nothing of ours.
+EXPLANATION_HEADER = "x-explanation"
+
 #: Diverging, white at 0: red pushes toward the target, blue away from it.
 COLORMAP = "RdBu_r"
 
@@ -46,6 +51,7 @@ def explanation(
     if not isinstance(facts, dict):
         raise ValueError(f"info must be the x-explanation header (a JSON object), not {facts!r}")
     answer = _first_instance(value)
+    answer, facts = _first_row(answer, facts)
     if isinstance(answer, dict) and "importances" in answer:
         return TextExplanation(raw, value, answer, facts, latency)
     try:
@@ -65,6 +71,32 @@ def _parse(raw: Any) -> Any:
     if isinstance(raw, str):
         return json.loads(raw)
     return raw
+
+
+#: Keys of the x-explanation header that hold one value per row when a request sent a batch.
+ROW_FACTS = (
+    "target",
+    "prediction",
+    "score",
+    "delta",
+    "label",
+    "probability",
+    "target_label",
+    "target_probability",
+    "topk",
+)
+
+
+def _first_row(answer: Any, facts: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """A request of several rows (``[[...]]`` tensors) is answered one entry per row, with a
+    list of targets in its header: the first row is drawn, with its own facts."""
+    targets = facts.get("target")
+    if not (isinstance(targets, list) and isinstance(answer, list)):
+        return answer, facts
+    if len(targets) != len(answer) or not targets:
+        return answer, facts
+    row = {k: v[0] if k in ROW_FACTS and isinstance(v, list) and v else v for k, v in facts.items()}
+    return answer[0], row
 
 
 def _first_instance(value: Any) -> Any:

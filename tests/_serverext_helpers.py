@@ -86,7 +86,9 @@ class RecordingEngine:
                         "body": self.request.body,
                     }
                 )
-                is_mgmt = not self.request.path.startswith(("/predictions", "/v1", "/v2", "/ping"))
+                is_mgmt = not self.request.path.startswith(
+                    ("/predictions", "/explanations", "/v1", "/v2", "/ping")
+                )
                 if is_mgmt and self.request.path != "/metrics":
                     if self.request.headers.get("Authorization") != f"Bearer {MGMT_KEY}":
                         self.error(401, "InvalidKeyException", "Token Authorization failed.")
@@ -185,6 +187,8 @@ class RecordingEngine:
             def post(self, rest: str) -> None:
                 self.set_header("Content-Type", "application/json")
                 self.set_header("X-Secret", "must-not-pass")
+                if self.request.path.startswith("/explanations/"):  # as the built-ins answer
+                    self.set_header("X-Explanation", '{"target":7,"prediction":7}')
                 self.finish(
                     json.dumps(
                         {
@@ -218,7 +222,7 @@ class RecordingEngine:
                 (r"/models/([^/]+)/([^/]+)/set-default", SetDefault),
                 (r"/models/([^/]+)", Model),
                 (r"/models/([^/]+)/([^/]+)", Model),
-                (r"/((?:predictions|v1|v2|ping).*)", Predict),
+                (r"/((?:predictions|explanations|v1|v2|ping).*)", Predict),
                 (r"/metrics", Metrics),
             ]
         )

@@ -223,3 +223,23 @@ def test_client_builds_its_endpoint_from_its_attributes() -> None:
     c = Client("http://h:1/", "http://h:2", "http://h:3", token="T", inference_token="I")
     c.token = "T2"
     assert c.endpoint == EngineEndpoint("http://h:1", "http://h:2", "http://h:3", "T2", "I")
+
+
+def test_explain_toward_a_target_is_a_form_with_data_and_target_fields():
+    from email.parser import BytesParser
+    from email.policy import HTTP
+
+    plain = contract.explain("m", b"\x89PNG", "image/png", version="2.0")
+    assert wire(plain)[1] == "/explanations/m/2.0" and plain.body == b"\x89PNG"
+    call = contract.explain("m", b"\x89PNG", "image/png", target=3)
+    method, path, _, headers = wire(call)
+    assert (method, path) == ("POST", "/explanations/m")
+    ctype = headers["Content-Type"]
+    assert ctype.startswith("multipart/form-data; boundary=")
+    form = BytesParser(policy=HTTP).parsebytes(
+        f"Content-Type: {ctype}\r\n\r\n".encode() + call.body
+    )
+    fields = {p.get_param("name", header="content-disposition"): p for p in form.iter_parts()}
+    assert fields["data"].get_content_type() == "image/png"
+    assert fields["data"].get_payload(decode=True) == b"\x89PNG"
+    assert fields["target"].get_payload(decode=True) == b"3"

@@ -119,8 +119,11 @@ def test_openapi_documents_every_route(engine):
         "/v1/models/{model_name}:predict",
         "/v2/models/{model_name}/infer",
         "/explanations/{model_name}",
+        "/v2/models/{model_name}/explain",
+        "/v2/models/{model_name}/versions/{model_version}/explain",
     ):
         assert path in doc["paths"]
+    assert "Integrated Gradients" in json.dumps(doc["paths"]["/explanations/{model_name}"])
     assert doc == requests.get(info["inference_address"] + "/api-description").json()
     mdoc = _mgmt(info, "OPTIONS", "/").json()
     assert "/models/{model_name}/{model_version}/set-default" in mdoc["paths"]

@@ -16,6 +16,7 @@ from jupyter_torchserve.engine.metrics import EngineMetrics
 from jupyter_torchserve.engine.model import ModelVersion
 from jupyter_torchserve.engine.registration import Settings
 from jupyter_torchserve.engine.workers import FAILED, READY, STARTING, STOPPED
+from jupyter_torchserve.prometheus import samples
 
 
 class _Worker:
@@ -75,8 +76,11 @@ def _version(workers: list[_Worker], batch_size: int = 4, delay_ms: int = 50, **
     return mv
 
 
-def _job(i: int) -> Job:
-    return Job(id=str(i), headers={}, params=[], future=asyncio.get_running_loop().create_future())
+def _job(i: int | str, explain: bool = False) -> Job:
+    headers = {"explain": "True"} if explain else {}
+    return Job(
+        id=str(i), headers=headers, params=[], future=asyncio.get_running_loop().create_future()
+    )
 
 
 def _ids(batch: list[Job]) -> list[str]:
@@ -220,3 +224,61 @@ def test_queued_requests_fail_when_the_last_worker_is_gone():
         assert not mv.queue
 
     asyncio.run(scenario())
+
+
+def test_a_batch_holds_predictions_or_explanations_never_both():
+    """The oldest queued job decides a batch's kind; the other kind keeps its place in
+    front, so it goes in the next batch (an explanation costs about n_steps predictions,
+    and a handler answers a batch one way)."""
+
+    async def scenario() -> None:
+        w = _Worker("w")
+        mv = _version([w], batch_size=4, delay_ms=10_000, max_inflight_per_worker=1)
+        mv.submit(_job("p0"))  # at once: the worker was idle
+        for job in ["e1", "p2", "e3", "p4", "p5", "e6", "p7", "e8"]:
+            mv.submit(_job(job, explain=job.startswith("e")))
+        assert _ids(list(mv.queue)) == ["e1", "p2", "e3", "p4", "p5", "e6", "p7", "e8"]
+        w.answer(mv)
+        w.answer(mv)
+        w.answer(mv)
+        assert [_ids(b) for b in w.batches] == [
+            ["p0"],
+            ["e1", "e3", "e6", "e8"],
+            ["p2", "p4", "p5", "p7"],
+        ]
+        for batch in w.batches:
+            assert len({job.kind for job in batch}) == 1
+
+    asyncio.run(scenario())
+
+
+def test_explanations_and_predictions_are_timed_under_their_own_label():
+    async def scenario() -> None:
+        w = _Worker("w")
+        mv = _version([w], batch_size=1)
+        jobs = [_job(0), _job(1, explain=True), _job(2, explain=True)]
+        for job in jobs:
+            mv.submit(job)
+            w.answer(mv)
+            mv.metrics.request_answered(mv, None, job)
+        page = samples(mv.metrics.exposition().decode())
+        for kind, n in (("prediction", 1), ("explanation", 2)):
+            labels = {"model_name": "m", "model_version": "1.0", "kind": kind}
+            for name in ("jts_inference_latency_seconds_count", "jts_batch_size_count"):
+                assert (name, labels, n) in page
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    "value, kind",
+    [
+        ("True", "explanation"),
+        ("true", "explanation"),
+        ("1", "explanation"),
+        ("False", "prediction"),
+    ],
+)
+def test_the_explain_header_sets_a_jobs_kind(value, kind):
+    job = Job(id="j", headers={"explain": value}, params=[], future=None)  # type: ignore[arg-type]
+    assert job.kind == kind

@@ -456,7 +456,7 @@ def test_explanations_route(tmp_path):
         r = requests.post(info["inference_address"] + "/explanations/lin", json=x)
         assert r.status_code == 200, r.text
         attribution = r.json()
-        # input x gradient of the top class: one value per input feature
+        # integrated gradients toward the top class: one value per input feature
         flat = attribution if not isinstance(attribution[0], list) else attribution[0]
         assert len(flat) == 4 and any(v != 0 for v in flat)
         v1 = requests.post(

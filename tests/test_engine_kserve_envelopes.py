@@ -226,6 +226,96 @@ def test_v2_tensors_from_protobuf_contents_need_no_json():
     assert run.calls[2][0] == [[("body", "application/octet-stream", PNG)]]
 
 
+def _explained(value, **facts) -> Reply:
+    """A built-in's explanation: TorchServe's body, the rest in the x-explanation header."""
+    header = json.dumps({"method": "IntegratedGradients", "n_steps": 15, **facts})
+    return Reply(
+        200, "application/json", json.dumps(value).encode(), headers={"x-explanation": header}
+    )
+
+
+def test_v2_explain_answers_kserves_sample_shape_with_the_facts_as_parameters():
+    """KServe's TorchServe sample: one BYTES image -> an FP64 output named explain, shaped
+    [1, 28, 28] (here [1, 2, 2]), data flattened."""
+    attributions = [[[0.5, -0.25], [0.0, 1.0]]]
+    run = _Run(lambda params: _explained(attributions, target=3, delta=0.01, topk=[[3, "3", 0.9]]))
+    payload = _v2([base64.b64encode(PNG).decode()], "BYTES", [1], id="r1")
+    out = _run(kserve.v2_infer(_mv(), payload, {"x-a": "b"}, run, explain=True))
+    ((items, headers),) = run.calls
+    assert items == [[("body", "application/octet-stream", PNG)]]
+    assert headers == {"x-a": "b", "explain": "True"}  # what TorchServe's frontend adds
+    assert out["id"] == "r1" and out["model_name"] == "m"
+    assert out["outputs"] == [
+        {
+            "name": "explain",
+            "datatype": "FP64",
+            "shape": [1, 2, 2],
+            "data": [0.5, -0.25, 0.0, 1.0],
+            "parameters": {
+                "method": "IntegratedGradients",
+                "n_steps": 15,
+                "target": 3,
+                "delta": 0.01,
+                "topk": '[[3,"3",0.9]]',  # OIP parameters are scalars: JSON text
+            },
+        }
+    ]
+
+
+def test_v2_explain_names_the_target_in_parameters_one_per_bytes_element():
+    run = _Run(lambda params: _explained([[1.0, 2.0]], target=json.loads(params[-1][2])))
+    data = [base64.b64encode(PNG).decode()] * 2
+    payload = _v2(data, "BYTES", [2], parameters={"target": [4, 0]})
+    out = _run(kserve.v2_infer(_mv(), payload, {}, run, explain=True))
+    ((items, _),) = run.calls
+    assert [item[-1] for item in items] == [
+        ("target", "application/json", b"4"),
+        ("target", "application/json", b"0"),
+    ]
+    (explain,) = out["outputs"]
+    assert explain["shape"] == [2, 1, 2] and explain["data"] == [1.0, 2.0, 1.0, 2.0]
+    assert explain["parameters"]["target"] == "[4,0]"  # several jobs: each fact as a list
+    # one target for a tensor request: its field, as a v1 instance's "target" key is
+    _run(kserve.v2_infer(_mv(), _v2([1, 2], parameters={"target": 1}), {}, run, explain=True))
+    assert run.calls[1][0][0][-1] == ("target", "application/json", b"1")
+
+
+def test_v2_explain_of_text_has_words_and_importances():
+    body = {"words": ["a", "good", "film"], "importances": [0.1, 0.9, -0.2], "delta": 0.03}
+    run = _Run(lambda params: _explained(body, target=1))
+    out = _run(
+        kserve.v2_infer(
+            _mv("text_classifier"), _v2(["a good film"], "BYTES", [1]), {}, run, explain=True
+        )
+    )
+    explain, words = out["outputs"]
+    assert explain["name"] == "explain" and explain["datatype"] == "FP64"
+    assert explain["shape"] == [3] and explain["data"] == [0.1, 0.9, -0.2]
+    assert explain["parameters"]["delta"] == 0.03 and explain["parameters"]["target"] == 1
+    assert words == {
+        "name": "words",
+        "datatype": "BYTES",
+        "shape": [3],
+        "data": ["a", "good", "film"],
+    }
+
+
+def test_v2_explain_answers_that_do_not_stack_come_as_bytes_json():
+    answers = iter([[1.0, 2.0], [3.0]])
+    run = _Run(lambda params: _explained(next(answers)))
+    out = _run(kserve.v2_infer(_mv(), _v2(["x", "y"], "BYTES", [2]), {}, run, explain=True))
+    (explain,) = out["outputs"]
+    assert explain["datatype"] == "BYTES" and explain["data"] == ["[1.0, 2.0]", "[3.0]"]
+
+
+def test_v2_explain_parameters_must_be_an_object():
+    run = _Run()
+    with pytest.raises(ApiError) as e:
+        _run(kserve.v2_infer(_mv(), _v2([1, 2], parameters=[3]), {}, run, explain=True))
+    assert e.value.status == 400 and "parameters must be an object" in e.value.message
+    assert run.calls == []
+
+
 def test_v2_metadata_readiness_and_health():
     mv = _mv(fmt="torchscript")
     entry = ModelEntry("m")

@@ -24,6 +24,7 @@ from torch import nn
 
 from jupyter_torchserve.archive import archive
 from jupyter_torchserve.explain_view import ImageExplanation, explanation
+from jupyter_torchserve.prometheus import samples
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -79,10 +80,11 @@ def words_model() -> nn.Module:
 
 
 @pytest.fixture(scope="module")
-def served(
+def engine(
     tmp_path_factory: pytest.TempPathFactory, cnn: nn.Module, words_model: nn.Module
-) -> Iterator[str]:
-    """One engine serving ``digits`` (image_classifier, export) and ``words`` (text, eager)."""
+) -> Iterator[dict[str, Any]]:
+    """One engine serving ``digits`` (image_classifier, export), ``words`` (text, eager) and
+    ``batched`` (digits' archive again, batches of up to 4 jobs)."""
     tmp = tmp_path_factory.mktemp("explain-engine")
     store = tmp / "store"
     store.mkdir()
@@ -108,7 +110,15 @@ def served(
     with running_engine(tmp, model_store=str(store)) as (info, client):
         client.register("digits.mar", initial_workers=1)
         client.register("words.mar", initial_workers=1)
-        yield info["inference_address"]
+        client.register(
+            "digits.mar", model_name="batched", batch_size=4, max_batch_delay=50, initial_workers=1
+        )
+        yield info
+
+
+@pytest.fixture(scope="module")
+def served(engine: dict[str, Any]) -> str:
+    return engine["inference_address"]
 
 
 def captum_ig(model: nn.Module, x: torch.Tensor, target: int) -> tuple[torch.Tensor, float]:
@@ -200,13 +210,10 @@ def test_a_bad_target_is_a_json_error_naming_it_and_the_model_keeps_answering(se
     assert ok.status_code == 200 and len(ok.json()) == 5
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the engine answers every handler failure 503: worker_main's error frame drops "
-    "HandlerError.status (400 here, as TorchServe answers a PredictionException's code)",
-)
-def test_a_bad_target_is_answered_400(served):
-    assert bad_target(served).status_code == 400
+def test_a_bad_target_is_answered_400_as_torchserve_answers_a_prediction_exception(served):
+    r = bad_target(served)
+    assert r.status_code == 400, r.text
+    assert r.json()["code"] == 400
 
 
 def test_text_explanations_are_words_importances_delta(served, words_model):
@@ -235,3 +242,77 @@ def test_text_explanations_are_words_importances_delta(served, words_model):
     )
     assert body["delta"] == pytest.approx(float(delta), abs=TOL)
     assert header(r)["target"] == target
+
+
+def test_kserve_v2_explain_answers_an_fp64_explain_output_with_the_facts(served, cnn):
+    image = png(6)
+    x = model_input(image)
+    predicted = int(cnn(x).argmax())
+    body = {
+        "id": "r-6",
+        "inputs": [
+            {
+                "name": "digit",
+                "shape": [1],
+                "datatype": "BYTES",
+                "data": [base64.b64encode(image).decode()],
+            }
+        ],
+    }
+    for path in ("/v2/models/digits/explain", "/v2/models/digits/versions/1.0/explain"):
+        r = requests.post(served + path, json=body, timeout=120)
+        assert r.status_code == 200, r.text
+        answer = r.json()
+        assert answer["id"] == "r-6" and answer["model_name"] == "digits"
+        (out,) = answer["outputs"]
+        assert out["name"] == "explain" and out["datatype"] == "FP64"
+        assert out["shape"] == [1, 8, 8]
+        want, want_delta = captum_ig(cnn, x, predicted)
+        got = torch.tensor(out["data"]).reshape(out["shape"])
+        assert torch.allclose(got.float(), want, atol=TOL)
+        assert out["parameters"]["target"] == predicted
+        assert out["parameters"]["delta"] == pytest.approx(want_delta, abs=TOL)
+    toward = {**body, "parameters": {"target": 3}}
+    r = requests.post(served + "/v2/models/digits/explain", json=toward, timeout=120)
+    assert r.status_code == 200, r.text
+    (out,) = r.json()["outputs"]
+    want, _ = captum_ig(cnn, x, 3)
+    assert out["parameters"]["target"] == 3
+    assert torch.allclose(torch.tensor(out["data"]).reshape(1, 8, 8).float(), want, atol=TOL)
+    assert isinstance(explanation(r.content, input=image), ImageExplanation)
+    bad = {**body, "parameters": {"target": 9}}
+    r = requests.post(served + "/v2/models/digits/explain", json=bad, timeout=120)
+    assert r.status_code == 400 and "target 9 is out of range" in r.json()["error"], r.text
+
+
+def test_a_mixed_load_answers_every_prediction_and_every_explanation(engine, cnn):
+    """Predictions and explanations sent at once to a batching model: each prediction gets
+    the answer it gets alone (it never rode in an explanation's batch), each explanation
+    Captum's attributions, and the metrics count each kind under its own label."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    served = engine["inference_address"]
+    images = [png(100 + i) for i in range(6)]
+    alone = [
+        requests.post(f"{served}/predictions/batched", data=im, timeout=120).json() for im in images
+    ]
+    want = [captum_ig(cnn, model_input(im), int(cnn(model_input(im)).argmax()))[0] for im in images]
+
+    def send(i: int) -> tuple[str, int, requests.Response]:
+        verb = "explanations" if i % 4 == 0 else "predictions"
+        k = i % len(images)
+        return verb, k, requests.post(f"{served}/{verb}/batched", data=images[k], timeout=300)
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(send, range(48)))
+    for verb, k, r in answers:
+        assert r.status_code == 200, (verb, r.text)
+        if verb == "predictions":  # batched float32 sums round apart in the last digits
+            assert r.json() == pytest.approx(alone[k], abs=1e-5)
+        else:
+            assert torch.allclose(torch.tensor(r.json()), want[k], atol=TOL)
+    page = requests.get(engine["metrics_address"] + "/metrics", timeout=30).text
+    labels = {"model_name": "batched", "model_version": "1.0"}
+    count = "jts_inference_latency_seconds_count"
+    assert (count, {**labels, "kind": "explanation"}, 12) in samples(page)
+    assert (count, {**labels, "kind": "prediction"}, 36 + len(images)) in samples(page)

@@ -170,3 +170,20 @@ def test_what_is_not_an_explanation_is_refused_clearly():
         explanation({"words": ["a", "b"], "importances": [0.1, 0.2, 0.3]})
     with pytest.raises(ValueError, match="x-explanation header"):
         explanation([1.0, 2.0], info="[1, 2]")
+
+
+def test_a_batch_of_rows_draws_its_first_row_with_that_rows_facts():
+    """A ``[[...]]`` tensor request is answered one entry per row, its header one value per
+    row; the drawing is of row 0 (bars per feature, not a 2-D image)."""
+    answer = [[0.5, -0.25, 0.125], [0.0, 1.0, -1.0]]
+    info = {
+        "method": "IntegratedGradients",
+        "target": [1, 0],
+        "prediction": [1, 1],
+        "delta": [0.01, 0.02],
+    }
+    shown = explanation(json.dumps(answer), info=json.dumps(info))
+    assert isinstance(shown, FeatureExplanation)
+    assert shown.attributions.tolist() == answer[0]
+    assert (shown.target, shown.prediction, shown.delta) == (1, 1, 0.01)
+    assert shown.raw == json.dumps(answer)  # the whole answer stays at hand

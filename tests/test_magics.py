@@ -233,5 +233,7 @@ def test_explain_and_predict_with_data(ip: Any, engine: dict) -> None:  # noqa: 
     assert res.success, res.error_in_exec
     res = run(ip, "%torchserve explain explained --data xe")
     assert res.success, res.error_in_exec
-    assert res.result is not None
+    shown = res.result
+    assert shown.attributions.numel() == 3 and shown.target in (0, 1)
+    assert shown.raw and "image/png" in shown._repr_mimebundle_()
     run(ip, "%torchserve unregister explained")

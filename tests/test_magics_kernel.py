@@ -60,6 +60,48 @@ def test_live_status_refreshes_without_blocking(kernel: KernelSession) -> None:
     assert out["stdout"].strip() == "False"
 
 
+EXPLAIN_SETUP = """
+import numpy as np
+from torch import nn
+from jupyter_torchserve.examples import mnist
+torch.manual_seed(0)
+cnn = nn.Sequential(
+    nn.Conv2d(1, 4, 5, stride=2), nn.Tanh(), nn.Flatten(), nn.Linear(4 * 12 * 12, 10)
+).eval()
+pixels = (np.random.default_rng(0).random((28, 28)) * 255).astype(np.uint8)
+open("kernel_digit.png", "wb").write(mnist.png_bytes(pixels))
+example = open("kernel_digit.png", "rb").read()
+norm = {"mean": mnist.MEAN, "std": mnist.STD}
+"""
+
+
+def test_explain_shows_a_png_html_and_a_widget_that_asks_the_engine_again(
+    kernel: KernelSession,
+) -> None:
+    assert kernel.run(EXPLAIN_SETUP)["status"] == "ok"
+    out = kernel.run(
+        "%torchserve deploy cnn --name kernel_cnn --handler image_classifier"
+        " --example example --handler-config norm"
+    )
+    assert out["status"] == "ok", out["error"]
+    out = kernel.run("%torchserve explain kernel_cnn kernel_digit.png")
+    assert out["status"] == "ok", out["error"]
+    shown = out["data"][-1]
+    assert {"image/png", "text/html", "application/vnd.jupyter.widget-view+json"} <= set(shown)
+    assert "explained toward" in shown["text/html"] and "round trip" in shown["text/html"]
+    out = kernel.run(
+        "p = _\n"
+        "before = p.attributions.clone()\n"
+        "other = p.choices()[1][1]\n"
+        "p.widget().children[0].value = other\n"
+        "print(p.target == other, len(p.history), bool((p.attributions != before).any()),"
+        " tuple(p.attributions.shape))"
+    )
+    assert out["status"] == "ok", out["error"]
+    assert out["stdout"].split() == ["True", "2", "True", "(1,", "28,", "28)"]
+    assert "unregistered" in plain(kernel.run("%torchserve unregister kernel_cnn")["data"][-1])
+
+
 def test_kernel_restart_keeps_engine_and_models(kernel: KernelSession, engine: dict) -> None:  # noqa: F811
     kernel.restart()
     out = kernel.run("%load_ext jupyter_torchserve\n%torchserve status")

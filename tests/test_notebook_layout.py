@@ -15,7 +15,16 @@ PACKAGE = Path(__file__).resolve().parents[1] / "jupyter_torchserve"
 #: Notebook-side modules, lowest layer first: a module may import only from its own layer or
 #: lower ones (circles inside a layer are caught by the circle test).
 LAYERS: list[list[str]] = [
-    ["payloads", "display", "snippets", "widgets", "loadtest_view", "loadtest"],
+    [
+        "payloads",
+        "display",
+        "snippets",
+        "widgets",
+        "loadtest_view",
+        "loadtest",
+        "explain_view",
+        "explain_widget",
+    ],
     ["api"],
     ["parity", "versions", "traffic", "evaluation", "comparison"],
     ["deployment"],

@@ -38,6 +38,11 @@ def outputs_of(nb: Any, needle: str) -> str:
     raise AssertionError(f"no cell with {needle!r}")
 
 
+def exactly(nb: Any, source: str) -> Any:
+    """The code cell whose whole source is ``source``."""
+    return next(c for c in nb.cells if c.cell_type == "code" and c.source.strip() == source)
+
+
 def top_label(text: str) -> str:
     """The first key of the first ``{label: prob}`` JSON object in a curl answer."""
     match = re.search(r'\{\s*"(\w+)":\s*[0-9.e-]+', text)
@@ -66,6 +71,10 @@ def test_mnist_notebook(engine: dict, tmp_path: Path) -> None:  # noqa: F811
     assert "ok: max" in outputs_of(nb, "--version 2.0")
     assert 'to "2.0"' in outputs_of(nb, "set-default mnist 2.0")
     assert top_label(outputs_of(nb, "%torchserve predict mnist seven.png").replace("'", '"')) == "7"
+    (why,) = exactly(nb, "%torchserve explain mnist seven.png").outputs
+    assert {"image/png", "text/html"} <= set(why["data"])  # what nbconvert and GitHub show
+    assert "explained toward 7" in why["data"]["text/plain"]
+    assert "explained toward 1 predicted 7 (1, 28, 28)" in outputs_of(nb, "--target 1")
     assert "ts_inference_requests_total" in outputs_of(nb, "%torchserve metrics")
     assert "unregistered" in outputs_of(nb, "unregister mnist --version 1.0")
 

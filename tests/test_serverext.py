@@ -382,6 +382,7 @@ async def test_test_prediction_forwards_body_and_type(
     [
         ("POST", "torchserve/predictions/mnist", "/predictions/mnist"),
         ("PUT", "torchserve/predictions/mnist/1.0", "/predictions/mnist/1.0"),
+        ("POST", "torchserve/explanations/mnist", "/explanations/mnist"),
         ("POST", "torchserve/v1/models/mnist:predict", "/v1/models/mnist:predict"),
         ("POST", "torchserve/v2/models/mnist/infer", "/v2/models/mnist/infer"),
         ("GET", "torchserve/v2/health/ready", "/v2/health/ready"),
@@ -409,6 +410,8 @@ async def test_inference_forwarder_like_curl(
     assert fake_engine.requests[-1]["uri"] == engine_path + "?explain=0"
     assert data["authorization"] == "inference-key"
     assert token not in json.dumps(fake_engine.requests[-1]["headers"])
+    if engine_path.startswith("/explanations/"):  # the sidebar shows these facts
+        assert json.loads(resp.headers["X-Explanation"]) == {"target": 7, "prediction": 7}
 
 
 # --------------------------------------------------------------------------- logs

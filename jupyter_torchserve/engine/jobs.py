@@ -37,6 +37,18 @@ class Job:
     # wait for the next one); not called when the job is withdrawn (future cancelled)
     on_done: Callable[[Job], None] | None = None
 
+    @property
+    def kind(self) -> str:
+        """ "explanation" or "prediction": what the handler is asked for, read from the
+        `explain` header that TorchServe's frontend sets (and our built-ins read: "True",
+        leniently any case, or "1"). Batches are formed of one kind (model.py), since an
+        explanation costs about `n_steps` forward and backward passes of a prediction, and
+        each kind is timed under its own metrics label."""
+        value = self.headers.get("explain")
+        if value is not None and value.strip().lower() in ("true", "1"):
+            return "explanation"
+        return "prediction"
+
     def finish(self, reply: Reply) -> None:
         if not self.future.done():
             self.future.set_result(reply)

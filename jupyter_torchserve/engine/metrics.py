@@ -3,6 +3,9 @@
 `ts_inference_requests_total` and the families of frontend_metrics.py (`Requests2XX`...,
 the microsecond counters, host gauges) keep TorchServe's names, types and labels so existing
 dashboards work. Histograms (ours, `jts_*`) give the sidebar its p50 latency.
+The `jts_*` histograms carry a `kind` label (`prediction` or `explanation`, `Job.kind`):
+an explanation costs about `n_steps` predictions and would otherwise pass for a slow
+prediction. TorchServe's own families count both kinds together, as TorchServe does.
 """
 
 from __future__ import annotations
@@ -106,14 +109,14 @@ class EngineMetrics:
         self.latency = Histogram(
             "jts_inference_latency_seconds",
             "Time from arrival to answer of an inference request.",
-            ["model_name", "model_version"],
+            ["model_name", "model_version", "kind"],
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
         self.batch_size = Histogram(
             "jts_batch_size",
             "Requests per batch sent to a worker.",
-            ["model_name", "model_version"],
+            ["model_name", "model_version", "kind"],
             buckets=(1, 2, 4, 8, 16, 32, 64, 128),
             registry=self.registry,
         )
@@ -152,10 +155,13 @@ class EngineMetrics:
         key = (version.name, url_version or "default")
         queued = job.dispatched - job.enqueued if job.dispatched else None
         self.frontend.answered(key, now - job.enqueued, queued)
-        self._child(self.latency, version.name, version.version).observe(now - job.enqueued)
+        latency = self._child(self.latency, version.name, version.version, job.kind)
+        latency.observe(now - job.enqueued)
 
     def batch_sent(self, version: Labelled, jobs: list[Job]) -> None:
-        self._child(self.batch_size, version.name, version.version).observe(len(jobs))
+        """`jobs` are of one kind (ModelVersion._take_batch)."""
+        sizes = self._child(self.batch_size, version.name, version.version, jobs[0].kind)
+        sizes.observe(len(jobs))
 
     def autoscale_event(self, version: Labelled, action: str) -> None:
         self._child(self.autoscale, version.name, version.version, action).inc()

@@ -148,15 +148,36 @@ class ModelVersion:
                 or len(self.queue) >= self.batch_size
                 or self._oldest_waited() >= self.max_batch_delay / 1000
             ):
-                n = min(self.batch_size, len(self.queue))
-                batch = [self.queue.popleft() for _ in range(n)]
-                batch = [j for j in batch if not j.future.done()]  # client gave up
+                batch = self._take_batch()
                 if batch:
                     self.metrics.batch_sent(self, batch)
                     worker.send_batch(batch)
                 continue
             self._arm_timer()
             return
+
+    def _take_batch(self) -> list[Job]:
+        """Up to `batch_size` queued jobs of the oldest one's kind, in arrival order.
+
+        Why one kind per batch: a handler answers a batch one way (TorchServe's BaseHandler
+        reads `explain` from its first request only), and an explanation costs about
+        `n_steps` predictions, so a prediction must not ride in an explanation's batch. Jobs
+        of the other kind keep their places at the head of the queue, so neither kind
+        starves the other. Withdrawn jobs (the client gave up) are dropped on the way.
+        """
+        queue = self.queue
+        batch: list[Job] = []
+        passed: list[Job] = []
+        kind = None
+        while queue and len(batch) < self.batch_size:
+            job = queue.popleft()
+            if job.future.done():
+                continue
+            if kind is None:
+                kind = job.kind
+            (batch if job.kind == kind else passed).append(job)
+        queue.extendleft(reversed(passed))
+        return batch
 
     def _oldest_waited(self) -> float:
         return time.perf_counter() - self.queue[0].enqueued if self.queue else 0.0

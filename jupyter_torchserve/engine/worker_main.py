@@ -278,8 +278,8 @@ def _infer(conn: SyncConnection, service: Any, header: dict[str, Any], payload: 
                 "op": "error",
                 "batch": batch_id,
                 "message": e.message,
-                "status": e.status,
                 "traceback": _tail(e.traceback_text),
+                "status": e.status,  # what TorchServe answers: a PredictionException's code
                 "m": _drain_metrics(service),
             }
         )

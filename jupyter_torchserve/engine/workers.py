@@ -77,6 +77,16 @@ class WorkerLost(Exception):
     pass
 
 
+def error_status(status: Any) -> int:
+    """The HTTP status of a failed batch: the one the worker's error frame names (the
+    handler's `HandlerError.status`: a `PredictionException`'s code, 507 when out of
+    memory), as TorchServe answers it; 503 "Prediction failed" when it names none we can
+    send (a worker predating the field, a bug in our runtime)."""
+    if isinstance(status, int) and not isinstance(status, bool) and 400 <= status <= 599:
+        return status
+    return 503
+
+
 class Worker:
     def __init__(
         self,
@@ -324,9 +334,8 @@ class Worker:
             entry = self.inflight.pop(header["batch"], None)
             waiter = self.describe_waiters.pop(header["batch"], None)
             message = header.get("message", "Prediction failed")
-            status = header.get("status")
             err = ApiError(
-                status if isinstance(status, int) and 400 <= status <= 599 else 503,
+                error_status(header.get("status")),
                 "InternalServerException",
                 f"Prediction failed: {message}",
                 traceback=str(header.get("traceback") or ""),

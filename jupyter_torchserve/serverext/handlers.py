@@ -30,7 +30,8 @@ from .gateway import Gateway
 from .metrics import summarize
 
 #: Response headers of the engine that may travel back to the browser (never auth headers).
-FORWARDED_RESPONSE_HEADERS = ("X-Request-Id", "Cache-Control", "Location")
+#: x-explanation: the facts of an explanation (target, prediction, delta) the sidebar shows
+FORWARDED_RESPONSE_HEADERS = ("X-Request-Id", "Cache-Control", "Location", "X-Explanation")
 
 
 class TorchServeHandler(APIHandler):

@@ -156,6 +156,13 @@ export const api = {
       { method: 'POST', body, headers: { 'Content-Type': contentType } },
       { version }
     ),
+  /** `/explanations/{name}` through the Jupyter forwarder (the x-explanation header comes too). */
+  explain: (name: string, body: Blob | string, contentType: string) =>
+    request(`explanations/${enc(name)}`, {
+      method: 'POST',
+      body,
+      headers: { 'Content-Type': contentType }
+    }),
   sample: (name: string, version?: string) =>
     request(`models/${enc(name)}/sample`, {}, { version }),
   /** KServe v2 inference through the Jupyter forwarder (for an archive's v2 sample input). */

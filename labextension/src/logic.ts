@@ -269,3 +269,113 @@ export function prettyBody(text: string): { pretty: string; json: unknown } {
     return { pretty: text, json: undefined };
   }
 }
+
+/** An image explanation as pixels: RGBA, red where the attribution pushes toward the target,
+ * blue where it pushes away, opacity growing with |attribution| (so the input shows through
+ * where it is 0). The values are summed over channels, as the notebook's drawing does. */
+export interface IHeatmap {
+  width: number;
+  height: number;
+  rgba: Uint8ClampedArray;
+}
+
+/** TorchServe's image answer (`[C][H][W]` or `[H][W]`), or KServe v1 `{"explanations":
+ * [...]}` of one, as a heatmap; null for anything else (text, tensors). */
+export function heatmap(answer: unknown): IHeatmap | null {
+  let value = answer;
+  if (value && typeof value === 'object' && !Array.isArray(value)) {
+    const wrapped = (value as { explanations?: unknown[] }).explanations;
+    value = Array.isArray(wrapped) ? wrapped[0] : null;
+  }
+  const isRow = (r: unknown): r is number[] =>
+    Array.isArray(r) && r.length > 0 && r.every(v => typeof v === 'number');
+  const isPlane = (p: unknown): p is number[][] =>
+    Array.isArray(p) && p.length > 0 && p.every(isRow) && p.every(r => r.length === p[0].length);
+  let planes: number[][][];
+  if (isPlane(value)) {
+    planes = [value];
+  } else if (Array.isArray(value) && value.length > 0 && value.every(isPlane)) {
+    planes = value as number[][][];
+  } else {
+    return null;
+  }
+  const height = planes[0].length;
+  const width = planes[0][0].length;
+  if (width < 2 || height < 2 || planes.some(p => p.length !== height || p[0].length !== width)) {
+    return null;
+  }
+  const sum = new Float64Array(width * height);
+  for (const plane of planes) {
+    plane.forEach((row, y) => row.forEach((v, x) => (sum[y * width + x] += v)));
+  }
+  const bound = sum.reduce((m, v) => Math.max(m, Math.abs(v)), 0) || 1;
+  const rgba = new Uint8ClampedArray(width * height * 4);
+  sum.forEach((v, i) => {
+    const strength = Math.abs(v) / bound;
+    rgba.set(v >= 0 ? [214, 39, 40] : [31, 119, 180], i * 4);
+    rgba[i * 4 + 3] = Math.round(255 * strength);
+  });
+  return { width, height, rgba };
+}
+
+/** A word of a text explanation with its background colour (red toward, blue away). */
+export interface IToken {
+  word: string;
+  importance: number;
+  color: string;
+}
+
+/** `{"words": [...], "importances": [...]}` (TorchServe's text answer, or the first of a
+ * KServe v1 list) as coloured tokens; null for anything else. */
+export function tokens(answer: unknown): IToken[] | null {
+  let value = answer;
+  const wrapped = (value as { explanations?: unknown[] } | null)?.explanations;
+  if (Array.isArray(wrapped)) {
+    value = wrapped[0];
+  }
+  if (Array.isArray(value) && value.length === 1) {
+    value = value[0];
+  }
+  const { words, importances } = (value ?? {}) as { words?: unknown; importances?: unknown };
+  if (!Array.isArray(words) || !Array.isArray(importances) || words.length !== importances.length) {
+    return null;
+  }
+  const values = importances.map(Number);
+  const bound = values.reduce((m, v) => Math.max(m, Math.abs(v)), 0) || 1;
+  return words.map((word, i) => {
+    const a = (Math.abs(values[i]) / bound).toFixed(2);
+    const color = values[i] >= 0 ? `rgba(214, 39, 40, ${a})` : `rgba(31, 119, 180, ${a})`;
+    return { word: String(word), importance: values[i], color };
+  });
+}
+
+/** The facts of the `x-explanation` response header a person reads next to the drawing. */
+export function explanationFacts(header: string | null): string[] {
+  if (!header) {
+    return [];
+  }
+  let info: Record<string, unknown>;
+  try {
+    info = JSON.parse(header);
+  } catch {
+    return [];
+  }
+  const lines: string[] = [];
+  const named = (label: unknown, index: unknown) =>
+    label !== undefined && String(label) !== String(index)
+      ? `${label} (class ${index})`
+      : String(index);
+  if (info.prediction !== undefined) {
+    lines.push(`predicted ${named(info.label, info.prediction)}`);
+  }
+  if (info.target !== undefined) {
+    lines.push(`explained toward ${named(info.target_label, info.target)}`);
+  }
+  if (typeof info.delta === 'number') {
+    lines.push(`convergence delta ${info.delta.toPrecision(3)}`);
+  }
+  if (info.method !== undefined) {
+    lines.push(`${info.method}, ${info.n_steps ?? '?'} steps`);
+  }
+  return lines;
+}

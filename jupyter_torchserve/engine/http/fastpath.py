@@ -75,7 +75,7 @@ def v2_infer(
 ) -> bool:
     def call(run_jobs: Any) -> Coroutine[Any, Any, dict[str, Any]]:
         headers = handler_headers(req.raw_headers, {})
-        return v2_http(registry, name, version or None, verb, req.body, headers, run_jobs)
+        return v2_http(registry, name, version or None, req.body, headers, run_jobs, verb)
 
     return _kserve(registry, conn, req, call, kserve.error_body)
 

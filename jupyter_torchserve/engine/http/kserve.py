@@ -1,6 +1,6 @@
 """KServe v1 and v2 over HTTP: the URL and body side of inference/kserve.py's calls.
 
-`v1_http` and `v2_http` are what both HTTP paths run for a predict or infer request (the
+`v1_http` and `v2_http` are what both HTTP paths run for a predict, infer or explain request (the
 fast path as a task, the Tornado handlers below when a request reaches them), so the order
 of the checks, and with it which error a bad request gets, is one.
 
@@ -30,6 +30,7 @@ RunJobs = Callable[
 """`predictions.run_jobs` for one request: (version, URL version, items, headers) -> replies."""
 
 V1_VERBS = {"predict": False, "explain": True}  # verb -> is it an explanation
+V2_VERBS = {"infer": False, "explain": True}
 
 
 async def v1_http(
@@ -56,21 +57,22 @@ async def v2_http(
     registry: ModelRegistry,
     name: str,
     version: str | None,
-    verb: str,
     body: bytes,
     headers: dict[str, str],
     run_jobs: RunJobs,
+    verb: str = "infer",
 ) -> dict[str, Any]:
-    """`POST /v2/models/{name}[/versions/{version}]/infer` (or `/explain`)."""
+    """`POST /v2/models/{name}[/versions/{version}]/{verb}`: `infer` or `explain`."""
+    explain = V2_VERBS.get(verb)
+    if explain is None:
+        raise not_found_route()
     mv = registry.get_version(name, version)
     payload = kserve.json_body(body)
-    if verb == "explain":
-        headers = {**headers, "explain": "True"}
 
     def run(items: list[Params], headers: dict[str, str]) -> Awaitable[list[Reply]]:
         return run_jobs(mv, version, items, headers)
 
-    return await kserve.v2_infer(mv, payload, headers, run)
+    return await kserve.v2_infer(mv, payload, headers, run, explain=explain)
 
 
 class V1ModelHandler(InferenceHandler):
@@ -125,15 +127,15 @@ class V2ModelHandler(V2Handler):
 
 
 class V2InferHandler(V2Handler):
-    async def post(self, name: str, version: str | None, verb: str) -> None:
+    async def post(self, name: str, version: str | None = None, verb: str = "infer") -> None:
         self.write_json(
             await v2_http(
                 self.registry,
                 name,
                 version or None,
-                verb,
                 self.body,
                 self.handler_headers(),
                 self.run_jobs,
+                verb,
             )
         )

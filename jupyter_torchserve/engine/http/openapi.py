@@ -45,20 +45,41 @@ INFERENCE_ROUTES: list[tuple[str, list[str], str]] = [
         ["post", "put", "options"],
         "Predict with one version.",
     ),
-    ("/explanations/{model_name}", ["post"], "Explain a prediction (input x gradient)."),
-    ("/explanations/{model_name}/{model_version}", ["post"], "Explain with one version."),
+    (
+        "/explanations/{model_name}",
+        ["post", "put"],
+        "Explain a prediction with the handler's explain_handle (the built-ins: Captum "
+        "Integrated Gradients toward the request's target, else the predicted class; facts "
+        "in the x-explanation response header). Costs about n_steps predictions.",
+    ),
+    ("/explanations/{model_name}/{model_version}", ["post", "put"], "Explain with one version."),
     ("/v1/models/{model_name}", ["get"], "KServe v1 model status."),
     ("/v1/models/{model_name}:predict", ["post"], 'KServe v1: {"instances": [...]}.'),
-    ("/v1/models/{model_name}:explain", ["post"], "KServe v1 explanations."),
+    (
+        "/v1/models/{model_name}:explain",
+        ["post"],
+        'KServe v1 explanations: {"explanations": [...]}, one per instance.',
+    ),
     ("/v2", ["get"], "Open Inference Protocol server metadata."),
     ("/v2/health/live", ["get"], "OIP liveness."),
     ("/v2/health/ready", ["get"], "OIP readiness."),
     ("/v2/models/{model_name}", ["get"], "OIP model metadata (inputs, outputs)."),
     ("/v2/models/{model_name}/ready", ["get"], "OIP model readiness."),
     ("/v2/models/{model_name}/infer", ["post"], "OIP inference with JSON tensors."),
+    (
+        "/v2/models/{model_name}/explain",
+        ["post"],
+        "OIP explanation: an FP64 output named explain shaped like the attributions; "
+        "parameters.target names the class.",
+    ),
     ("/v2/models/{model_name}/versions/{model_version}", ["get"], "OIP version metadata."),
     ("/v2/models/{model_name}/versions/{model_version}/ready", ["get"], "OIP version readiness."),
     ("/v2/models/{model_name}/versions/{model_version}/infer", ["post"], "OIP inference."),
+    (
+        "/v2/models/{model_name}/versions/{model_version}/explain",
+        ["post"],
+        "OIP explanation by one version.",
+    ),
 ]
 
 MANAGEMENT_ROUTES: list[tuple[str, list[str], str]] = [

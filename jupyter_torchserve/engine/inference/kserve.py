@@ -184,15 +184,19 @@ def v2_tensors(payload: Any) -> list[Tensor]:
 
 
 async def v2_infer(
-    mv: ModelVersion, payload: Any, headers: dict[str, str], run: Run
+    mv: ModelVersion, payload: Any, headers: dict[str, str], run: Run, *, explain: bool = False
 ) -> dict[str, Any]:
-    """`POST /v2/models/{name}[/versions/{v}]/infer` with a JSON body, parsed."""
-    output = await v2_infer_tensors(mv, v2_tensors(payload), headers, run)
+    """`POST /v2/models/{name}[/versions/{v}]/infer` (or `/explain`) with a JSON body, parsed."""
+    inputs = v2_tensors(payload)
+    if explain:
+        outputs = await v2_explain_tensors(mv, inputs, headers, run, v2_target(payload))
+    else:
+        outputs = [await v2_infer_tensors(mv, inputs, headers, run)]
     return {
         "id": payload.get("id") or str(uuid.uuid4()),
         "model_name": mv.name,
         "model_version": mv.version,
-        "outputs": [output],
+        "outputs": outputs,
     }
 
 
@@ -205,10 +209,71 @@ async def v2_infer_tensors(
     schema_out = (mv.metadata.get("schema") or {}).get("outputs") or []
     out_name = inputs[0].name
     out_dtype = schema_out[0].get("datatype") if schema_out else None
-    if len(inputs) == 1 and inputs[0].datatype == "BYTES":
-        items = [[("body", *_bytes_element(x))] for x in _flatten(inputs[0].data)]
-        values = [_reply_value(r) for r in await run(items, headers)]
+    items, per_element = _v2_items(mv, inputs)
+    values = [_reply_value(r) for r in await run(items, headers)]
+    if per_element:
         return _bytes_or_tensor_output(out_name, values, out_dtype)
+    return _tensor_output(out_name, values[0], out_dtype)
+
+
+async def v2_explain_tensors(
+    mv: ModelVersion,
+    inputs: list[Tensor],
+    headers: dict[str, str],
+    run: Run,
+    target: Any = None,
+) -> list[dict[str, Any]]:
+    """`/explain`: the jobs `/infer` would run, asked for explanations (header `explain:
+    True`, as TorchServe's frontend sets it), answered as KServe's TorchServe sample does:
+    an output named `explain`, FP64, shaped like one request's attributions (one BYTES
+    element: its own shape; several: stacked), data flattened. The facts of each answer's
+    `x-explanation` header go into that output's `parameters`; a text answer's words are
+    a second output, `words`. `target` (the request's `parameters.target`) is every job's
+    `target` field, or one per BYTES element when it is a list of that length."""
+    items, per_element = _v2_items(mv, inputs)
+    if target is not None:
+        targets = (
+            target
+            if per_element and isinstance(target, list) and len(target) == len(items)
+            else [target] * len(items)
+        )
+        items = [
+            [*params, ("target", "application/json", json.dumps(t).encode())]
+            for params, t in zip(items, targets, strict=True)
+        ]
+    replies = await run(items, {**headers, "explain": "True"})
+    values = [_reply_value(r) for r in replies]
+    facts = [_explanation_facts(r) for r in replies]
+    outputs = []
+    if values and all(isinstance(v, dict) and "importances" in v for v in values):
+        for value, fact in zip(values, facts, strict=True):
+            if fact.get("delta") is None and value.get("delta") is not None:
+                fact["delta"] = value["delta"]
+        outputs.append(_stacked_output("explain", [v["importances"] for v in values], "FP64"))
+        outputs.append(_stacked_output("words", [v.get("words") or [] for v in values], "BYTES"))
+    else:
+        outputs.append(_stacked_output("explain", values, "FP64"))
+    parameters = _explanation_parameters(facts)
+    if parameters:
+        outputs[0]["parameters"] = parameters
+    return outputs
+
+
+def v2_target(payload: dict[str, Any]) -> Any:
+    """The class an explanation is asked toward: the request's `parameters.target`."""
+    parameters = payload.get("parameters")
+    if parameters is None:
+        return None
+    if not isinstance(parameters, dict):
+        raise bad_request("parameters must be an object")
+    return parameters.get("target")
+
+
+def _v2_items(mv: ModelVersion, inputs: list[Tensor]) -> tuple[list[Params], bool]:
+    """The jobs of checked inputs, and whether they are one per element of a lone BYTES
+    input (otherwise the request is one job)."""
+    if len(inputs) == 1 and inputs[0].datatype == "BYTES":
+        return [[("body", *_bytes_element(x))] for x in _flatten(inputs[0].data)], True
     if len(inputs) == 1 and mv.metadata.get("builtin_handler"):
         # our handlers read .npy: exact dtype, no JSON of floats
         params = [("body", "application/x-npy", _npy(inputs[0]))]
@@ -219,8 +284,60 @@ async def v2_infer_tensors(
     else:
         data = {i.name: _array(i).tolist() for i in inputs}
         params = [("body", "application/json", json.dumps(data).encode())]
-    (reply,) = await run([params], headers)
-    return _tensor_output(out_name, _reply_value(reply), out_dtype)
+    return [params], False
+
+
+#: the header the built-in handlers set (jts_base.EXPLANATION_HEADER; archives' handler
+#: files import nothing of ours, so the name is spelled in both places)
+EXPLANATION_HEADER = "x-explanation"
+
+
+def _explanation_facts(reply: Reply) -> dict[str, Any]:
+    """The reply's `x-explanation` header as a dict ({} when the handler sent none)."""
+    for key, value in reply.headers.items():
+        if key.lower() == EXPLANATION_HEADER:
+            try:
+                facts = json.loads(value)
+            except ValueError:
+                return {}
+            return facts if isinstance(facts, dict) else {}
+    return {}
+
+
+def _explanation_parameters(facts: list[dict[str, Any]]) -> dict[str, Any]:
+    """OIP parameters are scalars: each fact as it is when it is one, as compact JSON text
+    otherwise; for several jobs, each fact is the list of their values."""
+    if len(facts) == 1:
+        merged = facts[0]
+    else:
+        keys = list(dict.fromkeys(k for f in facts for k in f))
+        merged = {k: [f.get(k) for f in facts] for k in keys}
+    return {
+        k: v if isinstance(v, (str, int, float, bool)) else json.dumps(v, separators=(",", ":"))
+        for k, v in merged.items()
+        if v is not None
+    }
+
+
+def _stacked_output(name: str, values: list[Any], datatype: str) -> dict[str, Any]:
+    """One job's value, or several stacked, as a v2 output of `datatype` (FP64 or BYTES);
+    values that do not stack into one rectangular array come as BYTES, one JSON per job."""
+    import numpy as np
+
+    value = values[0] if len(values) == 1 else values
+    try:
+        array = np.asarray(value, dtype=np.float64 if datatype == "FP64" else np.str_)
+        if array.dtype.kind == "O":
+            raise ValueError("not rectangular")
+    except (ValueError, TypeError):
+        data = [v if isinstance(v, str) else json.dumps(v) for v in values]
+        return {"name": name, "datatype": "BYTES", "shape": [len(data)], "data": data}
+    return {
+        "name": name,
+        "datatype": datatype,
+        "shape": list(array.shape) or [1],
+        "data": array.reshape(-1).tolist(),
+    }
 
 
 def _check_input(item: Any) -> Tensor:

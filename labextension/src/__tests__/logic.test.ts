@@ -9,12 +9,15 @@ import { join } from 'path';
 import {
   checkRequestSize,
   curlCommand,
+  explanationFacts,
   formatBytes,
+  heatmap,
   nextDelay,
   REFRESH_INTERVAL,
   parseSSE,
   rates,
   refreshIntervalMs,
+  tokens,
   topK,
   workerState
 } from '../logic';
@@ -119,4 +122,83 @@ test('curl commands go through Jupyter and straight to the engine', () => {
   assert.ok(c.includes('http://h:8888/base/torchserve/predictions/my%20model'));
   assert.ok(c.includes('Authorization: token $JUPYTER_TOKEN'));
   assert.ok(c.includes('http://127.0.0.1:8080/predictions/my%20model'));
+});
+
+test('an image explanation becomes a signed heatmap summed over channels', () => {
+  const map = heatmap([
+    [
+      [1, -2],
+      [0, 0.5]
+    ],
+    [
+      [1, 0],
+      [0, 0.5]
+    ]
+  ]);
+  assert.ok(map);
+  assert.equal(map.width, 2);
+  assert.equal(map.height, 2);
+  // pixel (0,0): +2 of bound 2 -> opaque red; (1,0): -2 -> opaque blue; (0,1): 0 -> clear
+  assert.deepEqual([...map.rgba.slice(0, 4)], [214, 39, 40, 255]);
+  assert.deepEqual([...map.rgba.slice(4, 8)], [31, 119, 180, 255]);
+  assert.equal(map.rgba[11], 0);
+  assert.equal(map.rgba[15], 128);
+  assert.ok(
+    heatmap({
+      explanations: [
+        [
+          [
+            [1, 2],
+            [3, 4]
+          ]
+        ]
+      ]
+    })
+  ); // KServe v1: [C][H][W] each
+  assert.equal(
+    heatmap([
+      [
+        [
+          [1, 2],
+          [3, 4]
+        ]
+      ]
+    ]),
+    null
+  ); // a batch of images: not one
+  assert.equal(heatmap({ words: ['a'], importances: [1] }), null);
+  assert.equal(heatmap([1, 2, 3]), null);
+});
+
+test('a text explanation colours each word by its importance', () => {
+  const shown = tokens({ words: ['a', 'good', 'film'], importances: [0.1, 0.8, -0.4] });
+  assert.ok(shown);
+  assert.deepEqual(
+    shown.map(t => t.word),
+    ['a', 'good', 'film']
+  );
+  assert.equal(shown[1].color, 'rgba(214, 39, 40, 1.00)');
+  assert.equal(shown[2].color, 'rgba(31, 119, 180, 0.50)');
+  assert.ok(tokens({ explanations: [{ words: ['x'], importances: [1] }] }));
+  assert.equal(tokens([[1, 2]]), null);
+});
+
+test('the x-explanation header reads as a few lines', () => {
+  const header = JSON.stringify({
+    method: 'IntegratedGradients',
+    n_steps: 15,
+    target: 3,
+    target_label: 'three',
+    prediction: 7,
+    label: '7',
+    delta: -0.0076
+  });
+  assert.deepEqual(explanationFacts(header), [
+    'predicted 7',
+    'explained toward three (class 3)',
+    'convergence delta -0.00760',
+    'IntegratedGradients, 15 steps'
+  ]);
+  assert.deepEqual(explanationFacts(null), []);
+  assert.deepEqual(explanationFacts('not json'), []);
 });

@@ -5,7 +5,17 @@
 import React, { useEffect, useState } from 'react';
 
 import { ApiError, api } from '../api';
-import { checkRequestSize, formatMs, prettyBody, topK } from '../logic';
+import {
+  IHeatmap,
+  IToken,
+  checkRequestSize,
+  explanationFacts,
+  formatMs,
+  heatmap,
+  prettyBody,
+  tokens,
+  topK
+} from '../logic';
 import { Bar, ModelPicker } from '../widgets';
 import { ITab, ITabProps } from './tab';
 
@@ -15,6 +25,52 @@ interface IResult {
   serverMs?: number;
   pretty: string;
   json: unknown;
+  explained?: boolean;
+  facts?: string[];
+}
+
+/** The heatmap as a PNG data URL (drawn once on an off-screen canvas), for an <img>. */
+function heatmapURL(map: IHeatmap): string {
+  const canvas = document.createElement('canvas');
+  canvas.width = map.width;
+  canvas.height = map.height;
+  const ctx = canvas.getContext('2d');
+  ctx?.putImageData(new ImageData(map.rgba, map.width, map.height), 0, 0);
+  return canvas.toDataURL('image/png');
+}
+
+/** Input | signed heatmap | the heatmap over the input (the notebook's three panels). */
+function ExplainedImage({ map, input }: { map: IHeatmap; input: string | null }): JSX.Element {
+  const url = heatmapURL(map);
+  return (
+    <div className="jp-TorchServe-explained" aria-label="Explanation">
+      {input && <img className="jp-TorchServe-explain-panel" src={input} alt="Explained input" />}
+      <img className="jp-TorchServe-explain-panel" src={url} alt="Attribution heatmap" />
+      {input && (
+        <div className="jp-TorchServe-explain-panel jp-TorchServe-explain-overlay">
+          <img src={input} alt="" />
+          <img src={url} alt="Heatmap over the input" />
+        </div>
+      )}
+    </div>
+  );
+}
+
+function ExplainedText({ words }: { words: IToken[] }): JSX.Element {
+  return (
+    <div className="jp-TorchServe-explained-text" aria-label="Explanation">
+      {words.map((t, i) => (
+        <span
+          key={i}
+          className="jp-TorchServe-token"
+          style={{ background: t.color }}
+          title={t.importance.toFixed(3)}
+        >
+          {t.word}
+        </span>
+      ))}
+    </div>
+  );
 }
 
 function TestTab({ model }: ITabProps): JSX.Element {
@@ -48,7 +104,9 @@ function TestTab({ model }: ITabProps): JSX.Element {
       const resp =
         protocol === 'v2'
           ? await api.inferV2(name, body)
-          : await api.predict(name, body, contentType);
+          : protocol === 'explanations'
+            ? await api.explain(name, body, contentType)
+            : await api.predict(name, body, contentType);
       const text = await resp.text();
       const { pretty, json } = prettyBody(text);
       const server = Number(resp.headers.get('X-Torchserve-Latency-Ms'));
@@ -57,7 +115,9 @@ function TestTab({ model }: ITabProps): JSX.Element {
         latencyMs: performance.now() - t0,
         serverMs: isFinite(server) && server > 0 ? server : undefined,
         pretty,
-        json
+        json,
+        explained: protocol === 'explanations',
+        facts: explanationFacts(resp.headers.get('X-Explanation'))
       });
     } catch (e) {
       const err = e as ApiError;
@@ -73,14 +133,14 @@ function TestTab({ model }: ITabProps): JSX.Element {
     }
   };
 
-  const sendFile = () => {
+  const sendFile = (protocol = 'predictions') => {
     if (!file || !name) {
       return;
     }
     const refused = checkRequestSize(file.size, limit);
     setRefusal(refused);
     if (!refused) {
-      void send(file, file.type || 'application/octet-stream');
+      void send(file, file.type || 'application/octet-stream', protocol);
     }
   };
 
@@ -100,7 +160,9 @@ function TestTab({ model }: ITabProps): JSX.Element {
     }
   };
 
-  const scores = result ? topK(result.json) : null;
+  const scores = result && !result.explained ? topK(result.json) : null;
+  const map = result?.explained && result.status < 400 ? heatmap(result.json) : null;
+  const words = result?.explained && result.status < 400 ? tokens(result.json) : null;
   return (
     <div className="jp-TorchServe-section">
       <div className="jp-TorchServe-row">
@@ -125,9 +187,18 @@ function TestTab({ model }: ITabProps): JSX.Element {
           className="jp-Button jp-mod-styled jp-mod-accept"
           aria-label="Send the file for prediction"
           disabled={!file || !name || busy || !!refusal}
-          onClick={sendFile}
+          onClick={() => sendFile()}
         >
-          {busy ? 'Predicting…' : 'Predict'}
+          {busy ? 'Working…' : 'Predict'}
+        </button>
+        <button
+          className="jp-Button jp-mod-styled jp-mod-accept"
+          aria-label="Explain the prediction for the file"
+          title="Integrated Gradients toward the predicted class: about 15 predictions' work"
+          disabled={!file || !name || busy || !!refusal}
+          onClick={() => sendFile('explanations')}
+        >
+          Explain
         </button>
         <button
           className="jp-Button jp-mod-styled jp-mod-reject"
@@ -167,7 +238,16 @@ function TestTab({ model }: ITabProps): JSX.Element {
               </ul>
             </>
           )}
-          <pre className="jp-TorchServe-pre">{result.pretty}</pre>
+          {map && <ExplainedImage map={map} input={preview} />}
+          {words && <ExplainedText words={words} />}
+          {result.facts && result.facts.length > 0 && (
+            <ul className="jp-TorchServe-explain-facts" aria-label="Explanation facts">
+              {result.facts.map(f => (
+                <li key={f}>{f}</li>
+              ))}
+            </ul>
+          )}
+          {!map && <pre className="jp-TorchServe-pre">{result.pretty}</pre>}
         </div>
       )}
     </div>

@@ -11,7 +11,7 @@ import logging
 import sys
 from typing import Any
 
-from traitlets import Bool, Unicode
+from traitlets import Bool, Integer, Unicode
 from traitlets.config import Application
 
 from . import discovery
@@ -162,14 +162,31 @@ class TokenApp(Application):
     name = "jupyter-torchserve token"
     description = 'Print a key of the running engine, for curl: -H "Authorization: Bearer $(jupyter-torchserve token)".'
     type = Unicode("management", help="management, inference or API").tag(config=True)
-    aliases = {"type": "TokenApp.type"}
+    pid = Integer(0, help="The engine with this pid (default: the newest).").tag(config=True)
+    management_address = Unicode(
+        "", help="The engine with this management address (default: the newest)."
+    ).tag(config=True)
+    aliases = {
+        "type": "TokenApp.type",
+        "pid": "TokenApp.pid",
+        "management-address": "TokenApp.management_address",
+    }
 
     def start(self) -> None:
         kinds = ("management", "inference", "API")  # the key file's names; Keys' in lower case
         if self.type not in kinds:
             print(f"--type must be one of {', '.join(kinds)}", file=sys.stderr)
             self.exit(2)
-        info = discovery.find_engine()
+        if self.pid or self.management_address:
+            info = discovery.select_engine(
+                pid=self.pid or None, management_address=self.management_address or None
+            )
+            if info is None:
+                running = discovery.describe_engines(discovery.find_engines()) or "  (none)"
+                print(f"no running engine matches; running engines:\n{running}", file=sys.stderr)
+                self.exit(1)
+        else:
+            info = discovery.find_engine()
         if info is None:
             print("no engine is running", file=sys.stderr)
             self.exit(1)

@@ -74,11 +74,17 @@ class ModelsHandler(ManagementHandler):
 
 class ModelHandler(ManagementHandler):
     async def get(self, name: str, version: str | None = None) -> None:
+        entry = self.registry.get_entry(name)
         if version == "all":
-            versions = list(self.registry.get_entry(name).versions.values())
+            versions = list(entry.versions.values())
         else:
             versions = [self.registry.get_version(name, version or None)]
-        out = [mv.describe_json() for mv in versions]
+        # ours, beside TorchServe's keys (its describe has none): which version the
+        # unversioned routes answer with, so a client need not guess
+        out = [
+            {**mv.describe_json(), "isDefault": mv.version == entry.default_version}
+            for mv in versions
+        ]
         if self.bool_arg("customized", False):
             for mv, item in zip(versions, out, strict=True):
                 item["customizedMetadata"] = await _customized(mv)

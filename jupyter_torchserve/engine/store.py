@@ -47,8 +47,9 @@ async def resolve_url(url: str, store: Path, allowed: list[str], max_size: int) 
         raise bad_request(f"Given URL {url} is outside the model store and not in allowed_urls")
     if scheme and len(scheme) > 1:
         raise bad_request(f"Unsupported URL scheme in {url}")
-    parts = Path(url).parts
-    if os.path.isabs(url) or ".." in parts:
+    if os.path.isabs(url):  # the same policy as its file:// URL, and the same clear 400
+        return await resolve_url(Path(url).as_uri(), store, allowed, max_size)
+    if ".." in Path(url).parts:
         raise ApiError(404, "ModelNotFoundException", f"Model not found at: {url}")
     path = store / url
     if not _inside(path, store) or not path.exists():

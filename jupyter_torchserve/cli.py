@@ -51,6 +51,15 @@ class StartApp(Application):
         config=True
     )
 
+    def initialize(self, argv: list[str] | None = None) -> None:
+        super().initialize(argv)
+        from jupyter_core.paths import jupyter_config_path
+
+        from .config import CONFIG_FILE
+
+        # as in Jupyter: the first path wins, and the command line wins over every file
+        self.load_config_file(CONFIG_FILE, path=jupyter_config_path())
+
     def engine_config(self) -> tuple[EngineConfig, dict[str, Any]]:
         values: dict[str, Any] = {}
         if self.ts_config:

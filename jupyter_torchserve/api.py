@@ -319,7 +319,13 @@ def _message(out: Any) -> display.Message:
 
 
 def versions_of(c: Client, name: str) -> list[dict[str, Any]]:
-    """Descriptions of every registered version of ``name`` ([] when it is not registered)."""
+    """Descriptions of every registered version of ``name`` ([] when it is not registered).
+
+    The list is asked first: a describe of a name that is not there is a 404, which every
+    first deploy would leave as a warning in the engine's log.
+    """
+    if name not in {m.get("modelName") for m in c.models}:
+        return []
     try:
         return list(c.describe(name, "all"))
     except EngineError as exc:

@@ -19,8 +19,6 @@ import requests
 from _notebook_helpers import KernelSession, free_port, stop_engines, ts_env  # noqa: F401
 from _serverext_helpers import SERVER_CONFIG
 
-from jupyter_torchserve import discovery
-
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 LIMIT = 12345
@@ -99,8 +97,4 @@ async def test_jupyter_server_config_reaches_the_servers_engine(
         assert json.loads(resp.body)["running"]
         assert f"({LIMIT} bytes)" in _limit_of(address)
     finally:
-        for info in discovery.find_engines():
-            if info["inference_address"] == address:
-                from jupyter_torchserve import launcher
-
-                launcher.stop_engine(info)
+        stop_engines()  # every engine of this test's private runtime dir, whatever its ports

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -132,6 +133,8 @@ def test_replace_without_version_replaces_the_default_and_keeps_it(two_engines) 
         torch.manual_seed(0)
         first, second, third = (torch.nn.Linear(3, 2) for _ in range(3))
         deploy(first, "rep", example=x, progress="none")
+        # a first deploy leaves no 404 warning in the engine's log
+        assert "404 GET /models/rep" not in Path(a["log_file"]).read_text()
         deploy(second, "rep", version="2.0", example=x, progress="none")
         api.set_default("rep", "2.0", c=c)
         # describe says which version is the default (beside TorchServe's keys)
@@ -221,9 +224,7 @@ def test_ts_base_handler_in_a_cell(two_engines, ts_env) -> None:  # noqa: F811
         )
         out = k.run(code)
         assert out["status"] == "ok", out["error"]
-        out = k.run(
-            "dep = %torchserve deploy lin --name cell_handler --handler RowsIn --example x"
-        )
+        out = k.run("dep = %torchserve deploy lin --name cell_handler --handler RowsIn --example x")
         assert out["status"] == "ok", out["error"]
         # the label-map warning is not printed for a handler that names no classes
         assert "index_to_name.json" not in out["stdout"] + out["stderr"]

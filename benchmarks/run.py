@@ -256,6 +256,23 @@ class Server:
     def stop(self) -> None:
         raise NotImplementedError
 
+    def env(self) -> dict[str, str]:
+        raise NotImplementedError
+
+    def _launch(self, cmd: list[str], log_name: str) -> None:
+        """In its own session, so `_killpg` takes the server and all it started."""
+        self.log = open(self.workdir / log_name, "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env=self.env(),
+            start_new_session=True,
+            cwd=self.workdir,
+        )
+        self.pgid = self.proc.pid
+
     def _killpg(self) -> None:
         if self.pgid is None:
             return
@@ -335,17 +352,7 @@ class JtsServer(Server):
             cmd.append(f"--models={models}")
         if self.extra_config:
             cmd.append("--config-json=" + json.dumps(self.extra_config))
-        self.log = open(self.workdir / "engine.out", "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            env=self.env(),
-            start_new_session=True,
-            cwd=self.workdir,
-        )
-        self.pgid = self.proc.pid
+        self._launch(cmd, "engine.out")
 
     def stop(self) -> None:
         if self.proc is None:
@@ -423,18 +430,8 @@ class TorchServeServer(Server):
         ]
         if models:
             cmd += ["--models", models]
-        self.log = open(self.workdir / "torchserve.out", "ab")  # noqa: SIM115
         # the launcher execs java and exits; java keeps this session's process group
-        self.proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            env=self.env(),
-            start_new_session=True,
-            cwd=self.workdir,
-        )
-        self.pgid = self.proc.pid
+        self._launch(cmd, "torchserve.out")
 
     def stop(self) -> None:
         if self.proc is None:

@@ -16,7 +16,7 @@ from traitlets.config import Application
 
 from . import discovery
 from ._version import __version__
-from .config import EngineConfig, load_ts_config
+from .config import EngineConfig, ignored_keys_line, load_ts_config
 from .discovery import EngineInfo
 
 _aliases = {
@@ -64,9 +64,12 @@ class StartApp(Application):
         values: dict[str, Any] = {}
         if self.ts_config:
             values = load_ts_config(self.ts_config)
-            ignored = values.pop("_ignored")
-            if ignored:
-                self.log.info("config.properties keys with no effect here: %s", ", ".join(ignored))
+            line = ignored_keys_line(values.pop("_ignored"))
+            if line:
+                self.log.warning(line)
+            # TorchServe's precedence: a flag on the command line wins over the file
+            given = set(self.cli_config.get("EngineConfig", {}))
+            values = {k: v for k, v in values.items() if k not in given}
         if self.config_json:
             values.update(json.loads(self.config_json))
         cfg = EngineConfig(parent=self)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -194,7 +195,8 @@ _TS_KEYS: dict[str, tuple[str, Any]] = {
     "management_address": ("management_address", str),
     "metrics_address": ("metrics_address", str),
     "model_store": ("model_store", str),
-    "load_models": ("load_models", str),
+    # TorchServe reads "ALL" in any case; the engine knows "all"
+    "load_models": ("load_models", lambda v: "all" if v.strip().lower() == "all" else v),
     "default_workers_per_model": ("default_workers_per_model", int),
     "number_of_gpu": ("number_of_gpu", int),
     "job_queue_size": ("job_queue_size", int),
@@ -237,13 +239,131 @@ def parse_properties(text: str) -> dict[str, str]:
     return props
 
 
-def load_ts_config(path: str | os.PathLike[str]) -> dict[str, Any]:
+def load_ts_config(
+    path: str | os.PathLike[str], environ: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     """Read the keys of a TorchServe `config.properties` that mean the same thing here.
 
-    Returns trait name -> value. Unknown keys are returned under `_ignored` so the CLI can
-    say which ones had no effect instead of silently dropping them.
+    Returns trait name -> value. `$$VAR$$` placeholders are filled in and, with
+    `enable_envvars_config=true`, `TS_*` variables override the file, as in TorchServe.
+    Keys with no effect here are returned under `_ignored`, so the caller can say which
+    ones they are (`ignored_keys_line`) instead of silently dropping them.
     """
-    props = parse_properties(Path(path).read_text())
+    env = os.environ if environ is None else environ
+    props = resolve_ts_properties(parse_properties(Path(path).read_text()), {}, env)
+    values, ignored = ts_traits(props, str(path))
+    values["_ignored"] = ignored
+    return values
+
+
+#: TorchServe 0.12's environment variables: the `TS_*` constants of its ConfigManager (read
+#: from model-server.jar with javap), each naming the config key it overrides when
+#: `enable_envvars_config=true`. Not always `TS_` + the key in capitals (token_expiration_min).
+TS_ENVIRONMENT: dict[str, str] = {
+    "TS_DEBUG": "debug",
+    "TS_INFERENCE_ADDRESS": "inference_address",
+    "TS_MANAGEMENT_ADDRESS": "management_address",
+    "TS_METRICS_ADDRESS": "metrics_address",
+    "TS_LOAD_MODELS": "load_models",
+    "TS_BLACKLIST_ENV_VARS": "blacklist_env_vars",
+    "TS_DEFAULT_WORKERS_PER_MODEL": "default_workers_per_model",
+    "TS_DEFAULT_RESPONSE_TIMEOUT": "default_response_timeout",
+    "TS_DEFAULT_STARTUP_TIMEOUT": "default_startup_timeout",
+    "TS_UNREGISTER_MODEL_TIMEOUT": "unregister_model_timeout",
+    "TS_NUMBER_OF_NETTY_THREADS": "number_of_netty_threads",
+    "TS_NETTY_CLIENT_THREADS": "netty_client_threads",
+    "TS_JOB_QUEUE_SIZE": "job_queue_size",
+    "TS_NUMBER_OF_GPU": "number_of_gpu",
+    "TS_METRICS_CONFIG": "metrics_config",
+    "TS_METRICS_MODE": "metrics_mode",
+    "TS_MODEL_METRICS_AUTO_DETECT": "model_metrics_auto_detect",
+    "TS_DISABLE_SYSTEM_METRICS": "disable_system_metrics",
+    "TS_IPEX_ENABLE": "ipex_enable",
+    "TS_CPU_LAUNCHER_ENABLE": "cpu_launcher_enable",
+    "TS_CPU_LAUNCHER_ARGS": "cpu_launcher_args",
+    "TS_IPEX_GPU_ENABLE": "ipex_gpu_enable",
+    "TS_ASYNC_LOGGING": "async_logging",
+    "TS_CORS_ALLOWED_ORIGIN": "cors_allowed_origin",
+    "TS_CORS_ALLOWED_METHODS": "cors_allowed_methods",
+    "TS_CORS_ALLOWED_HEADERS": "cors_allowed_headers",
+    "TS_DECODE_INPUT_REQUEST": "decode_input_request",
+    "TS_KEYSTORE": "keystore",
+    "TS_KEYSTORE_PASS": "keystore_pass",
+    "TS_KEYSTORE_TYPE": "keystore_type",
+    "TS_CERTIFICATE_FILE": "certificate_file",
+    "TS_PRIVATE_KEY_FILE": "private_key_file",
+    "TS_MAX_REQUEST_SIZE": "max_request_size",
+    "TS_MAX_RESPONSE_SIZE": "max_response_size",
+    "TS_LIMIT_MAX_IMAGE_PIXELS": "limit_max_image_pixels",
+    "TS_DEFAULT_SERVICE_HANDLER": "default_service_handler",
+    "TS_SERVICE_ENVELOPE": "service_envelope",
+    "TS_MODEL_SERVER_HOME": "model_server_home",
+    "TS_MODEL_STORE": "model_store",
+    "TS_PREFER_DIRECT_BUFFER": "prefer_direct_buffer",
+    "TS_ALLOWED_URLS": "allowed_urls",
+    "TS_INSTALL_PY_DEP_PER_MODEL": "install_py_dep_per_model",
+    "TS_ENABLE_METRICS_API": "enable_metrics_api",
+    "TS_GRPC_INFERENCE_ADDRESS": "grpc_inference_address",
+    "TS_GRPC_MANAGEMENT_ADDRESS": "grpc_management_address",
+    "TS_GRPC_INFERENCE_PORT": "grpc_inference_port",
+    "TS_GRPC_MANAGEMENT_PORT": "grpc_management_port",
+    "TS_GRPC_INFERENCE_MAX_CONNECTION_AGE_MS": "grpc_inference_max_connection_age_ms",
+    "TS_GRPC_MANAGEMENT_MAX_CONNECTION_AGE_MS": "grpc_management_max_connection_age_ms",
+    "TS_GRPC_INFERENCE_MAX_CONNECTION_AGE_GRACE_MS": "grpc_inference_max_connection_age_grace_ms",
+    "TS_GRPC_MANAGEMENT_MAX_CONNECTION_AGE_GRACE_MS": "grpc_management_max_connection_age_grace_ms",
+    "TS_ENABLE_GRPC_SSL": "enable_grpc_ssl",
+    "TS_INITIAL_WORKER_PORT": "initial_worker_port",
+    "TS_INITIAL_DISTRIBUTION_PORT": "initial_distribution_port",
+    "TS_WORKFLOW_STORE": "workflow_store",
+    "TS_CPP_LOG_CONFIG": "cpp_log_config",
+    "TS_OPEN_INFERENCE_PROTOCOL": "ts_open_inference_protocol",
+    "TS_TOKEN_EXPIRATION_TIME_MIN": "token_expiration_min",
+    "TS_HEADER_KEY_SEQUENCE_ID": "ts_header_key_sequence_id",
+    "TS_HEADER_KEY_SEQUENCE_START": "ts_header_key_sequence_start",
+    "TS_HEADER_KEY_SEQUENCE_END": "ts_header_key_sequence_end",
+    "TS_DISABLE_TOKEN_AUTHORIZATION": "disable_token_authorization",
+    "TS_ENABLE_MODEL_API": "enable_model_api",
+}
+
+#: Keys this module acts on itself, not through a trait: they are not "ignored".
+_RESOLUTION_KEYS = {"enable_envvars_config", "use_env_allowed_urls"}
+_PLACEHOLDER = re.compile(r"\$\$([^$]+[^$])\$\$")
+
+
+def resolve_ts_properties(
+    props: Mapping[str, str], command_line: Mapping[str, str], environ: Mapping[str, str]
+) -> dict[str, str]:
+    """TorchServe's precedence, in the order its ConfigManager applies it: the file (with
+    `$$VAR$$` filled in from the environment), then the command line (`--model-store`,
+    `--models`, `--enable-model-api`, `--disable-token-auth`), then, only with
+    `enable_envvars_config=true` in the file, the `TS_*` environment variables.
+    `TS_ALLOWED_URLS` counts only with `use_env_allowed_urls=true`, as there.
+    """
+    merged = {key: _fill_placeholders(key, value, environ) for key, value in props.items()}
+    merged.update(command_line)
+    if _bool(merged.get("enable_envvars_config", "false")):
+        for variable, key in TS_ENVIRONMENT.items():
+            if variable == "TS_ALLOWED_URLS" and not _bool(
+                merged.get("use_env_allowed_urls", "false")
+            ):
+                continue
+            if variable in environ:
+                merged[key] = environ[variable]
+    return merged
+
+
+def _fill_placeholders(key: str, value: str, environ: Mapping[str, str]) -> str:
+    def fill(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in environ:
+            raise ValueError(f"{key}={value}: environment variable {name} is not set")
+        return environ[name]
+
+    return _PLACEHOLDER.sub(fill, value)
+
+
+def ts_traits(props: Mapping[str, str], where: str = "config") -> tuple[dict[str, Any], list[str]]:
+    """Resolved TorchServe keys -> (EngineConfig trait values, the keys with no effect here)."""
     values: dict[str, Any] = {}
     ignored = []
     for key, raw in props.items():
@@ -252,11 +372,19 @@ def load_ts_config(path: str | os.PathLike[str]) -> dict[str, Any]:
             try:
                 values[trait] = convert(raw)
             except ValueError as e:
-                raise ValueError(f"{path}: bad value for {key}: {raw!r} ({e})") from None
-        else:
+                raise ValueError(f"{where}: bad value for {key}: {raw!r} ({e})") from None
+        elif key not in _RESOLUTION_KEYS:
             ignored.append(key)
-    values["_ignored"] = ignored
-    return values
+    return values, ignored
+
+
+def ignored_keys_line(ignored: list[str]) -> str | None:
+    """The one line said at start about TorchServe keys that change nothing here."""
+    if not ignored:
+        return None
+    return "TorchServe settings accepted but not acted on by jupyter_torchserve: " + ", ".join(
+        sorted(set(ignored))
+    )
 
 
 def parse_model_snapshot(value: str) -> dict[str, Any] | None:

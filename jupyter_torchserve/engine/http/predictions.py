@@ -32,29 +32,6 @@ class InferenceHandler(BaseHandler):
     def handler_headers(self, **extra: str) -> dict[str, str]:
         return handler_headers(self.request.headers.get_all(), extra)
 
-    def body_params(self) -> Params:
-        """The request as TorchServe's handler inputs: a raw body, form fields or files."""
-        body = self.body
-        ctype = self.request.headers.get("Content-Type", "")
-        main = ctype.split(";")[0].strip().lower()
-        if main == "multipart/form-data":
-            args: dict[str, list[bytes]] = {}
-            files: dict[str, list[httputil.HTTPFile]] = {}
-            httputil.parse_body_arguments(ctype, body, args, files, self.request.headers)
-            params = [(n, "text/plain", v) for n, vs in args.items() for v in vs]
-            params += [
-                (n, f.content_type or "application/octet-stream", f.body)
-                for n, fs in files.items()
-                for f in fs
-            ]
-            if not params:
-                raise ApiError(400, "BadRequestException", "Empty multipart request")
-            return params
-        if main == "application/x-www-form-urlencoded":
-            # curl -d sends this by default; TorchServe fails with 500. Read what was meant.
-            return _form_or_raw(body)
-        return [("body", ctype or "application/octet-stream", body)]
-
     async def run_jobs(
         self,
         mv: ModelVersion,
@@ -116,7 +93,7 @@ class PredictionsHandler(InferenceHandler):
     async def post(self, name: str, version: str | None = None, extra: str | None = None) -> None:
         mv = self.registry.get_version(name, version or None)
         headers = prediction_headers(self.request.headers.get_all(), extra, self.explain)
-        params = self.body_params()
+        params = body_params(self.request.headers.get("Content-Type", ""), self.body)
         streamed = False
 
         def on_chunk(reply: Reply) -> None:
@@ -145,6 +122,30 @@ class PredictionsHandler(InferenceHandler):
 
 class ExplanationsHandler(PredictionsHandler):
     explain = True
+
+
+def body_params(content_type: str, body: bytes) -> Params:
+    """A `/predictions` body as TorchServe's handler inputs: multipart fields and files, a
+    form body read as what was meant, else the raw body. A plain function: the Ray Serve
+    application parses its requests by the same rules."""
+    main = content_type.split(";")[0].strip().lower()
+    if main == "multipart/form-data":
+        args: dict[str, list[bytes]] = {}
+        files: dict[str, list[httputil.HTTPFile]] = {}
+        httputil.parse_body_arguments(content_type, body, args, files)
+        params = [(n, "text/plain", v) for n, vs in args.items() for v in vs]
+        params += [
+            (n, f.content_type or "application/octet-stream", f.body)
+            for n, fs in files.items()
+            for f in fs
+        ]
+        if not params:
+            raise ApiError(400, "BadRequestException", "Empty multipart request")
+        return params
+    if main == "application/x-www-form-urlencoded":
+        # curl -d sends this by default; TorchServe fails with 500. Read what was meant.
+        return _form_or_raw(body)
+    return [("body", content_type or "application/octet-stream", body)]
 
 
 def _form_or_raw(body: bytes) -> Params:

@@ -1,0 +1,37 @@
+"""The knobs of an export, checked once here so every target can trust them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .snapshot import ExportError
+
+TARGETS = ("kserve", "t9k", "ray", "torchserve")
+PROTOCOLS = ("v1", "v2")
+
+
+@dataclass
+class ExportOptions:
+    protocol: str = "v1"  # KServe's protocolVersion
+    gpu: int = 0  # GPUs per replica (pod or Ray replica)
+    min_replicas: int | None = None
+    max_replicas: int | None = None
+    image: str | None = None  # the serving image the runtimes name
+    storage_uri: str | None = None  # KServe storageUri / T9k modelUri of the copied bundle
+    archive_dir: str | None = None  # Ray: where the cluster's nodes find the archive
+
+    def check(self) -> ExportOptions:
+        if self.protocol not in PROTOCOLS:
+            raise ExportError(
+                f"protocol must be one of {', '.join(PROTOCOLS)}, not {self.protocol!r}"
+            )
+        if self.gpu < 0:
+            raise ExportError("gpu cannot be negative")
+        for name in ("min_replicas", "max_replicas"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ExportError(f"{name} cannot be negative")
+        lo, hi = self.min_replicas, self.max_replicas
+        if lo is not None and hi is not None and hi < lo:
+            raise ExportError(f"max_replicas ({hi}) is less than min_replicas ({lo})")
+        return self

@@ -1,0 +1,175 @@
+"""What is exported: a model's versions, each with its archive and its serving settings.
+
+Read from a running engine through its management API (so what leaves the notebook is
+what is being served: batch size, delay, workers, timeouts, the default version), or
+from a `.mar` on disk, whose own settings are TorchServe's defaults unless the archive
+carries a model-config YAML.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+#: TorchServe's register defaults, used for a `.mar` that says nothing about them.
+DEFAULTS = {
+    "minWorkers": 1,
+    "maxWorkers": 1,
+    "batchSize": 1,
+    "maxBatchDelay": 100,
+    "responseTimeout": 120,
+}
+
+
+class ExportError(ValueError):
+    """The model or archive cannot be exported as asked; the message says what to change."""
+
+
+@dataclass
+class VersionSnapshot:
+    version: str
+    archive: Path  # a local .mar, .tar.gz or archive directory
+    default: bool
+    min_workers: int = 1
+    max_workers: int = 1
+    batch_size: int = 1
+    max_batch_delay: int = 100  # ms
+    response_timeout: int = 120  # s
+    requirements: bool = False  # the archive has a requirements file to install
+
+    def settings(self) -> dict[str, Any]:
+        """TorchServe's model_snapshot keys for this version (KServe's sample set)."""
+        return {
+            "defaultVersion": self.default,
+            "minWorkers": self.min_workers,
+            "maxWorkers": self.max_workers,
+            "batchSize": self.batch_size,
+            "maxBatchDelay": self.max_batch_delay,
+            "responseTimeout": self.response_timeout,
+        }
+
+
+@dataclass
+class ModelSnapshot:
+    name: str
+    versions: list[VersionSnapshot]
+    source: str  # where it came from, for the bundle's README
+    metadata: dict[str, Any] = field(default_factory=dict)  # MAR-INF/jupyter_torchserve.json
+
+    @property
+    def default(self) -> VersionSnapshot:
+        return next(v for v in self.versions if v.default)
+
+
+def take_snapshot(
+    source: str | os.PathLike[str], version: str | None, client: Any
+) -> ModelSnapshot:
+    """`source` is an archive path (it exists, or ends like one) or a served model's name."""
+    from ..archive.reader import ARCHIVE_SUFFIXES
+
+    text = os.fspath(source)
+    if isinstance(source, os.PathLike) or os.path.exists(text) or text.endswith(ARCHIVE_SUFFIXES):
+        return from_archive(Path(text), version)
+    return from_engine(client, text, version)
+
+
+def from_archive(path: Path, version: str | None = None) -> ModelSnapshot:
+    from ..archive.reader import is_archive, read_manifest
+
+    if not is_archive(path):
+        raise ExportError(f"{path} is not a model archive (.mar, .tar.gz or archive folder)")
+    model = read_manifest(path).get("model", {})
+    name = model.get("modelName") or path.stem
+    found = str(model.get("modelVersion") or "1.0")
+    if version is not None and version != found:
+        raise ExportError(f"{path} holds version {found} of {name}, not {version}")
+    settings = {**DEFAULTS, **_model_config(path, model.get("configFile"))}
+    snap = VersionSnapshot(
+        version=found,
+        archive=path.resolve(),
+        default=True,
+        min_workers=int(settings["minWorkers"]),
+        max_workers=max(int(settings["minWorkers"]), int(settings["maxWorkers"])),
+        batch_size=int(settings["batchSize"]),
+        max_batch_delay=int(settings["maxBatchDelay"]),
+        response_timeout=int(settings["responseTimeout"]),
+        requirements=bool(model.get("requirementsFile")),
+    )
+    return ModelSnapshot(name, [snap], f"archive {path.resolve()}", _metadata(path))
+
+
+def from_engine(client: Any, name: str, version: str | None = None) -> ModelSnapshot:
+    """The versions of `name` that the engine behind `client` serves now."""
+    if client is None:
+        from ..client import Client
+
+        client = Client.from_discovery(timeout=30)
+    default = client.describe(name)[0]["modelVersion"]
+    described = client.describe(name, "all")
+    if version is not None:
+        described = [d for d in described if d["modelVersion"] == version]
+        if not described:
+            raise ExportError(f"model {name} has no version {version} on the engine")
+    store = Path(client.engine_status()["model_store"])
+    versions = []
+    for d in described:
+        archive = _archive_path(d["modelUrl"], store, name)
+        versions.append(
+            VersionSnapshot(
+                version=d["modelVersion"],
+                archive=archive,
+                default=d["modelVersion"] == default or len(described) == 1,
+                min_workers=int(d.get("minWorkers", 1)),
+                max_workers=max(int(d.get("minWorkers", 1)), int(d.get("maxWorkers", 1))),
+                batch_size=int(d.get("batchSize", 1)),
+                max_batch_delay=int(d.get("maxBatchDelay", 100)),
+                response_timeout=int(d.get("responseTimeout", 120)),
+                requirements=_has_requirements(archive),
+            )
+        )
+    versions.sort(key=lambda v: (not v.default, v.version))
+    where = f"model {name} served by the engine at {client.management_address}"
+    return ModelSnapshot(name, versions, where, _metadata(versions[0].archive))
+
+
+def _archive_path(url: str, store: Path, name: str) -> Path:
+    if url.startswith(("http://", "https://")):
+        raise ExportError(
+            f"model {name} was registered from {url}; download it and export the .mar path"
+        )
+    path = Path(url.removeprefix("file://")).expanduser()
+    path = path if path.is_absolute() else store / path
+    if not path.exists():
+        raise ExportError(f"the archive of model {name} is gone from {path}")
+    return path.resolve()
+
+
+def _has_requirements(path: Path) -> bool:
+    from ..archive.reader import read_manifest
+
+    return bool(read_manifest(path).get("model", {}).get("requirementsFile"))
+
+
+def _metadata(path: Path) -> dict[str, Any]:
+    import json
+
+    from ..archive.reader import read_member
+
+    try:
+        return json.loads(read_member(path, "MAR-INF/jupyter_torchserve.json"))
+    except Exception:  # noqa: BLE001 - archives of torch-model-archiver have none
+        return {}
+
+
+def _model_config(path: Path, config_file: str | None) -> dict[str, Any]:
+    """An archive's model-config YAML: the frontend keys TorchServe reads from it."""
+    if not config_file:
+        return {}
+    import yaml
+
+    from ..archive.reader import read_member
+
+    data = yaml.safe_load(read_member(path, config_file)) or {}
+    return {k: data[k] for k in DEFAULTS if isinstance(data, dict) and k in data}

@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml labextension/package.json
 setup: $(VENV)/.installed
 
 demo: setup
-	$(PY) -m jupyter_torchserve.demo
+	$(PY) -m jupyter_torchserve.demo $(if $(KEEP),--keep)
 
 # Debian's Chromium for the sidebar's browser tests (test tools cannot download browsers here)
 chromium:

@@ -106,38 +106,91 @@ def engine_client(c: Client | None = None) -> Iterator[Client]:
 # ------------------------------------------------------------------------------------------
 # engine access
 # ------------------------------------------------------------------------------------------
+#: The engine this process (a kernel) talks to, once ``start`` or ``use`` chose one; every
+#: verb, ``Deployment`` and snippet goes there, not to whichever engine started last.
+_pinned: EngineInfo | None = None
+
+
 def find() -> EngineInfo | None:
-    """Discovery info of the newest running engine, or None (never starts one)."""
+    """The engine this kernel uses: the pinned one, else the newest running (never starts one).
+
+    A pinned engine that has stopped gives None (``client`` says so): falling back to
+    another engine would send the user's next request somewhere they did not choose.
+    """
+    if _pinned is not None:
+        return discovery.select_engine(pid=int(_pinned["pid"]))
     return discovery.find_engine()
 
 
+def pinned() -> EngineInfo | None:
+    """The engine ``start``/``use`` pinned this kernel to (None: the newest is used)."""
+    return _pinned
+
+
+def use(
+    pid: int | None = None, port: int | None = None, management_address: str | None = None
+) -> EngineInfo:
+    """Pin this kernel to the running engine with this pid, port or management address."""
+    global _pinned
+    if pid is None and port is None and management_address is None:
+        raise TorchServeError(
+            "Name the engine: use(pid=N), use(port=P) or use(management_address=A)."
+        )
+    info = discovery.select_engine(pid, port, management_address)
+    if info is None:
+        running = discovery.find_engines()
+        listing = discovery.describe_engines(running) if running else "  (none)"
+        raise EngineUnavailable(f"No running engine matches. Running engines:\n{listing}")
+    _pinned = info
+    return info
+
+
 def client(info: EngineInfo | dict[str, Any] | None = None) -> Client:
-    """A :class:`~jupyter_torchserve.client.Client` of the running engine.
+    """A :class:`~jupyter_torchserve.client.Client` of this kernel's engine (:func:`find`).
 
     Raises :class:`EngineUnavailable` (saying how to start one) when none runs.
     """
     info = info or find()
     if info is None:
+        if _pinned is not None:
+            raise EngineUnavailable(
+                f"The engine this kernel uses (pid {_pinned['pid']}) is no longer running.\n"
+                "Pick another with `%torchserve use --pid N` (or api.use()), or start one "
+                "with `%torchserve start`."
+            )
         raise EngineUnavailable("No jupyter_torchserve engine is running.\n" + HOW_TO_START)
     return Client.from_info(info)
 
 
 def start(**config: Any) -> tuple[dict[str, Any], bool]:
-    """Find a running engine or start one; returns ``(info, started_now)``.
+    """Find a running engine or start one, and pin this kernel to it; ``(info, started_now)``.
 
-    ``config`` holds EngineConfig values (``inference_address``, ``model_store``, ...).
+    ``config`` holds EngineConfig values (``inference_address``, ``model_store``, ...). Without
+    addresses the pinned engine (if it still runs) is the one found.
     """
+    global _pinned
     from . import launcher
 
+    addressed = any(k in config for k in ("inference_address", "management_address"))
+    current = find() if _pinned is not None and not addressed else None
+    if current is not None:
+        return current, False
     before = {int(i["pid"]) for i in discovery.find_engines()}
     info = launcher.ensure_engine(**config)
+    _pinned = info
     return info, int(info["pid"]) not in before
 
 
 def stop(info: EngineInfo | dict[str, Any] | None = None) -> bool:
-    """Stop the engine (the newest by default); False when none was running."""
+    """Stop the engine (this kernel's by default); False when none was running."""
+    global _pinned
     from . import launcher
 
+    info = info or find()
+    if info is None:
+        return False
+    if _pinned is not None and int(_pinned["pid"]) == int(info["pid"]):
+        _pinned = None
     return launcher.stop_engine(info)
 
 
@@ -349,7 +402,13 @@ def _message(out: Any) -> display.Message:
 
 
 def versions_of(c: Client, name: str) -> list[dict[str, Any]]:
-    """Descriptions of every registered version of ``name`` ([] when it is not registered)."""
+    """Descriptions of every registered version of ``name`` ([] when it is not registered).
+
+    The list is asked first: a describe of a name that is not there is a 404, which every
+    first deploy would leave as a warning in the engine's log.
+    """
+    if name not in {m.get("modelName") for m in c.models}:
+        return []
     try:
         return list(c.describe(name, "all"))
     except EngineError as exc:

@@ -11,7 +11,7 @@ import logging
 import sys
 from typing import Any
 
-from traitlets import Bool, Unicode
+from traitlets import Bool, Integer, Unicode
 from traitlets.config import Application
 
 from . import discovery
@@ -52,6 +52,15 @@ class StartApp(Application):
     config_json = Unicode("", help="EngineConfig values as JSON (used by the launcher).").tag(
         config=True
     )
+
+    def initialize(self, argv: list[str] | None = None) -> None:
+        super().initialize(argv)
+        from jupyter_core.paths import jupyter_config_path
+
+        from .config import CONFIG_FILE
+
+        # as in Jupyter: the first path wins, and the command line wins over every file
+        self.load_config_file(CONFIG_FILE, path=jupyter_config_path())
 
     def engine_config(self) -> tuple[EngineConfig, dict[str, Any]]:
         values: dict[str, Any] = {}
@@ -176,14 +185,31 @@ class TokenApp(Application):
     name = "jupyter-torchserve token"
     description = 'Print a key of the running engine, for curl: -H "Authorization: Bearer $(jupyter-torchserve token)".'
     type = Unicode("management", help="management, inference or API").tag(config=True)
-    aliases = {"type": "TokenApp.type"}
+    pid = Integer(0, help="The engine with this pid (default: the newest).").tag(config=True)
+    management_address = Unicode(
+        "", help="The engine with this management address (default: the newest)."
+    ).tag(config=True)
+    aliases = {
+        "type": "TokenApp.type",
+        "pid": "TokenApp.pid",
+        "management-address": "TokenApp.management_address",
+    }
 
     def start(self) -> None:
         kinds = ("management", "inference", "API")  # the key file's names; Keys' in lower case
         if self.type not in kinds:
             print(f"--type must be one of {', '.join(kinds)}", file=sys.stderr)
             self.exit(2)
-        info = discovery.find_engine()
+        if self.pid or self.management_address:
+            info = discovery.select_engine(
+                pid=self.pid or None, management_address=self.management_address or None
+            )
+            if info is None:
+                running = discovery.describe_engines(discovery.find_engines()) or "  (none)"
+                print(f"no running engine matches; running engines:\n{running}", file=sys.stderr)
+                self.exit(1)
+        else:
+            info = discovery.find_engine()
         if info is None:
             print("no engine is running", file=sys.stderr)
             self.exit(1)

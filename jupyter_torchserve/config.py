@@ -196,6 +196,52 @@ class EngineConfig(Configurable):
         return path
 
 
+#: The file every way of starting an engine reads (the Jupyter config path, like
+#: ``jupyter_server_config.py``); the kernel and the server add their own files' values.
+CONFIG_FILE = "jupyter_torchserve_config"
+
+
+def loaded_engine_config() -> dict[str, Any]:
+    """The ``EngineConfig`` values this process's own config files set, for an engine it starts.
+
+    Why: an engine runs in its own process, which sees none of the files a kernel
+    (``ipython_config.py``) or a Jupyter server (``jupyter_server_config.py``) loaded; these
+    values travel with the start request (the caller's explicit values win over them).
+    The running traitlets Application (the kernel's or the server's) and the IPython shell
+    hold what their files set.
+    """
+    import sys
+
+    from traitlets.config import Application
+
+    sections = []
+    if Application.initialized():
+        sections.append(Application.instance().config)
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    if shell is not None:
+        sections.append(shell.config)
+    values: dict[str, Any] = {}
+    for config in sections:
+        values.update(engine_values(config))
+    return values
+
+
+def engine_values(config: Any) -> dict[str, Any]:
+    """The ``EngineConfig`` section of a traitlets ``Config`` as plain values (JSON-able)."""
+    names = set(EngineConfig.class_trait_names(config=True))
+    section = config.get("EngineConfig", {}) if "EngineConfig" in config else {}
+    return {k: v for k, v in dict(section).items() if k in names and _json_value(v)}
+
+
+def _json_value(value: Any) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 def port_of(address: str) -> int:
     return split_address(address)[1]
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import requests
+from jupyter_core.paths import jupyter_data_dir
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,10 +32,16 @@ def main(argv: list[str] | None = None) -> int:
     from .deployment import deploy
     from .examples import mnist
 
+    # its own state and model store: the snapshot of a stopped demo would otherwise bring
+    # its `mnist` back in the next engine on these ports (a notebook's), which then could
+    # not deploy its own `mnist`
+    demo_root = Path(jupyter_data_dir()) / "torchserve" / "demo"
     engine = {
         "inference_address": f"http://127.0.0.1:{args.port}",
         "management_address": f"http://127.0.0.1:{args.port + 1}",
         "metrics_address": f"http://127.0.0.1:{args.port + 2}",
+        "state_dir": str(demo_root / f"engine-{args.port + 1}"),
+        "model_store": str(demo_root / "model-store"),
     }
     already = [
         e
@@ -63,6 +71,13 @@ def main(argv: list[str] | None = None) -> int:
         progress="text",
     )
     print(repr(dep))
+    if args.keep or already:
+        print("(the engine keeps running after this demo: these commands work as printed)")
+    else:
+        print(
+            "(these commands need the engine, which this demo stops when it ends: "
+            "run `make demo KEEP=1` to keep it)"
+        )
     client = Client.from_info(dep.info)
     base = dep.inference_address
 
@@ -94,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nthe engine keeps running: {base} (stop it with `jupyter-torchserve stop`)")
     else:
         launcher.stop_engine(dep.info)
-        print("\nstopped the engine (pass --keep to leave it running)")
+        print("\nstopped the engine (`make demo KEEP=1` or --keep leaves it running)")
     return 0
 
 

@@ -26,7 +26,13 @@ from typing import Any
 from . import api, discovery, evaluation, payloads, snippets
 from .client import Client
 from .parity import DEFAULT_TOLERANCE, Parity, check_parity, labels_from
-from .versions import choose_version, served_as_default, unregister_replaced
+from .versions import (
+    Replaced,
+    choose_version,
+    default_version,
+    served_as_default,
+    unregister_replaced,
+)
 from .widgets import Progress
 
 
@@ -91,12 +97,15 @@ class Deployment:
         return snippets.deployment_snippets(self)
 
     def client(self) -> Client:
+        """A client of the engine that serves this version (not the kernel's current one)."""
         return Client.from_info(self.info)
 
     def predict(self, data: Any, content_type: str | None = None) -> Any:
         """Call this version through /predictions (decoded answer)."""
         version = None if self.is_default else self.version
-        return api.predict(self.name, data, version=version, content_type=content_type)
+        return api.predict(
+            self.name, data, version=version, content_type=content_type, c=self.client()
+        )
 
     def explain(self, data: Any, target: int | None = None, content_type: str | None = None) -> Any:
         """Explain ``data`` with this version (``api.explain``: drawn, with a target picker)."""
@@ -256,25 +265,33 @@ def deploy(
 
 
 def run_pipeline(model: Any, name: str, opts: DeployOptions) -> Deployment:
-    """The steps of ``deploy``, each shown (and timed) as it runs; see the module docstring."""
+    """The steps of ``deploy``, each shown (and timed) as it runs; see the module docstring.
+
+    All or nothing: when a step fails after the archive reached the store, what this deploy
+    added (the archive, the registered version) is removed again before the error is
+    raised, so re-running the cell is never met with "already served".
+    """
     device = resolve_device(opts.device)
     prog = Progress(f"Deploying {name}", opts.steps, mode=opts.progress)
     prog.start()
     timings: dict[str, float] = {}
     t_all = time.monotonic()
+    done = _Undo(name)
     try:
         with _step(prog, "engine", timings, "engine") as s:
             info, started = api.start(**(opts.engine or {}))
             s["note"] = f"{'started' if started else 'reusing'} pid {info['pid']}"
         c = api.client(info)
         existing = api.versions_of(c, name)
-        version, old = choose_version(name, opts.version, existing, opts.replace)
+        default = default_version(c, name, existing)
+        version, old = choose_version(name, opts.version, existing, opts.replace, default)
 
         with _step(prog, "archive + pre-flight", timings, "archive") as s:
             example = payloads.split_example(opts.example, opts.handler, opts.handler_config)
             result, store_name = _archive_into_store(
                 model, name, version, Path(info["model_store"]), opts.archiving(example, device)
             )
+            done.files.append(Path(info["model_store"]) / store_name)
             fmt = getattr(result, "format", None)
             diff = getattr(result, "max_abs_diff", None)
             s["note"] = f"format {fmt}" + (f", pre-flight diff {diff:.2g}" if diff else "")
@@ -282,6 +299,10 @@ def run_pipeline(model: Any, name: str, opts: DeployOptions) -> Deployment:
         with _step(prog, "register + start workers", timings, "register") as s:
             if old is not None:
                 unregister_replaced(c, name, old)
+                done.replaced = old.version
+            done.client, done.version = c, version
+            done.others = [str(d.get("modelVersion")) for d in existing]
+            done.others = [v for v in done.others if v != version]
             c.register(
                 store_name,
                 model_name=name,
@@ -293,6 +314,7 @@ def run_pipeline(model: Any, name: str, opts: DeployOptions) -> Deployment:
                 # the engine places workers: cpu keeps them off the GPUs, gpu round-robins
                 device_type=None if device == "auto" else device,
             )
+            done.registered = True
             if old is not None and old.was_default:
                 c.set_default(name, version)
             s["note"] = f"{opts.workers} worker{'s' if opts.workers != 1 else ''} ready"
@@ -318,19 +340,23 @@ def run_pipeline(model: Any, name: str, opts: DeployOptions) -> Deployment:
             example,
             payloads.first_input_name(dep.schema),
         )
+        done.files += [Path(info["model_store"]) / f for f in dep.payloads.values()]
         if opts.checks_parity:
             with _step(prog, "parity check", timings, "parity") as s:
-                dep.parity = check_parity(
-                    c,
-                    name,
-                    None if dep.is_default else version,
-                    model,
-                    example,
-                    handler=opts.handler if isinstance(opts.handler, str) else None,
-                    tolerance=opts.tolerance,
-                    labels=labels_from(opts.extra_files),
-                    hooks=payloads.hooks_of(opts.handler),
-                )
+                if opts.workers < 1:
+                    dep.parity = Parity(None, detail=NO_WORKER_PARITY.format(name=name))
+                else:
+                    dep.parity = check_parity(
+                        c,
+                        name,
+                        None if dep.is_default else version,
+                        model,
+                        example,
+                        handler=opts.handler if isinstance(opts.handler, str) else None,
+                        tolerance=opts.tolerance,
+                        labels=labels_from(opts.extra_files),
+                        hooks=payloads.hooks_of(opts.handler),
+                    )
                 s["note"] = str(dep.parity)
         if opts.x_test is not None:
             with _step(prog, "evaluation", timings, "evaluation") as s:
@@ -339,10 +365,14 @@ def run_pipeline(model: Any, name: str, opts: DeployOptions) -> Deployment:
         timings["total"] = time.monotonic() - t_all
         dep.timings = timings
         prog.finish(f"Served {name} {version} in {timings['total']:.1f} s")
-    except api.TorchServeError:
-        raise
     except Exception as exc:
-        raise api.friendly(exc) from exc
+        err = api.friendly(exc)
+        rolled_back = done.undo()
+        if rolled_back:
+            err.args = (f"{err}\n{rolled_back}",)
+        if err is exc:
+            raise
+        raise err from exc
     return dep
 
 
@@ -364,6 +394,49 @@ def _evaluate(c: Client, dep: Deployment, model: Any, opts: DeployOptions) -> An
     report.version = dep.version
     evaluation.store_report(Path(dep.info["model_store"]), report)
     return report
+
+
+#: Why a ``workers=0`` deploy has no parity check (and how to get one).
+NO_WORKER_PARITY = (
+    "deployed with 0 workers, so nothing can answer yet: scale it up with "
+    "`%torchserve scale {name} 1` and send the example with `%torchserve predict`"
+)
+
+
+@dataclass
+class _Undo:
+    """What a running deploy has added so far, so a failed one can take it back."""
+
+    name: str
+    files: list[Path] = field(default_factory=list)
+    client: Client | None = None
+    version: str | None = None
+    others: list[str] = field(default_factory=list)
+    registered: bool = False
+    replaced: str | None = None
+
+    def undo(self) -> str:
+        """Remove what was added; returns the sentence that tells the user (or '')."""
+        said = []
+        if self.registered and self.client is not None and self.version is not None:
+            gone = Replaced(self.version, True, self.others)
+            try:
+                unregister_replaced(self.client, self.name, gone)
+                said.append(
+                    f"The deploy was rolled back: {self.name} {self.version} is not served."
+                )
+            except Exception as exc:  # say what is left, and how to remove it
+                said.append(
+                    f"Rolling back failed ({exc}): remove it with `%torchserve unregister "
+                    f"{self.name} --version {self.version}`."
+                )
+        elif self.files:
+            said.append(f"Nothing was registered: {self.name} is as it was before.")
+        if self.replaced is not None:
+            said.append(f"The version it replaced ({self.replaced}) had already been removed.")
+        for path in self.files:
+            path.unlink(missing_ok=True)
+        return " ".join(said)
 
 
 def _verdict(dep: Deployment, parity: bool | str) -> None:

@@ -142,6 +142,43 @@ def find_engine() -> EngineInfo | None:
     return engines[0] if engines else None
 
 
+def select_engine(
+    pid: int | None = None, port: int | None = None, management_address: str | None = None
+) -> EngineInfo | None:
+    """The live engine with this pid, a listener on this port, or this management address.
+
+    The one matching rule behind ``%torchserve use`` and ``jupyter-torchserve token --pid``:
+    a port names the engine whichever of its three listeners it is.
+    """
+    from urllib.parse import urlsplit
+
+    for info in find_engines():
+        if pid is not None and int(info["pid"]) != int(pid):
+            continue
+        if port is not None:
+            ports = {
+                urlsplit(str(info.get(k, ""))).port
+                for k in ("inference_address", "management_address", "metrics_address")
+            }
+            if int(port) not in ports:
+                continue
+        if management_address is not None and str(info.get("management_address", "")).rstrip(
+            "/"
+        ) != management_address.rstrip("/"):
+            continue
+        return info
+    return None
+
+
+def describe_engines(engines: list[EngineInfo]) -> str:
+    """One line per engine, for messages that ask the user to pick one."""
+    return "\n".join(
+        f"  pid {i['pid']}: inference {i.get('inference_address')}, "
+        f"management {i.get('management_address')}"
+        for i in engines
+    )
+
+
 def wait_for_engine(pid: int, timeout: float) -> EngineInfo | None:
     """Wait until the engine with this pid has written its discovery file."""
     deadline = time.monotonic() + timeout

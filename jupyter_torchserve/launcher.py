@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from . import contract, discovery
-from .config import EngineConfig
+from .config import EngineConfig, loaded_engine_config
 from .discovery import EngineInfo
 
 
@@ -38,8 +38,10 @@ def engine_command(config: dict[str, Any], ts_config: str | None = None) -> list
 def start_engine(timeout: float = 60.0, ts_config: str | None = None, **config: Any) -> EngineInfo:
     """Start an engine subprocess and return its discovery info once it answers /ping.
 
-    `config` holds `EngineConfig` trait values (inference_address, model_store, ...).
+    `config` holds `EngineConfig` trait values (inference_address, model_store, ...); the
+    values of this process's config files (:func:`~.config.loaded_engine_config`) fill in.
     """
+    config = {**loaded_engine_config(), **config}
     cfg = EngineConfig(**config)
     state_dir = cfg.resolved_state_dir()
     log_path = state_dir / "engine.log"

@@ -37,6 +37,7 @@ from .commands import (
     status,
     stop,
     unregister,
+    use,
 )
 from .commands.namespace import UserNamespace
 from .commands.parsing import PROG, HelpShown, Parser
@@ -46,6 +47,7 @@ COMMANDS: dict[str, ModuleType] = {
     "deploy": deploy,
     "archive": archive,
     "start": start,
+    "use": use,
     "stop": stop,
     "status": status,
     "list": list_models,
@@ -109,8 +111,15 @@ class TorchServeMagics(Magics):
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    """Register ``%torchserve`` (``%load_ext jupyter_torchserve`` or ipython_config.py)."""
+    """Register ``%torchserve`` (``%load_ext jupyter_torchserve`` or ipython_config.py).
+
+    It also makes ``ts`` importable (our compat tree, only when the real ``torchserve`` is
+    absent): writing a ``BaseHandler`` subclass in a cell is what a TorchServe user does first.
+    """
+    from .handlers.compat import ensure_ts_importable
+
     ipython.register_magics(TorchServeMagics)
+    ensure_ts_importable()
 
 
 def unload_ipython_extension(ipython: Any) -> None:  # pragma: no cover - nothing to undo

@@ -51,7 +51,9 @@ def deployment_snippets(dep: Any) -> dict[str, str]:
             )
     auth = ""
     if dep.token:
-        key = f"$({shlex.quote(sys.executable)} -m jupyter_torchserve token)"
+        # the engine named by address: with several running, "the newest" may be another
+        where = shlex.quote(dep.management_address)
+        key = f"$({shlex.quote(sys.executable)} -m jupyter_torchserve token --management-address {where})"
         auth = f' -H "Authorization: Bearer {key}"'
     mgmt = f"{dep.management_address}/models/{dep.name}"
     out["curl_describe"] = f"curl{auth} {mgmt}"

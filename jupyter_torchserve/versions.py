@@ -26,15 +26,22 @@ class Replaced:
 
 
 def choose_version(
-    name: str, version: str | None, existing: list[dict[str, Any]], replace: bool
+    name: str,
+    version: str | None,
+    existing: list[dict[str, Any]],
+    replace: bool,
+    default: str | None = None,
 ) -> tuple[str, Replaced | None]:
     """The version to register and, when replacing, what it replaces.
 
+    ``default`` is the version the engine serves as default (:func:`default_version`);
+    ``replace`` without a version replaces that one, and it stays the default.
     Raises :class:`~jupyter_torchserve.api.ModelExistsError` when the name or version is
     already served and ``replace`` was not asked for.
     """
     versions = {str(d.get("modelVersion")): d for d in existing}
-    default = next((v for v, d in versions.items() if is_default(d)), None)
+    if default not in versions:
+        default = next((v for v, d in versions.items() if is_default(d)), None)
     if version is None:
         if not versions:
             return "1.0", None
@@ -55,6 +62,22 @@ def choose_version(
         )
     others = [v for v in versions if v != version]
     return version, Replaced(version, default == version or default is None, others)
+
+
+def default_version(c: Client, name: str, existing: list[dict[str, Any]]) -> str | None:
+    """The version ``name``'s unversioned routes answer with (None when it is not served).
+
+    Our engine flags it in each describe entry; TorchServe does not, but its describe without
+    a version answers with the default one, so that is asked when no entry says.
+    """
+    flagged = [str(d.get("modelVersion")) for d in existing if is_default(d)]
+    if flagged or not existing:
+        return flagged[0] if flagged else None
+    try:
+        (desc, *_) = c.describe(name)
+    except (EngineError, ValueError):
+        return None
+    return str(desc.get("modelVersion"))
 
 
 def is_default(desc: dict[str, Any]) -> bool:

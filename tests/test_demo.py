@@ -79,7 +79,25 @@ def test_demo_deploys_calls_every_protocol_and_stops(tmp_path: Path) -> None:
         assert '"datatype":"BYTES"' in v2 and '\\"4\\":' in v2, v2
         assert "Workers scaled to 2 for model: mnist" in out
         assert re.search(r'ts_inference_requests_total\{[^}]*model_name="mnist"[^}]*\} 6\.0', out)
-        assert "stopped the engine" in out
+        assert "stopped the engine" in out and "make demo KEEP=1" in out
+        # the demo kept its state to itself: the next engine on these ports (a notebook's)
+        # restores no `mnist` and the notebook's own deploy of `mnist` works
+        from jupyter_torchserve import launcher
+        from jupyter_torchserve.client import Client
+
+        next_engine = {
+            "inference_address": f"http://127.0.0.1:{port}",
+            "management_address": f"http://127.0.0.1:{port + 1}",
+            "metrics_address": f"http://127.0.0.1:{port + 2}",
+        }
+        with pytest.MonkeyPatch.context() as mp:
+            for key in ("JUPYTER_RUNTIME_DIR", "JUPYTER_DATA_DIR"):
+                mp.setenv(key, env[key])
+            info = launcher.start_engine(**next_engine)
+            try:
+                assert Client.from_info(info).models == []
+            finally:
+                launcher.stop_engine(info)
         # nothing left behind: the engine is gone from discovery and from its port
         assert not list((tmp_path / "runtime").glob("jupyter-torchserve-*.json"))
         with socket.socket() as s:  # (REUSEADDR: the demo's closed connections sit in TIME_WAIT)

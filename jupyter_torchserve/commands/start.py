@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .. import api
+from .. import api, discovery
 from ..display import EngineStatus
 from .namespace import UserNamespace
 from .parsing import Parser
@@ -40,4 +40,10 @@ def run(args: argparse.Namespace, user: UserNamespace) -> EngineStatus:
     info, started = api.start(**config)
     verb = "Started" if started else "Already running:"
     print(f"{verb} engine pid {info['pid']} — inference {info['inference_address']}")
+    others = [i for i in discovery.find_engines() if int(i["pid"]) != int(info["pid"])]
+    if others:  # several engines: say which one the next cells talk to, and how to change it
+        print(
+            f"This kernel now uses pid {info['pid']} ({len(others)} other engine"
+            f"{'s' if len(others) > 1 else ''} running; `%torchserve use --pid N` switches)."
+        )
     return api.status(info)

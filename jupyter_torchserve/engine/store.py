@@ -50,12 +50,10 @@ async def resolve_url(
         raise bad_request(f"Given URL {url} is outside the model store and not in allowed_urls")
     if scheme and len(scheme) > 1:
         raise bad_request(f"Unsupported URL scheme in {url}")
+    if os.path.isabs(url):  # the same policy as its file:// URL, and the same clear 400
+        return await resolve_url(Path(url).as_uri(), store, allowed_urls, max_size, timeout)
     parts_ = Path(url).parts
-    if (
-        os.path.isabs(url)
-        or ".." in parts_
-        or any(len(p.encode()) > MAX_NAME_BYTES for p in parts_)
-    ):
+    if ".." in parts_ or any(len(p.encode()) > MAX_NAME_BYTES for p in parts_):
         raise ApiError(404, "ModelNotFoundException", f"Model not found at: {url}")
     # a store entry that is a symlink is followed, as TorchServe does: the store's owner put
     # it there (what a request names cannot leave the store: no `..`, nothing absolute)

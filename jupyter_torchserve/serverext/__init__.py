@@ -7,12 +7,14 @@ Options (`jupyter_server_config.py`)::
 
     c.JupyterTorchServe.start_options = {"workers": 2}   # passed to launcher.start_engine
     c.JupyterTorchServe.request_timeout = 120.0          # seconds per forwarded call
+    c.EngineConfig.max_request_size = 12345              # any engine option, for its start
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from ..config import engine_values
 from .gateway import Gateway
 from .handlers import route_table
 
@@ -22,7 +24,8 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
     section = serverapp.config.get("JupyterTorchServe", {})
     gateway = Gateway(
         request_timeout=float(section.get("request_timeout", 120.0)),
-        start_options=dict(section.get("start_options", {})),
+        # the EngineConfig of jupyter_server_config.py, for an engine started from here
+        start_options={**engine_values(serverapp.config), **section.get("start_options", {})},
         log=serverapp.log,
     )
     web_app = serverapp.web_app

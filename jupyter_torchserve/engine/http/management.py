@@ -73,12 +73,17 @@ class ModelsHandler(ManagementHandler):
 
 class ModelHandler(ManagementHandler):
     async def get(self, name: str, version: str | None = None) -> None:
+        entry = self.registry.get_entry(name)
         if version == "all":
-            versions = list(self.registry.get_entry(name).versions.values())
+            versions = list(entry.versions.values())
         else:
             versions = [self.registry.get_version(name, version or None, routed=False)]
-        out = [mv.describe_json() for mv in versions]
-        entry = self.registry.get_entry(name)
+        # ours, beside TorchServe's keys (its describe has none): which version the
+        # unversioned routes answer with, so a client need not guess
+        out = [
+            {**mv.describe_json(), "isDefault": mv.version == entry.default_version}
+            for mv in versions
+        ]
         if entry.canary is not None:  # ours: each version's part of the default route
             for mv, item in zip(versions, out, strict=True):
                 traffic = entry.canary.version_json(mv.version, entry.default.version)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
@@ -10,6 +11,8 @@ from PIL import Image
 
 from ..utils.util import map_class_to_label
 from .vision_handler import VisionHandler, pil_to_tensor
+
+logger = logging.getLogger(__name__)
 
 _IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
 _IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
@@ -34,6 +37,13 @@ class ImageClassifier(VisionHandler):
 
     topk = 5
     image_processing: Any = staticmethod(imagenet_processing)
+
+    def initialize(self, context: Any) -> None:
+        super().initialize(context)
+        if self.mapping is None:
+            logger.warning(
+                "index_to_name.json is missing from the archive: answers name classes by index"
+            )
 
     def set_max_result_classes(self, topk: int) -> None:
         self.topk = topk

@@ -28,9 +28,9 @@ def list_classes_from_module(module: ModuleType, parent_class: type | None = Non
 def load_label_mapping(mapping_file_path: str) -> dict[str, str] | None:
     """Read ``index_to_name.json`` (``{"0": "cat"}``, ImageNet's lists, or object_type_names)."""
     if not os.path.isfile(mapping_file_path):
-        logger.warning(
-            "%r is missing. Inference output will not include class name.", mapping_file_path
-        )
+        # debug, not a warning: most handlers never name classes; the ones that do
+        # (ImageClassifier) say it themselves, once, where it changes their answer
+        logger.debug("%r is missing: class names come from their indices", mapping_file_path)
         return None
     with open(mapping_file_path, encoding="utf-8") as f:
         mapping = json.load(f)

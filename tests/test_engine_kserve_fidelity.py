@@ -117,7 +117,8 @@ def test_explain_on_v2_and_raw_v1_reaches_the_handlers_explain_path(served):
         r = requests.post(base + path, json=body)
         assert r.status_code == 200, r.text
         (output,) = r.json()["outputs"]
-        assert output["name"] == "x" and output["shape"] == [1, 3, 36, 40]
+        # named as in KServe's TorchServe sample (inference/kserve.v2_explain_tensors)
+        assert output["name"] == "explain" and output["shape"] == [3, 36, 40]
         answers.append(output["data"])
     assert answers[0] == answers[1]
     code, raw = curl("-T", str(png), f"{base}/v1/models/digits:explain")

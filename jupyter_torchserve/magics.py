@@ -23,6 +23,7 @@ from .commands import (
     deploy,
     describe,
     explain,
+    export,
     list_models,
     logs,
     metrics,
@@ -53,6 +54,7 @@ COMMANDS: dict[str, ModuleType] = {
     "metrics": metrics,
     "set-default": set_default,
     "unregister": unregister,
+    "export": export,
 }
 
 

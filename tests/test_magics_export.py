@@ -73,7 +73,11 @@ def test_magic_writes_the_bundle_and_returns_it(ip: Any, mar: Path, tmp_path: Pa
     "line, error, needle",
     [
         ("%torchserve export {mar} --to sagemaker", UsageError, "invalid choice: 'sagemaker'"),
-        ("%torchserve export {mar} --to kserve --run", UsageError, "--run is for --to ray only"),
+        (
+            "%torchserve export {mar} --to kserve --run",
+            TorchServeError,
+            "--run is for --to ray only",
+        ),
         ("%torchserve export {mar} --gpu two", UsageError, "invalid int value"),
         ("%torchserve export {mar} --protocol v3", UsageError, "invalid choice: 'v3'"),
         (

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 
-from IPython.core.error import UsageError
-
 from .. import api
 from ..export import Bundle, ExportError, export
 from ..export.options import PROTOCOLS, TARGETS
@@ -38,22 +36,24 @@ def add_arguments(q: Parser) -> None:
 
 
 def check(args: argparse.Namespace) -> None:
-    """Refuse, before anything is written, what only makes sense for Ray."""
-    if args.to != "ray":
-        for flag, value in (
-            ("--run", args.run),
-            ("--ray-address", args.ray_address),
-            ("--serve-port", args.serve_port),
-        ):
-            if value:
-                raise UsageError(
-                    f"{flag} is for --to ray only; a {args.to} bundle is applied with its README's commands"
-                )
+    """Refuse, before anything is written, what only makes sense for Ray (the CLI too)."""
+    if args.to == "ray":
+        return
+    for flag, value in (
+        ("--run", args.run),
+        ("--ray-address", args.ray_address),
+        ("--serve-port", args.serve_port),
+    ):
+        if value:
+            raise ExportError(
+                f"{flag} is for --to ray only; a {args.to} bundle is applied with the "
+                "commands in its README"
+            )
 
 
 def run(args: argparse.Namespace, user: UserNamespace) -> Bundle:
-    check(args)
     try:
+        check(args)
         return export(
             args.name,
             to=args.to,

@@ -228,20 +228,15 @@ class ExportApp(Application):
 
     def start(self) -> None:
         """One line on stderr and exit status 1 for anything the user can fix."""
-        import argparse
-
-        from .api import friendly
-        from .commands.export import check
+        from .client import EngineError, EngineNotRunning
         from .export import ExportError, export
+        from .export.options import check_ray_flags
 
         if len(self.extra_args) != 1:
             print("give one model NAME or .mar path (see --help)", file=sys.stderr)
             self.exit(2)
-        args = argparse.Namespace(
-            to=self.to, run=self.run, ray_address=self.ray_address, serve_port=self.serve_port
-        )
         try:
-            check(args)
+            check_ray_flags(self.to, self.run, self.ray_address, self.serve_port)
             bundle = export(
                 self.extra_args[0],
                 to=self.to,
@@ -261,8 +256,14 @@ class ExportApp(Application):
         except ExportError as exc:
             print(f"error: {exc}", file=sys.stderr)
             self.exit(1)
-        except Exception as exc:  # no engine, unknown model, Ray failed: the reason, no frames
-            print(f"error: {friendly(exc)}", file=sys.stderr)
+        except EngineNotRunning as exc:
+            print(f"error: {exc.message}", file=sys.stderr)
+            self.exit(1)
+        except EngineError as exc:  # the engine's answer, e.g. 404 ModelNotFoundException
+            print(f"error: {exc.status} {exc.type}: {exc.message}", file=sys.stderr)
+            self.exit(1)
+        except Exception as exc:  # Ray failed to start or deploy: its reason, no frames
+            print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
             self.exit(1)
         print(bundle)
 

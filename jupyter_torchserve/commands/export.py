@@ -11,7 +11,7 @@ import argparse
 
 from .. import api
 from ..export import Bundle, ExportError, export
-from ..export.options import PROTOCOLS, TARGETS
+from ..export.options import PROTOCOLS, TARGETS, check_ray_flags
 from .namespace import UserNamespace
 from .parsing import Parser
 
@@ -35,25 +35,9 @@ def add_arguments(q: Parser) -> None:
     q.add_argument("--force", action="store_true", help="replace files in a non-empty DIR")
 
 
-def check(args: argparse.Namespace) -> None:
-    """Refuse, before anything is written, what only makes sense for Ray (the CLI too)."""
-    if args.to == "ray":
-        return
-    for flag, value in (
-        ("--run", args.run),
-        ("--ray-address", args.ray_address),
-        ("--serve-port", args.serve_port),
-    ):
-        if value:
-            raise ExportError(
-                f"{flag} is for --to ray only; a {args.to} bundle is applied with the "
-                "commands in its README"
-            )
-
-
 def run(args: argparse.Namespace, user: UserNamespace) -> Bundle:
     try:
-        check(args)
+        check_ray_flags(args.to, args.run, args.ray_address, args.serve_port)
         return export(
             args.name,
             to=args.to,

@@ -82,8 +82,14 @@ class StartApp(Application):
             logging.basicConfig(
                 level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
             )
+            from .engine.statelock import StateDirInUse
+
             selector = busypoll.BusyPollSelector(cfg.busy_poll_us / 1e6)
-            busypoll.run(serve(cfg, selector), selector)
+            try:
+                busypoll.run(serve(cfg, selector), selector)
+            except StateDirInUse as e:
+                print(str(e), file=sys.stderr)
+                self.exit(1)
             return
         from .launcher import EngineStartError, start_engine
 

@@ -62,12 +62,15 @@ class Client:
         self.token = token
         self.inference_token = inference_token
         self.timeout = timeout
+        # what https answers are checked against (requests' default, or the engine's own
+        # certificate: per request, so REQUESTS_CA_BUNDLE cannot override it)
+        self.verify: bool | str = True
         self._session = requests.Session()
 
     @classmethod
     def from_info(cls, info: EngineInfo, **kwargs: Any) -> Client:
         endpoint = EngineEndpoint.from_info(info)
-        return cls(
+        client = cls(
             endpoint.inference_url,
             endpoint.management_url,
             endpoint.metrics_url,
@@ -75,6 +78,10 @@ class Client:
             inference_token=endpoint.inference_key,
             **kwargs,
         )
+        if info.get("certificate_file"):
+            # an engine serving https with its own (often self-signed) certificate: trust it
+            client.verify = info["certificate_file"]
+        return client
 
     @classmethod
     def from_discovery(cls, **kwargs: Any) -> Client:
@@ -109,6 +116,7 @@ class Client:
                 data=request.body,
                 headers=endpoint.headers(request),
                 timeout=self.timeout,
+                verify=self.verify,
             )
         except requests.ConnectionError as e:
             raise EngineNotRunning(f"Cannot reach the engine at {url}: {e}") from None
@@ -216,6 +224,16 @@ class Client:
 
     def unregister(self, name: str, version: str | None = None) -> dict[str, Any]:
         return self.call(contract.unregister(name, version))
+
+    def canary(self, name: str) -> dict[str, Any]:
+        """The default route's split (ours: `GET /models/{name}/canary`)."""
+        return self.call(contract.canary(name))
+
+    def start_canary(self, name: str, version: str, percent: float) -> dict[str, Any]:
+        return self.call(contract.start_canary(name, version, percent))
+
+    def end_canary(self, name: str) -> dict[str, Any]:
+        return self.call(contract.end_canary(name))
 
     def logs(self, name: str, tail: int = 200) -> str:
         return self.call(contract.logs(name, tail))

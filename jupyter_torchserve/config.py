@@ -48,12 +48,24 @@ class EngineConfig(Configurable):
         "", help="Models to load at start: 'all', 'a.mar,b.mar' or 'name=a.mar,...'."
     ).tag(config=True)
     default_workers_per_model = Int(
-        1, help="Workers for start-up models and for register without initial_workers."
+        1, help="Workers for each start-up model (register's initial_workers defaults to 0)."
     ).tag(config=True)
     number_of_gpu = Int(
         None, allow_none=True, help="Use at most this many GPUs (default: all visible)."
     ).tag(config=True)
-    job_queue_size = Int(100, help="Requests a model version may queue before 503.").tag(
+    job_queue_size = Int(100, min=1, help="Requests a model version may queue before 503.").tag(
+        config=True
+    )
+    max_workers_per_model = Int(
+        0, min=0, help="Most workers one model version may have; 0: four per CPU core."
+    ).tag(config=True)
+    max_workers = Int(
+        0,
+        min=0,
+        help="Most workers the engine runs in all (the sum of every version's min_worker); "
+        "0: eight per CPU core, at most one per 512 MiB of memory.",
+    ).tag(config=True)
+    max_models = Int(512, min=1, help="Most model versions the engine holds registered.").tag(
         config=True
     )
     max_request_size = Int(6553500, help="Largest request body in bytes (413 beyond).").tag(
@@ -81,6 +93,8 @@ class EngineConfig(Configurable):
         0.0, help="Minutes a key stays valid (0: until the engine stops)."
     ).tag(config=True)
     enable_model_api = Bool(True, help="Allow register and unregister over HTTP.").tag(config=True)
+    private_key_file = Unicode("", help="PEM private key for https:// addresses.").tag(config=True)
+    certificate_file = Unicode("", help="PEM certificate for https:// addresses.").tag(config=True)
     model_snapshot = Unicode(
         "", help="A TorchServe model_snapshot (JSON text or a file path) to restore at start."
     ).tag(config=True)
@@ -112,7 +126,15 @@ class EngineConfig(Configurable):
     install_py_dep_per_model = Bool(
         False, help="pip-install an archive's requirements file into a per-model folder."
     ).tag(config=True)
-    max_archive_size = Int(4 * 1024**3, help="Largest unpacked archive in bytes.").tag(config=True)
+    max_archive_size = Int(
+        4 * 1024**3,
+        min=1,
+        help="Largest archive in bytes: a download stops past it, and so does unpacking one "
+        "(the total of its members as written).",
+    ).tag(config=True)
+    download_timeout = Float(
+        300.0, min=0.001, help="Seconds a register URL's download may take, redirects included."
+    ).tag(config=True)
 
     @default("model_store")
     def _model_store_default(self) -> str:
@@ -137,10 +159,10 @@ def split_address(address: str) -> tuple[str, int]:
     if "://" not in address:
         address = "http://" + address
     parts = urlsplit(address)
-    if parts.scheme not in ("http", ""):
-        raise ValueError(f"only http addresses are supported, got {address!r}")
+    if parts.scheme not in ("http", "https", ""):
+        raise ValueError(f"only http and https addresses are supported, got {address!r}")
     host = parts.hostname or "127.0.0.1"
-    return host, parts.port or 80
+    return host, parts.port or (443 if parts.scheme == "https" else 80)
 
 
 # TorchServe config.properties key -> (our trait, converter)
@@ -164,6 +186,8 @@ _TS_KEYS: dict[str, tuple[str, Any]] = {
     "model_snapshot": ("model_snapshot", str),
     "install_py_dep_per_model": ("install_py_dep_per_model", lambda v: _bool(v)),
     "token_expiration_min": ("token_expiration_min", float),
+    "private_key_file": ("private_key_file", str),
+    "certificate_file": ("certificate_file", str),
 }
 
 
@@ -329,6 +353,10 @@ def ts_traits(props: Mapping[str, str], where: str = "config") -> tuple[dict[str
                 raise ValueError(f"{where}: bad value for {key}: {raw!r} ({e})") from None
         elif key not in _RESOLUTION_KEYS:
             ignored.append(key)
+    # TorchServe with token auth on (its default) requires the inference key too
+    values.setdefault(
+        "inference_token_required", not values.get("disable_token_authorization", False)
+    )
     return values, ignored
 
 

@@ -43,6 +43,9 @@ REGISTER_PARAMS = (
 )
 #: Query parameters of `PUT /models/{name}[/{version}]`.
 SCALE_PARAMS = ("min_worker", "max_worker", "number_gpu", "synchronous", "timeout")
+#: The header the owner's management key travels in on the inference port (the engine's
+#: `registry.OWNER_HEADER`; `Authorization` there is the inference key's).
+OWNER_HEADER = "X-Management-Authorization"
 #: Models asked for per page when listing them all.
 PAGE_SIZE = 100
 
@@ -177,11 +180,15 @@ class EngineEndpoint:
 
     def headers(self, call: Call) -> dict[str, str]:
         """The call's headers (empty ones left out) plus its port's key; the metrics port
-        takes none, as TorchServe's does not."""
+        takes none, as TorchServe's does not. Inference calls carry the management key too,
+        in `OWNER_HEADER`: the engine sends a failed handler's traceback only to its owner,
+        and the notebook and the sidebar show it where the user needs it."""
         out = {k: v for k, v in call.headers.items() if v}
         key = {"management": self.management_key, "inference": self.inference_key}.get(call.port)
         if key:
             out["Authorization"] = f"Bearer {key}"
+        if call.port == "inference" and self.management_key:
+            out[OWNER_HEADER] = f"Bearer {self.management_key}"
         if call.body and not any(k.lower() == "content-type" for k in out):
             # Said outright because an HTTP client fills the gap with its own default, and
             # Tornado's is application/x-www-form-urlencoded: the engine would then read the
@@ -350,6 +357,21 @@ def set_default(name: str, version: str) -> Call:
 
 def unregister(name: str, version: str | None = None) -> Call:
     return Call("DELETE", "management", model_path(name, version))
+
+
+def canary(name: str) -> Call:
+    """`GET /models/{name}/canary`: ours, not TorchServe's (the default route's split)."""
+    return Call("GET", "management", model_path(name, suffix="/canary"))
+
+
+def start_canary(name: str, version: str, percent: float) -> Call:
+    """`PUT /models/{name}/canary`: send `percent` % of the default route to `version`."""
+    params = query(version=version, percent=f"{percent:g}")
+    return Call("PUT", "management", model_path(name, suffix="/canary"), params)
+
+
+def end_canary(name: str) -> Call:
+    return Call("DELETE", "management", model_path(name, suffix="/canary"))
 
 
 def logs(name: str, tail: int | None = None) -> Call:

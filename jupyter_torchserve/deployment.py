@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import api, discovery, payloads, snippets
+from . import api, discovery, evaluation, payloads, snippets
 from .client import Client
 from .parity import DEFAULT_TOLERANCE, Parity, check_parity, labels_from
 from .versions import choose_version, served_as_default, unregister_replaced
@@ -50,6 +50,7 @@ class Deployment:
     timings: dict[str, float] = field(default_factory=dict)
     schema: dict[str, Any] | None = None
     replaced: bool = False
+    evaluation: evaluation.Evaluation | None = None  # on x_test/y_test, kernel vs served
 
     # -- addresses --------------------------------------------------------------------------
     @property
@@ -98,10 +99,12 @@ class Deployment:
         return api.predict(self.name, data, version=version, content_type=content_type)
 
     def _repr_html_(self) -> str:
-        return snippets.deployment_html(self)
+        report = self.evaluation._repr_html_() if self.evaluation is not None else ""
+        return snippets.deployment_html(self) + report
 
     def __repr__(self) -> str:
-        return snippets.deployment_text(self)
+        report = f"\n{self.evaluation!r}" if self.evaluation is not None else ""
+        return snippets.deployment_text(self) + report
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,10 @@ class DeployOptions:
     tolerance: float
     engine: dict[str, Any] | None
     progress: str | None
+    x_test: Any = None
+    y_test: Any = None
+    metric: Any = None
+    eval_batch_size: int = evaluation.DEFAULT_BATCH
 
     @property
     def checks_parity(self) -> bool:
@@ -137,7 +144,8 @@ class DeployOptions:
     @property
     def steps(self) -> list[str]:
         steps = ["engine", "archive + pre-flight", "register + start workers"]
-        return steps + ["parity check"] if self.checks_parity else steps
+        steps += ["parity check"] if self.checks_parity else []
+        return steps + ["evaluation"] if self.x_test is not None else steps
 
     def archiving(self, example: payloads.Example, device: str) -> dict[str, Any]:
         """The keywords of ``archive()`` for this deploy (the device rides in the config)."""
@@ -187,6 +195,10 @@ def deploy(
     tolerance: float = DEFAULT_TOLERANCE,
     engine: dict[str, Any] | None = None,
     progress: str | None = None,
+    x_test: Any = None,
+    y_test: Any = None,
+    metric: Any = None,
+    eval_batch_size: int = evaluation.DEFAULT_BATCH,
 ) -> Deployment:
     """Archive ``model``, serve it as ``name`` and prove the served answers match.
 
@@ -200,7 +212,15 @@ def deploy(
     A name/version that is already registered raises
     :class:`~jupyter_torchserve.api.ModelExistsError` unless ``replace=True`` (the old
     version is unregistered only once the new archive is ready).
+
+    ``x_test`` (and ``y_test``) is held-out data: it goes through the served endpoint in
+    batches of ``eval_batch_size`` rows, the model here sees the same rows, and
+    ``Deployment.evaluation`` holds both sides' figures (:mod:`.evaluation`; ``metric(y_true,
+    y_pred)`` adds one of your own). Without ``example``, its first row is the example, so
+    the schema and sample payload come from it.
     """
+    if example is None and x_test is not None:
+        example = evaluation.as_rows(x_test, model)[:1]
     options = DeployOptions(
         version=version,
         handler=handler,
@@ -220,6 +240,10 @@ def deploy(
         tolerance=tolerance,
         engine=engine,
         progress=progress,
+        x_test=x_test,
+        y_test=y_test,
+        metric=metric,
+        eval_batch_size=eval_batch_size,
     )
     dep = run_pipeline(model, name, options)
     _verdict(dep, options.parity)
@@ -303,6 +327,10 @@ def run_pipeline(model: Any, name: str, opts: DeployOptions) -> Deployment:
                     hooks=payloads.hooks_of(opts.handler),
                 )
                 s["note"] = str(dep.parity)
+        if opts.x_test is not None:
+            with _step(prog, "evaluation", timings, "evaluation") as s:
+                dep.evaluation = _evaluate(c, dep, model, opts)
+                s["note"] = f"{dep.evaluation.rows} rows, {dep.evaluation.headline()}"
         timings["total"] = time.monotonic() - t_all
         dep.timings = timings
         prog.finish(f"Served {name} {version} in {timings['total']:.1f} s")
@@ -311,6 +339,26 @@ def run_pipeline(model: Any, name: str, opts: DeployOptions) -> Deployment:
     except Exception as exc:
         raise api.friendly(exc) from exc
     return dep
+
+
+def _evaluate(c: Client, dep: Deployment, model: Any, opts: DeployOptions) -> Any:
+    """The held-out evaluation on the served path, kept next to the archive in the store
+    (``<name>-<version>.evaluation.json``) for the sidebar and later sessions."""
+    report = evaluation.evaluate(
+        dep.name,
+        model,
+        opts.x_test,
+        opts.y_test,
+        None if dep.is_default else dep.version,
+        metric=opts.metric,
+        batch_size=opts.eval_batch_size,
+        tolerance=opts.tolerance,
+        progress="none" if opts.progress == "none" else None,
+        c=c,
+    )
+    report.version = dep.version
+    evaluation.store_report(Path(dep.info["model_store"]), report)
+    return report
 
 
 def _verdict(dep: Deployment, parity: bool | str) -> None:

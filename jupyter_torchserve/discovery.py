@@ -28,6 +28,7 @@ class EngineInfo(TypedDict, total=False):
     metrics_address: str
     model_store: str
     key_file: str | None  # None when token authorization is off
+    certificate_file: str | None  # the engine's TLS certificate, for https addresses
     inference_token_required: bool
     log_dir: str
     state_dir: str

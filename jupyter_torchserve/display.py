@@ -138,6 +138,15 @@ def _workers_summary(desc: dict[str, Any]) -> str:
     return f"{ready}/{len(workers)} ready{bounds}"
 
 
+def _traffic_summary(traffic: dict[str, Any] | None) -> str:
+    """A version's part of the default route while a canary runs: role, share asked, seen."""
+    if not traffic:
+        return ""
+    seen = traffic.get("observedPercent")
+    seen_text = "" if seen is None else f", got {seen:g}% ({traffic['requests']} requests)"
+    return f"{traffic['role']}: {traffic['percent']:g}% asked{seen_text}"
+
+
 @dataclass(repr=False)
 class ModelDescription(_Rich):
     """``%torchserve describe NAME``: settings per version, then a worker table."""
@@ -164,7 +173,12 @@ class ModelDescription(_Rich):
                     d.get("modelUrl"),
                 ]
             )
-        return ["version", "workers", "batch", "delay ms", "queued", "device", "url"], rows
+        head = ["version", "workers", "batch", "delay ms", "queued", "device", "url"]
+        if any("traffic" in d for d in self.versions):  # a canary runs (engine/canary.py)
+            for row, d in zip(rows, sorted(self.versions, key=version_key), strict=True):
+                row.insert(1, _traffic_summary(d.get("traffic")))
+            head.insert(1, "default route")
+        return head, rows
 
     def worker_table(self) -> tuple[list[str], list[list[Any]]]:
         rows = []

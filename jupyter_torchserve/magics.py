@@ -20,6 +20,8 @@ from IPython.core.magic import Magics, line_magic, magics_class
 from . import api
 from .commands import (
     archive,
+    canary,
+    compare,
     deploy,
     describe,
     explain,
@@ -28,6 +30,7 @@ from .commands import (
     logs,
     metrics,
     predict,
+    promote,
     scale,
     set_default,
     start,
@@ -52,7 +55,10 @@ COMMANDS: dict[str, ModuleType] = {
     "explain": explain,
     "logs": logs,
     "metrics": metrics,
+    "compare": compare,
     "set-default": set_default,
+    "canary": canary,
+    "promote": promote,
     "unregister": unregister,
     "export": export,
 }

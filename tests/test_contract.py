@@ -92,7 +92,11 @@ def test_a_body_without_a_type_goes_as_octet_stream() -> None:
     untyped = contract.predict("m", b"a=1", None)
     assert wire(untyped)[3]["Content-Type"] == "application/octet-stream"
     typed = contract.forward("POST", "/predictions/m", b"a=1", {"content-type": "text/csv"})
-    assert wire(typed)[3] == {"content-type": "text/csv", "Authorization": "Bearer INF"}
+    assert wire(typed)[3] == {
+        "content-type": "text/csv",
+        "Authorization": "Bearer INF",
+        contract.OWNER_HEADER: "Bearer MGMT",  # the owner sees a failed handler's traceback
+    }
     assert "Content-Type" not in wire(contract.register("m.mar"))[3]  # no body, no type
 
 

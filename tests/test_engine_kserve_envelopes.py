@@ -130,7 +130,7 @@ def test_v2_a_tensor_reaches_a_builtin_handler_as_npy_with_its_exact_dtype():
     assert arr.dtype == np.float64 and arr.tolist() == [[1.5, 2.5]]
     assert out["id"] == "abc" and out["model_name"] == "m" and out["model_version"] == "1.0"
     assert out["outputs"] == [
-        {"name": "output-0", "datatype": "FP32", "shape": [1, 2], "data": [0.25, 0.75]}
+        {"name": "input-0", "datatype": "FP32", "shape": [1, 2], "data": [0.25, 0.75]}
     ]
 
 
@@ -157,11 +157,38 @@ def test_v2_bytes_elements_are_one_job_each_binary_text_or_json():
     assert out["outputs"][0]["shape"] == [3, 2] and out["outputs"][0]["datatype"] == "FP32"
 
 
-def test_v2_output_name_and_datatype_come_from_the_archives_schema():
+def test_v2_output_is_named_after_the_input_as_torchserve_names_it():
+    """TorchServe's kservev2 envelope names each output after its input; tritonclient's
+    `as_numpy(name)` looks it up by that name. The schema's datatype still types it."""
     run = _Run(lambda params: _json([3, 4]))
     mv = _mv(outputs=[{"name": "logits", "datatype": "FP64", "shape": [-1, 2]}])
-    out = _run(kserve.v2_infer(mv, _v2([1, 2]), {}, run))
-    assert out["outputs"][0] == {"name": "logits", "datatype": "FP64", "shape": [2], "data": [3, 4]}
+    payload = _v2([1, 2])
+    payload["inputs"][0]["name"] = "312a4eb0-0ca7-4803-a101-a6d2c18486fe"
+    out = _run(kserve.v2_infer(mv, payload, {}, run))
+    assert out["outputs"][0] == {
+        "name": "312a4eb0-0ca7-4803-a101-a6d2c18486fe",
+        "datatype": "FP64",
+        "shape": [2],
+        "data": [3, 4],
+    }
+
+
+def test_v2_kserves_bytes_sample_with_shape_minus_one_is_served():
+    """KServe's mnist_v2_bytes.json for TorchServe says shape [-1]: one job per element."""
+    run = _Run(lambda params: _json({"4": 0.9}))
+    sample = {
+        "inputs": [
+            {
+                "data": [base64.b64encode(PNG).decode()],
+                "datatype": "BYTES",
+                "name": "312a4eb0-0ca7-4803-a101-a6d2c18486fe",
+                "shape": [-1],
+            }
+        ]
+    }
+    out = _run(kserve.v2_infer(_mv(), sample, {}, run))
+    assert run.calls[0][0] == [[("body", "application/octet-stream", PNG)]]
+    assert out["outputs"][0]["name"] == "312a4eb0-0ca7-4803-a101-a6d2c18486fe"
 
 
 @pytest.mark.parametrize(
@@ -172,6 +199,9 @@ def test_v2_output_name_and_datatype_come_from_the_archives_schema():
         ({"inputs": [{"name": "x", "shape": [1], "datatype": "FP32"}]}, "missing 'data'"),
         (_v2([1, 2], "COMPLEX64"), "unsupported datatype 'COMPLEX64'"),
         (_v2([1, 2], shape=(-1, 2)), "list of non-negative ints"),
+        (_v2(["a"], "BYTES", shape=(-2,)), "list of ints of at least -1"),
+        (_v2(["a"], "BYTES", shape=("1",)), "list of ints of at least -1"),
+        (_v2(["a"], "BYTES", shape=(True,)), "list of ints of at least -1"),
         (_v2([1, 2, 3]), "has 3 values but shape [1, 2] needs 2"),
         (_v2(["a", "b"]), "input input-0"),
     ],
@@ -221,6 +251,22 @@ def test_v2_errors_carry_oips_error_beside_torchserves_fields():
         "message": "Model not found: x",
         "error": "Model not found: x",
     }
+
+
+@pytest.mark.parametrize(
+    "body, envelope",
+    [
+        (b'{"instances": [[1, 2]]}', {"instances": [[1, 2]]}),
+        (b'  {"instances": 3}', {"instances": 3}),  # an envelope, and a 400 later
+        (PNG, None),  # curl -T digit.png: the handler's input
+        (b"[1, 2, 3]", None),  # plain JSON: TorchServe hands it to the handler too
+        (b'{"data": [1]}', None),
+        (b"{not json", None),
+        (b"", None),
+    ],
+)
+def test_v1_a_body_is_an_envelope_only_when_it_has_instances(body, envelope):
+    assert kserve.v1_envelope(body) == envelope
 
 
 def test_json_body_errors_say_what_is_wrong():

@@ -171,5 +171,8 @@ def test_register_settings_come_from_the_call_then_the_archives_yaml_then_the_en
     s = resolve(Registration("x", max_batch_delay=0, initial_workers=5), yaml_cfg, config)
     assert (s.max_batch_delay, s.min_workers, s.max_workers) == (0, 5, 5)  # never below min
     s = resolve(Registration("x"), {}, config)
-    assert (s.batch_size, s.max_batch_delay, s.min_workers, s.max_workers) == (1, 100, 1, 1)
+    # REST register: TorchServe's documented initial_workers default, 0
+    assert (s.batch_size, s.max_batch_delay, s.min_workers, s.max_workers) == (1, 100, 0, 0)
+    s = resolve(Registration("x", loaded_at_startup=True), {}, config)
+    assert (s.min_workers, s.max_workers) == (1, 1)  # a start-up model: default_workers_per_model
     assert s.response_timeout == config.default_response_timeout and s.device_type is None

@@ -42,10 +42,10 @@ def test_the_router_sends_a_fast_routes_requests_to_it_with_decoded_arguments():
 
 def test_the_inference_tables_fast_routes_are_the_hot_ones():
     """The routes that skip Tornado: TorchServe's predictions and explanations (POST and
-    PUT) and KServe's v1 verbs and v2 infer (POST); form bodies on /predictions are
-    declined, so the Tornado handler parses them."""
+    PUT), KServe's v1 verbs (POST, and PUT: `curl -T` of a raw body) and v2 infer/explain
+    (POST); form bodies on /predictions are declined, so the Tornado handler parses them."""
     fast = {r.pattern: r.fast_methods for r in INFERENCE if r.fast is not None}
-    assert list(fast.values()) == [("POST", "PUT"), ("POST", "PUT"), ("POST",), ("POST",)]
+    assert list(fast.values()) == [("POST", "PUT"), ("POST", "PUT"), ("POST", "PUT"), ("POST",)]
     assert [p.split("/")[1] for p in fast] == ["predictions", "explanations", "v1", "v2"]
     route = make_router(None)  # type: ignore[arg-type]
     form = _request("POST", "/predictions/m", "application/x-www-form-urlencoded; charset=x")

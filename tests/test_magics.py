@@ -31,7 +31,8 @@ def test_help_lists_every_subcommand(ip: Any, capsys: pytest.CaptureFixture[str]
     out = capsys.readouterr().out
     for cmd in (
         "deploy", "archive", "start", "stop", "status", "list", "describe", "scale",
-        "predict", "explain", "logs", "metrics", "set-default", "unregister", "export",
+        "predict", "explain", "logs", "metrics", "set-default", "unregister", "canary",
+        "promote", "compare", "export",
     ):  # fmt: skip
         assert cmd in out
 

@@ -98,3 +98,25 @@ def test_our_engine_page(engine: dict[str, Any]) -> None:
     assert m.value("ts_inference_requests_total", model_name="tiny") == 1.0
     assert m.value("ts_inference_latency_microseconds", model_name="tiny") > 0
     assert m.value("jts_inference_latency_seconds_count", model_name="tiny") == 1.0
+
+
+def test_our_page_lists_torchserves_frontend_families_with_their_types(
+    torchserve: TorchServe, engine: dict[str, Any]
+) -> None:
+    """Side by side: every family TorchServe's frontend writes (Requests2XX/4XX/5XX, the
+    microsecond counters, the host gauges) is on our page, with TorchServe's TYPE and HELP
+    lines and label names. Backend and Java worker-thread families are not ours."""
+    from test_frontend_metrics import NOT_OURS, shape
+
+    for base in (torchserve.inference, engine["inference_address"]):
+        assert requests.get(f"{base}/ping", timeout=30).status_code == 200
+        assert requests.post(f"{base}/predictions/nope", timeout=30).status_code == 404
+    theirs = shape(requests.get(f"{torchserve.metrics}/metrics", timeout=30).text)
+    ours = shape(requests.get(f"{engine['metrics_address']}/metrics", timeout=30).text)
+    assert "Requests2XX" in theirs and "Requests4XX" in theirs
+    for name, (help_, kind, labels) in theirs.items():
+        if name in NOT_OURS:
+            continue
+        assert name in ours and ours[name][:2] == (help_, kind), name
+        if labels and ours[name][2]:
+            assert ours[name][2] == labels, name

@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "jupyter_torchserve"
 LAYERS: list[list[str]] = [
     ["payloads", "display", "snippets", "widgets"],
     ["api"],
-    ["parity", "versions"],
+    ["parity", "versions", "traffic", "evaluation", "comparison"],
     ["deployment"],
     ["commands.*"],
     ["magics", "demo", "__init__"],  # the package's own lazy exports are the top

@@ -31,7 +31,7 @@ from .formats import (
     try_export,
     try_torchscript,
 )
-from .handler_spec import resolve_handler
+from .handler_spec import HandlerFiles, builtin_dir, resolve_handler
 from .manifest import (
     MANIFEST_PATH,
     METADATA_PATH,
@@ -88,11 +88,15 @@ def _capture(
     rtol: float,
     atol: float,
 ) -> tuple[Serialized, list[Attempt]]:
-    order = FORMATS if fmt == "auto" else (fmt,)
+    order = FORMATS if fmt == "auto" else (fmt,)  # auto never picks ONNX: asked for only
     attempts: list[Attempt] = []
     for name in order:
         try:
-            if name == "export":
+            if name == "onnx":
+                from .onnx_format import try_onnx
+
+                result = try_onnx(model, inputs, reference, rtol, atol)
+            elif name == "export":
                 result = try_export(model, inputs, reference, rtol, atol)
             elif name == "torchscript":
                 result = try_torchscript(model, inputs, reference, rtol, atol)
@@ -201,12 +205,14 @@ def archive(
             f"{type(model).__qualname__}"
         )
     validate_model_name(name)
-    if format not in ("auto", *FORMATS):
-        raise ValueError(f"format must be 'auto' or one of {', '.join(FORMATS)}, not {format!r}")
+    if format not in ("auto", *FORMATS, "onnx"):
+        raise ValueError(
+            f"format must be 'auto', 'onnx' or one of {', '.join(FORMATS)}, not {format!r}"
+        )
     target = archive_path(export_path, name, archive_format)
     if target.exists() and not force:
         raise FileExistsError(f"{target} already exists; pass force=True to overwrite it")
-    handler_files = resolve_handler(handler)
+    handler_files = _onnx_handler(handler) if format == "onnx" else resolve_handler(handler)
     extras = _extra_entries(extra_files)
     labels = _labels(extras)
     reqs = _requirements(requirements)
@@ -257,6 +263,10 @@ def archive(
         "format_notes": serialized.notes,
         "label_map": labels,
     }
+    if serialized.format == "onnx":  # its worker needs ONNX Runtime, not torch
+        from .onnx_format import REQUIRES
+
+        metadata["requires"] = REQUIRES
     manifest = build_manifest(
         name,
         serialized.serialized_file,
@@ -281,6 +291,17 @@ def archive(
         _discard(staged)
         raise
     return ArchiveResult(final, serialized.format, attempts, diff, schema, manifest, preflight)
+
+
+def _onnx_handler(handler: object) -> HandlerFiles:
+    """An ONNX archive is served by the torch-free ``onnx`` built-in, whatever else asked."""
+    if handler not in (None, "onnx", "tensor"):
+        raise ValueError(
+            "format='onnx' is served by the built-in onnx handler (ONNX Runtime, no torch): "
+            f"handler {handler!r} cannot run it; leave handler unset"
+        )
+    source = (builtin_dir() / "onnx.py").read_bytes()
+    return HandlerFiles("jts_onnx.py", {"jts_onnx.py": source}, builtin="onnx")
 
 
 def _discard(path: Path) -> None:

@@ -11,6 +11,14 @@ class ArchiveError(Exception):
     """An archive could not be written or read (corrupt, unsafe, incomplete)."""
 
 
+class ArchiveTooLarge(ArchiveError):
+    """Unpacking would pass a size limit, or the free disk space; nothing past it was written."""
+
+    def __init__(self, message: str, *, disk: bool = False) -> None:
+        super().__init__(message)
+        self.disk = disk  # the disk would fill, rather than a configured limit be passed
+
+
 class CaptureError(ArchiveError):
     """No requested format could capture the model; the message lists every attempt."""
 

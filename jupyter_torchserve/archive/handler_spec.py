@@ -127,6 +127,11 @@ def _captured(obj: type | types.FunctionType) -> HandlerFiles:
                 f"from jts_handler_impl import {obj.__name__} as _Captured\n\n\n"
                 f"class {obj.__name__}(_Captured):\n    pass\n"
             )
+        # TorchServe's own BaseHandler cannot load a torch.export archive: ship the loader
+        source += (
+            "\n\nimport jts_model_loader as _jts_model_loader\n\n"
+            f"_jts_model_loader.teach_export({obj.__name__})\n"
+        )
     elif obj.__name__ != "handle":
         source += f"\n\nhandle = {obj.__name__}\n"
     check_generated(source, CAPTURED_HANDLER_FILE)

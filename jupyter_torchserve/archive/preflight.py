@@ -80,7 +80,7 @@ def _child(model_dir: str, inputs_path: str | None, result_path: str) -> None:
         if inputs_path is not None:
             inputs = torch.load(inputs_path, weights_only=True)
             with torch.no_grad():
-                result["outputs"] = model(*inputs)
+                result["outputs"] = _as_tensors(model(*inputs))
             result["handler"] = _handler_check(service, model_dir)
     except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent
         result = {
@@ -91,6 +91,17 @@ def _child(model_dir: str, inputs_path: str | None, result_path: str) -> None:
     torch.save(result, result_path)
 
 
+def _as_tensors(output: Any) -> Any:
+    """numpy outputs (a torch-free handler's, e.g. ONNX Runtime's) as tensors to compare."""
+    import numpy as np
+
+    if isinstance(output, np.ndarray):
+        return torch.from_numpy(output)
+    if isinstance(output, tuple):
+        return tuple(_as_tensors(o) for o in output)
+    return output
+
+
 def _handler_check(service: Any, model_dir: str) -> dict[str, Any] | None:
     """Send the archive's sample input through the tensor handler, like a real request."""
     meta_path = os.path.join(model_dir, METADATA_PATH)
@@ -99,7 +110,7 @@ def _handler_check(service: Any, model_dir: str) -> dict[str, Any] | None:
     with open(meta_path, encoding="utf-8") as f:
         meta = json.load(f)
     sample = meta.get("sample_input")
-    if meta.get("builtin_handler") != "tensor" or not sample:
+    if meta.get("builtin_handler") not in ("tensor", "onnx") or not sample:
         return None
     from jupyter_torchserve.handlers.service import RequestInput
 

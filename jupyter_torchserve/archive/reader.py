@@ -11,6 +11,7 @@ No torch import here: the engine process stays light.
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import json
@@ -24,12 +25,13 @@ import zipfile
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from .errors import ArchiveError
+from .errors import ArchiveError, ArchiveTooLarge
 from .manifest import MANIFEST_PATH, check_manifest
 from .zipcrc import fast_zip_crc
 
 DEFAULT_MAX_TOTAL_SIZE = 4 << 30  # 4 GiB
 DEFAULT_MAX_MEMBERS = 100_000
+DISK_MARGIN = 64 << 20  # left free after unpacking, for logs and snapshots
 _CHUNK = 1 << 20
 
 
@@ -173,17 +175,42 @@ def _sha256(path: Path) -> str:
 
 
 class _Budget:
-    """Counts bytes actually written, because headers of a zip bomb lie about sizes."""
+    """Counts bytes actually written, because headers of a zip bomb lie about sizes.
 
-    def __init__(self, archive: str, max_total: int, max_member: int) -> None:
+    Each chunk is checked before it is written, so nothing lands past a limit: the total
+    (`limit_name` is the option a user raises for it), one member, and the free space of
+    the disk at the start less a margin (a full disk breaks far more than this archive).
+    """
+
+    def __init__(
+        self, archive: str, max_total: int, max_member: int, free: int, limit_name: str
+    ) -> None:
         self.archive, self.max_total, self.max_member = archive, max_total, max_member
+        self.free, self.limit_name = free, limit_name
         self.total = 0
 
     def declare(self, name: str, size: int) -> None:
         if size > self.max_member:
-            raise ArchiveError(
+            raise ArchiveTooLarge(
                 f"{self.archive}: member {name!r} is {size} bytes, over the "
                 f"{self.max_member}-byte member limit (zip bomb?)"
+            )
+
+    def declare_total(self, size: int) -> None:
+        """The sum of the sizes the archive declares: refused before anything is written."""
+        if size > self.max_total:
+            raise ArchiveTooLarge(
+                f"{self.archive}: members declare {size} bytes in all, over the "
+                f"{self.max_total}-byte total limit ({self.limit_name})"
+            )
+        self._check_disk(size)
+
+    def _check_disk(self, size: int) -> None:
+        if size > self.free:
+            raise ArchiveTooLarge(
+                f"{self.archive}: unpacking needs {size} bytes but the disk has "
+                f"{max(0, self.free)} free (keeping {DISK_MARGIN >> 20} MiB spare)",
+                disk=True,
             )
 
     def copy(self, name: str, src: BinaryIO, dst: BinaryIO) -> None:
@@ -192,16 +219,22 @@ class _Budget:
             written += len(chunk)
             self.total += len(chunk)
             if written > self.max_member:
-                raise ArchiveError(
+                raise ArchiveTooLarge(
                     f"{self.archive}: member {name!r} expands past the {self.max_member}-byte "
                     "member limit (zip bomb?)"
                 )
             if self.total > self.max_total:
-                raise ArchiveError(
+                raise ArchiveTooLarge(
                     f"{self.archive}: contents expand past the {self.max_total}-byte total "
-                    "limit (zip bomb?); raise max_total_size if the archive is genuine"
+                    f"limit (zip bomb?); raise {self.limit_name} if the archive is genuine"
                 )
-            dst.write(chunk)
+            self._check_disk(self.total)
+            try:
+                dst.write(chunk)
+            except OSError as e:
+                if e.errno != errno.ENOSPC:
+                    raise
+                raise ArchiveTooLarge(f"{self.archive}: the disk filled up", disk=True) from None
 
 
 def _open_target(root: Path, rel: str) -> BinaryIO:
@@ -217,6 +250,7 @@ def _extract_zip(path: Path, dest: Path, budget: _Budget, max_members: int) -> N
         infos = zf.infolist()
         if len(infos) > max_members:
             raise ArchiveError(f"{path}: {len(infos)} members, over the limit of {max_members}")
+        budget.declare_total(sum(i.file_size for i in infos))
         for info in infos:
             rel = _safe_member_name(info.filename, str(path))
             mode = info.external_attr >> 16
@@ -289,13 +323,16 @@ def extract(
     max_total_size: int = DEFAULT_MAX_TOTAL_SIZE,
     max_member_size: int | None = None,
     max_members: int = DEFAULT_MAX_MEMBERS,
+    limit_name: str = "max_total_size",
 ) -> tuple[str, dict[str, Any]]:
     """Extract an archive once into ``cache_root/<sha256>/``; return ``(model_dir, manifest)``.
 
     A directory archive (torch-model-archiver ``no-archive``) is used in place, like TorchServe
     does. Extraction goes to a temporary folder that is renamed into place only after the
     manifest and the files it names have been checked, so a cache entry is always complete
-    and concurrent extractions of the same archive are harmless.
+    and concurrent extractions of the same archive are harmless. Past `max_total_size`
+    bytes written (the message names `limit_name`, the caller's option for it) or the disk's
+    free space it stops with :class:`ArchiveTooLarge`, having written nothing beyond.
     """
     p = Path(path)
     if not p.exists():
@@ -314,7 +351,13 @@ def extract(
         return str(model_dir), manifest
     temp = Path(tempfile.mkdtemp(prefix=".extract-", dir=cache))
     try:
-        budget = _Budget(str(p), max_total_size, max_member_size or max_total_size)
+        budget = _Budget(
+            str(p),
+            max_total_size,
+            max_member_size or max_total_size,
+            shutil.disk_usage(cache).free - DISK_MARGIN,
+            limit_name,
+        )
         try:
             if kind == "zip":
                 _extract_zip(p, temp, budget, max_members)

@@ -26,6 +26,9 @@ def add_arguments(q: Parser) -> None:
     q.add_argument("--no-parity", action="store_true", help="skip the parity check")
     q.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE)
     q.add_argument("--response-timeout", type=float, metavar="S")
+    q.add_argument("--x-test", metavar="EXPR", help="held-out inputs: evaluated on the served path")
+    q.add_argument("--y-test", metavar="EXPR", help="their labels or targets")
+    q.add_argument("--metric", metavar="EXPR", help="a function (y_true, y_pred) -> float")
 
 
 def run(args: argparse.Namespace, user: UserNamespace) -> Deployment:
@@ -42,5 +45,8 @@ def run(args: argparse.Namespace, user: UserNamespace) -> Deployment:
         parity=not args.no_parity,
         tolerance=args.tolerance,
         response_timeout=args.response_timeout,
+        x_test=user.eval(args.x_test, "--x-test"),
+        y_test=user.eval(args.y_test, "--y-test"),
+        metric=user.eval(args.metric, "--metric"),
         **model_kwargs(args, user),
     )

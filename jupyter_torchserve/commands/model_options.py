@@ -20,7 +20,11 @@ def add_model_arguments(q: Parser) -> None:
         "namespace (a handler class, or a dict of preprocess/postprocess functions)",
     )
     q.add_argument("--example", metavar="EXPR", help="an example input (expression)")
-    q.add_argument("--format", default="auto", help="auto | export | torchscript | eager")
+    q.add_argument(
+        "--format",
+        default="auto",
+        help="auto | export | torchscript | eager | onnx (asked for only)",
+    )
     q.add_argument(
         "--extra-files", metavar="EXPR", help="dict {file name: content or path} (expression)"
     )

@@ -9,8 +9,11 @@ Which process runs what, by layer (each imports only the layers below it):
   predictions and KServe v1/v2, called by both HTTP paths (and the gRPC servicer to come).
 - `registry.py`, `registration.py`, `snapshot.py`, `model.py`: model versions, their
   queues and batching, and the management operations; `metrics.py`, `keys.py`, `store.py`.
-- `pool.py`, `workers.py`, `protocol.py`, `busypoll.py`, `gpu.py`: the engine's side of the
-  worker processes.
+- `download.py`, `urls.py`, `params.py`, `limits.py`, `jsonbody.py`: what outside input may
+  do (register URLs, numbers, caps, JSON bodies); `statelock.py`, `tmpdirs.py`: one engine
+  per state dir, and what a dead engine left behind.
+- `pool.py`, `workers.py`, `deaths.py`, `protocol.py`, `busypoll.py`, `gpu.py`: the engine's
+  side of the worker processes.
 - `forkserver.py` starts the forkserver, which imports `worker_preload.py`; each worker it
   forks runs `worker_main.py` (with `protocol.SyncConnection` and `busypoll.PollWindow`).
 """

@@ -28,15 +28,18 @@ from .http.http1 import HTTP1Server, serve_http1
 from .http.routes import make_apps, make_router
 from .logfiles import rotate_large_logs
 from .registry import ModelRegistry
+from .statelock import StateDirLock
+from .tls import server_context
 
 log = logging.getLogger("jupyter_torchserve.engine")
 
 LOG_CHECK_SECONDS = 10  # how often model logs are checked against model_log_max_bytes
 
 
-def _listen(app: Application, address: str, what: str) -> HTTPServer:
+def _listen(app: Application, config: EngineConfig, address: str, what: str) -> HTTPServer:
     host, port = split_address(address)
-    server = HTTPServer(app, max_body_size=1 << 40, xheaders=False)
+    ssl = server_context(config, address)
+    server = HTTPServer(app, max_body_size=1 << 40, xheaders=False, ssl_options=ssl)
     try:
         server.listen(port, address=host)
     except OSError as e:
@@ -47,12 +50,14 @@ def _listen(app: Application, address: str, what: str) -> HTTPServer:
 async def _listen_inference(registry: ModelRegistry, app: Application, address: str) -> HTTP1Server:
     """The inference API on http1.py's server: the hot routes skip Tornado (fastpath.py)."""
     host, port = split_address(address)
+    ssl = server_context(registry.config, address)
     try:
         return await serve_http1(
             app,
             make_router(registry),
             host,
             port,
+            ssl=ssl,
             max_request_size=lambda: registry.config.max_request_size,
             on_response=lambda status: registry.metrics.response("inference", status),
         )
@@ -111,6 +116,15 @@ async def serve(config: EngineConfig, selector: BusyPollSelector | None = None) 
     """
     # one access-log line per request costs more than a tiny model's inference; errors only
     logging.getLogger("tornado.access").setLevel(logging.WARNING)
+    lock = StateDirLock(config.resolved_state_dir())
+    lock.acquire({"management_address": config.management_address})  # before any write there
+    try:
+        await _serve_locked(config, selector)
+    finally:
+        lock.release()
+
+
+async def _serve_locked(config: EngineConfig, selector: BusyPollSelector | None) -> None:
     registry = ModelRegistry(config)
     if selector is not None:
         selector.answer_due = registry.pool.answer_due
@@ -123,8 +137,8 @@ async def serve(config: EngineConfig, selector: BusyPollSelector | None = None) 
     apps = make_apps(registry, addresses)
     inference = await _listen_inference(registry, apps["inference"], config.inference_address)
     servers = [
-        _listen(apps["management"], config.management_address, "management"),
-        _listen(apps["metrics"], config.metrics_address, "metrics"),
+        _listen(apps["management"], config, config.management_address, "management"),
+        _listen(apps["metrics"], config, config.metrics_address, "metrics"),
     ]
     await registry.pool.start()
     info = {
@@ -133,7 +147,9 @@ async def serve(config: EngineConfig, selector: BusyPollSelector | None = None) 
         **addresses,
         "model_store": str(registry.model_store),
         "key_file": str(registry.keys.path) if registry.keys else None,
-        "inference_token_required": config.inference_token_required,
+        # what our clients trust for https addresses: the engine's own certificate
+        "certificate_file": config.certificate_file or None,
+        "inference_token_required": registry.inference_needs_key,
         "log_dir": str(registry.log_dir),
         "state_dir": str(registry.state_dir),
         "version": __version__,

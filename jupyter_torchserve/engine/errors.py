@@ -8,14 +8,27 @@ from __future__ import annotations
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, type: str, message: str) -> None:
+    """An answer with an error status; `traceback` is the worker's, when a handler failed.
+
+    A traceback shows paths under the user's home, the package cache and the handler's
+    code, so it is the owner's to see: `to_json(with_traceback=True)` is for callers that
+    proved they hold the management key (the notebook and the sidebar, see
+    `registry.ModelRegistry.is_owner`); everyone else gets the one-line message, as
+    TorchServe's "Prediction failed", and the traceback stays in the model's log.
+    """
+
+    def __init__(self, status: int, type: str, message: str, traceback: str = "") -> None:
         super().__init__(message)
         self.status = status
         self.type = type
         self.message = message
+        self.traceback = traceback
 
-    def to_json(self) -> dict[str, object]:
-        return {"code": self.status, "type": self.type, "message": self.message}
+    def to_json(self, with_traceback: bool = False) -> dict[str, object]:
+        message = self.message
+        if with_traceback and self.traceback:
+            message = f"{message}\n{self.traceback}"
+        return {"code": self.status, "type": self.type, "message": message}
 
 
 def model_not_found(name: str) -> ApiError:

@@ -3,16 +3,44 @@
 `key_file.json` holds a management, an inference and an API key; clients send
 `Authorization: Bearer <key>`. The file is written with mode 0600 so only its owner (the
 notebook user) can read the keys, and removed when the engine stops.
+
+The management API always needs its key (unless token auth is off). The inference API
+needs its key when `inference_token_required` is set (a TorchServe config.properties with
+token auth on sets it, as TorchServe requires the inference key then) or when it listens
+beyond loopback; only the notebook's default, inference on 127.0.0.1, is open.
 """
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 import os
 import secrets
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..config import EngineConfig
+
+
+def inference_needs_key(config: EngineConfig) -> bool:
+    if config.disable_token_authorization:
+        return False
+    return config.inference_token_required or not _loopback(config.inference_address)
+
+
+def _loopback(address: str) -> bool:
+    from ..config import split_address
+
+    host = split_address(address)[0]
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to any interface
 
 
 class KeyStore:
@@ -25,7 +53,9 @@ class KeyStore:
         self.write()
 
     def regenerate(self, kind: str, write: bool = True) -> None:
-        expires = time.time() + self.expiration_min * 60 if self.expiration_min > 0 else 0.0
+        # the API key (the one that makes new keys) does not expire, as in TorchServe
+        timed = self.expiration_min > 0 and kind != "API"
+        expires = time.time() + self.expiration_min * 60 if timed else 0.0
         self.keys[kind] = (secrets.token_urlsafe(24), expires)
         if write:
             self.write()
@@ -53,7 +83,9 @@ class KeyStore:
         key, expires = self.keys[kind]
         if expires and time.time() > expires:
             return False
-        return hmac.compare_digest(authorization[7:].strip(), key)
+        # bytes: compare_digest refuses str with non-ASCII characters (TypeError, a 500)
+        given = authorization[7:].strip().encode("utf-8", "replace")
+        return hmac.compare_digest(given, key.encode())
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)

@@ -1,10 +1,8 @@
 """Prometheus metrics with TorchServe's names, plus worker and GPU gauges.
 
-`ts_inference_requests_total`, `ts_inference_latency_microseconds` and
-`ts_queue_latency_microseconds` keep TorchServe's names and labels so existing dashboards
-work. The two microsecond sums are exposed as `untyped`: prometheus_client would rename a
-counter family to `*_total` in its HELP/TYPE lines, and TorchServe's sample names have no
-such suffix. Histograms (ours, `jts_*`) give the sidebar its p50 latency.
+`ts_inference_requests_total` and the families of frontend_metrics.py (`Requests2XX`...,
+the microsecond counters, host gauges) keep TorchServe's names, types and labels so existing
+dashboards work. Histograms (ours, `jts_*`) give the sidebar its p50 latency.
 """
 
 from __future__ import annotations
@@ -25,6 +23,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from .frontend_metrics import FrontendMetrics
 from .jobs import Job
 
 
@@ -79,7 +78,7 @@ class EngineMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "ts_inference_requests",
-            "Total number of inference requests.",
+            "Torchserve prometheus counter metric with unit: Count",  # TorchServe's HELP
             ["model_name", "model_version", "hostname"],
             registry=self.registry,
         )
@@ -87,6 +86,13 @@ class EngineMetrics:
             "jts_http_responses",
             "HTTP responses by API and status code.",
             ["api", "code"],
+            registry=self.registry,
+        )
+        self.routes = Counter(
+            "jts_route_requests",
+            "Default-route requests (no version in the request) while the model has a canary, "
+            "by the version they went to and its role: default or canary.",
+            ["model_name", "model_version", "route"],
             registry=self.registry,
         )
         self.latency = Histogram(
@@ -103,9 +109,7 @@ class EngineMetrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128),
             registry=self.registry,
         )
-        # TorchServe's two cumulative microsecond sums, keyed by label values
-        self._inference_us: dict[tuple[str, str], float] = defaultdict(float)
-        self._queue_us: dict[tuple[str, str], float] = defaultdict(float)
+        self.frontend = FrontendMetrics(self.hostname)
         # handler metrics (context.metrics.add_*): (name, type, labels) -> [value, count]
         self._custom: dict[tuple[str, str, tuple[tuple[str, str], ...]], list[float]] = {}
         self._children: dict[tuple[Any, ...], Any] = {}
@@ -122,12 +126,15 @@ class EngineMetrics:
     def request_received(self, version: Labelled, url_version: str | None) -> None:
         self._child(self.requests, version.name, url_version or "default", self.hostname).inc()
 
+    def routed(self, version: Labelled, route: str) -> None:
+        """A default-route request went to `version` as the `route` (canary.py's split)."""
+        self._child(self.routes, version.name, version.version, route).inc()
+
     def request_answered(self, version: Labelled, url_version: str | None, job: Job) -> None:
         now = time.perf_counter()
         key = (version.name, url_version or "default")
-        self._inference_us[key] += (now - job.enqueued) * 1e6
-        if job.dispatched:
-            self._queue_us[key] += (job.dispatched - job.enqueued) * 1e6
+        queued = job.dispatched - job.enqueued if job.dispatched else None
+        self.frontend.answered(key, now - job.enqueued, queued)
         self._child(self.latency, version.name, version.version).observe(now - job.enqueued)
 
     def batch_sent(self, version: Labelled, jobs: list[Job]) -> None:
@@ -150,31 +157,24 @@ class EngineMetrics:
 
     def response(self, api: str, code: int) -> None:
         self._child(self.http, api, str(code)).inc()
+        if api != "metrics":
+            self.frontend.response(code)
 
     def exposition(self, names: list[str] | None = None) -> bytes:
-        if names:
-            return generate_latest(self.registry.restricted_registry(names))
-        return generate_latest(self.registry)
+        from .gpu import list_gpus
+
+        ours = self.registry.restricted_registry(names) if names else self.registry
+        return generate_latest(ours) + self.frontend.exposition(names, list_gpus()).encode()
 
 
 class _DynamicCollector:
-    """Values read at scrape time: TorchServe's sums, queues, workers and GPUs."""
+    """Values read at scrape time: handler metrics, queues, workers and GPUs."""
 
     def __init__(self, metrics: EngineMetrics) -> None:
         self.m = metrics
 
     def describe(self) -> list[Metric]:
         return [
-            Metric(
-                "ts_inference_latency_microseconds",
-                "Cumulative inference duration in microseconds",
-                "untyped",
-            ),
-            Metric(
-                "ts_queue_latency_microseconds",
-                "Cumulative queue duration in microseconds",
-                "untyped",
-            ),
             GaugeMetricFamily("jts_queue_size", "", labels=[]),
             GaugeMetricFamily("jts_workers", "", labels=[]),
             GaugeMetricFamily("jts_worker_memory_bytes", "", labels=[]),
@@ -199,28 +199,6 @@ class _DynamicCollector:
         yield from families.values()
 
     def collect(self) -> Iterator[Metric]:
-        host = self.m.hostname
-        for family, doc, values in (
-            (
-                "ts_inference_latency_microseconds",
-                "Cumulative inference duration in microseconds",
-                self.m._inference_us,
-            ),
-            (
-                "ts_queue_latency_microseconds",
-                "Cumulative queue duration in microseconds",
-                self.m._queue_us,
-            ),
-        ):
-            metric = Metric(family, doc, "untyped")
-            for (model, version), value in values.items():
-                metric.add_sample(
-                    family,
-                    {"model_name": model, "model_version": version, "hostname": host},
-                    value,
-                )
-            yield metric
-
         yield from self._custom_families()
 
         queue = GaugeMetricFamily(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import deque
 from pathlib import Path
@@ -102,8 +103,8 @@ class ModelVersion:
                 "remainingCapacity": self.config.job_queue_size - len(self.queue),
                 "pendingRequests": len(self.queue),
             },
-            "responseTimeout": int(self.response_timeout),
-            "startupTimeout": int(self.startup_timeout),
+            "responseTimeout": math.ceil(self.response_timeout),
+            "startupTimeout": math.ceil(self.startup_timeout),
             "deviceType": "gpu" if gpu else "cpu",
             "handler": self.handler_override or self.manifest.get("model", {}).get("handler"),
             "archiveFormat": self.metadata.get("format"),

@@ -13,13 +13,12 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ..config import EngineConfig
-from . import busypoll, forkserver
+from . import busypoll, forkserver, tmpdirs
 from .errors import ApiError
 from .gpu import GpuAssigner
 from .protocol import FrameLink
@@ -48,7 +47,7 @@ class WorkerPool:
         self._planned = planned_workers
         self._on_metrics = on_metrics
         self._ids = FIRST_WORKER_ID
-        self._sock_dir: str | None = None
+        self._sock_dir: tmpdirs.PrivateDir | None = None
         self.socket_path = ""
         self._server: asyncio.AbstractServer | None = None
         self._forkserver_ready: asyncio.Future[None] | None = None
@@ -57,9 +56,10 @@ class WorkerPool:
     async def start(self) -> None:
         """Listen for workers and start the forkserver (its `import torch`) in a thread."""
         loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, tmpdirs.sweep)
         # Unix socket paths are limited to 107 bytes: keep them short and private
-        self._sock_dir = tempfile.mkdtemp(prefix="jts-")
-        self.socket_path = os.path.join(self._sock_dir, "w.sock")
+        self._sock_dir = tmpdirs.PrivateDir()
+        self.socket_path = str(self._sock_dir.path / "w.sock")
         self._server = await loop.create_unix_server(
             lambda: FrameLink(self._on_hello), self.socket_path
         )
@@ -81,7 +81,8 @@ class WorkerPool:
         if self._server is not None:
             self._server.close()
         if self._sock_dir is not None:
-            shutil.rmtree(self._sock_dir, ignore_errors=True)
+            self._sock_dir.remove()
+            self._sock_dir = None
 
     # -- workers ----------------------------------------------------------------------------
     def new_worker(self, version: WorkerModel, device_type: str | None) -> Worker:

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from ..config import EngineConfig
-from .errors import bad_request
+from . import params
+from .errors import ApiError, bad_request
 
 log = logging.getLogger("jupyter_torchserve.engine")
 
@@ -52,23 +53,36 @@ class Settings:
 
 
 def resolve(reg: Registration, yaml_cfg: dict[str, Any], config: EngineConfig) -> Settings:
-    workers = reg.initial_workers
-    if workers is None:
-        workers = int(yaml_cfg.get("minWorkers", config.default_workers_per_model))
-    most = (
-        reg.max_workers if reg.max_workers is not None else int(yaml_cfg.get("maxWorkers", workers))
-    )
+    """Every number checked (params.py), wherever it came from: a snapshot or a YAML file
+    is as much outside input as a query string."""
+
+    def pick(name: str, yaml_key: str, default: Any, parse: Any) -> Any:
+        value = getattr(reg, name)
+        if value is not None:
+            return parse(params.YAML_KEYS.get(yaml_key, name), value)
+        if yaml_key in yaml_cfg:
+            try:
+                return parse(params.YAML_KEYS[yaml_key], yaml_cfg[yaml_key])
+            except ApiError as e:
+                raise bad_request(f"In the model config, {yaml_key}: {e.message}") from None
+        return default
+
+    # TorchServe's documented REST default is 0: a client that registers and then scales
+    # gets what it asked for. Start-up models take default_workers_per_model.
+    default = config.default_workers_per_model if reg.loaded_at_startup else 0
+    workers = pick("initial_workers", "minWorkers", default, params.integer)
+    most = pick("max_workers", "maxWorkers", workers, params.integer)
     return Settings(
-        batch_size=reg.batch_size or int(yaml_cfg.get("batchSize", config.batch_size)),
-        max_batch_delay=(
-            reg.max_batch_delay
-            if reg.max_batch_delay is not None
-            else int(yaml_cfg.get("maxBatchDelay", config.max_batch_delay))
+        batch_size=pick("batch_size", "batchSize", config.batch_size, params.integer),
+        max_batch_delay=pick(
+            "max_batch_delay", "maxBatchDelay", config.max_batch_delay, params.integer
         ),
-        response_timeout=reg.response_timeout
-        or float(yaml_cfg.get("responseTimeout", config.default_response_timeout)),
-        startup_timeout=reg.startup_timeout
-        or float(yaml_cfg.get("startupTimeout", config.default_startup_timeout)),
+        response_timeout=pick(
+            "response_timeout", "responseTimeout", config.default_response_timeout, params.seconds
+        ),
+        startup_timeout=pick(
+            "startup_timeout", "startupTimeout", config.default_startup_timeout, params.seconds
+        ),
         device_type=reg.device_type or yaml_cfg.get("deviceType"),
         min_workers=workers,
         max_workers=max(workers, most),

@@ -18,12 +18,14 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from ..archive.errors import ArchiveTooLarge
 from ..archive.reader import is_archive
 from ..config import EngineConfig, parse_model_snapshot
-from . import snapshot
+from . import limits, snapshot
+from .canary import Canary
 from .errors import ApiError, bad_request, invalid_key, model_not_found, version_not_found
 from .gpu import list_gpus
-from .keys import KeyStore
+from .keys import KeyStore, inference_needs_key
 from .metrics import EngineMetrics
 from .model import ModelVersion
 from .pool import WorkerPool
@@ -41,6 +43,7 @@ class ModelEntry:
         self.name = name
         self.versions: dict[str, ModelVersion] = {}
         self.default_version: str | None = None
+        self.canary: Canary | None = None  # canary.py: a share of the default route
 
     @property
     def default(self) -> ModelVersion:
@@ -64,6 +67,7 @@ class ModelRegistry:
         self.keys: KeyStore | None = None
         if not config.disable_token_authorization:
             self.keys = KeyStore(self.state_dir / "key_file.json", config.token_expiration_min)
+        self.inference_needs_key = inference_needs_key(config)
         self.models: dict[str, ModelEntry] = {}
         gpus = list_gpus()
         count = len(gpus) if config.number_of_gpu is None else min(len(gpus), config.number_of_gpu)
@@ -88,14 +92,20 @@ class ModelRegistry:
 
     def authorize(self, api: str, authorization: str | None) -> None:
         """Raise TorchServe's invalid-key error unless `authorization` (the Authorization
-        header) carries `api`'s key, where one is needed: management always, inference only
-        with `inference_token_required`, nothing with token auth off."""
+        header) carries `api`'s key, where one is needed (keys.py says where)."""
         keys = self.keys
         if keys is None:
             return
-        required = api == "management" or self.config.inference_token_required
+        required = api == "management" or self.inference_needs_key
         if required and not keys.check(api, authorization):
             raise invalid_key()
+
+    def is_owner(self, authorization: str | None) -> bool:
+        """Whether `authorization` (contract.OWNER_HEADER's value) is `Bearer <management key>`.
+        With token auth off there is no key to prove anything with, and the management API
+        (model logs included) is open to anyone who reaches it: then everyone is."""
+        keys = self.keys
+        return keys is None or keys.check("management", authorization)
 
     # -- lookups ------------------------------------------------------------------------------
     def all_versions(self) -> list[ModelVersion]:
@@ -107,10 +117,25 @@ class ModelRegistry:
             raise model_not_found(name)
         return entry
 
-    def get_version(self, name: str, version: str | None = None) -> ModelVersion:
+    def get_version(
+        self, name: str, version: str | None = None, *, routed: bool = True
+    ) -> ModelVersion:
+        """The version that answers a request for `version` of `name`.
+
+        Without a version, that is the default route: the default version, or, while the
+        model has a canary, the canary for its share of requests (a random draw per request,
+        recorded: canary.py). Every protocol resolves its version here, so the split holds
+        for all of them alike; `routed=False` is the default version itself, for callers
+        that describe or change it rather than send it a request.
+        """
         entry = self.get_entry(name)
         if version is None:
-            return entry.default
+            canary = entry.canary
+            if canary is None or not routed:
+                return entry.default
+            chosen = entry.versions[canary.choose(entry.default.version)]
+            self.metrics.routed(chosen, canary.role(chosen.version))
+            return chosen
         found = entry.versions.get(version)
         if found is None:
             raise version_not_found(name, version)
@@ -138,14 +163,30 @@ class ModelRegistry:
             raise bad_request(f"Invalid RuntimeType value: {reg.runtime}")
         if reg.device_type not in (None, "", "cpu", "gpu"):
             raise bad_request(f"Invalid device_type {reg.device_type!r}: use cpu or gpu")
+        limits.check_model_count(self.config, len(self.all_versions()))
         path = await resolve_url(
-            url, self.model_store, list(self.config.allowed_urls), self.config.max_archive_size
+            url,
+            self.model_store,
+            list(self.config.allowed_urls),
+            self.config.max_archive_size,
+            self.config.download_timeout,
         )
         loop = asyncio.get_running_loop()
+        limit = self.config.max_archive_size
         try:
             model_dir, manifest = await loop.run_in_executor(
-                None, lambda: extract(str(path), str(self.cache_dir))
+                None,
+                lambda: extract(
+                    str(path),
+                    str(self.cache_dir),
+                    max_total_size=limit,
+                    limit_name="max_archive_size",
+                ),
             )
+        except ArchiveTooLarge as e:
+            if e.disk:
+                raise ApiError(507, "InsufficientStorageException", str(e)) from None
+            raise ApiError(413, "RequestEntityTooLarge", str(e)) from None
         except Exception as e:  # noqa: BLE001 - any unreadable archive is the caller's input
             raise bad_request(f"Failed to open model archive {url}: {e}") from None
         model_dir = str(model_dir)
@@ -162,14 +203,26 @@ class ModelRegistry:
             except ValueError:
                 log.warning("ignoring an unreadable %s in %s", METADATA_FILE, url)
         settings = resolve(reg, model_yaml(model_dir, model.get("configFile")), self.config)
+        if settings.min_workers < 0:
+            raise bad_request("initial_workers cannot be negative")
         async with self._lock:
-            entry = self.models.setdefault(name, ModelEntry(name))
-            if version in entry.versions:
+            entry = self.models.get(name)
+            if entry is not None and version in entry.versions:
                 raise ApiError(
                     409,
                     "ConflictStatusException",
                     f"Model version {version} is already registered for model {name}",
                 )
+            limits.check_model_count(self.config, len(self.all_versions()))
+            limits.check_workers(
+                self.config,
+                self.all_versions(),
+                None,
+                settings.min_workers,
+                settings.max_workers,
+                what="initial_workers",
+            )
+            entry = self.models.setdefault(name, ModelEntry(name))
             mv = ModelVersion(
                 self.pool,
                 self.metrics,
@@ -189,9 +242,6 @@ class ModelRegistry:
             entry.versions[version] = mv
             if entry.default_version is None or reg.make_default:
                 entry.default_version = version
-        if settings.min_workers < 0:
-            await self._drop(mv)
-            raise bad_request("initial_workers cannot be negative")
         lo, hi = settings.min_workers, settings.max_workers
         if lo == 0:
             mv.max_workers = hi
@@ -237,8 +287,10 @@ class ModelRegistry:
         entry = self.models.get(mv.name)
         if entry is not None and entry.versions.get(mv.version) is mv:
             del entry.versions[mv.version]
+            _end_canary_of(entry, mv.version)
             if entry.default_version == mv.version:
                 entry.default_version = next(iter(entry.versions), None)
+                _end_canary_of(entry, entry.default_version or "")
             if not entry.versions:
                 del self.models[mv.name]
         self._release_cache(mv)
@@ -257,12 +309,13 @@ class ModelRegistry:
         synchronous: bool,
         timeout: float | None,
     ) -> tuple[int, dict[str, str]]:
-        mv = self.get_version(name, version)
+        mv = self.get_version(name, version, routed=False)
         if min_worker < 0:
             raise bad_request("min_worker cannot be negative.")
         max_worker = min_worker if max_worker is None else max_worker
         if max_worker < min_worker:
             raise bad_request("max_worker cannot be less than min_worker.")
+        limits.check_workers(self.config, self.all_versions(), mv, min_worker, max_worker)
         done = f"Workers scaled to {min_worker} for model: {name}"
         if version:
             done += f", version: {version}"
@@ -284,6 +337,7 @@ class ModelRegistry:
                 f"Cannot remove default version for model {name}",
             )
         del entry.versions[target]
+        _end_canary_of(entry, target)
         if not entry.versions:
             del self.models[name]
         await mv.unload()
@@ -296,20 +350,68 @@ class ModelRegistry:
         if version not in entry.versions:
             raise version_not_found(name, version)
         entry.default_version = version
+        _end_canary_of(entry, version)  # promoted: the canary has become the default
         self.save_snapshot()
         return {"status": f'Default version successfully updated for model "{name}" to "{version}"'}
 
+    # -- canary (our extension; canary.py) ----------------------------------------------------
+    def canary_json(self, name: str) -> dict[str, Any]:
+        entry = self.get_entry(name)
+        default = entry.default.version
+        return {
+            "modelName": name,
+            "defaultVersion": default,
+            "canary": None if entry.canary is None else entry.canary.to_json(default),
+        }
+
+    def start_canary(self, name: str, version: str, percent: float) -> dict[str, str]:
+        """Send `percent` % of `name`'s default route to `version` (replacing a running
+        canary: the counts start again, as they describe the new split)."""
+        entry = self.get_entry(name)
+        if version not in entry.versions:
+            raise version_not_found(name, version)
+        if version == entry.default_version:
+            raise bad_request(
+                f"Version {version} is the default version of model {name}: a canary must be "
+                "another registered version"
+            )
+        entry.canary = Canary(version, percent)
+        return {
+            "status": f'Canary of model "{name}": version {version} takes {percent:g}% of the '
+            f"default route, version {entry.default_version} the rest"
+        }
+
+    def end_canary(self, name: str) -> dict[str, str]:
+        entry = self.get_entry(name)
+        if entry.canary is None:
+            raise ApiError(404, "CanaryNotFoundException", f"Model {name} has no canary")
+        entry.canary = None
+        return {
+            "status": f'Canary of model "{name}" ended: version {entry.default_version} takes '
+            "all of the default route"
+        }
+
     # -- snapshot -----------------------------------------------------------------------------
     def save_snapshot(self) -> None:
+        """Write the snapshot of the models now registered.
+
+        It is called after a change has been made (register, scale, unregister, a new
+        default), so it never raises: the change stands and the caller hears that it did;
+        a snapshot that cannot be written (a full disk, a read-only folder) is logged, and
+        the next change writes the whole state again.
+        """
         if not self.config.snapshot or self._restoring:
             return
-        snap = snapshot.to_json(
-            ((n, e.default_version, e.versions) for n, e in self.models.items()),
-            int(time.time() * 1000),
-        )
-        tmp = self.snapshot_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(snap, indent=2))
-        tmp.replace(self.snapshot_path)
+        try:
+            snap = snapshot.to_json(
+                ((n, e.default_version, e.versions) for n, e in self.models.items()),
+                int(time.time() * 1000),
+            )
+            tmp = self.snapshot_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(snap, indent=2, allow_nan=False))
+            tmp.replace(self.snapshot_path)
+        except Exception:  # noqa: BLE001 - see above: the change itself has been made
+            log.exception("could not write the snapshot %s", self.snapshot_path)
 
     async def restore(self) -> None:
         """Load `model_snapshot` (given) or our last snapshot, then `load_models`."""
@@ -352,6 +454,12 @@ class ModelRegistry:
             except ApiError as e:
                 if e.status != 409:
                     log.error("could not load %s: %s", url, e.message)
+
+
+def _end_canary_of(entry: ModelEntry, version: str) -> None:
+    """A canary ends when its version is unregistered or becomes the default (promoted)."""
+    if entry.canary is not None and entry.canary.version == version:
+        entry.canary = None
 
 
 def _log_task_error(task: asyncio.Task[Any]) -> None:

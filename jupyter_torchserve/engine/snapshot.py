@@ -8,6 +8,7 @@ Pure functions: the registry decides when to save and restore, and writes the fi
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
@@ -44,8 +45,9 @@ def to_json(
                 "maxWorkers": mv.max_workers,
                 "batchSize": mv.batch_size,
                 "maxBatchDelay": mv.max_batch_delay,
-                "responseTimeout": int(mv.response_timeout),
-                "startupTimeout": int(mv.startup_timeout),
+                # whole seconds, as TorchServe keeps them; rounded up, so 0.5 s is not 0
+                "responseTimeout": math.ceil(mv.response_timeout),
+                "startupTimeout": math.ceil(mv.startup_timeout),
                 "handler": mv.handler_override,
                 "deviceType": mv.device_type,
             }

@@ -1,23 +1,25 @@
 """The worker process: load one archive once, then answer batches over a Unix socket.
 
 This module is preloaded by the engine's forkserver (through `worker_preload`, which also
-freezes the heap), so `import torch` is paid once per engine and every worker starts as a
-cheap fork of a process that has never touched CUDA.
+imports torch and freezes the heap), so `import torch` is paid once per engine and every
+worker starts as a cheap fork of a process that has never touched CUDA. This module itself
+never imports torch: an ONNX archive's worker is a plain spawn that runs it without torch
+(`forkserver.context_for`), which is where that format's memory saving comes from.
 The loop is deliberately single-threaded and blocking: a worker runs one batch at a time,
 and the engine keeps the next batch already waiting in the socket buffer (pipelining).
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
+import signal
 import socket
 import sys
 import time
 import traceback
 from typing import Any
-
-import torch  # noqa: F401  (preloaded on purpose: forks inherit the imported module)
 
 from ..handlers.service import HandlerError, RequestInput, load_service
 from .busypoll import PollWindow
@@ -26,6 +28,42 @@ from .protocol import SyncConnection
 log = logging.getLogger("jupyter_torchserve.worker")
 
 TRACEBACK_TAIL = 12
+
+
+def _die_with_forkserver() -> None:
+    """Ask Linux for SIGKILL when the forkserver (our parent) dies.
+
+    A worker busy in a handler never reads its socket, so it would not notice the engine
+    gone. The forkserver does: it exits when the engine's end of its `alive` pipe closes,
+    however the engine died, and this signal then takes every worker with it (and so the
+    resource tracker, once nothing holds its pipe). Checked again after the call, for a
+    parent that died first.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:
+        os._exit(1)
+    # multiprocessing hands every child the write end of the forkserver's `alive` pipe (so
+    # that it could fork more through the same server): held here, the forkserver never
+    # sees the engine die, and lives on with this worker. A handler that starts processes
+    # of its own gets a forkserver of its own instead.
+    from multiprocessing import forkserver as mp_forkserver
+
+    server = mp_forkserver._forkserver
+    fd = getattr(server, "_forkserver_alive_fd", None)
+    if fd is not None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+        server._forkserver_alive_fd = None
+        server._forkserver_pid = None
+        server._forkserver_address = None
 
 
 def _redirect_output(log_path: str) -> None:
@@ -38,8 +76,49 @@ def _redirect_output(log_path: str) -> None:
     sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
 
 
+def handler_device(service: Any, assigned: str) -> str:
+    """The device the handler really uses, for `describe`: a handler given `cuda:N` may have
+    fallen back to the CPU (no CUDA here). The model's parameters say where it runs, else
+    the handler's own `device` (TorchServe's BaseHandler sets one); a handler with neither
+    (a `handle` function) is reported on the device it was given."""
+    handler = getattr(service, "handler_instance", None)
+    model = getattr(handler, "model", None)
+    try:
+        return _device_name(next(model.parameters()).device)  # type: ignore[union-attr]
+    except (AttributeError, StopIteration, TypeError):
+        pass
+    device = getattr(handler, "device", None)
+    return _device_name(device) if device is not None else assigned
+
+
+def _device_name(device: Any) -> str:
+    """`cuda:0` for a torch device of type cuda (index 0 when torch leaves it out)."""
+    kind = getattr(device, "type", None)
+    if kind is None:
+        return str(device)
+    index = getattr(device, "index", None)
+    return f"{kind}:{index or 0}" if kind == "cuda" else str(kind)
+
+
 def _tail(text: str, n: int = TRACEBACK_TAIL) -> str:
     return "\n".join(text.rstrip().splitlines()[-n:])
+
+
+def _limit_threads(threads: int) -> None:
+    """Torch's thread pools when torch is loaded (a forked worker); otherwise the variable
+    a torch-free handler reads (onnxruntime's intra-op threads, handlers/builtin/onnx.py)."""
+    if threads > 0:
+        os.environ["JTS_WORKER_THREADS"] = str(threads)
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return
+    if threads > 0:
+        torch.set_num_threads(threads)
+    try:
+        # one batch runs at a time: inter-op parallelism only adds threads that compete
+        torch.set_num_interop_threads(1)
+    except RuntimeError:
+        pass  # already fixed by an earlier parallel op; harmless
 
 
 def run_worker(
@@ -55,6 +134,7 @@ def run_worker(
     threads: int,
     requirements_dir: str | None = None,
 ) -> None:
+    _die_with_forkserver()
     _redirect_output(log_path)
     logging.basicConfig(
         level=logging.INFO,
@@ -62,13 +142,7 @@ def run_worker(
         "%(levelname)s %(message)s",
         force=True,
     )
-    if threads > 0:
-        torch.set_num_threads(threads)
-    try:
-        # one batch runs at a time: inter-op parallelism only adds threads that compete
-        torch.set_num_interop_threads(1)
-    except RuntimeError:
-        pass  # already fixed by an earlier parallel op; harmless
+    _limit_threads(threads)
     # TorchServe runs handlers inside the model directory; some open files by relative path
     os.chdir(model_dir)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -92,7 +166,7 @@ def run_worker(
             {"op": "load_failed", "error": f"{type(e).__name__}: {e}", "traceback": _tail(tb)}
         )
         return
-    device = "cpu" if gpu_id is None else f"cuda:{gpu_id}"
+    device = handler_device(service, "cpu" if gpu_id is None else f"cuda:{gpu_id}")
     log.info("model loaded in %.2f s on %s", time.monotonic() - started, device)
     conn.send({"op": "ready", "device": device, "pid": os.getpid()})
     _install_stream_hook(service, conn)
@@ -204,6 +278,7 @@ def _infer(conn: SyncConnection, service: Any, header: dict[str, Any], payload: 
                 "op": "error",
                 "batch": batch_id,
                 "message": e.message,
+                "status": e.status,
                 "traceback": _tail(e.traceback_text),
                 "m": _drain_metrics(service),
             }

@@ -19,7 +19,9 @@ import gc
 
 gc.disable()
 try:
-    from . import worker_main  # noqa: F401  (torch and our handler runtime, for every fork)
+    import torch  # noqa: F401  (preloaded on purpose: forks inherit the imported module)
+
+    from . import worker_main  # noqa: F401  (our handler runtime, for every fork)
 finally:
     gc.freeze()
     gc.enable()

@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Final, Protocol
 
-from . import forkserver, protocol
+from . import deaths, forkserver, protocol
 from .errors import ApiError
 from .jobs import Job, Reply
 
@@ -68,6 +68,11 @@ class WorkerPolicy(Protocol):
         """The `poll` for the batch just sent to `worker` (busypoll.py)."""
 
 
+#: Seconds a worker whose connection closed has to exit before it is killed (and its
+#: batches, with no exit status of its own to judge by, are retried).
+EXIT_GRACE_S = 2.0
+
+
 class WorkerLost(Exception):
     pass
 
@@ -103,6 +108,11 @@ class Worker:
         # together, when its answer is due (the engine busy-polls around that moment)
         self.busy_since = 0.0
         self.batch_seconds = 0.0
+        # a dead worker's batches wait for its exit status to learn their fate (deaths.py)
+        self.killed_by_engine = False
+        self.exit_code: int | None = None
+        self._held: list[list[Job]] | None = None
+        self._grace: asyncio.TimerHandle | None = None
 
     @property
     def n_inflight(self) -> int:
@@ -128,7 +138,7 @@ class Worker:
     # -- lifecycle ------------------------------------------------------------------------
     async def spawn(self, sock_path: str, threads: int, requirements_dir: str | None) -> None:
         v = self.version
-        self.proc = forkserver.CONTEXT.Process(
+        self.proc = forkserver.context_for(v.model_dir).Process(
             target=_run_worker_entry,
             kwargs=dict(
                 sock_path=sock_path,
@@ -163,11 +173,12 @@ class Worker:
             await asyncio.wait_for(asyncio.shield(self.ready), timeout)
         except asyncio.TimeoutError:
             self.kill()
+            v = self.version
             raise ApiError(
                 500,
                 "InternalServerException",
-                f"Worker {self.id} of model {self.version.name} did not load within "
-                f"{timeout:.0f} s (startup_timeout)",
+                f"Failed to start workers for model {v.name} version: {v.version} "
+                f"(worker {self.id} did not load within {timeout:g} s, startup_timeout)",
             ) from None
 
     def stop(self) -> None:
@@ -177,6 +188,7 @@ class Worker:
             self.link.send(protocol.encode({"op": "stop"}))
 
     def kill(self) -> None:
+        self.killed_by_engine = True
         if self.pid and not self.exited.done():
             try:
                 os.kill(self.pid, signal.SIGKILL)
@@ -191,13 +203,17 @@ class Worker:
             self.proc.close()
         except ValueError:
             pass
+        self.exit_code = code
         self._lost(f"exited with code {code}")
+        if self._held is not None:
+            self._settle()
         if not self.exited.done():
             self.exited.set_result(code)
 
     # -- traffic --------------------------------------------------------------------------
     def send_batch(self, jobs: list[Job]) -> None:
         assert self.link is not None
+        deaths.WATCH.refresh()
         batch_id = next(_batch_ids)
         bodies: list[bytes] = []
         reqs = []
@@ -308,11 +324,12 @@ class Worker:
             entry = self.inflight.pop(header["batch"], None)
             waiter = self.describe_waiters.pop(header["batch"], None)
             message = header.get("message", "Prediction failed")
-            tb = header.get("traceback") or ""
+            status = header.get("status")
             err = ApiError(
-                503,
+                status if isinstance(status, int) and 400 <= status <= 599 else 503,
                 "InternalServerException",
-                f"Prediction failed: {message}" + (f"\n{tb}" if tb else ""),
+                f"Prediction failed: {message}",
+                traceback=str(header.get("traceback") or ""),
             )
             if waiter is not None and not waiter.done():
                 waiter.set_exception(err)
@@ -360,11 +377,11 @@ class Worker:
         if self.link is not None:
             self.link.close()
         self._fail_start(f"worker {why} before loading (see {self.version.log_path})")
-        pending = []
-        for jobs, timer in self.inflight.values():
+        held = []
+        for jobs, timer in self.inflight.values():  # in the order sent: the first was running
             if timer is not None:
                 timer.cancel()
-            pending.extend(jobs)
+            held.append(jobs)
         self.inflight.clear()
         self.policy.note_busy(self)
         for fut in self.describe_waiters.values():
@@ -375,7 +392,33 @@ class Worker:
             log.warning("worker %s of %s %s", self.id, self.version.name, why)
         if self.on_exit is not None:
             self.on_exit(self)
-        self.version.worker_lost(self, pending)
+        self._held = held
+        if was_unloading:
+            self.killed_by_engine = True  # asked to go: what it held is nobody's fault
+        if not any(self._held) or self.exit_code is not None or self.proc is None:
+            self._settle()
+        else:  # the connection went first: the exit status follows, or the worker is killed
+            self._grace = asyncio.get_running_loop().call_later(EXIT_GRACE_S, self.kill)
+
+    def _settle(self) -> None:
+        """Answer the batch that killed the worker, if one did; hand the rest back."""
+        if self._grace is not None:
+            self._grace.cancel()
+            self._grace = None
+        held, self._held = self._held or [], None
+        if held and held[0]:
+            cause = deaths.casualty(
+                self.version.name,
+                self.exit_code,
+                self.killed_by_engine,
+                str(self.version.log_path),
+            )
+            if cause is not None:
+                log.warning("worker %s of %s: %s", self.id, self.version.name, cause.message)
+                for job in held[0]:
+                    job.fail(cause)
+                held = held[1:]
+        self.version.worker_lost(self, [job for jobs in held for job in jobs])
 
     def describe_json(self) -> dict[str, Any]:
         from .gpu import process_gpu_memory
@@ -399,7 +442,7 @@ class Worker:
             "status": self.status,
             "memoryUsage": mem,
             "pid": self.pid or -1,
-            "gpu": self.gpu_id is not None,
+            "gpu": self.device.startswith("cuda"),  # where the handler runs, once loaded
             "gpuUsage": gpu_usage,
             "device": self.device,
         }

@@ -14,6 +14,8 @@ from typing import Any
 
 from tornado import web
 
+from ...contract import OWNER_HEADER
+from .. import params
 from ..errors import ApiError, not_found_route, unexpected_error
 from ..registry import ModelRegistry
 
@@ -97,7 +99,11 @@ class BaseHandler(web.RequestHandler):
         self.finish(json.dumps(self.error_body(err), indent=2))
 
     def error_body(self, err: ApiError) -> dict[str, Any]:
-        return err.to_json()
+        return err.to_json(self.is_owner())
+
+    def is_owner(self) -> bool:
+        """Whether the caller may see a worker's traceback (errors.ApiError)."""
+        return self.registry.is_owner(self.request.headers.get(OWNER_HEADER))
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         if isinstance(value, ApiError):
@@ -109,21 +115,12 @@ class BaseHandler(web.RequestHandler):
 
     # -- parameters -----------------------------------------------------------------------
     def int_arg(self, name: str, default: int | None = None) -> int | None:
-        return self._number_arg(name, default, int, "an integer")
+        raw = self.get_query_argument(name, None)
+        return default if raw is None or raw == "" else params.integer(name, raw)
 
     def float_arg(self, name: str, default: float | None = None) -> float | None:
-        return self._number_arg(name, default, float, "a number")
-
-    def _number_arg(self, name: str, default: Any, kind: Any, what: str) -> Any:
         raw = self.get_query_argument(name, None)
-        if raw is None or raw == "":
-            return default
-        try:
-            return kind(raw)
-        except ValueError:
-            raise ApiError(
-                400, "BadRequestException", f"Parameter {name} must be {what}, got {raw!r}"
-            ) from None
+        return default if raw is None or raw == "" else params.seconds(name, raw)
 
     def bool_arg(self, name: str, default: bool) -> bool:
         raw = self.get_query_argument(name, None)

@@ -4,7 +4,8 @@ request (http1.py) instead of through a Tornado RequestHandler.
 For a small model the HTTP machinery around a request cost more than the model. A
 TorchServe request here becomes a Job whose answer is written as soon as the worker's frame
 arrives (`Job.on_done`): no RequestHandler, no coroutine, no gather. KServe v1
-`:predict`/`:explain` and v2 `/infer` run http/kserve.py's calls (the ones their Tornado
+`:predict`/`:explain` (with a KServe envelope; any other body is a prediction) and v2
+`/infer`/`/explain` run http/kserve.py's calls (the ones their Tornado
 handlers run) as a task. Both prepare requests and shape answers with
 inference/predictions.py, as the Tornado handlers do, so both paths give the same status
 lines, headers, errors and metrics.
@@ -23,6 +24,7 @@ import uuid
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from ...contract import OWNER_HEADER
 from ..errors import ApiError, unexpected_error
 from ..inference import kserve
 from ..inference.predictions import (
@@ -37,11 +39,12 @@ from ..jobs import Job, Reply
 from ..model import ModelVersion
 from ..registry import ModelRegistry
 from .http1 import Connection, Request
-from .kserve import v1_http, v2_http
+from .kserve import V1_VERBS, v1_http, v2_http
 
 log = logging.getLogger("jupyter_torchserve.engine")
 
 _FORMS = ("multipart/form-data", "application/x-www-form-urlencoded")
+_OWNER = OWNER_HEADER.lower()
 
 FastAnswer = Callable[..., bool]
 """(registry, connection, request, *path arguments) -> answered here (else Tornado does)."""
@@ -50,19 +53,29 @@ FastAnswer = Callable[..., bool]
 def v1_predict(
     registry: ModelRegistry, conn: Connection, req: Request, name: str, verb: str
 ) -> bool:
+    explain = V1_VERBS.get(verb)
+    payload = kserve.v1_envelope(req.body)
+    if explain is not None and payload is None:
+        return predict(registry, conn, req, name, None, None, explain=explain)
+
     def call(run_jobs: Any) -> Coroutine[Any, Any, dict[str, Any]]:
         headers = handler_headers(req.raw_headers, {})
-        return v1_http(registry, name, verb, req.body, headers, run_jobs)
+        return v1_http(registry, name, verb, payload, headers, run_jobs)
 
     return _kserve(registry, conn, req, call, ApiError.to_json)
 
 
 def v2_infer(
-    registry: ModelRegistry, conn: Connection, req: Request, name: str, version: str | None
+    registry: ModelRegistry,
+    conn: Connection,
+    req: Request,
+    name: str,
+    version: str | None,
+    verb: str,
 ) -> bool:
     def call(run_jobs: Any) -> Coroutine[Any, Any, dict[str, Any]]:
         headers = handler_headers(req.raw_headers, {})
-        return v2_http(registry, name, version or None, req.body, headers, run_jobs)
+        return v2_http(registry, name, version or None, verb, req.body, headers, run_jobs)
 
     return _kserve(registry, conn, req, call, kserve.error_body)
 
@@ -72,7 +85,7 @@ def _kserve(
     conn: Connection,
     req: Request,
     call: Callable[[Any], Coroutine[Any, Any, dict[str, Any]]],
-    error_body: Callable[[ApiError], dict[str, Any]],
+    error_body: Callable[[ApiError, bool], dict[str, Any]],
 ) -> bool:
     """Run a KServe call as a task whose result is written when it completes, and which a
     hang-up cancels (run_jobs then withdraws its jobs)."""
@@ -104,7 +117,8 @@ def _kserve(
         if not isinstance(exc, ApiError):
             log.error("KServe request failed", exc_info=exc)
             exc = unexpected_error(exc)
-        conn.respond_error(exc, id_header, error_body)
+        owner = registry.is_owner(req.headers.get(_OWNER))
+        conn.respond_error(exc, id_header, error_body, owner)
 
     conn.on_lost = hang_up
     task.add_done_callback(finished)
@@ -127,7 +141,7 @@ def predict(
         return False  # the handler parses forms (rare, and not worth a second parser)
     version = version or None
     request_id = str(uuid.uuid4())
-    exchange = _Exchange(registry, conn, version, {"x-request-id": request_id})
+    exchange = _Exchange(registry, conn, req, version, {"x-request-id": request_id})
     try:
         registry.authorize("inference", req.headers.get("authorization"))
         exchange.mv = registry.get_version(name, version)
@@ -150,17 +164,29 @@ def predict(
 class _Exchange:
     """One request's way back: streamed chunks, the answer, or the client hanging up."""
 
-    __slots__ = ("registry", "conn", "version", "id_header", "mv", "job", "streamed", "failed")
+    __slots__ = (
+        "registry",
+        "conn",
+        "req",
+        "version",
+        "id_header",
+        "mv",
+        "job",
+        "streamed",
+        "failed",
+    )
 
     def __init__(
         self,
         registry: ModelRegistry,
         conn: Connection,
+        req: Request,
         version: str | None,
         id_header: dict[str, str],
     ) -> None:
         self.registry = registry
         self.conn = conn
+        self.req = req
         self.version = version
         self.id_header = id_header
         self.mv: ModelVersion | None = None
@@ -222,7 +248,8 @@ class _Exchange:
         if self.streamed:
             conn.end_chunks(err.status)  # the headers went out already; end the stream cleanly
         else:
-            conn.respond_error(err, self.id_header)
+            owner = self.registry.is_owner(self.req.headers.get(_OWNER))
+            conn.respond_error(err, self.id_header, with_traceback=owner)
 
 
 def _invalid_response(exc: ValueError) -> ApiError:

@@ -22,6 +22,8 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from ssl import SSLContext
+from typing import Any
 
 import httptools
 from tornado import httputil, web
@@ -133,8 +135,9 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
+        scheme = "https" if transport.get_extra_info("sslcontext") is not None else "http"
         if isinstance(peer, tuple) and peer:
-            self.context = _Context("http", str(peer[0]))
+            self.context = _Context(scheme, str(peer[0]))
 
     def data_received(self, data: bytes) -> None:
         self.last_active = time.monotonic()
@@ -330,12 +333,13 @@ class Connection(asyncio.Protocol):
         self,
         err: ApiError,
         headers: dict[str, str] | None = None,
-        body: Callable[[ApiError], dict[str, object]] = ApiError.to_json,
+        body: Callable[[ApiError, bool], dict[str, Any]] = ApiError.to_json,
+        with_traceback: bool = False,
     ) -> None:
-        """The JSON error answer; `body` shapes it (KServe v2 adds OIP's "error")."""
-        self.respond(
-            err.status, "application/json", json.dumps(body(err), indent=2).encode(), headers
-        )
+        """The JSON error answer; `body` shapes it (KServe v2 adds OIP's "error"), with the
+        worker's traceback only for the owner (errors.ApiError says why)."""
+        text = json.dumps(body(err, with_traceback), indent=2).encode()
+        self.respond(err.status, "application/json", text, headers)
 
     def start_chunks(self, status: int, content_type: str, headers: dict[str, str]) -> None:
         """Begin a streamed answer (Transfer-Encoding: chunked); end it with `end_chunks`."""
@@ -431,7 +435,9 @@ class TornadoConnection(httputil.HTTPConnection):
         headers = httputil.HTTPHeaders()
         for name, value in req.raw_headers:
             headers.add(name, value)
-        start = httputil.RequestStartLine(req.method, req.target, req.version)
+        # Tornado needs Host on HTTP/1.1 and knows no HTTP/0.9 (a bare "GET /x"): 1.0 for it
+        version = "HTTP/1.0" if req.version == "HTTP/0.9" else req.version
+        start = httputil.RequestStartLine(req.method, req.target, version)
         delegate = conn.app.start_request(conn, self)
         try:
             waiting = delegate.headers_received(start, headers)
@@ -443,6 +449,10 @@ class TornadoConnection(httputil.HTTPConnection):
                     if waiting is not None:
                         await waiting
                 delegate.finish()
+        except httputil.HTTPInputError as e:  # e.g. "Missing Host header": the client's
+            if not self._finished:
+                conn.respond_error(ApiError(400, "BadRequestException", f"Bad request: {e}"))
+                self._finished = True
         except Exception:  # noqa: BLE001 - Tornado logged it; the client still gets an answer
             log.exception("error handling %s %s", req.method, req.target)
             if not self._finished:
@@ -552,8 +562,10 @@ async def serve_http1(
     max_request_size: Callable[[], int],
     on_response: Callable[[int], None],
     idle_seconds: float = IDLE_SECONDS,
+    ssl: SSLContext | None = None,
 ) -> HTTP1Server:
-    """Listen like Tornado's `HTTPServer.listen` (SO_REUSEADDR, backlog 128)."""
+    """Listen like Tornado's `HTTPServer.listen` (SO_REUSEADDR, backlog 128); TLS when `ssl`
+    is given (asyncio's SSL transport: the protocol is the same)."""
     loop = asyncio.get_running_loop()
     server = HTTP1Server(idle_seconds)
 
@@ -564,7 +576,7 @@ async def serve_http1(
         return conn
 
     server.server = await loop.create_server(
-        factory, host=host or None, port=port, reuse_address=True, backlog=128
+        factory, host=host or None, port=port, reuse_address=True, backlog=128, ssl=ssl
     )
     server._schedule()
     return server

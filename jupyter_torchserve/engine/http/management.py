@@ -1,16 +1,18 @@
 """Management API: TorchServe's register/scale/describe/unregister/set-default/list, plus our
-`GET /engine` (status, GPUs) and `GET /models/{m}/logs` (a model's log tail)."""
+`GET /engine` (status, GPUs), `GET /models/{m}/logs` (a model's log tail) and
+`/models/{m}/canary` (a share of the default route for another version)."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import time
 from collections import deque
 from typing import Any
 
 from ..._version import __version__
+from .. import jsonbody
+from ..canary import parse_percent
 from ..errors import ApiError, bad_request, invalid_key, method_not_allowed
 from ..gpu import list_gpus
 from ..model import ModelVersion
@@ -27,10 +29,7 @@ class ManagementHandler(BaseHandler):
         params = {k: self.get_query_argument(k) for k in self.request.query_arguments}
         ctype = self.request.headers.get("Content-Type", "")
         if self.body and ctype.startswith("application/json"):
-            try:
-                body = json.loads(self.body)
-            except ValueError as e:
-                raise bad_request(f"Request body is not valid JSON: {e}") from None
+            body = jsonbody.parse(self.body)
             if isinstance(body, dict):
                 params.update(
                     {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in body.items()}
@@ -77,8 +76,14 @@ class ModelHandler(ManagementHandler):
         if version == "all":
             versions = list(self.registry.get_entry(name).versions.values())
         else:
-            versions = [self.registry.get_version(name, version or None)]
+            versions = [self.registry.get_version(name, version or None, routed=False)]
         out = [mv.describe_json() for mv in versions]
+        entry = self.registry.get_entry(name)
+        if entry.canary is not None:  # ours: each version's part of the default route
+            for mv, item in zip(versions, out, strict=True):
+                traffic = entry.canary.version_json(mv.version, entry.default.version)
+                if traffic is not None:
+                    item["traffic"] = traffic
         if self.bool_arg("customized", False):
             for mv, item in zip(versions, out, strict=True):
                 item["customizedMetadata"] = await _customized(mv)
@@ -110,6 +115,25 @@ async def _customized(mv: ModelVersion) -> Any:
         return await workers[0].describe(mv.response_timeout)
     except asyncio.TimeoutError:
         raise ApiError(408, "RequestTimeoutException", "describe timed out") from None
+
+
+class CanaryHandler(ManagementHandler):
+    """Ours (TorchServe has none): `GET` the split, `PUT ?version=&percent=` start or change
+    it, `DELETE` end it. Promoting is TorchServe's set-default, which ends the canary."""
+
+    def get(self, name: str) -> None:
+        self.write_json(self.registry.canary_json(name))
+
+    def put(self, name: str) -> None:
+        p = self.params()
+        version = p.get("version")
+        if not version:
+            raise bad_request("Parameter version is required: the version to send traffic to.")
+        percent = parse_percent(p.get("percent"))
+        self.write_json(self.registry.start_canary(name, version, percent))
+
+    def delete(self, name: str) -> None:
+        self.write_json(self.registry.end_canary(name))
 
 
 class SetDefaultHandler(ManagementHandler):

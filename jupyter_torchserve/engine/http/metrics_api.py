@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..errors import bad_request
 from .base import BaseHandler
 
 
@@ -17,5 +18,8 @@ class MetricsHandler(BaseHandler):
 def parse_names(arguments: dict[str, list[bytes]]) -> list[str] | None:
     """TorchServe's `?name[]=a&name[]=b` filter."""
     raw = arguments.get("name[]") or arguments.get("name") or []
-    names = [v.decode() for v in raw]
+    try:
+        names = [v.decode() for v in raw]
+    except UnicodeDecodeError:
+        raise bad_request("Parameter name[] must be UTF-8 text (metric names)") from None
     return names or None

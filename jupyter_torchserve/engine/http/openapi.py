@@ -89,6 +89,15 @@ MANAGEMENT_ROUTES: list[tuple[str, list[str], str]] = [
         ["get"],
         "jupyter_torchserve: the last `tail` lines of the model's worker log (text/plain).",
     ),
+    (
+        "/models/{model_name}/canary",
+        ["get", "put", "delete"],
+        "jupyter_torchserve: a canary, i.e. a share of the default route (requests naming no "
+        "version, on every protocol) sent to another version, drawn at random per request. GET: "
+        "the split asked for and the requests each version got; PUT (version, percent: above 0, "
+        "below 100): start or change it; DELETE: end it. set-default of the canary's version "
+        "promotes it and ends the canary; unregistering it ends the canary too.",
+    ),
     ("/engine", ["get"], "jupyter_torchserve: engine status, addresses and GPUs."),
     ("/token", ["get"], "Regenerate the inference or management key (needs the API key)."),
     ("/v1/models/{model_name}", ["get"], "KServe v1 model status."),

@@ -13,7 +13,7 @@ from urllib.parse import parse_qsl
 
 from tornado import httputil, web
 
-from ..errors import ApiError
+from ..errors import ApiError, bad_request
 from ..inference.predictions import (
     Params,
     check_response_size,
@@ -124,6 +124,10 @@ class ExplanationsHandler(PredictionsHandler):
     explain = True
 
 
+#: Parts a multipart request may have: each one is a row of the handler's input.
+MAX_PARTS = 1000
+
+
 def body_params(content_type: str, body: bytes) -> Params:
     """A `/predictions` body as TorchServe's handler inputs: multipart fields and files, a
     form body read as what was meant, else the raw body. A plain function: the Ray Serve
@@ -132,7 +136,10 @@ def body_params(content_type: str, body: bytes) -> Params:
     if main == "multipart/form-data":
         args: dict[str, list[bytes]] = {}
         files: dict[str, list[httputil.HTTPFile]] = {}
-        httputil.parse_body_arguments(content_type, body, args, files)
+        try:
+            httputil.parse_body_arguments(content_type, body, args, files)
+        except httputil.HTTPInputError as e:  # no boundary, truncated: the client's
+            raise bad_request(str(e)) from None
         params = [(n, "text/plain", v) for n, vs in args.items() for v in vs]
         params += [
             (n, f.content_type or "application/octet-stream", f.body)
@@ -141,6 +148,8 @@ def body_params(content_type: str, body: bytes) -> Params:
         ]
         if not params:
             raise ApiError(400, "BadRequestException", "Empty multipart request")
+        if len(params) > MAX_PARTS:  # each part becomes a handler input row
+            raise bad_request(f"{len(params)} multipart parts, over the limit of {MAX_PARTS}")
         return params
     if main == "application/x-www-form-urlencoded":
         # curl -d sends this by default; TorchServe fails with 500. Read what was meant.
@@ -154,6 +163,8 @@ def _form_or_raw(body: bytes) -> Params:
         try:
             json.loads(stripped)
             return [("body", "application/json", stripped)]
+        except RecursionError:
+            raise bad_request("Request body is not valid JSON: nested too deeply") from None
         except ValueError:
             pass
     try:

@@ -30,6 +30,7 @@ from .kserve import (
     V2ServerHandler,
 )
 from .management import (
+    CanaryHandler,
     EngineStatusHandler,
     LogsHandler,
     ModelHandler,
@@ -77,10 +78,19 @@ INFERENCE: tuple[Route, ...] = (
         fast_methods=("POST", "PUT"),
     ),
     Route(rf"/v1/models/{NAME}", V1ModelHandler),
-    Route(rf"/v1/models/{NAME}:(\w+)", V1PredictHandler, fast=fastpath.v1_predict),
+    Route(
+        rf"/v1/models/{NAME}:(\w+)",
+        V1PredictHandler,
+        fast=fastpath.v1_predict,
+        fast_methods=("POST", "PUT"),
+    ),
     Route(r"/v2/?", V2ServerHandler),
     Route(r"/v2/health/(live|ready)", V2HealthHandler),
-    Route(rf"/v2/models/{SEG}(?:/versions/{SEG})?/infer", V2InferHandler, fast=fastpath.v2_infer),
+    Route(
+        rf"/v2/models/{SEG}(?:/versions/{SEG})?/(infer|explain)",
+        V2InferHandler,
+        fast=fastpath.v2_infer,
+    ),
     Route(rf"/v2/models/{SEG}(?:/versions/{SEG})?(/ready)?", V2ModelHandler),
 )
 
@@ -99,6 +109,7 @@ MANAGEMENT: tuple[Route, ...] = (
     Route(r"/token", TokenHandler),
     Route(rf"/v1/models/{NAME}", _ManagementV1),
     Route(rf"/models/{SEG}/logs", LogsHandler),
+    Route(rf"/models/{SEG}/canary", CanaryHandler),
     Route(rf"/models/{SEG}/{SEG}/set-default", SetDefaultHandler),
     Route(rf"/models/{SEG}(?:/{SEG})?", ModelHandler),
 )
@@ -116,7 +127,7 @@ def make_apps(registry: ModelRegistry, addresses: dict[str, str]) -> dict[str, w
 
     def app(routes: tuple[Route, ...]) -> web.Application:
         return web.Application(
-            [(r.pattern, r.handler, {"registry": registry, **r.kwargs}) for r in routes],
+            [(path_pattern(r), r.handler, {"registry": registry, **r.kwargs}) for r in routes],
             **common,
         )
 
@@ -132,14 +143,15 @@ def make_router(registry: ModelRegistry, routes: tuple[Route, ...] = INFERENCE) 
     those before one whose literal start is compatible with its own (so "/ping" never is,
     "/v2/?" is before v2 infer). A route without special characters is a string compare.
     """
-    prefixes = [_literal_prefix(r.pattern) for r in routes]
+    patterns = [path_pattern(r) for r in routes]
+    prefixes = [_literal_prefix(p) for p in patterns]
     table = []
     for i, r in enumerate(routes):
         later_fast = [prefixes[j] for j in range(i + 1, len(routes)) if routes[j].fast]
         if r.fast is None and not any(_overlap(prefixes[i], p) for p in later_fast):
             continue  # it cannot take a path from a fast route: Tornado's alone
-        literal = r.pattern if prefixes[i] == r.pattern else None
-        compiled = re.compile(r.pattern + r"\Z")
+        literal = patterns[i] if prefixes[i] == patterns[i] else None
+        compiled = re.compile(patterns[i] + r"\Z")
         table.append((prefixes[i], literal, compiled, r.fast, r.fast_methods))
     # most requests are told apart from the fast routes without a regex
     fast_prefixes = tuple(prefix for prefix, _, _, fast, _ in table if fast is not None)
@@ -171,6 +183,13 @@ def make_router(registry: ModelRegistry, routes: tuple[Route, ...] = INFERENCE) 
         return False
 
     return route
+
+
+def path_pattern(route: Route) -> str:
+    """The route's pattern as both routers match it: a trailing slash addresses the same
+    resource (`DELETE /models/squeezenet1_1/`), as in TorchServe."""
+    p = route.pattern
+    return p if p == "/" or p.endswith(("/?", "/")) else p + "/?"
 
 
 def _overlap(a: str, b: str) -> bool:

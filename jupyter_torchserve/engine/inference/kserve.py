@@ -26,6 +26,7 @@ from typing import Any
 
 from ..._version import __version__
 from ...content import is_binary
+from .. import jsonbody
 from ..errors import ApiError, bad_request
 from ..jobs import Reply
 from ..model import ModelVersion
@@ -69,15 +70,26 @@ def _reply_value(reply: Reply) -> Any:
 
 
 def json_body(body: bytes) -> Any:
+    return jsonbody.parse(body or b"null")
+
+
+def v1_envelope(body: bytes) -> dict[str, Any] | None:
+    """The parsed body when it is a KServe v1 envelope (a JSON object with "instances"),
+    else None: TorchServe without `service_envelope` hands any other body (a PNG from
+    `curl -T`, raw bytes, plain JSON) to the handler as it came, and so does `:predict`."""
+    if body.lstrip()[:1] != b"{":
+        return None
     try:
-        return json.loads(body or b"null")
-    except ValueError as e:
-        raise bad_request(f"Request body is not valid JSON: {e}") from None
+        payload = jsonbody.parse(body)
+    except ApiError:
+        return None
+    return payload if isinstance(payload, dict) and "instances" in payload else None
 
 
-def error_body(err: ApiError) -> dict[str, Any]:
+def error_body(err: ApiError, with_traceback: bool = False) -> dict[str, Any]:
     """A v2 error: OIP clients read "error"; TorchServe clients read code/type/message."""
-    return {**err.to_json(), "error": err.message}
+    body = err.to_json(with_traceback)
+    return {**body, "error": body["message"]}
 
 
 # -- v1 ------------------------------------------------------------------------------------
@@ -201,9 +213,10 @@ async def v2_infer_tensors(
     mv: ModelVersion, inputs: list[Tensor], headers: dict[str, str], run: Run
 ) -> dict[str, Any]:
     """The output tensor for checked inputs: one BYTES input is one job per element,
-    anything else one job."""
+    anything else one job. The output takes the first input's name, as TorchServe's kservev2
+    envelope names it (clients ask `as_numpy(name)` for it)."""
     schema_out = (mv.metadata.get("schema") or {}).get("outputs") or []
-    out_name = schema_out[0]["name"] if schema_out else "output-0"
+    out_name = inputs[0].name
     out_dtype = schema_out[0].get("datatype") if schema_out else None
     if len(inputs) == 1 and inputs[0].datatype == "BYTES":
         items = [[("body", *_bytes_element(x))] for x in _flatten(inputs[0].data)]
@@ -230,13 +243,21 @@ def _check_input(item: Any) -> Tensor:
         if key not in item:
             raise bad_request(f"input is missing {key!r}")
     dt = item["datatype"]
-    if dt != "BYTES" and dt not in V2_DTYPES:
+    if not isinstance(dt, str) or (dt != "BYTES" and dt not in V2_DTYPES):
         raise bad_request(f"unsupported datatype {dt!r} for input {item['name']}")
     shape = item["shape"]
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
-        raise bad_request(f"shape of input {item['name']} must be a list of non-negative ints")
+    # BYTES elements are one job each and never reshaped: KServe's own samples say [-1]
+    least = -1 if dt == "BYTES" else 0
+    if not isinstance(shape, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= least for d in shape
+    ):
+        what = "ints of at least -1" if dt == "BYTES" else "non-negative ints"
+        raise bad_request(f"shape of input {item['name']} must be a list of {what}")
     if dt != "BYTES":
-        n = len(_flatten(item["data"]))
+        try:
+            n = len(_flatten(item["data"]))
+        except RecursionError:
+            raise bad_request(f"data of input {item['name']} is nested too deeply") from None
         if n != math.prod(shape):
             raise bad_request(
                 f"input {item['name']} has {n} values but shape {shape} needs {math.prod(shape)}"
@@ -260,7 +281,7 @@ def _array(tensor: Tensor) -> Any:
     try:
         flat = data.reshape(-1) if isinstance(data, np.ndarray) else _flatten(data)
         return np.asarray(flat, dtype=V2_DTYPES[tensor.datatype]).reshape(tensor.shape)
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, OverflowError) as e:  # Overflow: INT8 1000, UINT8 -1, inf
         raise bad_request(f"input {tensor.name}: {e}") from None
 
 

@@ -19,7 +19,14 @@ from ..registry import ModelRegistry
 Params = list[tuple[str, str, bytes]]
 
 # headers a handler never needs to see (and must not see: the token)
-_HIDDEN_HEADERS = {"authorization", "cookie", "content-length", "connection", "host"}
+_HIDDEN_HEADERS = {
+    "authorization",
+    "x-management-authorization",  # contract.OWNER_HEADER: the owner's key
+    "cookie",
+    "content-length",
+    "connection",
+    "host",
+}
 
 
 def handler_headers(pairs: Iterable[tuple[str, str]], extra: dict[str, str]) -> dict[str, str]:

@@ -151,3 +151,34 @@ def load_model(model_dir: str, device: torch.device | str | None = None) -> torc
     if serialized.endswith(".pt2"):
         return _finish(_load_export(serialized), device)
     return _finish(torch.jit.load(serialized, map_location=device), device)
+
+
+def teach_export(cls: type) -> type:
+    """Let a TorchServe `BaseHandler` subclass load this archive's torch.export `.pt2`.
+
+    TorchServe 0.12's `BaseHandler.initialize` loads TorchScript `.pt`, eager weights, ONNX
+    and AOT-compiled `.so`, and gives up on a `.pt2` with "No model weights could be loaded"
+    after it has set the device and manifest. Wrapped here, `initialize` then loads the
+    program with this module and finishes as TorchServe's does (label mapping, initialized).
+    Where the handler's base loads `.pt2` itself (our compat layer), nothing is caught.
+    """
+    original = cls.initialize  # type: ignore[attr-defined]
+    if getattr(original, "_jts_teaches_export", False):
+        return cls
+
+    def initialize(self: Any, context: Any) -> Any:
+        try:
+            return original(self, context)
+        except RuntimeError as e:
+            path = str(getattr(self, "model_pt_path", None) or "")
+            if "No model weights could be loaded" not in str(e) or not path.endswith(".pt2"):
+                raise
+        model_dir = context.system_properties.get("model_dir")
+        self.model = load_model(model_dir, getattr(self, "device", None))
+        self.mapping = read_json(os.path.join(model_dir, "index_to_name.json"))
+        self.initialized = True
+        return None
+
+    initialize._jts_teaches_export = True  # type: ignore[attr-defined]
+    cls.initialize = initialize  # type: ignore[attr-defined]
+    return cls

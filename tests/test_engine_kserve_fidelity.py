@@ -1,0 +1,126 @@
+"""The calls KServe's and T9k's documentation make, sent as their clients send them (curl),
+to an engine serving a real image classifier: the answers are the handler's, as TorchServe
+0.12 gives them (tests/test_torchserve_compat.py checks TorchServe's side)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import requests
+import torch
+from _engine_helpers import running_engine
+from _notebook_helpers import Pooled, rgba_png
+
+from jupyter_torchserve.archive import archive
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]  # starts real processes
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory):
+    tmp = tmp_path_factory.mktemp("kserve-fidelity")
+    store = tmp / "store"
+    store.mkdir()
+    torch.manual_seed(0)
+    archive(
+        Pooled(3).eval(),
+        "digits",
+        handler="image_classifier",
+        example_inputs=torch.rand(1, 3, 36, 40),
+        export_path=str(store),
+        format="torchscript",
+        preflight=False,
+    )
+    with running_engine(tmp, model_store=str(store)) as (info, client):
+        client.register("digits.mar", initial_workers=1)
+        png = tmp / "0.png"
+        png.write_bytes(rgba_png())
+        yield info["inference_address"], png
+
+
+def curl(*args: str) -> tuple[int, str]:
+    """curl as a user types it; the status code is the last line."""
+    out = subprocess.run(
+        ["curl", "-s", "-w", "\n%{http_code}", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    body, _, code = out.rpartition("\n")
+    return int(code), body
+
+
+def test_t9k_tutorial_put_of_a_raw_png_on_v1_predict_gets_the_handlers_answer(served):
+    base, png = served
+    code, want = curl("-T", str(png), f"{base}/predictions/digits")
+    assert code == 200 and len(json.loads(want)) == 5  # the handler's top-5 dict
+    code, body = curl("-T", str(png), f"{base}/v1/models/digits:predict")
+    assert code == 200 and json.loads(body) == json.loads(want)
+    # POST of the raw bytes with an image content type, and with none
+    r = requests.post(
+        f"{base}/v1/models/digits:predict",
+        data=png.read_bytes(),
+        headers={"Content-Type": "image/png"},
+    )
+    assert r.status_code == 200 and r.json() == json.loads(want)
+    code, body = curl("--data-binary", f"@{png}", f"{base}/v1/models/digits:predict")
+    assert code == 200 and json.loads(body) == json.loads(want)  # curl's form content type
+
+
+def test_kserve_documented_v2_bytes_sample_sent_by_curl_d_is_served(served, tmp_path: Path):
+    """KServe's mnist_v2_bytes.json (shape [-1]) with `curl -d @file`: form content type."""
+    base, png = served
+    name = "312a4eb0-0ca7-4803-a101-a6d2c18486fe"
+    sample = {
+        "inputs": [
+            {
+                "data": [base64.b64encode(png.read_bytes()).decode()],
+                "datatype": "BYTES",
+                "name": name,
+                "shape": [-1],
+            }
+        ]
+    }
+    (tmp_path / "mnist_v2_bytes.json").write_text(json.dumps(sample))
+    code, body = curl(
+        "-d", f"@{tmp_path / 'mnist_v2_bytes.json'}", f"{base}/v2/models/digits/infer"
+    )
+    assert code == 200, body
+    (output,) = json.loads(body)["outputs"]
+    _, want = curl("-T", str(png), f"{base}/predictions/digits")
+    assert output["name"] == name  # as TorchServe's kservev2 envelope names it
+    assert output["datatype"] == "BYTES" and json.loads(output["data"][0]) == json.loads(want)
+    # the v1 envelope from a file, form content type too
+    v1 = {"instances": [{"b64": base64.b64encode(png.read_bytes()).decode()}]}
+    (tmp_path / "v1.json").write_text(json.dumps(v1))
+    code, body = curl("-d", f"@{tmp_path / 'v1.json'}", f"{base}/v1/models/digits:predict")
+    assert code == 200 and json.loads(body) == {"predictions": [json.loads(want)]}
+    # what is really malformed is still a 400 that says why
+    bad = {"inputs": [{**sample["inputs"][0], "shape": [-2]}]}
+    r = requests.post(f"{base}/v2/models/digits/infer", json=bad)
+    assert r.status_code == 400 and "at least -1" in r.json()["error"]
+
+
+def test_explain_on_v2_and_raw_v1_reaches_the_handlers_explain_path(served):
+    """`POST /v2/models/{m}[/versions/{v}]/explain` and a raw body on v1 `:explain` get the
+    handler's explanation (Captum attributions, one per input pixel), not its top-5."""
+    base, png = served
+    b64 = base64.b64encode(png.read_bytes()).decode()
+    body = {"inputs": [{"name": "x", "datatype": "BYTES", "shape": [1], "data": [b64]}]}
+    answers = []
+    for path in ("/v2/models/digits/explain", "/v2/models/digits/versions/1.0/explain"):
+        r = requests.post(base + path, json=body)
+        assert r.status_code == 200, r.text
+        (output,) = r.json()["outputs"]
+        assert output["name"] == "x" and output["shape"] == [1, 3, 36, 40]
+        answers.append(output["data"])
+    assert answers[0] == answers[1]
+    code, raw = curl("-T", str(png), f"{base}/v1/models/digits:explain")
+    assert code == 200 and torch.tensor(json.loads(raw)).flatten().tolist() == answers[0]
+    r = requests.post(base + "/v2/models/nope/explain", json=body)
+    assert r.status_code == 404 and r.json()["type"] == "ModelNotFoundException"

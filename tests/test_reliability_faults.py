@@ -1,0 +1,222 @@
+"""Faults a real engine lives through: a handler that kills its worker, a worker killed from
+outside, the engine itself SIGKILLed, a second engine on a live one's state dir.
+
+Each test does what the fault does (os._exit, a segfault, kill -9) and checks what a user
+relies on: one fault costs one request, a request whose worker was killed from outside is
+still answered, nothing outlives a dead engine, and the next start is clean.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+from _engine_helpers import manifest, running_engine, write_mar
+from _ports import free_port
+
+from jupyter_torchserve.launcher import EngineStartError, start_engine, stop_engine
+
+pytestmark = pytest.mark.slow  # starts real engines
+
+FAULT_HANDLER = textwrap.dedent("""
+    import json, os, signal, time
+
+    def handle(data, context):
+        if data is None:
+            return None
+        out = []
+        for row in data:
+            body = row.get("body")
+            if isinstance(body, (bytes, bytearray)):
+                body = json.loads(body or b"{}")
+            body = body or {}
+            if body.get("exit") is not None:
+                os._exit(body["exit"])
+            if body.get("segv"):
+                os.kill(os.getpid(), signal.SIGSEGV)
+            if body.get("sleep"):
+                time.sleep(body["sleep"])
+            out.append({"pid": os.getpid()})
+        return out
+""")
+
+
+def fault_mar(store: Path, name: str) -> Path:
+    return write_mar(
+        store / f"{name}.mar",
+        {"fault_handler.py": FAULT_HANDLER, "dummy.txt": "x"},
+        manifest(name, "1.0", "dummy.txt", "fault_handler.py"),
+    )
+
+
+def _key(info) -> str:
+    return json.loads(Path(info["key_file"]).read_text())["management"]["key"]
+
+
+def _mgmt(info, method: str, path: str, **kw) -> requests.Response:
+    return requests.request(
+        method,
+        info["management_address"] + path,
+        headers={"Authorization": "Bearer " + _key(info)},
+        timeout=60,
+        **kw,
+    )
+
+
+def _worker_pids(info, name: str) -> set[int]:
+    return {w["pid"] for w in _mgmt(info, "GET", f"/models/{name}").json()[0]["workers"]}
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid or pid <= 0:  # a worker still starting is described with pid -1
+        return False
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _wait(cond, timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.1)
+    return cond()
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("faults")
+    store = tmp / "store"
+    store.mkdir()
+    for name in ("two", "one", "bystander"):
+        fault_mar(store, name)
+    with running_engine(tmp, model_store=str(store)) as (info, client):
+        client.register("two.mar", initial_workers=2)
+        client.register("one.mar", initial_workers=1)
+        client.register("bystander.mar", initial_workers=1)
+        yield info
+
+
+def _predict(info, name: str, body: dict) -> requests.Response:
+    return requests.post(info["inference_address"] + f"/predictions/{name}", json=body, timeout=60)
+
+
+def _predict_dropped(info, name: str) -> None:
+    """A request the engine's death cuts off."""
+    try:
+        _predict(info, name, {"sleep": 30})
+    except requests.ConnectionError:
+        pass
+
+
+def _wait_workers(info, name: str, n: int) -> set[int]:
+    assert _wait(lambda: len([p for p in _worker_pids(info, name) if p and _alive(p)]) == n)
+    return _worker_pids(info, name)
+
+
+@pytest.mark.parametrize(("body", "says"), [({"exit": 3}, "code 3"), ({"segv": 1}, "SIGSEGV")])
+def test_a_request_that_kills_its_worker_costs_one_worker(engine, body, says):
+    info = engine
+    before = _wait_workers(info, "two", 2)
+    r = _predict(info, "two", body)
+    assert r.status_code == 503, r.text
+    assert says in r.json()["message"] and "not retried" in r.json()["message"]
+    survivors = [p for p in before if _alive(p)]
+    assert len(survivors) == 1  # retried, it would have killed the second worker too
+    assert _predict(info, "bystander", {}).status_code == 200
+    _wait_workers(info, "two", 2)  # the dead one is replaced
+    assert _predict(info, "two", {}).status_code == 200
+
+
+def test_a_worker_killed_from_outside_still_answers_its_request(engine):
+    info = engine
+    (pid,) = _wait_workers(info, "one", 1)
+    answer: dict = {}
+    t = threading.Thread(
+        target=lambda: answer.update(r=_predict(info, "one", {"sleep": 2})), daemon=True
+    )
+    t.start()
+    time.sleep(0.8)  # the request is in the worker's handler now
+    os.kill(pid, signal.SIGKILL)
+    t.join(60)
+    r = answer["r"]
+    assert r.status_code == 200, r.text
+    assert r.json()["pid"] != pid  # retried on the replacement
+
+
+def test_a_second_engine_on_a_live_state_dir_is_refused(engine, tmp_path):
+    info = engine
+    key_file = Path(info["key_file"])
+    keys_before = key_file.read_text()
+    with pytest.raises(EngineStartError) as e:
+        start_engine(
+            inference_address=f"http://127.0.0.1:{free_port()}",
+            management_address=f"http://127.0.0.1:{free_port()}",
+            metrics_address=f"http://127.0.0.1:{free_port()}",
+            model_store=str(tmp_path),
+            state_dir=info["state_dir"],
+            timeout=120,
+        )
+    message = str(e.value)
+    assert "in use by a running engine" in message and f"pid {info['pid']}" in message
+    assert "Traceback" not in message
+    assert key_file.read_text() == keys_before
+    assert _predict(info, "bystander", {}).status_code == 200
+    assert _mgmt(info, "PUT", "/models/bystander", params={"min_worker": 1}).status_code < 300
+
+
+def test_nothing_outlives_a_sigkilled_engine_and_the_next_start_is_clean(tmp_path, monkeypatch):
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmpdir))
+    store = tmp_path / "store"
+    store.mkdir()
+    fault_mar(store, "busy")
+    state = tmp_path / "state"
+
+    def start() -> dict:
+        return start_engine(
+            inference_address=f"http://127.0.0.1:{free_port()}",
+            management_address=f"http://127.0.0.1:{free_port()}",
+            metrics_address=f"http://127.0.0.1:{free_port()}",
+            model_store=str(store),
+            state_dir=str(state),
+            timeout=120,
+        )
+
+    info = start()
+    try:
+        r = _mgmt(info, "POST", "/models", params={"url": "busy.mar", "initial_workers": 1})
+        assert r.status_code == 200, r.text
+        threading.Thread(target=_predict_dropped, args=(info, "busy"), daemon=True).start()
+        time.sleep(1)
+        family = psutil.Process(info["pid"]).children(recursive=True)
+        assert len(family) >= 2  # the forkserver and the worker at least
+        left_before = sorted(p.name for p in tmpdir.iterdir())
+        assert any(n.startswith("jts-") for n in left_before)
+        os.kill(info["pid"], signal.SIGKILL)
+        # the busy worker's request sleeps 30 s: only dying with the engine ends it sooner
+        assert _wait(lambda: not any(_alive(p.pid) for p in family), 10), [
+            (p.pid, p.name()) for p in family if _alive(p.pid)
+        ]
+    finally:
+        if _alive(info["pid"]):
+            os.kill(info["pid"], signal.SIGKILL)
+    info = start()  # the dead engine's lock went with it
+    try:
+        now = sorted(p.name for p in tmpdir.iterdir())
+        for name in left_before:
+            assert name not in now, (left_before, now)
+        assert _predict(info, "busy", {}).status_code in (200, 404)
+    finally:
+        stop_engine(info)

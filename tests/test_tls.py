@@ -1,0 +1,120 @@
+"""HTTPS on all three ports from TorchServe's `private_key_file` / `certificate_file`, with a
+self-signed certificate made here by openssl: our engine, and side by side a real TorchServe
+0.12 with the same config keys and certificate."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import requests
+from _engine_helpers import model_store, running_engine
+from _ports import free_port
+from _torchserve_helpers import TorchServe, skip_reason
+
+from jupyter_torchserve.launcher import EngineStartError, start_engine
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]  # starts real processes
+
+
+@pytest.fixture(scope="module")
+def pem(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    d = tmp_path_factory.mktemp("tls")
+    key, cert = d / "key.pem", d / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+        + ["-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1"]
+        + ["-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return key, cert
+
+
+def https_addresses() -> dict[str, str]:
+    return {
+        f"{api}_address": f"https://127.0.0.1:{free_port()}"
+        for api in ("inference", "management", "metrics")
+    }
+
+
+def test_all_three_ports_serve_https_with_torchserves_keys(tmp_path: Path, pem):
+    key, cert = pem
+    store = model_store(tmp_path, "probe")
+    addrs = https_addresses()
+    with running_engine(
+        tmp_path,
+        model_store=str(store),
+        private_key_file=str(key),
+        certificate_file=str(cert),
+        **addrs,
+    ) as (info, client):
+        assert info["inference_address"].startswith("https://")
+        # our client trusts the engine's certificate (deploy, the magic, the CLI use it)
+        client.register("probe-1.0.mar", initial_workers=1)
+        base = addrs["inference_address"]
+        r = requests.get(base + "/ping", verify=str(cert))
+        assert r.status_code == 200 and r.json() == {"status": "Healthy"}
+        # the fast path (predictions, KServe) and Tornado's routes, all over TLS
+        r = requests.post(base + "/predictions/probe", json={"echo": "tls"}, verify=str(cert))
+        assert r.status_code == 200 and r.json()["echo"] == "tls"
+        r = requests.post(
+            base + "/v1/models/probe:predict",
+            json={"instances": [{"body": {"echo": 1}}]},
+            verify=str(cert),
+        )
+        assert r.status_code == 200 and r.json()["predictions"][0]["echo"] == 1
+        auth = {"Authorization": f"Bearer {client.token}"}
+        r = requests.get(addrs["management_address"] + "/models", headers=auth, verify=str(cert))
+        assert r.status_code == 200 and r.json()["models"][0]["modelName"] == "probe"
+        r = requests.get(addrs["metrics_address"] + "/metrics", verify=str(cert))
+        assert r.status_code == 200 and "Requests2XX" in r.text
+        # a client that does not trust the certificate is refused by TLS, not served plain
+        with pytest.raises(requests.exceptions.SSLError):
+            requests.get(base + "/ping")
+        plain = "http://" + base.removeprefix("https://")
+        with pytest.raises(requests.exceptions.ConnectionError):
+            requests.get(plain + "/ping", timeout=10)
+
+
+def test_https_without_key_and_certificate_fails_at_start_saying_why(tmp_path: Path):
+    with pytest.raises(EngineStartError) as e:
+        start_engine(
+            model_store=str(tmp_path),
+            state_dir=str(tmp_path / "state"),
+            timeout=60,
+            **https_addresses(),
+        )
+    assert "private_key_file and certificate_file" in str(e.value)
+
+
+TS_SKIP = skip_reason()
+
+
+@pytest.mark.torchserve
+@pytest.mark.skipif(TS_SKIP is not None, reason=TS_SKIP or "")
+def test_torchserve_serves_the_same_https_config(tmp_path: Path, pem, monkeypatch):
+    """Side by side: TorchServe 0.12 with the same keys answers the same calls over TLS."""
+    key, cert = pem
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))  # the helper's own /ping polls
+    store = model_store(tmp_path, "probe")
+    ts = TorchServe(tmp_path / "ts", store)
+    text = ts.config.read_text().replace("=http://", "=https://")
+    ts.config.write_text(text + f"private_key_file={key}\ncertificate_file={cert}\n")
+    ts.inference, ts.management, ts.metrics = (
+        "https://" + u.removeprefix("http://") for u in (ts.inference, ts.management, ts.metrics)
+    )
+    try:
+        ts.start()
+        assert requests.get(ts.inference + "/ping").json() == {"status": "Healthy"}
+        r = requests.post(ts.management + "/models?url=probe-1.0.mar&initial_workers=1")
+        assert r.status_code == 200, r.text
+        r = requests.post(ts.inference + "/predictions/probe", json={"echo": "tls"})
+        assert r.status_code == 200 and r.json()["echo"] == "tls"
+        assert requests.get(ts.metrics + "/metrics").status_code == 200
+        with pytest.raises(requests.exceptions.SSLError):
+            requests.get(ts.inference + "/ping", verify="/etc/ssl/certs/ca-certificates.crt")
+    finally:
+        ts.stop()

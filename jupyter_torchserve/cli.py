@@ -1,4 +1,4 @@
-"""`jupyter-torchserve start|stop|status` (also `python -m jupyter_torchserve`).
+"""`jupyter-torchserve start|stop|status|token|export` (also `python -m jupyter_torchserve`).
 
 Built on traitlets `Application` so every `EngineConfig` option is a flag
 (`--EngineConfig.job_queue_size=200`) and config files work as everywhere in Jupyter.
@@ -11,7 +11,7 @@ import logging
 import sys
 from typing import Any
 
-from traitlets import Bool, Integer, Unicode
+from traitlets import Bool, Int, Unicode
 from traitlets.config import Application
 
 from . import discovery
@@ -185,7 +185,7 @@ class TokenApp(Application):
     name = "jupyter-torchserve token"
     description = 'Print a key of the running engine, for curl: -H "Authorization: Bearer $(jupyter-torchserve token)".'
     type = Unicode("management", help="management, inference or API").tag(config=True)
-    pid = Integer(0, help="The engine with this pid (default: the newest).").tag(config=True)
+    pid = Int(0, help="The engine with this pid (default: the newest).").tag(config=True)
     management_address = Unicode(
         "", help="The engine with this management address (default: the newest)."
     ).tag(config=True)
@@ -227,6 +227,84 @@ class TokenApp(Application):
         print(key)
 
 
+class ExportApp(Application):
+    name = "jupyter-torchserve export"
+    description = (
+        "Write what KServe, T9k, Ray Serve or TorchServe need to serve a model: "
+        "jupyter-torchserve export NAME|FILE.mar --to kserve|t9k|ray|torchserve [options]. "
+        "NAME is a model the running engine serves (the newest engine, as `status` lists)."
+    )
+    to = Unicode("kserve", help="kserve, t9k, ray or torchserve").tag(config=True)
+    version = Unicode("", help="Export only this version (default: all served).").tag(config=True)
+    out = Unicode("", help="Where to write it (default ./NAME-TO).").tag(config=True)
+    protocol = Unicode("v1", help="KServe protocol: v1 or v2.").tag(config=True)
+    gpu = Int(0, help="GPUs per replica.").tag(config=True)
+    min_replicas = Int(-1, help="Minimum replicas (default: the model's min workers).").tag(
+        config=True
+    )
+    max_replicas = Int(-1, help="Maximum replicas (default: the model's max workers).").tag(
+        config=True
+    )
+    image = Unicode("", help="The serving image the runtimes name.").tag(config=True)
+    storage_uri = Unicode("", help="Where the cluster finds the bundle.").tag(config=True)
+    run = Bool(False, help="Ray: deploy the bundle and print its URL.").tag(config=True)
+    ray_address = Unicode("", help="Ray: the cluster's dashboard address.").tag(config=True)
+    serve_port = Int(0, help="Ray: the port of Serve's HTTP proxy.").tag(config=True)
+    force = Bool(False, help="Write into a non-empty --out.").tag(config=True)
+    aliases = {
+        name.replace("_", "-"): f"ExportApp.{name}"
+        for name in (
+            "to", "version", "out", "protocol", "gpu", "min_replicas", "max_replicas",
+            "image", "storage_uri", "ray_address", "serve_port",
+        )
+    }  # fmt: skip
+    flags = {
+        "run": ({"ExportApp": {"run": True}}, "Ray: deploy the bundle and print its URL."),
+        "force": ({"ExportApp": {"force": True}}, "Write into a non-empty --out."),
+    }
+
+    def start(self) -> None:
+        """One line on stderr and exit status 1 for anything the user can fix."""
+        from .client import EngineError, EngineNotRunning
+        from .export import ExportError, export
+        from .export.options import check_ray_flags
+
+        if len(self.extra_args) != 1:
+            print("give one model NAME or .mar path (see --help)", file=sys.stderr)
+            self.exit(2)
+        try:
+            check_ray_flags(self.to, self.run, self.ray_address, self.serve_port)
+            bundle = export(
+                self.extra_args[0],
+                to=self.to,
+                version=self.version or None,
+                out=self.out or None,
+                protocol=self.protocol,
+                gpu=self.gpu,
+                min_replicas=None if self.min_replicas < 0 else self.min_replicas,
+                max_replicas=None if self.max_replicas < 0 else self.max_replicas,
+                image=self.image or None,
+                storage_uri=self.storage_uri or None,
+                run=self.run,
+                ray_address=self.ray_address or None,
+                serve_port=self.serve_port or None,
+                force=self.force,
+            )
+        except ExportError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            self.exit(1)
+        except EngineNotRunning as exc:
+            print(f"error: {exc.message}", file=sys.stderr)
+            self.exit(1)
+        except EngineError as exc:  # the engine's answer, e.g. 404 ModelNotFoundException
+            print(f"error: {exc.status} {exc.type}: {exc.message}", file=sys.stderr)
+            self.exit(1)
+        except Exception as exc:  # Ray failed to start or deploy: its reason, no frames
+            print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+            self.exit(1)
+        print(bundle)
+
+
 class TorchServeApp(Application):
     name = "jupyter-torchserve"
     version = __version__
@@ -236,6 +314,7 @@ class TorchServeApp(Application):
         "stop": (StopApp, StopApp.description),
         "status": (StatusApp, StatusApp.description),
         "token": (TokenApp, "Print the management (or --type inference) key of the engine."),
+        "export": (ExportApp, "Write a model's bundle for KServe, T9k, Ray Serve or TorchServe."),
     }
 
     def start(self) -> None:

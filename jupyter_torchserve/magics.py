@@ -26,6 +26,7 @@ from .commands import (
     deploy,
     describe,
     explain,
+    export,
     list_models,
     logs,
     metrics,
@@ -63,6 +64,7 @@ COMMANDS: dict[str, ModuleType] = {
     "canary": canary,
     "promote": promote,
     "unregister": unregister,
+    "export": export,
 }
 
 

@@ -13,7 +13,7 @@ Precedence of file, command line and `TS_*` variables is TorchServe's (config.py
 
 No `torchserve` console script is installed with the package: in an environment that also
 has TorchServe it would silently replace TorchServe's own. The image `export` describes
-installs the one-line shim `TORCHSERVE_SHIM` instead.
+installs a one-line shim instead (`export.image.TORCHSERVE_SHIM`).
 """
 
 from __future__ import annotations
@@ -34,8 +34,6 @@ from typing import Any
 PID_FILE = ".jts_model_server.pid"
 
 #: What the image installs as `/usr/local/bin/torchserve` (and what the tests put on PATH).
-TORCHSERVE_SHIM = '#!/bin/sh\nexec python -m jupyter_torchserve.torchserve "$@"\n'
-
 #: Command-line options TorchServe has that change nothing here (Java and C++ settings).
 _IGNORED_OPTIONS = {
     "log_config": "--log-config",

@@ -203,7 +203,7 @@ def shim_bin(tmp: Path) -> Path:
     so `torchserve --start ...` runs our engine exactly as the image runs it."""
     import sys
 
-    from jupyter_torchserve.torchserve import TORCHSERVE_SHIM
+    from jupyter_torchserve.export.image import TORCHSERVE_SHIM
 
     bin_dir = tmp / "bin"
     bin_dir.mkdir(exist_ok=True)

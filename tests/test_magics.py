@@ -32,7 +32,7 @@ def test_help_lists_every_subcommand(ip: Any, capsys: pytest.CaptureFixture[str]
     for cmd in (
         "deploy", "archive", "start", "stop", "status", "list", "describe", "scale",
         "predict", "explain", "logs", "metrics", "set-default", "unregister", "canary",
-        "promote", "compare",
+        "promote", "compare", "export",
     ):  # fmt: skip
         assert cmd in out
 

@@ -49,6 +49,31 @@ def test_bad_argument_in_kernel_is_a_usage_error(kernel: KernelSession) -> None:
     assert "Traceback" not in out["stderr"] + out["stdout"]
 
 
+def test_export_of_a_served_model_in_kernel(kernel: KernelSession, ts_env: dict) -> None:  # noqa: F811
+    out = kernel.run("%torchserve export kernel_lin --to kserve --out bundle")
+    assert out["status"] == "ok", out["error"]
+    text = plain(out["data"][-1])
+    assert "Exported kernel_lin (1.0) for kserve" in text and "kubectl apply" in text
+    bundle = ts_env["root"] / "bundle"
+    # the served archive leaves unchanged, with what is served in the model snapshot
+    served = next((ts_env["root"] / "store").glob("kernel_lin*.mar"))
+    assert (bundle / "model-store" / "kernel_lin.mar").read_bytes() == served.read_bytes()
+    assert (
+        '"kernel_lin":{"1.0":{"defaultVersion":true'
+        in (bundle / "config" / "config.properties").read_text()
+    )
+    # the result is the Bundle object, at hand as `_` for code
+    out = kernel.run("print(sorted(str(f) for f in _.files))")
+    assert "model-store/kernel_lin.mar" in out["stdout"], out
+    out = kernel.run("%torchserve export no_such_model --to t9k")
+    assert out["status"] == "error"
+    # the engine's one-line answer, and none of our frames
+    shown = "\n".join(out["error"]["traceback"])
+    assert out["error"]["ename"] == "TorchServeError"
+    assert "ModelNotFound" in shown and "no_such_model" in shown
+    assert "Traceback" not in shown + out["stderr"] + out["stdout"]
+
+
 def test_live_status_refreshes_without_blocking(kernel: KernelSession) -> None:
     out = kernel.run("%torchserve status --live --interval 0.3 --duration 30")
     assert out["status"] == "ok"

@@ -51,7 +51,11 @@ def top_label(text: str) -> str:
 
 
 def test_every_notebook_is_tested() -> None:
-    assert {p.name for p in NOTEBOOKS.glob("*.ipynb")} == {"mnist.ipynb", "custom_handler.ipynb"}
+    assert {p.name for p in NOTEBOOKS.glob("*.ipynb")} == {
+        "mnist.ipynb",
+        "custom_handler.ipynb",
+        "handoff.ipynb",
+    }
 
 
 def test_mnist_notebook(engine: dict, tmp_path: Path) -> None:  # noqa: F811
@@ -87,3 +91,20 @@ def test_custom_handler_notebook(engine: dict, tmp_path: Path) -> None:  # noqa:
     assert json.loads(curl[curl.index("{") :])["species"] == "versicolor"
     assert "virginica" in outputs_of(nb, "%torchserve predict iris --data flower")
     assert "unregistered" in outputs_of(nb, "unregister iris")
+
+
+def test_handoff_notebook(engine: dict, tmp_path: Path) -> None:  # noqa: F811
+    nb = execute(NOTEBOOKS / "handoff.ipynb", tmp_path)
+    assert float(re.search(r"accuracy: ([0-9.]+)%", outputs_of(nb, "load_digits")).group(1)) > 85
+    kserve = outputs_of(nb, "--to kserve")
+    assert "Exported digits (1.0) for kserve" in kserve and "servingruntime.yaml" in kserve
+    assert "model_snapshot=" in outputs_of(nb, "config.properties').read()")
+    t9k = outputs_of(nb, "--to t9k")
+    assert "mlservice.yaml" in t9k and "mlserviceruntime.yaml" in t9k
+    ray = outputs_of(nb, "--to ray")
+    assert "serve_config.yaml" in ray and "serve deploy" in ray
+    for part in ("digits-kserve", "digits-t9k", "digits-ray"):
+        assert (tmp_path / part / "README.md").is_file()
+    assert "--ts-config=" in outputs_of(nb, "kserve.RUNTIME_ARGS")
+    assert "the bundle answers like the kernel model" in outputs_of(nb, "bundle vs kernel")
+    assert "unregistered" in outputs_of(nb, "%torchserve unregister digits")

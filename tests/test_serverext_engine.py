@@ -160,3 +160,48 @@ async def test_a_body_without_content_type_reaches_the_handler_whole(
         assert direct.json() == {"body": "a=1&b=2"}
     finally:
         await jp_fetch("torchserve", "models", "echo", method="DELETE")
+
+
+async def test_export_writes_the_bundle_into_the_jupyter_root(
+    jp_fetch: Any, engine: RealEngine, jp_root_dir: Path
+) -> None:
+    offer = json.loads((await jp_fetch("torchserve", "models", "mnist", "export")).body)
+    assert offer["targets"] == ["kserve", "t9k", "ray", "torchserve"]
+    from jupyter_torchserve.export.ray_cluster import ray_installed
+
+    assert offer["ray_run"] is ray_installed()
+    body = json.dumps({"to": "t9k", "min_replicas": 1, "max_replicas": 2})
+    resp = await jp_fetch("torchserve", "models", "mnist", "export", method="POST", body=body)
+    done = json.loads(resp.body)
+    assert done["out"] == "mnist-t9k" and done["target"] == "t9k"
+    assert "mlservice.yaml" in done["files"] and done["next_steps"]
+    for f in done["files"]:
+        assert (Path(jp_root_dir) / "mnist-t9k" / f).is_file()
+    # the served archive, byte for byte
+    served = json.loads((await jp_fetch("torchserve", "models", "mnist")).body)[0]["modelUrl"]
+    mar = next((Path(jp_root_dir) / "mnist-t9k" / "model").glob("*.mar"))
+    assert mar.read_bytes() == (engine.root / "store" / served).read_bytes()
+
+
+@pytest.mark.parametrize(
+    "model, body, code, needle",
+    [
+        ("mnist", {"to": "sagemaker"}, 400, "to must be one of"),
+        ("mnist", {"to": "kserve", "out": "../outside"}, 400, "inside the Jupyter root"),
+        ("mnist", {"to": "kserve", "run": True}, 400, "deploys Ray bundles only"),
+        ("mnist", {"to": "kserve", "gpu": "two"}, 400, "bad export option"),
+        ("nope", {"to": "kserve"}, 404, "nope"),
+    ],
+)
+async def test_bad_exports_answer_torchserves_error_shape(
+    jp_fetch: Any, engine: RealEngine, jp_root_dir: Path, model: str, body: dict, code: int,
+    needle: str,
+) -> None:  # fmt: skip
+    with pytest.raises(HTTPClientError) as err:
+        await jp_fetch(
+            "torchserve", "models", model, "export", method="POST", body=json.dumps(body)
+        )
+    assert err.value.code == code
+    answer = json.loads(err.value.response.body)
+    assert set(answer) == {"code", "type", "message"} and needle in answer["message"]
+    assert not (Path(jp_root_dir) / f"{model}-kserve").exists()

@@ -11,10 +11,11 @@ from __future__ import annotations
 from importlib.metadata import version
 
 from .._version import __version__
-from ..torchserve import TORCHSERVE_SHIM
 from .layout import BundleWriter
 from .properties import properties_text
 
+#: The image's `torchserve`: TorchServe's command line, run by our engine (torchserve.py).
+TORCHSERVE_SHIM = '#!/bin/sh\nexec python -m jupyter_torchserve.torchserve "$@"\n'
 HOME = "/home/model-server"
 DEFAULT_IMAGE = f"jupyter-torchserve:{__version__}"
 

@@ -35,3 +35,20 @@ class ExportOptions:
         if lo is not None and hi is not None and hi < lo:
             raise ExportError(f"max_replicas ({hi}) is less than min_replicas ({lo})")
         return self
+
+
+def check_ray_flags(to: str, run: bool, ray_address: str | None, serve_port: int | None) -> None:
+    """The magic's and the CLI's Ray-only flags, refused for other targets before anything
+    is written (export() itself ignores an address or port it has no use for)."""
+    if to == "ray":
+        return
+    for flag, value in (
+        ("--run", run),
+        ("--ray-address", ray_address),
+        ("--serve-port", serve_port),
+    ):
+        if value:
+            raise ExportError(
+                f"{flag} is for --to ray only; a {to} bundle is applied with the "
+                "commands in its README"
+            )

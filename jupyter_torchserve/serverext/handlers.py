@@ -208,6 +208,62 @@ class SampleHandler(TorchServeHandler):
         self.finish(data, set_content_type=ctype)
 
 
+class ExportHandler(TorchServeHandler):
+    """GET: what the sidebar may offer (the targets; Ray's "run" only where Ray is
+    installed). POST: export a served model into the Jupyter root, as `%torchserve export`
+    does, and answer the files written and the next commands."""
+
+    @web.authenticated
+    async def get(self, name: str) -> None:
+        from jupyter_torchserve.export.options import PROTOCOLS, TARGETS
+        from jupyter_torchserve.export.ray_cluster import ray_installed
+
+        ray = await asyncio.to_thread(ray_installed)
+        self.finish(json.dumps({"targets": TARGETS, "protocols": PROTOCOLS, "ray_run": ray}))
+
+    @web.authenticated
+    async def post(self, name: str) -> None:
+        from jupyter_torchserve.client import Client
+        from jupyter_torchserve.export import ExportError, export
+
+        body = self.json_body()
+        root = Path(self.settings.get("server_root_dir") or ".").expanduser().resolve()
+        to = str(body.get("to") or "kserve")
+        out = (root / str(body.get("out") or f"{name}-{to}")).resolve()
+        if not out.is_relative_to(root):
+            raise web.HTTPError(400, "`out` must be a folder inside the Jupyter root")
+        options = {k: body[k] for k in _EXPORT_OPTIONS if body.get(k) is not None}
+        client = Client.from_info(self.gateway.info(), timeout=self.gateway.request_timeout)
+        try:
+            bundle = await asyncio.to_thread(export, name, to=to, out=out, client=client, **options)
+        except ExportError as exc:
+            raise web.HTTPError(400, str(exc)) from None
+        except (ValueError, TypeError) as exc:  # a knob of the wrong type from the body
+            raise web.HTTPError(400, f"bad export option: {exc}") from None
+        self.finish(
+            json.dumps(
+                {
+                    "target": bundle.target,
+                    "model": bundle.model,
+                    "versions": bundle.versions,
+                    "out": str(out.relative_to(root)),
+                    "files": [str(f) for f in bundle.files],
+                    "next_steps": [{"what": w, "command": c} for w, c in bundle.next_steps],
+                    "notes": bundle.notes,
+                    "url": bundle.url,
+                    "text": str(bundle),
+                }
+            )
+        )
+
+
+#: JSON body keys of an export, passed on to `export()` as they are.
+_EXPORT_OPTIONS = (
+    "version", "protocol", "gpu", "min_replicas", "max_replicas", "image", "storage_uri",
+    "run", "ray_address", "serve_port", "force",
+)  # fmt: skip
+
+
 class StoreHandler(TorchServeHandler):
     """Archives in the model store, for the sidebar's Register list."""
 
@@ -363,6 +419,7 @@ def route_table(base_url: str) -> list[tuple[str, type[TorchServeHandler]]]:
         (rf"/models/{_NAME}/logs/?", LogsHandler),
         (rf"/models/{_NAME}/predict/?", PredictHandler),
         (rf"/models/{_NAME}/sample/?", SampleHandler),
+        (rf"/models/{_NAME}/export/?", ExportHandler),
         (rf"/models/{_NAME}/{_NAME}/set-default/?", SetDefaultHandler),
         (rf"/models/{_NAME}/?", ModelHandler),
         (rf"/models/{_NAME}/{_NAME}/?", ModelHandler),

@@ -25,9 +25,9 @@ from typing import Any
 
 from . import api, discovery, evaluation, payloads, snippets
 from .client import Client
-from .parity import DEFAULT_TOLERANCE, Parity, check_parity, labels_from
+from .parity import DEFAULT_TOLERANCE, NO_WORKER_PARITY, Parity, check_parity, labels_from
+from .rollback import Rollback
 from .versions import (
-    Replaced,
     choose_version,
     default_version,
     served_as_default,
@@ -276,7 +276,7 @@ def run_pipeline(model: Any, name: str, opts: DeployOptions) -> Deployment:
     prog.start()
     timings: dict[str, float] = {}
     t_all = time.monotonic()
-    done = _Undo(name)
+    done = Rollback(name)
     try:
         with _step(prog, "engine", timings, "engine") as s:
             info, started = api.start(**(opts.engine or {}))
@@ -360,7 +360,7 @@ def run_pipeline(model: Any, name: str, opts: DeployOptions) -> Deployment:
                 s["note"] = str(dep.parity)
         if opts.x_test is not None:
             with _step(prog, "evaluation", timings, "evaluation") as s:
-                dep.evaluation = _evaluate(c, dep, model, opts)
+                dep.evaluation = evaluation.evaluate_deployment(c, dep, model, opts)
                 s["note"] = f"{dep.evaluation.rows} rows, {dep.evaluation.headline()}"
         timings["total"] = time.monotonic() - t_all
         dep.timings = timings
@@ -374,69 +374,6 @@ def run_pipeline(model: Any, name: str, opts: DeployOptions) -> Deployment:
             raise
         raise err from exc
     return dep
-
-
-def _evaluate(c: Client, dep: Deployment, model: Any, opts: DeployOptions) -> Any:
-    """The held-out evaluation on the served path, kept next to the archive in the store
-    (``<name>-<version>.evaluation.json``) for the sidebar and later sessions."""
-    report = evaluation.evaluate(
-        dep.name,
-        model,
-        opts.x_test,
-        opts.y_test,
-        None if dep.is_default else dep.version,
-        metric=opts.metric,
-        batch_size=opts.eval_batch_size,
-        tolerance=opts.tolerance,
-        progress="none" if opts.progress == "none" else None,
-        c=c,
-    )
-    report.version = dep.version
-    evaluation.store_report(Path(dep.info["model_store"]), report)
-    return report
-
-
-#: Why a ``workers=0`` deploy has no parity check (and how to get one).
-NO_WORKER_PARITY = (
-    "deployed with 0 workers, so nothing can answer yet: scale it up with "
-    "`%torchserve scale {name} 1` and send the example with `%torchserve predict`"
-)
-
-
-@dataclass
-class _Undo:
-    """What a running deploy has added so far, so a failed one can take it back."""
-
-    name: str
-    files: list[Path] = field(default_factory=list)
-    client: Client | None = None
-    version: str | None = None
-    others: list[str] = field(default_factory=list)
-    registered: bool = False
-    replaced: str | None = None
-
-    def undo(self) -> str:
-        """Remove what was added; returns the sentence that tells the user (or '')."""
-        said = []
-        if self.registered and self.client is not None and self.version is not None:
-            gone = Replaced(self.version, True, self.others)
-            try:
-                unregister_replaced(self.client, self.name, gone)
-                said.append(
-                    f"The deploy was rolled back: {self.name} {self.version} is not served."
-                )
-            except Exception as exc:  # say what is left, and how to remove it
-                said.append(
-                    f"Rolling back failed ({exc}): remove it with `%torchserve unregister "
-                    f"{self.name} --version {self.version}`."
-                )
-        elif self.files:
-            said.append(f"Nothing was registered: {self.name} is as it was before.")
-        if self.replaced is not None:
-            said.append(f"The version it replaced ({self.replaced}) had already been removed.")
-        for path in self.files:
-            path.unlink(missing_ok=True)
-        return " ".join(said)
 
 
 def _verdict(dep: Deployment, parity: bool | str) -> None:

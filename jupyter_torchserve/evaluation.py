@@ -369,3 +369,23 @@ def classes_of(outputs: np.ndarray, y: np.ndarray | None) -> list[int]:
     if y is not None:
         found |= {int(v) for v in np.unique(y)}
     return sorted(found)
+
+
+def evaluate_deployment(c: Client, dep: Any, model: Any, opts: Any) -> Evaluation:
+    """A deploy's held-out evaluation (`deployment.Deployment`, `DeployOptions`) on the served path, kept next to the archive in the store
+    (``<name>-<version>.evaluation.json``) for the sidebar and later sessions."""
+    report = evaluate(
+        dep.name,
+        model,
+        opts.x_test,
+        opts.y_test,
+        None if dep.is_default else dep.version,
+        metric=opts.metric,
+        batch_size=opts.eval_batch_size,
+        tolerance=opts.tolerance,
+        progress="none" if opts.progress == "none" else None,
+        c=c,
+    )
+    report.version = dep.version
+    store_report(Path(dep.info["model_store"]), report)
+    return report

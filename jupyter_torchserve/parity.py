@@ -29,6 +29,12 @@ from .api import decode_response
 from .client import Client
 from .payloads import Example, request_body
 
+#: Why a ``workers=0`` deploy has no parity check (and how to get one).
+NO_WORKER_PARITY = (
+    "deployed with 0 workers, so nothing can answer yet: scale it up with "
+    "`%torchserve scale {name} 1` and send the example with `%torchserve predict`"
+)
+
 #: Largest max-abs difference between served and in-kernel outputs that still passes.
 DEFAULT_TOLERANCE = 1e-3
 

@@ -27,6 +27,7 @@ LAYERS: list[list[str]] = [
     ],
     ["api"],
     ["parity", "versions", "traffic", "evaluation", "comparison"],
+    ["rollback"],
     ["deployment"],
     ["commands.*"],
     ["magics", "demo", "__init__"],  # the package's own lazy exports are the top

@@ -120,6 +120,11 @@ class EngineConfig(Configurable):
     certificate_file = Unicode(
         "", help="PEM certificate for https:// addresses and gRPC TLS (TorchServe's key)."
     ).tag(config=True)
+    keystore = Unicode(
+        "", help="A PKCS12 keystore with the TLS key and certificate, instead of the PEM pair."
+    ).tag(config=True)
+    keystore_pass = Unicode("", help="The keystore's password.").tag(config=True)
+    keystore_type = Unicode("PKCS12", help="PKCS12 (JKS is not read: convert it).").tag(config=True)
     model_snapshot = Unicode(
         "", help="A TorchServe model_snapshot (JSON text or a file path) to restore at start."
     ).tag(config=True)
@@ -270,6 +275,9 @@ _TS_KEYS: dict[str, tuple[str, Any]] = {
     "enable_grpc_ssl": ("enable_grpc_ssl", lambda v: _bool(v)),
     "certificate_file": ("certificate_file", str),
     "private_key_file": ("private_key_file", str),
+    "keystore": ("keystore", str),
+    "keystore_pass": ("keystore_pass", str),
+    "keystore_type": ("keystore_type", str),
     # TorchServe reads "ALL" in any case; the engine knows "all"
     "load_models": ("load_models", lambda v: "all" if v.strip().lower() == "all" else v),
     "default_workers_per_model": ("default_workers_per_model", int),

@@ -95,14 +95,20 @@ TS_SKIP = skip_reason()
 
 @pytest.mark.torchserve
 @pytest.mark.skipif(TS_SKIP is not None, reason=TS_SKIP or "")
-def test_torchserve_serves_the_same_https_config(tmp_path: Path, pem, monkeypatch):
-    """Side by side: TorchServe 0.12 with the same keys answers the same calls over TLS."""
+@pytest.mark.parametrize("keys", ["pem", "keystore"])
+def test_torchserve_serves_the_same_https_config(tmp_path: Path, pem, p12, keys, monkeypatch):
+    """Side by side: TorchServe 0.12 with the same keys (the PEM pair, or the PKCS12 keystore)
+    answers the same calls over TLS."""
     key, cert = pem
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))  # the helper's own /ping polls
     store = model_store(tmp_path, "probe")
     ts = TorchServe(tmp_path / "ts", store)
     text = ts.config.read_text().replace("=http://", "=https://")
-    ts.config.write_text(text + f"private_key_file={key}\ncertificate_file={cert}\n")
+    if keys == "pem":
+        text += f"private_key_file={key}\ncertificate_file={cert}\n"
+    else:
+        text += f"keystore={p12}\nkeystore_pass=changeit\nkeystore_type=PKCS12\n"
+    ts.config.write_text(text)
     ts.inference, ts.management, ts.metrics = (
         "https://" + u.removeprefix("http://") for u in (ts.inference, ts.management, ts.metrics)
     )
@@ -118,3 +124,57 @@ def test_torchserve_serves_the_same_https_config(tmp_path: Path, pem, monkeypatc
             requests.get(ts.inference + "/ping", verify="/etc/ssl/certs/ca-certificates.crt")
     finally:
         ts.stop()
+
+
+@pytest.fixture(scope="module")
+def p12(pem, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same key and certificate as a PKCS12 keystore (TorchServe's `keystore` keys)."""
+    key, cert = pem
+    path = tmp_path_factory.mktemp("p12") / "keystore.p12"
+    subprocess.run(
+        ["openssl", "pkcs12", "-export", "-inkey", str(key), "-in", str(cert)]
+        + ["-out", str(path), "-passout", "pass:changeit", "-name", "ts"],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return path
+
+
+def test_a_pkcs12_keystore_serves_https_as_the_pem_pair_does(tmp_path: Path, pem, p12):
+    _, cert = pem
+    store = model_store(tmp_path, "probe")
+    addrs = https_addresses()
+    with running_engine(
+        tmp_path,
+        model_store=str(store),
+        keystore=str(p12),
+        keystore_pass="changeit",
+        keystore_type="PKCS12",
+        **addrs,
+    ) as (info, client):
+        client.register("probe-1.0.mar", initial_workers=1)  # our client trusts it too
+        r = requests.post(
+            addrs["inference_address"] + "/predictions/probe",
+            json={"echo": "p12"},
+            verify=str(cert),
+        )
+        assert r.status_code == 200 and r.json()["echo"] == "p12"
+        assert Path(info["certificate_file"]).read_bytes().strip() == cert.read_bytes().strip()
+
+
+def test_a_wrong_keystore_password_or_a_jks_fails_at_start_saying_why(tmp_path: Path, p12):
+    for extra, said in (
+        ({"keystore_pass": "wrong"}, "Cannot read the keystore"),
+        ({"keystore_pass": "changeit", "keystore_type": "JKS"}, "only PKCS12"),
+    ):
+        with pytest.raises(EngineStartError) as e:
+            start_engine(
+                model_store=str(tmp_path),
+                state_dir=str(tmp_path / f"state-{extra.get('keystore_type', 'p12')}"),
+                timeout=60,
+                keystore=str(p12),
+                **extra,
+                **https_addresses(),
+            )
+        assert said in str(e.value)

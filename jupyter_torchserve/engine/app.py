@@ -31,7 +31,7 @@ from .http.routes import make_apps, make_router
 from .logfiles import rotate_large_logs
 from .registry import ModelRegistry
 from .statelock import StateDirLock
-from .tls import server_context
+from .tls import keystore_to_pem, server_context
 
 log = logging.getLogger("jupyter_torchserve.engine")
 
@@ -121,6 +121,7 @@ async def serve(config: EngineConfig, selector: BusyPollSelector | None = None) 
     lock = StateDirLock(config.resolved_state_dir())
     lock.acquire({"management_address": config.management_address})  # before any write there
     try:
+        keystore_to_pem(config, config.resolved_state_dir() / "tls")
         await _serve_locked(config, selector)
     finally:
         lock.release()

@@ -1,5 +1,6 @@
 """TLS for the engine's ports from TorchServe's keys: `private_key_file` and
-`certificate_file` (PEM), used for every address that says `https://`.
+`certificate_file` (PEM), or a PKCS12 `keystore` with `keystore_pass`, used for every
+address that says `https://` and for gRPC's `enable_grpc_ssl`.
 
 This is the one place that turns those keys into a server SSL context, so each listener (the
 three HTTP ports here; gRPC's `enable_grpc_ssl` can read `pem_pair`) serves the same
@@ -22,13 +23,60 @@ def is_https(address: str) -> bool:
     return urlsplit(address if "://" in address else "http://" + address).scheme == "https"
 
 
+def keystore_to_pem(config: EngineConfig, folder: Path) -> None:
+    """A `keystore` (TorchServe's other way to give the key) as the PEM pair every listener
+    reads: written once at start into the engine's private `folder` (mode 0600), and named
+    in `private_key_file` / `certificate_file`, so the HTTP ports, gRPC and our clients (the
+    discovery file's `certificate_file`) all use the one certificate. A PEM pair given as
+    well wins, as the more explicit setting."""
+    if not config.keystore or (config.private_key_file and config.certificate_file):
+        return
+    if config.keystore_type.upper() != "PKCS12":
+        raise SystemExit(
+            f"keystore_type={config.keystore_type} is not read here, only PKCS12: convert it "
+            "with `keytool -importkeystore -srckeystore KS -destkeystore ks.p12 "
+            "-deststoretype PKCS12`, or give private_key_file and certificate_file (PEM)"
+        )
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
+    try:
+        data = Path(config.keystore).expanduser().read_bytes()
+        key, cert, chain = pkcs12.load_key_and_certificates(
+            data, config.keystore_pass.encode() or None
+        )
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"Cannot read the keystore {config.keystore}: {e}") from None
+    if key is None or cert is None:
+        raise SystemExit(f"The keystore {config.keystore} holds no private key and certificate")
+    folder.mkdir(parents=True, exist_ok=True)
+    key_file, cert_file = folder / "tls-key.pem", folder / "tls-cert.pem"
+    for path, pem in (
+        (
+            key_file,
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            ),
+        ),
+        (
+            cert_file,
+            b"".join(c.public_bytes(serialization.Encoding.PEM) for c in [cert, *chain]),
+        ),
+    ):
+        path.touch(mode=0o600)
+        path.write_bytes(pem)
+    config.private_key_file, config.certificate_file = str(key_file), str(cert_file)
+
+
 def pem_pair(config: EngineConfig) -> tuple[bytes, bytes]:
     """(private key, certificate chain) as PEM bytes, read from TorchServe's two keys."""
     if not (config.private_key_file and config.certificate_file):
         raise SystemExit(
             "TLS (an https:// address, or enable_grpc_ssl) needs private_key_file and "
-            "certificate_file (PEM files), "
-            "as in TorchServe's config.properties"
+            "certificate_file (PEM files) or a PKCS12 keystore, as in TorchServe's "
+            "config.properties"
         )
     try:
         key = Path(config.private_key_file).expanduser().read_bytes()

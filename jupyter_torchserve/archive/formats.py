@@ -153,16 +153,22 @@ def _batch_of_two(inputs: tuple[Any, ...]) -> tuple[Any, ...]:
 
 @contextlib.contextmanager
 def _quiet_torch_logs():
-    """torch.export logs whole graphs as warnings when it gives up; the attempt's one-line
-    reason is what the user needs, so silence torch's loggers while we try."""
+    """torch.export logs whole graphs as warnings when it gives up, and prints the partial
+    FX graph to stderr once per wrapper it unwinds through (twice in a cell); the attempt's
+    one-line reason is what the user needs. So torch's loggers are silenced while we try,
+    and what it writes to stderr is kept back: given back when the attempt succeeds (a real
+    warning stays visible), dropped with the failure it explained."""
     loggers = [logging.getLogger("torch")] + [
         logging.getLogger(n) for n in list(logging.root.manager.loggerDict) if n.startswith("torch")
     ]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)
+    held = io.StringIO()
     try:
-        yield
+        with contextlib.redirect_stderr(held):
+            yield
+        sys.stderr.write(held.getvalue())
     finally:
         for lg, level in zip(loggers, levels, strict=True):
             lg.setLevel(level)

@@ -268,10 +268,12 @@ def test_kserve_v1(engine):
     np.testing.assert_allclose(
         np.array(r.json()["predictions"]), _reference(X), rtol=1e-5, atol=1e-6
     )
-    r = requests.post(base + "/v1/models/linear:predict", data=b"{not json")
-    assert r.status_code == 400 and r.json()["type"] == "BadRequestException"
-    r = requests.post(base + "/v1/models/linear:predict", json={"rows": []})
-    assert r.status_code == 400 and "instances" in r.json()["message"]
+    # a body that is not a KServe envelope goes to the handler as it came, as TorchServe
+    # 0.12 without service_envelope does (T9k's `curl -T 0.png .../v1/models/m:predict`);
+    # the tensor handler cannot read these, and says so in TorchServe's error shape
+    for body in (b"{not json", b'{"rows": []}'):
+        r = requests.post(base + "/v1/models/linear:predict", data=body)
+        assert r.status_code == 503 and "Prediction failed" in r.json()["message"], r.text
     b64 = base64.b64encode(b"\x00\x01").decode()
     r = requests.post(base + "/v1/models/linear:predict", json={"instances": [{"b64": b64}]})
     assert r.status_code == 503  # the tensor handler cannot read two raw bytes: a clear error

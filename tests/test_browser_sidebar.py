@@ -6,14 +6,16 @@ page for the module (the tests run in file order and build on each other):
 1. see the deployed model; + worker and − worker change the count;
 2. Copy curl: the clipboard holds curl commands that get a 200 (through Jupyter with the token,
    and straight to the engine);
-3. Test tab: Send sample input and an uploaded PNG both predict the 7; an oversize file is
+3. Export: the KServe bundle written into the Jupyter root and listed; a second export into
+   the same folder is refused in place; Ray's "run" offered only where the server has Ray;
+4. Test tab: Send sample input and an uploaded PNG both predict the 7; an oversize file is
    refused before upload;
-4. register a second version from the model store, make it the default: the badge moves and
+5. register a second version from the model store, make it the default: the badge moves and
    `/predictions/mnist` answers from it;
-5. logs follow, metrics chart, engine details;
-6. unregister a version, then the model, through the confirmation dialog;
-7. stop the engine from the panel (it says not running and offers Start), start it again;
-8. the dark theme.
+6. logs follow, metrics chart, engine details;
+7. unregister a version, then the model, through the confirmation dialog;
+8. stop the engine from the panel (it says not running and offers Start), start it again;
+9. the dark theme.
 
 Screenshots go to `test-artifacts/browser/`.
 """
@@ -180,7 +182,13 @@ def lab(
     else:
         proc.kill()
         raise RuntimeError("jupyter lab did not start:\n" + (root / "lab.log").read_text())
-    yield {"url": url, "token": token, "proc": proc, "start_options": start_options}
+    yield {
+        "url": url,
+        "token": token,
+        "proc": proc,
+        "start_options": start_options,
+        "root": root,
+    }
     proc.terminate()
     try:
         proc.wait(15)
@@ -311,6 +319,60 @@ def test_copy_curl(page: Any, engine: RealEngine, lab: dict[str, Any], tmp_path:
         timeout=60,
     )
     assert run.stdout == "403", run.stdout
+
+
+def test_export_a_bundle_into_the_jupyter_root(
+    page: Any, engine: RealEngine, lab: dict[str, Any]
+) -> None:
+    card = page.locator('.jp-TorchServe-model[data-model="mnist"]')
+    card.get_by_label("Export mnist for KServe, T9k or Ray").click()
+    form = page.get_by_label("Export mnist form")
+    target = form.get_by_label("Target to export mnist for")
+    page.wait_for_function(  # the targets come from the server
+        "() => document.querySelectorAll('.jp-TorchServe-export select option').length > 2"
+    )
+    # Ray's "run" only for Ray, and only where the Jupyter server has Ray
+    offer = jupyter_get(lab, "torchserve/models/mnist/export")
+    target.select_option("ray")
+    assert form.get_by_label("Run mnist on Ray").count() == (1 if offer["ray_run"] else 0)
+    target.select_option("t9k")
+    assert form.get_by_label("KServe protocol for mnist").count() == 0
+    target.select_option("kserve")
+    form.get_by_label("KServe protocol for mnist").select_option("v2")
+    folder = form.get_by_label("Folder to export mnist into")
+    assert folder.get_attribute("placeholder") == "mnist-kserve"
+    form.get_by_label("Write the kserve bundle of mnist").click()
+
+    files = page.get_by_label("Files written for mnist")
+    files.wait_for(timeout=120000)
+    listed = [t.strip() for t in files.locator("li").all_inner_texts()]
+    out = Path(lab["root"]) / "mnist-kserve"
+    assert "mnist-kserve/inferenceservice.yaml" in listed, listed
+    for name in listed:
+        assert (Path(lab["root"]) / name).is_file(), name
+    assert "protocolVersion: v2" in (out / "inferenceservice.yaml").read_text()
+    # the served archive, byte for byte, and the commands that apply the bundle
+    (described,) = jupyter_get(lab, "torchserve/models/mnist")
+    (mar,) = (out / "model-store").glob("*.mar")
+    store = Path(engine.info["model_store"])
+    assert mar.read_bytes() == (store / described["modelUrl"]).read_bytes()
+    steps = "\n".join(form.locator(".jp-TorchServe-export-step pre").all_inner_texts())
+    assert "kubectl apply -f servingruntime.yaml -f inferenceservice.yaml" in steps, steps
+    shot(page, "03b-exported")
+
+    # the same folder again: the server's refusal shown in place, nothing overwritten
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    form.get_by_label("Write the kserve bundle of mnist").click()
+    alert = form.get_by_role("alert")
+    alert.wait_for()
+    assert "is not empty" in alert.inner_text()
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before
+    # a folder outside the Jupyter root is refused before any request
+    folder.fill("../outside")
+    assert "inside the Jupyter root" in alert.inner_text()
+    assert form.get_by_label("Write the kserve bundle of mnist").is_disabled()
+    card.get_by_label("Export mnist for KServe, T9k or Ray").click()  # close the form
+    form.wait_for(state="detached")
 
 
 def test_predict_sample_and_file(page: Any, engine: RealEngine) -> None:

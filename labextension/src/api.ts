@@ -5,7 +5,7 @@
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 
-import { IModelStats, IModelVersion } from './logic';
+import { IExportOffer, IExportResult, IModelStats, IModelVersion } from './logic';
 
 /** An error in TorchServe's shape; status 503 means "no engine running". */
 export class ApiError extends Error {
@@ -171,6 +171,14 @@ export const api = {
       method: 'POST',
       body,
       headers: { 'Content-Type': 'application/json' }
+    }),
+  /** What an export may offer for this model: the targets, protocols, and Ray's "run". */
+  exportTargets: (name: string) => requestJSON<IExportOffer>(`models/${enc(name)}/export`),
+  /** Write the model's deployment bundle into the Jupyter root (see `exportBody`). */
+  exportModel: (name: string, body: Record<string, unknown>) =>
+    requestJSON<IExportResult>(`models/${enc(name)}/export`, {
+      method: 'POST',
+      body: JSON.stringify(body)
     }),
   logs: (name: string, tail = 200) =>
     request(`models/${enc(name)}/logs`, {}, { tail }).then(r => r.text()),

@@ -379,3 +379,105 @@ export function explanationFacts(header: string | null): string[] {
   }
   return lines;
 }
+
+/** What the export route offers (GET `models/NAME/export`). */
+export interface IExportOffer {
+  targets: string[];
+  protocols: string[];
+  ray_run: boolean; // Ray is installed next to the Jupyter server, so "run" can deploy
+}
+
+/** The sidebar's export form, as the user left it. */
+export interface IExportForm {
+  target: string;
+  protocol: string; // KServe's protocolVersion; ignored for the other targets
+  out: string; // folder relative to the Jupyter root; blank means the default
+  run: boolean; // Ray only, and only where the offer says ray_run
+  force: boolean; // write into a folder that is not empty
+}
+
+/** What a finished export answers (POST `models/NAME/export`). */
+export interface IExportResult {
+  target: string;
+  model: string;
+  versions: string[];
+  out: string; // relative to the Jupyter root
+  files: string[]; // relative to `out`
+  next_steps: { what: string; command: string }[];
+  notes: string[];
+  url?: string | null;
+  text: string;
+}
+
+/** The folder an export writes to when the user names none, as `%torchserve export` does. */
+export function exportFolder(model: string, target: string): string {
+  return `${model}-${target}`;
+}
+
+/**
+ * The POST body for a form. Options a target has no use for are left out rather than sent,
+ * because the server refuses `run` for anything but Ray (it would otherwise name a flag the
+ * user never saw).
+ */
+export function exportBody(
+  model: string,
+  form: IExportForm,
+  offer: IExportOffer | null
+): Record<string, string | boolean> {
+  const body: Record<string, string | boolean> = {
+    to: form.target,
+    out: form.out.trim() || exportFolder(model, form.target)
+  };
+  if (form.target === 'kserve' && form.protocol) {
+    body.protocol = form.protocol;
+  }
+  if (form.target === 'ray' && form.run && offer?.ray_run) {
+    body.run = true;
+  }
+  if (form.force) {
+    body.force = true;
+  }
+  return body;
+}
+
+/**
+ * A folder the server would refuse (it must stay inside the Jupyter root), told before the
+ * request; null when it may be sent. The server checks again: this only saves a round trip.
+ */
+export function exportFolderError(out: string): string | null {
+  const s = out.trim();
+  if (s.startsWith('/') || s.startsWith('~') || /^[A-Za-z]:[\\/]/.test(s)) {
+    return 'The folder is relative to the Jupyter root; leave out the leading / or ~.';
+  }
+  if (s.split(/[\\/]/).includes('..')) {
+    return 'The folder must stay inside the Jupyter root (no .. in it).';
+  }
+  return null;
+}
+
+/**
+ * An export's answer as the lines the sidebar lists: the files by their path from the
+ * Jupyter root (what the file browser shows), then notes, then the next commands.
+ */
+export function exportLines(result: IExportResult): {
+  files: string[];
+  notes: string[];
+  steps: { what: string; command: string }[];
+  summary: string;
+} {
+  const out = result.out.replace(/\/+$/, '');
+  const files = result.files.map(f => (out && out !== '.' ? `${out}/${f}` : f));
+  const versions = result.versions.length ? ` (${result.versions.join(', ')})` : '';
+  const notes = [...result.notes];
+  if (result.url) {
+    notes.unshift(`Serving at ${result.url}`);
+  }
+  return {
+    files,
+    notes,
+    steps: result.next_steps,
+    summary:
+      `Exported ${result.model}${versions} for ${result.target}: ` +
+      `${files.length} file${files.length === 1 ? '' : 's'} in ${out || '.'}/`
+  };
+}

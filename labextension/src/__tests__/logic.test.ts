@@ -10,6 +10,10 @@ import {
   checkRequestSize,
   curlCommand,
   explanationFacts,
+  exportBody,
+  exportFolder,
+  exportFolderError,
+  exportLines,
   formatBytes,
   heatmap,
   nextDelay,
@@ -201,4 +205,72 @@ test('the x-explanation header reads as a few lines', () => {
   ]);
   assert.deepEqual(explanationFacts(null), []);
   assert.deepEqual(explanationFacts('not json'), []);
+});
+
+test('an export writes to NAME-TARGET unless the user names a folder', () => {
+  const offer = { targets: ['kserve', 't9k', 'ray'], protocols: ['v1', 'v2'], ray_run: true };
+  const form = { target: 't9k', protocol: 'v2', out: '  ', run: true, force: false };
+  assert.equal(exportFolder('mnist', 'kserve'), 'mnist-kserve');
+  // protocol is KServe's, run is Ray's: neither goes with a T9k export
+  assert.deepEqual(exportBody('mnist', form, offer), { to: 't9k', out: 'mnist-t9k' });
+  assert.deepEqual(exportBody('mnist', { ...form, target: 'kserve', out: 'deploy/k' }, offer), {
+    to: 'kserve',
+    out: 'deploy/k',
+    protocol: 'v2'
+  });
+  assert.deepEqual(exportBody('mnist', { ...form, target: 'ray', force: true }, offer), {
+    to: 'ray',
+    out: 'mnist-ray',
+    run: true,
+    force: true
+  });
+  // no Ray beside the server: "run" is never sent, whatever the form says
+  assert.deepEqual(exportBody('mnist', { ...form, target: 'ray' }, { ...offer, ray_run: false }), {
+    to: 'ray',
+    out: 'mnist-ray'
+  });
+});
+
+test('an export folder outside the Jupyter root is refused before the request', () => {
+  assert.equal(exportFolderError('mnist-kserve'), null);
+  assert.equal(exportFolderError('deploy/mnist'), null);
+  assert.equal(exportFolderError(''), null);
+  assert.ok(exportFolderError('/tmp/x')?.includes('relative to the Jupyter root'));
+  assert.ok(exportFolderError('~/x')?.includes('relative to the Jupyter root'));
+  assert.ok(exportFolderError('../outside')?.includes('inside the Jupyter root'));
+  assert.ok(exportFolderError('a/../../b')?.includes('inside the Jupyter root'));
+  assert.equal(exportFolderError('a..b'), null);
+});
+
+test("an export's answer lists files from the Jupyter root, then notes and next steps", () => {
+  const shown = exportLines({
+    target: 'ray',
+    model: 'mnist',
+    versions: ['1.0', '2.0'],
+    out: 'mnist-ray',
+    files: ['serve_app.py', 'model/mnist.mar'],
+    next_steps: [{ what: 'deploy', command: 'serve run serve_config.yaml' }],
+    notes: ['one replica per version'],
+    url: 'http://127.0.0.1:8000/mnist',
+    text: ''
+  });
+  assert.deepEqual(shown.files, ['mnist-ray/serve_app.py', 'mnist-ray/model/mnist.mar']);
+  assert.deepEqual(shown.notes, [
+    'Serving at http://127.0.0.1:8000/mnist',
+    'one replica per version'
+  ]);
+  assert.deepEqual(shown.steps, [{ what: 'deploy', command: 'serve run serve_config.yaml' }]);
+  assert.equal(shown.summary, 'Exported mnist (1.0, 2.0) for ray: 2 files in mnist-ray/');
+  const one = exportLines({
+    target: 'kserve',
+    model: 'm',
+    versions: [],
+    out: '.',
+    files: ['a.yaml'],
+    next_steps: [],
+    notes: [],
+    text: ''
+  });
+  assert.deepEqual(one.files, ['a.yaml']);
+  assert.equal(one.summary, 'Exported m for kserve: 1 file in ./');
 });

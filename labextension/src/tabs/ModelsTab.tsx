@@ -1,6 +1,7 @@
 /**
  * The Models tab: every registered model with its versions and workers; scale, make a version
- * the default, unregister, copy a curl command, and register an archive from the model store.
+ * the default, unregister, copy a curl command, export a deployment bundle, and register an
+ * archive from the model store.
  */
 import { Clipboard, Dialog, showDialog } from '@jupyterlab/apputils';
 import React, { useCallback, useEffect, useState } from 'react';
@@ -9,6 +10,7 @@ import { IModelEntry, api, jupyterBaseUrl } from '../api';
 import { act } from '../binding';
 import { IModelVersion, curlCommand, formatMs, workerState } from '../logic';
 import { TorchServeModel } from '../model';
+import { ExportForm } from './ExportForm';
 import { ITab, ITabProps } from './tab';
 
 function VersionRow(props: {
@@ -122,6 +124,7 @@ function ModelCard({ model, entry }: { model: TorchServeModel; entry: IModelEntr
     );
   };
   const p50 = entry.stats.latency_ms_p50 ?? entry.stats.latency_ms_mean;
+  const [exporting, setExporting] = useState(false);
   return (
     <li className="jp-TorchServe-model" data-model={entry.modelName}>
       <div className="jp-TorchServe-model-head">
@@ -139,7 +142,17 @@ function ModelCard({ model, entry }: { model: TorchServeModel; entry: IModelEntr
         >
           Copy curl
         </button>
+        <button
+          className="jp-Button jp-mod-minimal jp-TorchServe-icon-button"
+          aria-label={`Export ${entry.modelName} for KServe, T9k or Ray`}
+          aria-expanded={exporting}
+          title="Write a deployment bundle into the Jupyter root"
+          onClick={() => setExporting(e => !e)}
+        >
+          Export
+        </button>
       </div>
+      {exporting && <ExportForm name={entry.modelName} />}
       {entry.error && <div className="jp-TorchServe-error">{entry.error}</div>}
       <ul className="jp-TorchServe-versions">
         {entry.versions.map(v => (

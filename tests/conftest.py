@@ -24,3 +24,15 @@ def _private_jupyter_dirs(tmp_path_factory: pytest.TempPathFactory):
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
+
+
+@pytest.fixture(autouse=True)
+def _no_engine_pinned_from_an_earlier_test():
+    """Each test starts as a fresh kernel does: pinned to no engine (`api.use`/`start` pin
+    one for the rest of a kernel's life, and an earlier test's engine is gone by now)."""
+    import sys
+
+    api = sys.modules.get("jupyter_torchserve.api")
+    if api is not None:
+        api._pinned = None
+    yield

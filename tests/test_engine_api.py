@@ -341,7 +341,7 @@ def test_engine_status_and_logs_routes(engine):
     assert status["pid"] == info["pid"] and status["gpus"] == []
     assert status["max_request_size"] == 6553500
     assert status["inference_address"] == info["inference_address"]
-    logs = client.logs("linear", tail=50)
+    logs = client.logs("linear", tail=500)
     assert "model loaded" in logs
     with pytest.raises(EngineError) as e:
         client.logs("nope")

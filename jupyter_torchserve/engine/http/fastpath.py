@@ -54,7 +54,15 @@ def v1_predict(
     registry: ModelRegistry, conn: Connection, req: Request, name: str, verb: str
 ) -> bool:
     explain = V1_VERBS.get(verb)
-    payload = kserve.v1_envelope(req.body)
+    try:
+        payload = kserve.v1_envelope(req.body)
+    except ApiError as refused:  # JSON too deep to read: answered as the call's error
+        error = refused
+
+        async def refuse(_run_jobs: Any) -> dict[str, Any]:
+            raise error
+
+        return _kserve(registry, conn, req, refuse, ApiError.to_json)
     if explain is not None and payload is None:
         return predict(registry, conn, req, name, None, None, explain=explain)
 

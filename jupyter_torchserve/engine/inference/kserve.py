@@ -63,12 +63,16 @@ def json_body(body: bytes) -> Any:
 def v1_envelope(body: bytes) -> dict[str, Any] | None:
     """The parsed body when it is a KServe v1 envelope (a JSON object with "instances"),
     else None: TorchServe without `service_envelope` hands any other body (a PNG from
-    `curl -T`, raw bytes, plain JSON) to the handler as it came, and so does `:predict`."""
-    if body.lstrip()[:1] != b"{":
+    `curl -T`, raw bytes, plain JSON) to the handler as it came, and so does `:predict`.
+    JSON nested past what the parser can read is refused here (jsonbody's 400): no handler
+    could read it either."""
+    if body.lstrip()[:1] not in (b"{", b"["):
         return None
     try:
-        payload = jsonbody.parse(body)
-    except ApiError:
+        payload = json.loads(body)
+    except RecursionError:
+        return jsonbody.parse(body)  # raises its 400
+    except ValueError:
         return None
     return payload if isinstance(payload, dict) and "instances" in payload else None
 

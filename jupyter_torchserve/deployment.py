@@ -101,8 +101,15 @@ class Deployment:
         return Client.from_info(self.info)
 
     def predict(self, data: Any, content_type: str | None = None) -> Any:
-        """Call this version through /predictions (decoded answer)."""
+        """Call this version through /predictions (decoded answer).
+
+        Several inputs (a tuple or dict of tensors, as the example was) are sent by the names
+        this version's schema gives them.
+        """
         version = None if self.is_default else self.version
+        if payloads.several_tensors(data):
+            data = payloads.multi_input_json(data, payloads.input_names(self.schema))
+            content_type = content_type or "application/json"
         return api.predict(
             self.name, data, version=version, content_type=content_type, c=self.client()
         )

@@ -98,14 +98,30 @@ def is_multi(tensor: Any) -> bool:
     return isinstance(tensor, (tuple, dict))
 
 
-def named_inputs(tensor: Any) -> dict[str, Any]:
+def several_tensors(data: Any) -> bool:
+    """Whether ``data`` is a model's several inputs: a non-empty tuple or dict of tensors."""
+    values = list(data.values()) if isinstance(data, dict) else data
+    return is_multi(data) and bool(values) and all(map(tensor_like, values))
+
+
+def named_inputs(tensor: Any, names: list[str] | None = None) -> dict[str, Any]:
     """Several inputs by the names the archive's schema gives them (``schema.model_inputs``):
-    a dict's keys, else ``input-0``, ``input-1``... by position."""
+    a dict's keys, else ``names`` (a served schema's) or ``input-0``, ``input-1``... by
+    position."""
     if isinstance(tensor, dict):
         return dict(tensor)
+    if names and len(names) == len(tensor):
+        return dict(zip(names, tensor, strict=True))
     from .archive.schema import input_name
 
     return {input_name(i): t for i, t in enumerate(tensor)}
+
+
+def multi_input_json(tensor: Any, names: list[str] | None = None) -> bytes:
+    """The JSON object keyed by input name that the tensor handler reads for several inputs."""
+    return json.dumps(
+        {n: as_tensor(t).tolist() for n, t in named_inputs(tensor, names).items()}
+    ).encode()
 
 
 def tensor_like(x: Any) -> bool:
@@ -200,9 +216,8 @@ def request_body(example: Example) -> tuple[Any, str | None]:
     JSON, or the request as it is (the client picks its type)."""
     if content.is_image(example.request):
         return example.request, content.sniff(example.request)
-    if is_multi(example.tensor):  # what the tensor handler reads for a multi-input model
-        body = {n: t.tolist() for n, t in named_inputs(example.tensor).items()}
-        return json.dumps(body).encode(), "application/json"
+    if is_multi(example.tensor):
+        return multi_input_json(example.tensor), "application/json"
     if example.tensor is not None:
         return json.dumps(example.tensor.tolist()).encode(), "application/json"
     return example.request, None
@@ -250,6 +265,12 @@ def v2_inputs(data: Any, name: str = DEFAULT_INPUT_NAME) -> list[dict[str, Any]]
             "data": t.reshape(-1).tolist(),
         }
     ]
+
+
+def input_names(schema: dict[str, Any] | None) -> list[str]:
+    """The names the archive's schema gives the inputs, in the model's order."""
+    inputs = (schema or {}).get("inputs") or []
+    return [str(i.get("name", DEFAULT_INPUT_NAME)) for i in inputs]
 
 
 def first_input_name(schema: dict[str, Any] | None) -> str:

@@ -67,6 +67,10 @@ def test_two_inputs_deploy_serve_and_snippets(
     assert dep.preflight_max_abs_diff is not None and dep.preflight_max_abs_diff < 1e-5
     assert dep.parity.ok and dep.parity.max_abs_diff < 1e-5, dep.parity
 
+    # by position, or keyed by the schema's names, whichever way the example was given
+    for given in ((a, b), dict(zip(names, (a, b), strict=True))):
+        assert torch.allclose(torch.tensor(dep.predict(given)), want, atol=1e-5)
+
     c = api.client(engine)
     assert [i["name"] for i in c.v2_metadata(name)["inputs"]] == names
     v2 = [

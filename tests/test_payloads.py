@@ -158,6 +158,11 @@ def test_several_inputs_give_named_bodies(tmp_path: Path) -> None:
         {"name": "a", "shape": [1, 4], "datatype": "FP32", "data": [1.0] * 4},
     ]
     assert [i["name"] for i in payloads.v2_inputs(positional.tensor)] == ["input-0", "input-1"]
+    # a served schema's names go to a tuple by position (Deployment.predict((a, b)))
+    by_schema = payloads.multi_input_json((a, b), ["x", "y"])
+    assert json.loads(by_schema) == {"x": a.tolist(), "y": b.tolist()}
+    assert payloads.several_tensors((a, b)) and payloads.several_tensors({"a": a})
+    assert not payloads.several_tensors({"data": [1.0]}) and not payloads.several_tensors(())
 
     files = payloads.write_example_files(tmp_path, "two-1.0", positional)
     assert json.loads(Path(files["raw"]).read_text()) == json.loads(body)

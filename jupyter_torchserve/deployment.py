@@ -223,8 +223,9 @@ def deploy(
 ) -> Deployment:
     """Archive ``model``, serve it as ``name`` and prove the served answers match.
 
-    ``example`` is one input: a tensor (the model's input, batch dimension included) or, for
-    image handlers, image bytes / a path to an image. ``device`` is 'auto', 'gpu' or 'cpu'.
+    ``example`` is one input: a tensor (the model's input, batch dimension included), a tuple
+    or dict of tensors for a model with several inputs, or, for image handlers, image bytes /
+    a path to an image. ``device`` is 'auto', 'gpu' or 'cpu'.
     ``parity`` is True (raise :class:`~jupyter_torchserve.api.ParityError` on a mismatch),
     'warn', or False (skip). ``engine`` holds EngineConfig values used when an engine has to
     be started. ``progress`` is 'widget', 'text' or 'none' (default: widget in a kernel,

@@ -101,8 +101,15 @@ class Deployment:
         return Client.from_info(self.info)
 
     def predict(self, data: Any, content_type: str | None = None) -> Any:
-        """Call this version through /predictions (decoded answer)."""
+        """Call this version through /predictions (decoded answer).
+
+        Several inputs (a tuple or dict of tensors, as the example was) are sent by the names
+        this version's schema gives them.
+        """
         version = None if self.is_default else self.version
+        if payloads.several_tensors(data):
+            data = payloads.multi_input_json(data, payloads.input_names(self.schema))
+            content_type = content_type or "application/json"
         return api.predict(
             self.name, data, version=version, content_type=content_type, c=self.client()
         )
@@ -216,8 +223,9 @@ def deploy(
 ) -> Deployment:
     """Archive ``model``, serve it as ``name`` and prove the served answers match.
 
-    ``example`` is one input: a tensor (the model's input, batch dimension included) or, for
-    image handlers, image bytes / a path to an image. ``device`` is 'auto', 'gpu' or 'cpu'.
+    ``example`` is one input: a tensor (the model's input, batch dimension included), a tuple
+    or dict of tensors for a model with several inputs, or, for image handlers, image bytes /
+    a path to an image. ``device`` is 'auto', 'gpu' or 'cpu'.
     ``parity`` is True (raise :class:`~jupyter_torchserve.api.ParityError` on a mismatch),
     'warn', or False (skip). ``engine`` holds EngineConfig values used when an engine has to
     be started. ``progress`` is 'widget', 'text' or 'none' (default: widget in a kernel,

@@ -112,13 +112,20 @@ def check_parity(
 
 
 def model_output(model: Any, tensor: Any) -> Any:
-    """``model(tensor)`` in eval mode without autograd; the user's training mode is restored."""
+    """``model(tensor)`` in eval mode without autograd; the user's training mode is restored.
+
+    Several inputs are passed as the example gave them: a tuple by position, a dict by keyword.
+    """
     import torch
 
     was_training = getattr(model, "training", False)
     model.eval()
     try:
         with torch.no_grad():
+            if isinstance(tensor, tuple):
+                return model(*tensor)
+            if isinstance(tensor, dict):
+                return model(**tensor)
             return model(tensor)
     finally:
         if was_training:

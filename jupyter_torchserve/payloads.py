@@ -32,7 +32,9 @@ class Example(NamedTuple):
     """One example as both sides see it: the model's input and the request that makes it.
 
     Either may be None: a hook-only handler has a request but no tensor until its
-    ``preprocess`` hook runs; a tensor handler sends the tensor itself as JSON.
+    ``preprocess`` hook runs; a tensor handler sends the tensor itself as JSON. For a model
+    with several inputs ``tensor`` is a tuple (positional inputs) or a dict (keyword inputs)
+    of tensors, and the request is a JSON object keyed by input name (:func:`named_inputs`).
     """
 
     tensor: Any
@@ -81,10 +83,45 @@ def split_example(example: Any, handler: Any, handler_config: dict[str, Any] | N
         example = example[0]
     if tensor_like(example):
         return Example(as_tensor(example), None)
+    if isinstance(example, (tuple, list)) and example and all(map(tensor_like, example)):
+        return Example(tuple(as_tensor(x) for x in example), None)
+    if isinstance(example, dict) and example and all(map(tensor_like, example.values())):
+        return Example({str(k): as_tensor(v) for k, v in example.items()}, None)
     hooks = hooks_of(handler)
     if "preprocess" in hooks:
         return Example(hooks["preprocess"]([{"body": example}]), example)
     return Example(None, example)
+
+
+def is_multi(tensor: Any) -> bool:
+    """Whether an example's model input is several inputs (a tuple or dict of tensors)."""
+    return isinstance(tensor, (tuple, dict))
+
+
+def several_tensors(data: Any) -> bool:
+    """Whether ``data`` is a model's several inputs: a non-empty tuple or dict of tensors."""
+    values = list(data.values()) if isinstance(data, dict) else data
+    return is_multi(data) and bool(values) and all(map(tensor_like, values))
+
+
+def named_inputs(tensor: Any, names: list[str] | None = None) -> dict[str, Any]:
+    """Several inputs by the names the archive's schema gives them (``schema.model_inputs``):
+    a dict's keys, else ``names`` (a served schema's) or ``input-0``, ``input-1``... by
+    position."""
+    if isinstance(tensor, dict):
+        return dict(tensor)
+    if names and len(names) == len(tensor):
+        return dict(zip(names, tensor, strict=True))
+    from .archive.schema import input_name
+
+    return {input_name(i): t for i, t in enumerate(tensor)}
+
+
+def multi_input_json(tensor: Any, names: list[str] | None = None) -> bytes:
+    """The JSON object keyed by input name that the tensor handler reads for several inputs."""
+    return json.dumps(
+        {n: as_tensor(t).tolist() for n, t in named_inputs(tensor, names).items()}
+    ).encode()
 
 
 def tensor_like(x: Any) -> bool:
@@ -179,6 +216,8 @@ def request_body(example: Example) -> tuple[Any, str | None]:
     JSON, or the request as it is (the client picks its type)."""
     if content.is_image(example.request):
         return example.request, content.sniff(example.request)
+    if is_multi(example.tensor):
+        return multi_input_json(example.tensor), "application/json"
     if example.tensor is not None:
         return json.dumps(example.tensor.tolist()).encode(), "application/json"
     return example.request, None
@@ -201,10 +240,13 @@ def v1_instances(data: Any) -> list[Any]:
 def v2_inputs(data: Any, name: str = DEFAULT_INPUT_NAME) -> list[dict[str, Any]]:
     """KServe v2 ``inputs``: BYTES (base64) for bytes, the tensor's datatype and shape otherwise.
 
-    Inputs already in v2 form (a list of ``{name, datatype, ...}``, or a whole request body)
-    pass through unchanged.
+    Several inputs (a tuple or dict of tensors) give one named v2 input each. Inputs already
+    in v2 form (a list of ``{name, datatype, ...}``, or a whole request body) pass through
+    unchanged.
     """
     data = _read(data)
+    if is_multi(data) and not (isinstance(data, dict) and "inputs" in data):
+        return [v2_inputs(t, n)[0] for n, t in named_inputs(data).items()]
     if isinstance(data, (bytes, bytearray)):
         b64 = base64.b64encode(bytes(data)).decode()
         return [{"name": name, "shape": [1], "datatype": "BYTES", "data": [b64]}]
@@ -223,6 +265,12 @@ def v2_inputs(data: Any, name: str = DEFAULT_INPUT_NAME) -> list[dict[str, Any]]
             "data": t.reshape(-1).tolist(),
         }
     ]
+
+
+def input_names(schema: dict[str, Any] | None) -> list[str]:
+    """The names the archive's schema gives the inputs, in the model's order."""
+    inputs = (schema or {}).get("inputs") or []
+    return [str(i.get("name", DEFAULT_INPUT_NAME)) for i in inputs]
 
 
 def first_input_name(schema: dict[str, Any] | None) -> str:
@@ -247,6 +295,10 @@ def write_example_files(
             raw = store / f"{stem}.example.png"
             raw.write_bytes(request)
             v1, v2 = v1_instances(request), v2_inputs(request, input_name)
+        elif is_multi(tensor):  # no KServe v1 form: one instance holds one input
+            raw = store / f"{stem}.example.json"
+            raw.write_bytes(request_body(example)[0])
+            v1, v2 = None, v2_inputs(tensor)
         elif tensor is not None and hasattr(tensor, "tolist"):
             raw = store / f"{stem}.example.json"
             raw.write_text(json.dumps(tensor.tolist()))
@@ -258,7 +310,10 @@ def write_example_files(
         else:
             return out
         out["raw"] = str(raw)
-        bodies = {"v1": {"instances": v1}, "v2": None if v2 is None else {"inputs": v2}}
+        bodies = {
+            "v1": None if v1 is None else {"instances": v1},
+            "v2": None if v2 is None else {"inputs": v2},
+        }
         for kind, body in bodies.items():
             if body is not None:
                 path = store / f"{stem}.{kind}.json"

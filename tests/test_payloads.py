@@ -138,3 +138,34 @@ def test_example_files_are_ready_to_send(tmp_path: Path) -> None:
     files = payloads.write_example_files(tmp_path, "s-1.0", payloads.Example(None, "hello"))
     assert Path(files["raw"]).read_text() == "hello" and "v2" not in files
     assert payloads.write_example_files(tmp_path / "missing", "x", payloads.Example(x, None)) == {}
+
+
+def test_several_inputs_give_named_bodies(tmp_path: Path) -> None:
+    """A tuple example is named by position, a dict by its keys; both as the archive names them."""
+    a, b = torch.ones(1, 4), torch.arange(2.0).reshape(1, 2)
+    positional = payloads.split_example((a, b), None, None)
+    assert isinstance(positional.tensor, tuple) and positional.request is None
+    keywords = payloads.split_example({"b": b, "a": a}, None, None)
+    assert list(keywords.tensor) == ["b", "a"] and keywords.request is None
+
+    body, ctype = payloads.request_body(positional)
+    assert ctype == "application/json"
+    assert json.loads(body) == {"input-0": a.tolist(), "input-1": b.tolist()}
+    assert json.loads(payloads.request_body(keywords)[0]) == {"b": b.tolist(), "a": a.tolist()}
+
+    assert payloads.v2_inputs(keywords.tensor) == [
+        {"name": "b", "shape": [1, 2], "datatype": "FP32", "data": [0.0, 1.0]},
+        {"name": "a", "shape": [1, 4], "datatype": "FP32", "data": [1.0] * 4},
+    ]
+    assert [i["name"] for i in payloads.v2_inputs(positional.tensor)] == ["input-0", "input-1"]
+    # a served schema's names go to a tuple by position (Deployment.predict((a, b)))
+    by_schema = payloads.multi_input_json((a, b), ["x", "y"])
+    assert json.loads(by_schema) == {"x": a.tolist(), "y": b.tolist()}
+    assert payloads.several_tensors((a, b)) and payloads.several_tensors({"a": a})
+    assert not payloads.several_tensors({"data": [1.0]}) and not payloads.several_tensors(())
+
+    files = payloads.write_example_files(tmp_path, "two-1.0", positional)
+    assert json.loads(Path(files["raw"]).read_text()) == json.loads(body)
+    assert "v1" not in files  # a KServe v1 instance carries one input
+    sent = json.loads(Path(files["v2"]).read_text())["inputs"]
+    assert [(i["name"], i["shape"]) for i in sent] == [("input-0", [1, 4]), ("input-1", [1, 2])]

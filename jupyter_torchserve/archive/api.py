@@ -40,7 +40,7 @@ from .manifest import (
     validate_model_name,
 )
 from .preflight import DEFAULT_TIMEOUT, run_preflight
-from .schema import as_input_tuple, build_schema, sample_input_document
+from .schema import build_schema, model_inputs, sample_input_document
 from .writer import Content, archive_path, commit_archive, write_archive
 
 SAMPLE_INPUT_FILE = "sample_input.json"
@@ -198,6 +198,8 @@ def archive(
     dict + captured source) in that order; ``result.attempts`` says why each failed one failed.
     With ``preflight=True`` the archive is loaded in a clean process and its output on
     ``example_inputs`` compared with the model's before it is moved into place.
+    ``example_inputs`` is a tensor, a tuple of positional inputs or a dict of keyword inputs
+    (``schema.model_inputs``: what each becomes in the schema).
     """
     if not isinstance(model, torch.nn.Module):
         raise TypeError(
@@ -216,7 +218,7 @@ def archive(
     extras = _extra_entries(extra_files)
     labels = _labels(extras)
     reqs = _requirements(requirements)
-    inputs = as_input_tuple(example_inputs)
+    inputs, input_names = model_inputs(model, example_inputs)
 
     with _eval_mode(model), torch.no_grad():
         reference = None
@@ -228,8 +230,8 @@ def archive(
                     f"the model fails on example_inputs: {describe_failure(exc)}"
                 ) from exc
         serialized, attempts = _capture(model, format, inputs, reference, init_kwargs, rtol, atol)
-    schema = build_schema(inputs, reference)
-    sample = sample_input_document(inputs)
+    schema = build_schema(inputs, reference, input_names)
+    sample = sample_input_document(inputs, input_names)
 
     entries: list[tuple[str, Content]] = []
     if serialized.payload is not None:

@@ -6,6 +6,7 @@ check shapes without running the model; the sample input lets the sidebar send a
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -36,6 +37,11 @@ def v2_datatype(dtype: torch.dtype) -> str:
         raise ValueError(f"no KServe v2 datatype for {dtype}") from None
 
 
+def input_name(index: int) -> str:
+    """The name of a positional input: what the engine and the handlers call it too."""
+    return f"input-{index}"
+
+
 def as_input_tuple(example_inputs: object) -> tuple[Any, ...] | None:
     """Normalise ``example_inputs`` (a tensor, or a tuple/list of positional inputs)."""
     if example_inputs is None:
@@ -45,9 +51,49 @@ def as_input_tuple(example_inputs: object) -> tuple[Any, ...] | None:
     if isinstance(example_inputs, (tuple, list)):
         return tuple(example_inputs)
     raise TypeError(
-        "example_inputs must be a tensor or a tuple/list of the model's positional inputs, "
-        f"not {type(example_inputs).__name__}"
+        "example_inputs must be a tensor, a tuple/list of the model's positional inputs or a "
+        f"dict of its keyword inputs, not {type(example_inputs).__name__}"
     )
+
+
+def model_inputs(model: Any, example_inputs: object) -> tuple[tuple[Any, ...] | None, list[str]]:
+    """The example as positional inputs in ``forward``'s order, and the schema's names of them.
+
+    Why keywords become positions: every format (torch.export, TorchScript, eager) and the
+    served handler call the model positionally, so a dict ``{"a": a, "b": b}`` is put in the
+    order ``forward`` declares and its keys name the inputs (what a KServe v2 request then
+    sends); positional inputs are ``input-0``, ``input-1``... An example ``forward`` cannot
+    take is refused here, with its signature, before anything is captured or served.
+    """
+    keywords = isinstance(example_inputs, Mapping)
+    if keywords:
+        given: dict[str, Any] = {str(k): v for k, v in example_inputs.items()}  # type: ignore[union-attr]
+        inputs: tuple[Any, ...] | None = tuple(given.values())
+    else:
+        inputs = as_input_tuple(example_inputs)
+    if inputs is None:
+        return None, []
+    try:
+        signature = inspect.signature(model.forward)
+    except (TypeError, ValueError, AttributeError):  # a compiled forward: nothing to check
+        signature = None
+    if signature is not None:
+        takes = f"{type(model).__name__}.forward{signature}"
+        try:
+            bound = signature.bind(**given) if keywords else signature.bind(*inputs)
+        except TypeError as exc:
+            kind = f"the keys {sorted(given)}" if keywords else f"{len(inputs)} input(s)"
+            raise ValueError(f"the example gives {kind}, but {takes} ({exc})") from None
+        if keywords:
+            if bound.kwargs:
+                raise ValueError(
+                    f"{takes} takes {sorted(bound.kwargs)} only by keyword, and a served "
+                    "model is called positionally: give the example as a tuple"
+                )
+            return tuple(bound.args), [k for k in signature.parameters if k in given]
+    if keywords:
+        return inputs, list(given)
+    return inputs, [input_name(i) for i in range(len(inputs))]
 
 
 def flatten_outputs(output: object) -> list[tuple[str, torch.Tensor]]:
@@ -74,19 +120,30 @@ def _entry(name: str, tensor: torch.Tensor) -> dict[str, Any]:
     return {"name": name, "datatype": v2_datatype(tensor.dtype), "shape": shape}
 
 
-def build_schema(inputs: tuple[Any, ...] | None, output: object) -> dict[str, Any] | None:
-    """Schema from example inputs and the model's output on them; ``None`` without examples."""
+def _names(inputs: tuple[Any, ...], names: Sequence[str] | None) -> list[str]:
+    return list(names) if names else [input_name(i) for i in range(len(inputs))]
+
+
+def build_schema(
+    inputs: tuple[Any, ...] | None, output: object, names: Sequence[str] | None = None
+) -> dict[str, Any] | None:
+    """Schema from example inputs (named ``names``, else by position) and the model's output
+    on them; ``None`` without examples."""
     if inputs is None:
         return None
     return {
         "inputs": [
-            _entry(f"input-{i}", t) for i, t in enumerate(inputs) if isinstance(t, torch.Tensor)
+            _entry(n, t)
+            for n, t in zip(_names(inputs, names), inputs, strict=True)
+            if isinstance(t, torch.Tensor)
         ],
         "outputs": [_entry(n, t) for n, t in flatten_outputs(output)],
     }
 
 
-def sample_input_document(inputs: tuple[Any, ...] | None) -> dict[str, Any] | None:
+def sample_input_document(
+    inputs: tuple[Any, ...] | None, names: Sequence[str] | None = None
+) -> dict[str, Any] | None:
     """A v2 inference request body holding the example inputs, or ``None`` if too big/absent."""
     if not inputs or not all(isinstance(t, torch.Tensor) for t in inputs):
         return None
@@ -95,11 +152,11 @@ def sample_input_document(inputs: tuple[Any, ...] | None) -> dict[str, Any] | No
     return {
         "inputs": [
             {
-                "name": f"input-{i}",
+                "name": n,
                 "shape": list(t.shape),
                 "datatype": v2_datatype(t.dtype),
                 "data": t.detach().cpu().reshape(-1).tolist(),
             }
-            for i, t in enumerate(inputs)
+            for n, t in zip(_names(inputs, names), inputs, strict=True)
         ]
     }

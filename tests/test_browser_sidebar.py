@@ -22,8 +22,6 @@ Screenshots go to `test-artifacts/browser/`.
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import os
 import secrets
@@ -36,11 +34,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import requests
 from _serverext_helpers import RealEngine, _env, free_port
-from PIL import Image
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -548,46 +544,3 @@ def test_dark_theme(page: Any) -> None:
     open_tab(page, "Models")
     page.wait_for_timeout(500)
     shot(page, "16-dark-models", full=True)
-
-
-# -- explanations in the Test tab (issue 17) ---------------------------------------------
-def _decoded(data_url: str) -> np.ndarray:
-    assert data_url.startswith("data:image/png;base64,"), data_url[:40]
-    image = Image.open(io.BytesIO(base64.b64decode(data_url.split(",", 1)[1])))
-    return np.asarray(image.convert("RGBA"), dtype=np.int16)
-
-
-@pytest.mark.timeout(900)  # the first explanation imports captum in the worker
-def test_explain_shows_the_input_its_heatmap_and_the_overlay(page: Any, engine: Any) -> None:
-    open_tab(page, "Test")
-    page.get_by_label("Model to test").select_option("mnist")
-    page.get_by_label("Choose an input file").set_input_files(str(engine.root / "seven.png"))
-    page.get_by_alt_text("Input preview").wait_for()
-    page.get_by_label("Explain the prediction for the file").click()
-    heat = page.get_by_alt_text("Attribution heatmap")
-    heat.wait_for(timeout=120000)
-    assert "HTTP 200" in page.get_by_label("Prediction result").inner_text()
-    # the facts come from the x-explanation header, relayed by the server extension
-    facts = page.get_by_label("Explanation facts").inner_text()
-    assert "predicted 7" in facts and "explained toward 7" in facts
-    assert "IntegratedGradients, 15 steps" in facts
-    # a 28x28 heatmap, shown, with opaque red and blue (signed) and clear pixels
-    assert heat.evaluate("img => img.complete && img.naturalWidth") == 28
-    pixels = _decoded(heat.get_attribute("src"))
-    assert pixels.shape == (28, 28, 4)
-    red = (pixels[..., 0] > pixels[..., 2]) & (pixels[..., 3] > 128)
-    blue = (pixels[..., 2] > pixels[..., 0]) & (pixels[..., 3] > 128)
-    assert red.any() and blue.any() and (pixels[..., 3] == 0).any()
-    assert page.get_by_alt_text("Explained input").is_visible()
-    assert page.get_by_alt_text("Heatmap over the input").is_visible()
-    # the huge nested list is not dumped under the drawing
-    assert page.locator(".jp-TorchServe-result .jp-TorchServe-pre").count() == 0
-    (ARTIFACTS / "explain").mkdir(parents=True, exist_ok=True)
-    page.locator(".jp-TorchServe-result").screenshot(
-        path=str(ARTIFACTS / "explain" / "test-tab.png")
-    )
-
-    # Predict afterwards shows the top-k again, not a drawing
-    page.get_by_label("Send the file for prediction").click()
-    page.get_by_label("Top prediction").wait_for()
-    assert page.get_by_alt_text("Attribution heatmap").count() == 0

@@ -1,0 +1,72 @@
+"""The sidebar's Test tab explains an uploaded image: headless Chromium, real lab and engine.
+
+Reuses tests/test_browser_sidebar.py's fixtures (one real engine with the digits CNN as
+`mnist`, `jupyter lab` under a base URL with a token, one Chromium page): the request goes
+through Jupyter's forwarder to `/explanations/mnist`, and the tab draws the answer.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+from test_browser_sidebar import (  # noqa: F401 - fixtures
+    ARTIFACTS,
+    engine,
+    jp_asyncio_loop,
+    jp_server_cleanup,
+    lab,
+    open_tab,
+    page,
+    v2_archive,
+)
+from test_browser_sidebar import (
+    pytestmark as sidebar_marks,
+)
+
+pytestmark = [*sidebar_marks, pytest.mark.timeout(1200)]  # the fixtures train a CNN
+
+
+def _decoded(data_url: str) -> np.ndarray:
+    assert data_url.startswith("data:image/png;base64,"), data_url[:40]
+    image = Image.open(io.BytesIO(base64.b64decode(data_url.split(",", 1)[1])))
+    return np.asarray(image.convert("RGBA"), dtype=np.int16)
+
+
+def test_explain_shows_the_input_its_heatmap_and_the_overlay(page: Any, engine: Any) -> None:  # noqa: F811
+    open_tab(page, "Test")
+    page.get_by_label("Model to test").select_option("mnist")
+    page.get_by_label("Choose an input file").set_input_files(str(engine.root / "seven.png"))
+    page.get_by_alt_text("Input preview").wait_for()
+    page.get_by_label("Explain the prediction for the file").click()
+    heat = page.get_by_alt_text("Attribution heatmap")
+    heat.wait_for(timeout=120000)
+    assert "HTTP 200" in page.get_by_label("Prediction result").inner_text()
+    # the facts come from the x-explanation header, relayed by the server extension
+    facts = page.get_by_label("Explanation facts").inner_text()
+    assert "predicted 7" in facts and "explained toward 7" in facts
+    assert "IntegratedGradients, 15 steps" in facts
+    # a 28x28 heatmap, shown, with opaque red and blue (signed) and clear pixels
+    assert heat.evaluate("img => img.complete && img.naturalWidth") == 28
+    pixels = _decoded(heat.get_attribute("src"))
+    assert pixels.shape == (28, 28, 4)
+    red = (pixels[..., 0] > pixels[..., 2]) & (pixels[..., 3] > 128)
+    blue = (pixels[..., 2] > pixels[..., 0]) & (pixels[..., 3] > 128)
+    assert red.any() and blue.any() and (pixels[..., 3] == 0).any()
+    assert page.get_by_alt_text("Explained input").is_visible()
+    assert page.get_by_alt_text("Heatmap over the input").is_visible()
+    # the huge nested list is not dumped under the drawing
+    assert page.locator(".jp-TorchServe-result .jp-TorchServe-pre").count() == 0
+    (ARTIFACTS / "explain").mkdir(parents=True, exist_ok=True)
+    page.locator(".jp-TorchServe-result").screenshot(
+        path=str(ARTIFACTS / "explain" / "test-tab.png")
+    )
+
+    # Predict afterwards shows the top-k again, not a drawing
+    page.get_by_label("Send the file for prediction").click()
+    page.get_by_label("Top prediction").wait_for()
+    assert page.get_by_alt_text("Attribution heatmap").count() == 0

@@ -237,7 +237,7 @@ class ExportApp(Application):
     to = Unicode("kserve", help="kserve, t9k, ray or torchserve").tag(config=True)
     version = Unicode("", help="Export only this version (default: all served).").tag(config=True)
     out = Unicode("", help="Where to write it (default ./NAME-TO).").tag(config=True)
-    protocol = Unicode("v1", help="KServe protocol: v1 or v2.").tag(config=True)
+    protocol = Unicode("v1", help="KServe protocol: v1, v2 or grpc-v2.").tag(config=True)
     gpu = Int(0, help="GPUs per replica.").tag(config=True)
     min_replicas = Int(-1, help="Minimum replicas (default: the model's min workers).").tag(
         config=True

@@ -15,3 +15,20 @@ V2_DTYPES = {
     "FP32": "float32",
     "FP64": "float64",
 }
+
+#: datatype -> the typed `contents` field of a gRPC InferTensorContents that carries it
+#: (FP16/BF16 have none: raw_input_contents only)
+GRPC_CONTENTS = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
+}

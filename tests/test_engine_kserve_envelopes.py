@@ -173,6 +173,19 @@ def test_v2_output_is_named_after_the_input_as_torchserve_names_it():
     }
 
 
+def test_v2_a_postprocessed_answer_is_bytes_json_whatever_the_traced_schema_says():
+    """An image classifier's schema has the traced logits (FP32 [-1, 10]), but its
+    postprocess answers a top-5 dict: the output is BYTES with that dict as JSON, not an
+    FP32 tensor holding a dict (which no client, gRPC's typed contents least, can read)."""
+    top5 = {"zero": 0.9, "six": 0.05}
+    run = _Run(lambda params: _json(top5))
+    mv = _mv(outputs=[{"name": "output-0", "datatype": "FP32", "shape": [-1, 10]}])
+    out = _run(kserve.v2_infer(mv, _v2([1, 2]), {}, run))
+    (output,) = out["outputs"]
+    assert (output["datatype"], output["shape"]) == ("BYTES", [1])
+    assert json.loads(output["data"][0]) == top5
+
+
 def test_v2_kserves_bytes_sample_with_shape_minus_one_is_served():
     """KServe's mnist_v2_bytes.json for TorchServe says shape [-1]: one job per element."""
     run = _Run(lambda params: _json({"4": 0.9}))

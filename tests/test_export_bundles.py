@@ -30,7 +30,7 @@ def load(path: Path) -> dict:
     return yaml.safe_load(path.read_text())
 
 
-@pytest.mark.parametrize("protocol", ["v1", "v2"])
+@pytest.mark.parametrize("protocol", ["v1", "v2", "grpc-v2"])
 def test_kserve_yaml_loads_with_the_kserve_sdk(protocol: str, mar: Path, tmp_path: Path) -> None:
     b = export(
         mar,
@@ -52,7 +52,7 @@ def test_kserve_yaml_loads_with_the_kserve_sdk(protocol: str, mar: Path, tmp_pat
     assert model.resources.limits["nvidia.com/gpu"] == "2"
     runtime = kserve_load(load(b.out / "servingruntime.yaml"), "V1alpha1ServingRuntime")
     assert runtime.metadata.annotations["serving.kserve.io/server-type"] == "torchserve"
-    assert runtime.spec.protocol_versions == ["v1", "v2"]  # grpc-v2 once the engine has gRPC
+    assert runtime.spec.protocol_versions == ["v1", "v2", "grpc-v2"]
     assert runtime.spec.annotations["prometheus.kserve.io/port"] == "8082"
     (container,) = runtime.spec.containers
     assert container.args[:2] == ["torchserve", "--start"]

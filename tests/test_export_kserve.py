@@ -157,3 +157,59 @@ def test_our_engine_serves_the_bundle_with_the_same_command_line(
     assert len(said) == 1 and "metrics_mode" in said[0] and "service_envelope" in said[0], log[
         -3000:
     ]
+
+
+def test_a_grpc_v2_bundle_is_called_with_its_own_grpcurl_request(
+    notebook: NotebookModel, tmp_path: Path
+) -> None:
+    """protocol="grpc-v2": the ISVC exposes the engine's gRPC port as h2c (KServe routes
+    gRPC there), the runtime declares grpc-v2, and the bundle's `grpc-v2-request.json`
+    (protobuf JSON, what its grpcurl step sends) answers over the standard OIP service name
+    what its REST twin `v2-request.json` answers, on an engine booted as KServe boots it."""
+    import json
+
+    import grpc
+    import yaml
+    from google.protobuf import json_format
+
+    from jupyter_torchserve.protos.kserve import predict_v2_pb2 as pb
+    from jupyter_torchserve.protos.kserve import predict_v2_pb2_grpc
+
+    out = tmp_path / "bundle"
+    export(notebook.archive, to="kserve", out=out, protocol="grpc-v2")
+    isvc = yaml.safe_load((out / "inferenceservice.yaml").read_text())
+    model = isvc["spec"]["predictor"]["model"]
+    assert model["protocolVersion"] == "grpc-v2"
+    assert model["ports"] == [{"containerPort": 7070, "name": "h2c", "protocol": "TCP"}]
+    runtime_spec = yaml.safe_load((out / "servingruntime.yaml").read_text())["spec"]
+    assert "grpc-v2" in runtime_spec["protocolVersions"]
+    kserve_load(isvc, "V1beta1InferenceService")
+    props = parse_properties((out / "config/config.properties").read_text())
+    assert (props["grpc_inference_address"], props["grpc_inference_port"]) == ("0.0.0.0", "7070")
+    readme = (out / "README.md").read_text()
+    assert "grpcurl -plaintext -proto grpc_predict_v2.proto" in readme
+    assert "inference.GRPCInferenceService/ModelInfer < grpc-v2-request.json" in readme
+    assert "service GRPCInferenceService" in (out / kserve.GRPC_PROTO).read_text()
+
+    request = json_format.Parse((out / "grpc-v2-request.json").read_text(), pb.ModelInferRequest())
+    rest_body = json.loads((out / "v2-request.json").read_text())
+    runtime, ports = boot("ours", out, tmp_path / "run", "kservev2", "grpc-v2")
+    with runtime:
+        try:
+            wait_ready(f"http://127.0.0.1:{ports[1]}", "mnist")
+            r = requests.post(
+                f"http://127.0.0.1:{ports[0]}/v2/models/mnist/infer", json=rest_body, timeout=120
+            )
+            assert r.status_code == 200, r.text[:500]
+            with grpc.insecure_channel(f"127.0.0.1:{ports[3]}") as channel:
+                stub = predict_v2_pb2_grpc.GRPCInferenceServiceStub(channel)
+                reply = stub.ModelInfer(request, timeout=120)
+        except (AssertionError, grpc.RpcError) as e:
+            raise AssertionError(f"{e}\n{runtime.log()}") from None
+    (output,) = reply.outputs
+    (value,) = output.contents.bytes_contents
+    rest_value = v2_value(r.json())
+    assert json.loads(value) == json.loads(rest_value)
+    from jupyter_torchserve.examples import mnist
+
+    assert len(json.loads(value)) == 5 and set(json.loads(value)) <= set(mnist.LABELS.values())

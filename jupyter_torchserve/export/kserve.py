@@ -14,8 +14,10 @@ the bundle serves as written on TorchServe 0.12 and on our engine.
 from __future__ import annotations
 
 import json
+from importlib import resources
 from typing import Any
 
+from .. import protos
 from .bundle import Bundle
 from .image import DEFAULT_IMAGE, SERVING_KEYS, build_steps, write_image
 from .layout import BundleWriter, archive_file_name, k8s_name
@@ -25,9 +27,18 @@ from .samples import sample_requests
 from .snapshot import ModelSnapshot
 
 MOUNT = "/mnt/models"
-#: What the runtime declares. Not grpc-v2 (yet): the engine has no gRPC API, and KServe
-#: would route a grpc-v2 InferenceService to it; add it with the engine's gRPC.
-PROTOCOLS = ["v1", "v2"]
+#: What the runtime declares: the engine serves KServe v2 over gRPC itself (OIP under its
+#: standard name), where KServe's TorchServe image needs its kserve_wrapper for grpc-v2.
+PROTOCOLS = ["v1", "v2", "grpc-v2"]
+#: The gRPC listeners of a grpc-v2 bundle: TorchServe's default ports; inference on every
+#: interface (the ISVC's h2c port), management on the pod's loopback like the REST one.
+GRPC_KEYS: dict[str, object] = {
+    "grpc_inference_address": "0.0.0.0",
+    "grpc_inference_port": 7070,
+    "grpc_management_address": "127.0.0.1",
+    "grpc_management_port": 7071,
+}
+GRPC_PROTO = "grpc_predict_v2.proto"
 RUNTIME_NAME = "jupyter-torchserve"
 #: KServe's TorchServe runtime command line, run in the foreground (the container's process)
 RUNTIME_ARGS = [
@@ -39,9 +50,12 @@ RUNTIME_ARGS = [
 ]
 
 
-def config_properties(model: ModelSnapshot, model_store: str = f"{MOUNT}/model-store") -> str:
+def config_properties(
+    model: ModelSnapshot, model_store: str = f"{MOUNT}/model-store", grpc: bool = False
+) -> str:
     keys: dict[str, object] = {
         **SERVING_KEYS,
+        **(GRPC_KEYS if grpc else {}),
         "install_py_dep_per_model": any(v.requirements for v in model.versions),
         "job_queue_size": 100,
         "model_store": model_store,
@@ -70,6 +84,9 @@ def inference_service(model: ModelSnapshot, opts: ExportOptions) -> dict[str, An
         "storageUri": opts.storage_uri or f"pvc://models/{k8s_name(model.name)}",
         "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": limits},
     }
+    if opts.protocol == "grpc-v2":  # KServe routes gRPC to the container port named h2c
+        port = GRPC_KEYS["grpc_inference_port"]
+        predictor["model"]["ports"] = [{"containerPort": port, "name": "h2c", "protocol": "TCP"}]
     return {
         "apiVersion": "serving.kserve.io/v1beta1",
         "kind": "InferenceService",
@@ -130,7 +147,8 @@ def serving_runtime(opts: ExportOptions) -> dict[str, Any]:
 def write(model: ModelSnapshot, writer: BundleWriter, opts: ExportOptions) -> Bundle:
     for v in model.versions:
         writer.copy(v.archive, f"model-store/{archive_file_name(model, v)}")
-    writer.text("config/config.properties", config_properties(model))
+    grpc = opts.protocol == "grpc-v2"
+    writer.text("config/config.properties", config_properties(model, grpc=grpc))
     isvc = inference_service(model, opts)
     writer.yaml(
         "inferenceservice.yaml",
@@ -145,9 +163,13 @@ def write(model: ModelSnapshot, writer: BundleWriter, opts: ExportOptions) -> Bu
         "For every namespace: change kind to ClusterServingRuntime.",
     )
     write_image(writer)
-    samples = sample_requests(model)
+    samples = sample_requests(model, grpc=grpc)
     for file_name, body in samples.items():
         writer.text(file_name, json.dumps(body) + "\n")
+    if grpc:  # what grpcurl needs to call ModelInfer (the cluster has no reflection)
+        writer.text(
+            GRPC_PROTO, (resources.files(protos) / "kserve" / "predict_v2.proto").read_text()
+        )
     image = opts.image or DEFAULT_IMAGE
     name = isvc["metadata"]["name"]
     uri = isvc["spec"]["predictor"]["model"]["storageUri"]
@@ -169,6 +191,11 @@ def write(model: ModelSnapshot, writer: BundleWriter, opts: ExportOptions) -> Bu
         "the config turns token authorization off (TorchServe 0.12 would refuse :predict "
         "with InvalidKeyException otherwise); management listens on the pod's loopback only",
     ]
+    if grpc:
+        notes.append(
+            "grpc-v2 is served by this runtime's engine (standard inference.GRPCInferenceService"
+            " on 7070); TorchServe 0.12 on its own serves OIP only under its own package name"
+        )
     if image == DEFAULT_IMAGE:
         notes.append(f"servingruntime.yaml names the image {image}: set your registry's")
     return writer.bundle("kserve", model, steps, notes)
@@ -184,6 +211,13 @@ def _curl(model_name: str, isvc: str, protocol: str, samples: bool) -> str:
         "http://$INGRESS_HOST:$INGRESS_PORT"
     )
     body = f"{protocol}-request.json" if samples else "your-request.json"
+    if protocol == "grpc-v2":
+        return (
+            f"SERVICE_HOSTNAME={host}\n"
+            f"grpcurl -plaintext -proto {GRPC_PROTO} -authority $SERVICE_HOSTNAME -d @ "
+            "$INGRESS_HOST:$INGRESS_PORT inference.GRPCInferenceService/ModelInfer "
+            f"< {body}"
+        )
     if protocol == "v2":
         return head + f"/v2/models/{model_name}/infer -d @{body}"
     return head + f"/v1/models/{model_name}:predict -d @{body}"

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from .snapshot import ExportError
 
 TARGETS = ("kserve", "t9k", "ray", "torchserve")
-PROTOCOLS = ("v1", "v2")
+PROTOCOLS = ("v1", "v2", "grpc-v2")
 
 
 @dataclass

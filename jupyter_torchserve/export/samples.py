@@ -1,8 +1,10 @@
-"""Example request bodies for the bundle's curl steps, from the archive's own sample input.
+"""Example request bodies for the bundle's call steps, from the archive's own sample input.
 
 `archive()` stores a KServe v2 request (`sample_input.json`) in every archive it writes;
 the v1 body holds the same tensor, each row one instance (our engine's v1 rule: a bare
-instance is one sample). Archives without a sample get none: the README says what to send.
+instance is one sample), and the gRPC body is the same tensor as a `ModelInferRequest` in
+protobuf's JSON form, which grpcurl reads. Archives without a sample get none: the README
+says what to send.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from typing import Any
 from .snapshot import ModelSnapshot
 
 
-def sample_requests(model: ModelSnapshot) -> dict[str, Any]:
-    """{"v2-request.json": body, "v1-request.json": body} or {} when the archive has none."""
+def sample_requests(model: ModelSnapshot, grpc: bool = False) -> dict[str, Any]:
+    """{"v2-request.json": body, "v1-request.json": body} (and "grpc-v2-request.json" when
+    asked) or {} when the archive has none."""
     from ..archive.reader import read_member
 
     name = model.metadata.get("sample_input")
@@ -26,7 +29,39 @@ def sample_requests(model: ModelSnapshot) -> dict[str, Any]:
         rows = _reshape(tensor["data"], tensor["shape"])
     except Exception:  # noqa: BLE001 - a sample we cannot read is simply not offered
         return {}
-    return {"v2-request.json": v2, "v1-request.json": {"instances": rows}}
+    samples = {"v2-request.json": v2, "v1-request.json": {"instances": rows}}
+    if grpc:
+        grpc_body = grpc_request(model.name, v2)
+        if grpc_body is not None:
+            samples["grpc-v2-request.json"] = grpc_body
+    return samples
+
+
+def grpc_request(model_name: str, v2: dict[str, Any]) -> dict[str, Any] | None:
+    """A REST v2 body as `inference.ModelInferRequest` JSON: each input's flat data in the
+    typed `contents` field of its datatype (BYTES stays base64, as protobuf's JSON spells
+    bytes). None when a datatype has no typed field (FP16: raw contents only)."""
+    import numpy as np
+
+    from ..v2_dtypes import GRPC_CONTENTS
+
+    inputs = []
+    for tensor in v2["inputs"]:
+        datatype = tensor["datatype"]
+        if datatype not in GRPC_CONTENTS:
+            return None
+        data = tensor["data"] if isinstance(tensor["data"], list) else [tensor["data"]]
+        if datatype != "BYTES":
+            data = np.asarray(data).reshape(-1).tolist()
+        inputs.append(
+            {
+                "name": tensor["name"],
+                "datatype": datatype,
+                "shape": tensor["shape"],
+                "contents": {GRPC_CONTENTS[datatype]: data},
+            }
+        )
+    return {"model_name": model_name, "inputs": inputs}
 
 
 def _reshape(data: list[Any], shape: list[int]) -> Any:

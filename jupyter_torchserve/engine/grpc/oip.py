@@ -21,7 +21,7 @@ import grpc
 import numpy as np
 
 from ...protos.kserve import predict_v2_pb2 as pb
-from ...v2_dtypes import V2_DTYPES
+from ...v2_dtypes import GRPC_CONTENTS, V2_DTYPES
 from ..errors import ApiError, bad_request, unexpected_error
 from ..inference import kserve
 from ..inference.predictions import handler_headers, run_jobs
@@ -34,22 +34,6 @@ SERVICE_NAMES = (
     "inference.GRPCInferenceService",
     "org.pytorch.serve.grpc.openinference.GRPCInferenceService",
 )
-
-# datatype -> the typed contents field that carries it (FP16/BF16: raw only)
-_CONTENTS = {
-    "BOOL": "bool_contents",
-    "INT8": "int_contents",
-    "INT16": "int_contents",
-    "INT32": "int_contents",
-    "INT64": "int64_contents",
-    "UINT8": "uint_contents",
-    "UINT16": "uint_contents",
-    "UINT32": "uint_contents",
-    "UINT64": "uint64_contents",
-    "FP32": "fp32_contents",
-    "FP64": "fp64_contents",
-    "BYTES": "bytes_contents",
-}
 
 
 class OipServicer:
@@ -142,8 +126,8 @@ def request_tensors(request: Any) -> list[kserve.Tensor]:
             raise bad_request(f"shape of input {tensor.name} must be non-negative: {shape}")
         if raw:
             data = _from_raw(tensor.name, dt, shape, raw[i])
-        elif dt in _CONTENTS:
-            data = list(getattr(tensor.contents, _CONTENTS[dt]))
+        elif dt in GRPC_CONTENTS:
+            data = list(getattr(tensor.contents, GRPC_CONTENTS[dt]))
             if dt != "BYTES":
                 data = np.asarray(data, dtype=V2_DTYPES[dt])
         else:
@@ -192,10 +176,10 @@ def fill_output(response: Any, output: dict[str, Any], raw: bool) -> None:
             tensor.contents.bytes_contents.extend(elements)
         return
     array = np.asarray(data, dtype=np.dtype(V2_DTYPES[dt]).newbyteorder("<"))
-    if raw or dt not in _CONTENTS:
+    if raw or dt not in GRPC_CONTENTS:
         response.raw_output_contents.append(array.tobytes())
     else:
-        getattr(tensor.contents, _CONTENTS[dt]).extend(array.reshape(-1).tolist())
+        getattr(tensor.contents, GRPC_CONTENTS[dt]).extend(array.reshape(-1).tolist())
 
 
 _CALLS = {

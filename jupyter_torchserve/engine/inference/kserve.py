@@ -427,7 +427,10 @@ def _shape(value: Any) -> list[int]:
 
 
 def _datatype(values: list[Any], hint: str | None) -> str:
-    if hint and hint != "BYTES":
+    """The schema's datatype while the handler answers numbers; a handler whose
+    postprocess answers something else (an image classifier's top-5 dict) gets BYTES, JSON
+    each, whatever the traced output was."""
+    if hint and hint != "BYTES" and all(isinstance(v, (int, float)) for v in values):
         return hint
     if values and all(isinstance(v, bool) for v in values):
         return "BOOL"

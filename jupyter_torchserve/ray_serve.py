@@ -147,12 +147,7 @@ class TorchServeModel:
         if parts[:1] in (["predictions"], ["explanations"]) and len(parts) >= 2:
             self._model.get_version(parts[1], parts[2] if len(parts) > 2 else None)
             url_path = "/".join(parts[3:]) or None
-            headers = prediction_headers(pairs, url_path, parts[0] == "explanations")
-            items = [body_params(request.headers.get("content-type", ""), body)]
-            (reply,) = await self._run(items, headers)
-            return Response(
-                reply.body, reply.status, headers=reply.headers, media_type=reply.content_type
-            )
+            return await self._prediction(request, body, url_path, parts[0] == "explanations")
         headers = prediction_headers(pairs, None, False)
         if parts[:2] == ["v1", "models"] and len(parts) == 3 and ":" in parts[2]:
             name, verb = parts[2].split(":", 1)
@@ -160,7 +155,9 @@ class TorchServeModel:
             if explain is None:
                 raise not_found_route()
             self._model.get_version(name)
-            payload = kserve.json_body(body)
+            payload = kserve.v1_envelope(body)
+            if payload is None:  # a PNG from `curl -T`, raw bytes: the handler's, as in the engine
+                return await self._prediction(request, body, None, explain)
             return _json(await kserve.v1_predict(payload, headers, self._run, explain=explain))
         if parts[:2] == ["v2", "models"] and parts[-1] == "infer" and len(parts) in (4, 6):
             version = parts[4] if len(parts) == 6 and parts[3] == "versions" else None
@@ -169,6 +166,17 @@ class TorchServeModel:
             # the request functions read only a version's name, version and metadata
             return _json(await kserve.v2_infer(mv, payload, headers, self._run))  # type: ignore[arg-type]
         raise not_found_route()
+
+    async def _prediction(
+        self, request: Request, body: bytes, url_path: str | None, explain: bool
+    ) -> Response:
+        """One body to the handler as it came, its answer back: TorchServe's /predictions."""
+        headers = prediction_headers(request.headers.items(), url_path, explain)
+        items = [body_params(request.headers.get("content-type", ""), body)]
+        (reply,) = await self._run(items, headers)
+        return Response(
+            reply.body, reply.status, headers=reply.headers, media_type=reply.content_type
+        )
 
     def _get(self, parts: list[str]) -> Response:
         if parts == ["ping"]:

@@ -112,11 +112,12 @@ def test_routes_and_envelopes_answer_as_the_engine_does(tmp_path: Path) -> None:
             answer(await model(request("POST", "/v2/models/other/infer", {}))),
             answer(await model(request("POST", "/predictions/lin/9.9", x))),
             answer(await model(request("POST", "/v1/models/lin:predict", {"nope": 1}))),
+            answer(await model(request("PUT", "/v1/models/lin:predict", x))),
             answer(await model(request("GET", "/ping"))),
             answer(await model(request("GET", "/v2/models/lin"))),
         ]
 
-    (p, pv, v1, v2, other, version, bad, ping, meta) = run(calls())
+    (p, pv, v1, v2, other, version, bad, raw, ping, meta) = run(calls())
     flat = [v for row in want for v in row]
     assert p[0] == 200 and _flat(p[1]) == pytest.approx(flat) and pv == p
     assert v1[0] == 200 and _flat(v1[1]["predictions"]) == pytest.approx(flat)
@@ -132,7 +133,10 @@ def test_routes_and_envelopes_answer_as_the_engine_does(tmp_path: Path) -> None:
         },
     )
     assert version[0] == 404 and version[1]["type"] == "ModelVersionNotFoundException"
-    assert bad[0] == 400 and bad[1]["type"] == "BadRequestException"
+    # not a KServe envelope: the body goes to the handler as it came, as the engine (and
+    # TorchServe without service_envelope) does; this one the tensor handler cannot read
+    assert bad[0] == 503 and bad[1]["type"] == "InternalServerException"
+    assert raw[0] == 200 and _flat(raw[1]) == pytest.approx(flat)
     assert ping == (200, {"status": "Healthy"})
     assert meta[0] == 200 and meta[1]["versions"] == ["1.0"]
 

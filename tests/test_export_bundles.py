@@ -211,3 +211,50 @@ def test_export_of_a_served_model_carries_what_is_served(tmp_path: Path) -> None
         and single["models"]["lin"]["1.0"]["marName"] == "lin.mar"
     )
     assert json.loads(json.dumps(single))["models"]["lin"]["1.0"]["defaultVersion"] is True
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_the_torchserve_bundles_call_line_runs_as_printed(tmp_path: Path) -> None:
+    """A tensor model's bundle README says `curl ... -d @predictions-request.json` and ships
+    that file (the archive's own sample): run from the bundle folder on the engine its
+    README starts, the line answers what the kernel model answers for that sample."""
+    import shlex
+    import subprocess
+
+    import torch
+    from _export_helpers import Runtime, port_env, wait_ready
+    from _ports import free_port
+
+    from jupyter_torchserve.archive import archive
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3)).eval()
+    example = torch.randn(2, 4)
+    mar = archive(
+        model, name="lin", example_inputs=example, export_path=tmp_path, format="torchscript"
+    )
+    out = tmp_path / "bundle"
+    export(mar.path, to="torchserve", out=out)
+    readme = (out / "README.md").read_text()
+    (line,) = [x.strip() for x in readme.splitlines() if x.strip().startswith("curl ")]
+    assert "-d @predictions-request.json" in line and (out / "predictions-request.json").exists()
+
+    ports = [free_port() for _ in range(5)]
+    args = shlex.split(
+        "torchserve --start --ncs --model-store model-store --ts-config config.properties --foreground"
+    )
+    with Runtime("ours", args, out, port_env(ports)) as runtime:
+        try:
+            wait_ready(f"http://127.0.0.1:{ports[1]}", "lin")
+            call = line.replace("127.0.0.1:8080", f"127.0.0.1:{ports[0]}")
+            got = subprocess.run(
+                call, shell=True, cwd=out, capture_output=True, text=True, timeout=60
+            )
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n{runtime.log()}") from None
+    assert got.returncode == 0, got.stderr
+    with torch.no_grad():
+        want = model(example).tolist()
+    answer = json.loads(got.stdout)
+    assert torch.allclose(torch.tensor(answer), torch.tensor(want), atol=1e-5), (answer, want)

@@ -15,6 +15,7 @@ from .._version import __version__
 from .bundle import Bundle
 from .layout import BundleWriter, archive_file_name, k8s_name
 from .options import ExportOptions
+from .samples import predictions_call
 from .snapshot import ModelSnapshot, VersionSnapshot
 
 RAY_VERSION = "2.60.0"
@@ -184,7 +185,10 @@ def write(
             "serve deploy serve_config.yaml --address http://127.0.0.1:8265",
         ),
         ("see the replicas", "serve status"),
-        ("call it", f"curl -T digit.png http://127.0.0.1:{port}/predictions/{model.name}"),
+        (
+            "call it",
+            predictions_call(model, writer, f"http://127.0.0.1:{port}/predictions/{model.name}"),
+        ),
         (
             "on Kubernetes with KubeRay",
             f"docker build -t {image} image/ && docker push {image}\nkubectl apply -f rayservice.yaml",
@@ -226,6 +230,11 @@ def run(
     bundle.url = f"http://127.0.0.1:{port}/predictions/{bundle.model}"
     bundle.ray_cluster = cluster
     bundle.ray_address = address
+    if cluster is not None:
+        bundle.notes.append(
+            f"the local Ray cluster (dashboard {address}) runs until bundle.ray_cluster.stop() "
+            "or until this process exits"
+        )
     return bundle
 
 

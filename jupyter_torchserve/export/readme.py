@@ -26,6 +26,7 @@ _WHAT = (
     ("image/wheels/", "optional jupyter_torchserve wheel for the image"),
     ("v1-request.json", "a KServe v1 request built from the archive's sample input"),
     ("v2-request.json", "a KServe v2 request: the archive's sample input"),
+    ("predictions-request.json", "the archive's sample input, for the curl step"),
     ("grpc-v2-request.json", "the same input as a gRPC ModelInferRequest (protobuf JSON)"),
     ("grpc_predict_v2.proto", "KServe's v2 gRPC service, for grpcurl"),
     ("README.md", "this file"),

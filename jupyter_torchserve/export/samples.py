@@ -12,7 +12,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from .layout import BundleWriter
 from .snapshot import ModelSnapshot
+
+#: The built-in handlers that read an image file as the body (payloads.IMAGE_HANDLERS,
+#: not imported: that module is the notebook side's)
+IMAGE_HANDLERS = ("image_classifier", "image_segmenter", "object_detector")
+PREDICTIONS_REQUEST = "predictions-request.json"
 
 
 def sample_requests(model: ModelSnapshot, grpc: bool = False) -> dict[str, Any]:
@@ -68,3 +74,20 @@ def _reshape(data: list[Any], shape: list[int]) -> Any:
     import numpy as np
 
     return np.asarray(data).reshape(shape).tolist()
+
+
+def predictions_call(model: ModelSnapshot, writer: BundleWriter, url: str) -> str:
+    """The bundle's "call it" line for TorchServe's `/predictions` route, runnable as
+    printed where the archive says what its handler reads: an image file for the image
+    handlers, text for the text classifier, the archive's own sample (written beside it)
+    for the tensor handler. A custom handler's body is its own business: the line says so."""
+    handler = model.metadata.get("builtin_handler")
+    if handler in IMAGE_HANDLERS:
+        return f"curl -T your-image.png {url}   # any PNG or JPEG"
+    if handler == "text_classifier":
+        return f"curl {url} -H 'Content-Type: text/plain' --data-binary 'your text'"
+    sample = sample_requests(model).get("v2-request.json")
+    if handler == "tensor" and sample is not None:
+        writer.text(PREDICTIONS_REQUEST, json.dumps(sample) + "\n")
+        return f"curl {url} -H 'Content-Type: application/json' -d @{PREDICTIONS_REQUEST}"
+    return f"curl {url} --data-binary @your-input   # the body your handler's preprocess reads"

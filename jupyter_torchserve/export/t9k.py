@@ -16,6 +16,7 @@ from .bundle import Bundle
 from .image import DEFAULT_IMAGE, build_steps, write_image
 from .layout import BundleWriter, archive_file_name, k8s_name
 from .options import ExportOptions
+from .samples import predictions_call
 from .snapshot import ModelSnapshot, VersionSnapshot
 
 MOUNT = "/var/lib/t9k/model"
@@ -149,7 +150,7 @@ def write(model: ModelSnapshot, writer: BundleWriter, opts: ExportOptions) -> Bu
         (
             "call it",
             f"URL=$(kubectl get mlservice {name} -o jsonpath='{{.status.address.url}}')\n"
-            f"curl -T digit.png $URL/predictions/{model.name}",
+            + predictions_call(model, writer, f"$URL/predictions/{model.name}"),
         ),
     ]
     notes = ["no T9k cluster was available: README.md lists the fields the manuals leave open"]

@@ -9,6 +9,7 @@ from .image import SERVING_KEYS
 from .layout import BundleWriter, archive_file_name
 from .options import ExportOptions
 from .properties import model_snapshot, properties_text
+from .samples import predictions_call
 from .snapshot import ModelSnapshot
 
 COMMAND = "torchserve --start --ncs --model-store model-store --ts-config config.properties"
@@ -36,7 +37,10 @@ def write(model: ModelSnapshot, writer: BundleWriter, opts: ExportOptions) -> Bu
             "or with jupyter_torchserve's engine",
             "python -m jupyter_torchserve.torchserve " + COMMAND.removeprefix("torchserve "),
         ),
-        ("call it", f"curl -T digit.png http://127.0.0.1:8080/predictions/{model.name}"),
+        (
+            "call it",
+            predictions_call(model, writer, f"http://127.0.0.1:8080/predictions/{model.name}"),
+        ),
         ("stop it", "torchserve --stop   # or: python -m jupyter_torchserve.torchserve --stop"),
     ]
     return writer.bundle("torchserve", model, steps)

@@ -101,7 +101,12 @@ def pid_alive(pid: int) -> bool:
 
 
 def write_discovery(info: EngineInfo) -> Path:
-    """Write this process's discovery file atomically with mode 0600."""
+    """Write this process's discovery file atomically with mode 0600. The certificate's
+    path is made absolute here, in the engine's own directory: readers run elsewhere."""
+    cert = info.get("certificate_file")
+    if cert:
+        info = info.copy()
+        info["certificate_file"] = str(Path(cert).expanduser().resolve())
     path = discovery_path(info.get("pid"))
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -9,8 +9,10 @@ it relays errors, independent of the real engine; the real engine is exercised i
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
+import ssl
 import time
 from pathlib import Path
 from typing import Any
@@ -70,11 +72,14 @@ class RecordingEngine:
         self.models: dict[str, dict[str, Any]] = {"mnist": version("mnist", "1.0", 1)}
         self.port = free_port()
         self.server: HTTPServer | None = None
+        self.scheme = "http"
         self.info: dict[str, Any] = {}
         self.lifecycle: list[tuple[str, Any]] = []
 
-    def start(self) -> None:
+    def start(self, ssl_options: ssl.SSLContext | None = None) -> None:
+        """Listen on the port: https with `ssl_options`, else plain http."""
         engine = self
+        self.scheme = "https" if ssl_options is not None else "http"
 
         class Base(tornado.web.RequestHandler):
             def prepare(self) -> None:
@@ -226,15 +231,18 @@ class RecordingEngine:
                 (r"/metrics", Metrics),
             ]
         )
-        self.server = HTTPServer(app)
+        self.server = HTTPServer(app, ssl_options=ssl_options)
         self.server.listen(self.port, "127.0.0.1")
 
     def stop(self) -> None:
         if self.server is not None:
             self.server.stop()
 
-    def write_discovery(self, runtime_dir: Path, log_dir: Path) -> Path:
-        """A discovery file naming this process (alive) and a key file, as the engine writes."""
+    def write_discovery(
+        self, runtime_dir: Path, log_dir: Path, certificate_file: Path | None = None
+    ) -> Path:
+        """A discovery file naming this process (alive) and a key file, as the engine writes;
+        `certificate_file` is the one it names for https (the engine's own, or another)."""
         key_file = runtime_dir / "fake-keys.json"
         key_file.write_text(
             json.dumps(
@@ -245,7 +253,7 @@ class RecordingEngine:
                 }
             )
         )
-        addr = f"http://127.0.0.1:{self.port}"
+        addr = f"{self.scheme}://127.0.0.1:{self.port}"
         info = {
             "pid": os.getpid(),
             "started": time.time(),
@@ -257,6 +265,8 @@ class RecordingEngine:
             "log_dir": str(log_dir),
             "version": "0.1.0",
         }
+        if certificate_file is not None:
+            info["certificate_file"] = str(certificate_file)
         self.info = info
         path = runtime_dir / f"jupyter-torchserve-{os.getpid()}.json"
         path.write_text(json.dumps(info))
@@ -287,16 +297,21 @@ class RealEngine:
         self.png = b""
         self.model: Any = None  # the trained digits classifier, for tests that archive it again
 
-    def start(self, *, deploy: bool = True) -> RealEngine:
+    def start(self, *, deploy: bool = True, tls: tuple[Path, Path] | None = None) -> RealEngine:
+        """Start it; with `tls` (key, certificate) all three ports serve https with them, as
+        TorchServe's `private_key_file` / `certificate_file` say."""
         from jupyter_torchserve import launcher
 
+        scheme = "https" if tls else "http"
+        extra = {"private_key_file": str(tls[0]), "certificate_file": str(tls[1])} if tls else {}
         with _env(JUPYTER_RUNTIME_DIR=str(self.runtime_dir)):
             self.info = launcher.start_engine(
-                inference_address=f"http://127.0.0.1:{free_port()}",
-                management_address=f"http://127.0.0.1:{free_port()}",
-                metrics_address=f"http://127.0.0.1:{free_port()}",
+                inference_address=f"{scheme}://127.0.0.1:{free_port()}",
+                management_address=f"{scheme}://127.0.0.1:{free_port()}",
+                metrics_address=f"{scheme}://127.0.0.1:{free_port()}",
                 model_store=str(self.root / "store"),
                 state_dir=str(self.root / "state"),
+                **extra,
             )
             if deploy:
                 self.deploy_mnist()
@@ -354,3 +369,55 @@ class _env:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def self_signed(
+    folder: Path, common_name: str = "localhost", ip: str | None = None
+) -> tuple[Path, Path]:
+    """A fresh key and self-signed certificate (PEM) for `common_name`, and `ip` if given.
+    Without one, the engine on 127.0.0.1 is not named in it: the gateway's pin must trust
+    it anyway (the notebook's `Client` checks the name, so an engine it starts needs `ip`)."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName(common_name)]
+                + ([x509.IPAddress(ipaddress.ip_address(ip))] if ip else [])
+            ),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    key_file, cert_file = folder / f"{common_name}-key.pem", folder / f"{common_name}-cert.pem"
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return key_file, cert_file
+
+
+def server_tls(key: Path, cert: Path) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(str(cert), str(key))
+    return ctx

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import time
@@ -529,6 +530,11 @@ def test_handler_custom_metrics_reach_the_metrics_port(tmp_path):
         text = c.metrics()
         assert 'ImagesSeen{ModelName="cm"} 3.0' in text
         assert "# TYPE QueueDepth gauge" in text and 'QueueDepth{ModelName="cm"} 3.0' in text
+        # the service's PredictionTime is TorchServe's gauge, and the worker's load time too
+        assert re.search(
+            r'^PredictionTime\{ModelName="cm",Level="Model",Hostname=".+",\} \d', text, re.M
+        )
+        assert re.search(r'^WorkerLoadTime\{WorkerName="W-9000-cm_1.0",Level="Host",', text, re.M)
 
 
 def test_full_queue_is_503_and_the_rest_are_served(tmp_path):

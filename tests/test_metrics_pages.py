@@ -105,7 +105,9 @@ def test_our_page_lists_torchserves_frontend_families_with_their_types(
 ) -> None:
     """Side by side: every family TorchServe's frontend writes (Requests2XX/4XX/5XX, the
     microsecond counters, the host gauges) is on our page, with TorchServe's TYPE and HELP
-    lines and label names. Backend and Java worker-thread families are not ours."""
+    lines and label names, and the worker and backend families (WorkerLoadTime,
+    WorkerThreadTime, HandlerTime, PredictionTime) have samples on both after the model
+    loaded and answered, under the same label names."""
     from test_frontend_metrics import NOT_OURS, shape
 
     for base in (torchserve.inference, engine["inference_address"]):
@@ -120,3 +122,13 @@ def test_our_page_lists_torchserves_frontend_families_with_their_types(
         assert name in ours and ours[name][:2] == (help_, kind), name
         if labels and ours[name][2]:
             assert ours[name][2] == labels, name
+    worker_families = ("WorkerLoadTime", "WorkerThreadTime", "HandlerTime", "PredictionTime")
+    for name in worker_families:
+        assert theirs[name][2], f"TorchServe wrote no {name} sample"
+        assert ours[name][2] == theirs[name][2], name
+    page = display.Metrics(requests.get(f"{engine['metrics_address']}/metrics", timeout=30).text)
+    assert page.value("WorkerLoadTime", WorkerName="W-9000-tiny_1.0") > 0
+    assert page.value("HandlerTime", ModelName="tiny") > 0
+    assert page.value("PredictionTime", ModelName="tiny") >= page.value(
+        "HandlerTime", ModelName="tiny"
+    )

@@ -8,8 +8,14 @@ suffix. So this module keeps their values and writes their text itself, beside t
 prometheus_client writes for ours (`jts_*`, and `ts_inference_requests_total`, whose name
 already ends in `_total`).
 
-Families here are the ones the engine can measure truthfully; `WorkerThreadTime` (time in
-TorchServe's Java worker thread) has no counterpart and `WorkerLoadTime` is not kept yet.
+The worker families are measured as TorchServe measures them, on our side of the same
+boundary: `WorkerLoadTime` from a worker's creation to its "ready" (workers.py), and
+`WorkerThreadTime` as the frontend's own time around one worker call (encoding the batch and
+sending it, then reading the answer and finishing its jobs), the backend's time left out, as
+TorchServe's worker thread subtracts its wait for the backend. `HandlerTime` and
+`PredictionTime` are the handler's (jts_base.py, handlers/service.py), brought in the
+worker's frames like any `context.metrics` record and kept here under TorchServe's labels
+(`ModelName`, `Level="Model"`, `Hostname`) instead of as a custom family.
 """
 
 from __future__ import annotations
@@ -31,6 +37,10 @@ UNITS = {
     "ts_inference_latency_microseconds": "Microseconds",
     "ts_queue_latency_microseconds": "Microseconds",
     "QueueTime": "Milliseconds",
+    "WorkerLoadTime": "Milliseconds",
+    "WorkerThreadTime": "Milliseconds",
+    "HandlerTime": "ms",
+    "PredictionTime": "ms",
     "CPUUtilization": "Percent",
     "MemoryUsed": "Megabytes",
     "MemoryAvailable": "Megabytes",
@@ -43,6 +53,11 @@ UNITS = {
     "GPUUtilization": "Percent",
 }
 
+#: the backend's families: a handler's `context.metrics` records of these names are kept here
+BACKEND = frozenset({"HandlerTime", "PredictionTime"})
+#: at most this many workers' load times are kept (ids grow with every restart and scale-up)
+MAX_WORKERS_KEPT = 1024
+
 Sample = tuple[dict[str, str], float]
 
 
@@ -54,6 +69,11 @@ class FrontendMetrics:
         self.inference_us: dict[tuple[str, str], float] = defaultdict(float)
         self.queue_us: dict[tuple[str, str], float] = defaultdict(float)
         self.queue_ms_last: float | None = None
+        # TorchServe's gauges keep the last value: of each model's handler, and of the host
+        self.backend: dict[tuple[str, str], float] = {}
+        self.thread_ms_last: float | None = None
+        self._thread_at = 0.0
+        self.load_ms: dict[str, float] = {}  # WorkerName -> ms
         psutil.cpu_percent(None)  # CPUUtilization at a scrape: the CPU since the last one
 
     def response(self, code: int) -> None:
@@ -67,6 +87,23 @@ class FrontendMetrics:
         if queued_s is not None:
             self.queue_us[key] += queued_s * 1e6
             self.queue_ms_last = queued_s * 1e3
+
+    def backend_time(self, name: str, model: str, ms: float) -> None:
+        """A handler's `HandlerTime` / `PredictionTime` (ms), as its worker sent it."""
+        self.backend[(name, model)] = ms
+
+    def worker_thread(self, ms: float, at: float) -> None:
+        """A worker call's frontend time `ms`, measured at `at` (perf_counter): the latest
+        of all workers' wins, as TorchServe's host-level gauge shows its last write."""
+        if at > self._thread_at:
+            self._thread_at, self.thread_ms_last = at, ms
+
+    def worker_loaded(self, worker_name: str, ms: float) -> None:
+        """`worker_name` as TorchServe names it (`W-9000-mnist_1.0`) loaded in `ms`."""
+        self.load_ms.pop(worker_name, None)
+        self.load_ms[worker_name] = ms
+        while len(self.load_ms) > MAX_WORKERS_KEPT:
+            del self.load_ms[next(iter(self.load_ms))]
 
     def families(self, gpus: Sequence[GpuInfo] = ()) -> Iterator[tuple[str, str, list[Sample]]]:
         """(name, type, samples) of every family, in TorchServe's metrics.yaml order. Like
@@ -85,6 +122,23 @@ class FrontendMetrics:
             yield name, "counter", samples
         queue = self.queue_ms_last
         yield "QueueTime", "gauge", [] if queue is None else [(host, queue)]
+        yield (
+            "WorkerLoadTime",
+            "gauge",
+            [({"WorkerName": w, **host}, ms) for w, ms in self.load_ms.items()],
+        )
+        thread = self.thread_ms_last
+        yield "WorkerThreadTime", "gauge", [] if thread is None else [(host, thread)]
+        for family in ("HandlerTime", "PredictionTime"):
+            yield (
+                family,
+                "gauge",
+                [
+                    ({"ModelName": m, "Level": "Model", "Hostname": self.hostname}, ms)
+                    for (name, m), ms in self.backend.items()
+                    if name == family
+                ],
+            )
         yield from _host_gauges(host)
         yield from _gpu_gauges(self.hostname, gpus)
 

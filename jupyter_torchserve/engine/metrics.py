@@ -26,7 +26,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from .frontend_metrics import FrontendMetrics
+from .frontend_metrics import BACKEND, FrontendMetrics
 from .jobs import Job
 
 
@@ -42,6 +42,9 @@ class WorkerView(Protocol):
     pid: int | None
     id: str
     device: str
+    load_ms: float | None  # TorchServe's WorkerLoadTime, once the worker is ready
+    thread_ms: float | None  # TorchServe's WorkerThreadTime of its last batch
+    thread_at: float  # when that was measured (perf_counter)
 
 
 class VersionView(Labelled, Protocol):
@@ -171,8 +174,11 @@ class EngineMetrics:
         histograms keep a sum and a count."""
         for r in records:
             name = _metric_name(str(r.get("name", "")))
-            kind = str(r.get("type", "COUNTER")).upper()
             dims = r.get("dims") or {}
+            if name in BACKEND:  # TorchServe's own backend families, under its labels
+                self.frontend.backend_time(name, str(dims.get("ModelName", "")), float(r["value"]))
+                continue
+            kind = str(r.get("type", "COUNTER")).upper()
             labels = tuple(sorted((_metric_name(k), str(v)) for k, v in dims.items()))
             slot = self._custom.setdefault((name, kind, labels), [0.0, 0])
             if kind == "GAUGE":
@@ -190,7 +196,20 @@ class EngineMetrics:
         from .gpu import list_gpus
 
         ours = self.registry.restricted_registry(names) if names else self.registry
+        self._read_workers()
         return generate_latest(ours) + self.frontend.exposition(names, list_gpus()).encode()
+
+    def _read_workers(self) -> None:
+        """Hand the workers' load and thread times to TorchServe's families (a scrape's work:
+        the request path only stores two floats on the worker)."""
+        frontend = self.frontend
+        for version in self.versions():
+            for w in version.workers:
+                if w.load_ms is not None:
+                    # TorchServe's worker thread name: W-<port>-<model>_<version>
+                    frontend.worker_loaded(f"W-{w.id}-{version.name}_{version.version}", w.load_ms)
+                if w.thread_ms is not None:
+                    frontend.worker_thread(w.thread_ms, w.thread_at)
 
 
 class _DynamicCollector:

@@ -5,11 +5,13 @@ address that says `https://` and for gRPC's `enable_grpc_ssl`.
 This is the one place that turns those keys into a server SSL context, so each listener (the
 three HTTP ports here; gRPC's `enable_grpc_ssl` can read `pem_pair`) serves the same
 certificate, and a config that asks for https without them fails at start with a clear line
-instead of serving plain HTTP.
+instead of serving plain HTTP. `pinned_context` is the other side: what a client on this
+machine (the server extension's gateway) trusts, the engine's own certificate and no other.
 """
 
 from __future__ import annotations
 
+import re
 import ssl
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,6 +19,9 @@ from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     from ..config import EngineConfig
+
+
+_PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
 
 
 def is_https(address: str) -> bool:
@@ -99,4 +104,33 @@ def server_context(config: EngineConfig, address: str) -> ssl.SSLContext | None:
         )
     except (ssl.SSLError, OSError) as e:
         raise SystemExit(f"Cannot load the TLS key and certificate: {e}") from None
+    return ctx
+
+
+def pinned_context(certificate_file: str) -> ssl.SSLContext:
+    """A client context that trusts exactly the engine's own certificate, the first one of
+    `certificate_file` (the discovery file names it), and no other.
+
+    The trust store holds that one certificate, not a CA bundle, and may hold a leaf that is
+    not self-signed (`VERIFY_X509_PARTIAL_CHAIN`): a server passes only with the engine's
+    certificate, and so only with its private key. The name in the certificate is therefore
+    not checked: TorchServe's self-signed certificates usually say `CN=localhost` or the
+    host's name while clients dial the loopback address the engine reports, and a name
+    check would add nothing to the pin. Dates and the signature still are checked.
+    Raises ValueError (with the file named) when the file holds no readable certificate."""
+    path = Path(certificate_file).expanduser()
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ValueError(f"Cannot read the engine's certificate {path}: {e}") from None
+    first = _PEM_CERT.search(data)
+    if first is None:
+        raise ValueError(f"The engine's certificate file {path} holds no PEM certificate")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED
+    ctx.check_hostname = False
+    ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    try:
+        ctx.load_verify_locations(cadata=first.group().decode("ascii"))
+    except (ssl.SSLError, UnicodeDecodeError) as e:
+        raise ValueError(f"The engine's certificate file {path} cannot be read: {e}") from None
     return ctx

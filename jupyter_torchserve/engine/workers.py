@@ -104,6 +104,14 @@ class Worker:
         self.status = STARTING
         self.pid: int | None = None
         self.start_time = datetime.now(timezone.utc)
+        # TorchServe's WorkerLoadTime and WorkerThreadTime (frontend_metrics.py), read at a
+        # scrape: ms from this object's creation to "ready"; the frontend's ms around the
+        # last batch (sending it, then finishing its jobs), at `thread_at` (perf_counter)
+        self.created = time.perf_counter()
+        self.load_ms: float | None = None
+        self.thread_ms: float | None = None
+        self.thread_at = 0.0
+        self._send_s = 0.0
         self.device = "cpu" if gpu_id is None else f"cuda:{gpu_id}"
         self.proc: Any = None
         self.link: protocol.FrameLink | None = None
@@ -250,6 +258,7 @@ class Worker:
         if poll_us:
             header["poll"] = poll_us
         self.link.send(protocol.encode(header, bodies))
+        self._send_s = time.perf_counter() - now
 
     async def describe(self, timeout: float) -> Any:
         assert self.link is not None
@@ -309,10 +318,11 @@ class Worker:
             if entry is None:
                 return  # timed out already
             jobs, timer = entry
+            began = time.perf_counter()
             if op == "result":
                 if timer is not None:
                     timer.cancel()
-                self._batch_ended(time.perf_counter())
+                self._batch_ended(began)
             for job, meta in zip(jobs, header["resps"], strict=False):
                 off, n = meta["o"], meta["n"]
                 reply = Reply(
@@ -329,6 +339,8 @@ class Worker:
                     job.finish(reply)
             if op == "result":
                 self.batches_served += 1
+                self.thread_at = time.perf_counter()
+                self.thread_ms = (self._send_s + self.thread_at - began) * 1e3
                 self.version.batch_done(self, jobs)
         elif op == "error":
             entry = self.inflight.pop(header["batch"], None)
@@ -357,6 +369,8 @@ class Worker:
         elif op == "ready":
             if self.status == STARTING:
                 self.status = READY
+            if self.load_ms is None:
+                self.load_ms = (time.perf_counter() - self.created) * 1e3
             self.device = header.get("device", self.device)
             if not self.ready.done():
                 self.ready.set_result(None)

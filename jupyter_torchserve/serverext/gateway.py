@@ -5,11 +5,17 @@ restart is picked up at once), keeps the keys server-side (read from the key fil
 handed to the browser), and sends `contract.Call`s with Tornado's `AsyncHTTPClient`, so a
 slow model never blocks the Jupyter server's event loop. What a call means (paths,
 parameters, errors, paging) is `contract.py`'s, shared with the notebook's `Client`.
+
+An engine serving https (often with a self-signed certificate) is trusted through the
+`certificate_file` its discovery file names, pinned: that certificate and no other
+(`engine.tls.pinned_context`), never by turning verification off.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import ssl
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,6 +32,7 @@ from jupyter_torchserve.contract import (
     Response,
 )
 from jupyter_torchserve.discovery import EngineInfo
+from jupyter_torchserve.engine.tls import pinned_context
 from jupyter_torchserve.prometheus import Family, parse
 
 from .metrics import summarize
@@ -73,6 +80,8 @@ class Gateway:
         self.log = log
         self._client = AsyncHTTPClient()
         self._lifecycle_lock = asyncio.Lock()
+        # the pinned context of the engine's certificate, kept while the file is unchanged
+        self._tls: tuple[tuple[str, int, int], ssl.SSLContext] | None = None
 
     # -- discovery --------------------------------------------------------------------------
     def info(self) -> EngineInfo:
@@ -93,16 +102,40 @@ class Gateway:
         return Path(log_dir) / f"{name}.log"
 
     # -- transport --------------------------------------------------------------------------
+    def ssl_context(self, info: EngineInfo) -> ssl.SSLContext | None:
+        """What an https engine is checked against: its own certificate, pinned; None (the
+        system's CAs) when its discovery file names none. A new engine (a restart, a new
+        certificate) is picked up as the file changes."""
+        cert = info.get("certificate_file")
+        if not cert:
+            return None
+        try:
+            st = os.stat(cert)
+        except OSError as exc:
+            raise EngineError(
+                502, "EngineNotTrusted", f"cannot read the engine's certificate {cert}: {exc}"
+            ) from exc
+        key = (cert, st.st_mtime_ns, st.st_size)
+        if self._tls is None or self._tls[0] != key:
+            try:
+                self._tls = (key, pinned_context(cert))
+            except ValueError as exc:
+                raise EngineError(502, "EngineNotTrusted", str(exc)) from exc
+        return self._tls[1]
+
     async def send(
         self, call: Call, *, timeout: float | None = None, info: EngineInfo | None = None
     ) -> Response:
         """Send one call to the engine and return its answer, error statuses included."""
-        endpoint = EngineEndpoint.from_info(info or self.info())
+        info = info or self.info()
+        endpoint = EngineEndpoint.from_info(info)
+        url = endpoint.url(call)
+        pinned = self.ssl_context(info) if url.startswith("https:") else None
         body = call.body
         if body is None and call.method in ("POST", "PUT", "PATCH"):
             body = b""  # Tornado wants a body on these verbs
         request = HTTPRequest(
-            endpoint.url(call),
+            url,
             method=call.method,
             body=body,
             headers=endpoint.headers(call),
@@ -111,15 +144,20 @@ class Gateway:
             follow_redirects=False,
             decompress_response=True,
             allow_nonstandard_methods=True,
+            ssl_options=pinned,
         )
         start = time.perf_counter()
         try:
             resp = await self._client.fetch(request, raise_error=False)
+        except ssl.SSLError as exc:  # before OSError, its base: a running but untrusted port
+            raise untrusted(url, info, exc) from exc
         except (ConnectionError, OSError) as exc:
             raise EngineNotRunning(f"{NOT_RUNNING_MESSAGE} ({exc})") from exc
         elapsed = (time.perf_counter() - start) * 1000
         if resp.code == 599:
             err = resp.error
+            if isinstance(err, ssl.SSLError):
+                raise untrusted(url, info, err)
             if isinstance(err, (ConnectionError, OSError)):
                 raise EngineNotRunning(f"{NOT_RUNNING_MESSAGE} ({err})")
             raise contract.no_answer(err)
@@ -244,3 +282,18 @@ class Gateway:
             item["stats"] = metrics["models"].get(name, {})
             models.append(item)
         return {"engine": status, "models": models, "metrics": metrics}
+
+
+def untrusted(url: str, info: EngineInfo, exc: BaseException) -> EngineError:
+    """The port answered TLS with a certificate we do not trust: not the engine's own (the
+    one its discovery file names) or, with none named, not one the system trusts."""
+    cert = info.get("certificate_file")
+    trusted = (
+        f"its own certificate {cert}" if cert else "the system's CAs (it names no certificate_file)"
+    )
+    return EngineError(
+        502,
+        "EngineNotTrusted",
+        f"the engine at {url.split('/', 3)[2]} did not present a certificate trusted by "
+        f"{trusted}: {exc}",
+    )

@@ -110,7 +110,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"Run `{result['tag']}` ({result['mode']}): base `{result['base']}` "
         f"({result['base_commit']}) against new ({result['new_commit']}), {result['rounds']} "
         f"rounds, {result['machine']}.",
-        f"`uptime` at start: `{result['uptime_start']}`; at end: `{result['uptime_end']}`.",
+        bench.uptime_span(result),
         "",
         "| workload | measure | base median | new median | paired median (new - base) "
         "| new lower in |",
@@ -139,32 +139,30 @@ def commit_of(tree: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = bench.study_parser(__doc__, "ab", workloads="mnist", rounds=20)
     p.add_argument("mode", choices=["c1", "cold"])
     p.add_argument("--base", type=Path, required=True, help="the other checkout (its root)")
-    p.add_argument("--workloads", default="mnist")
-    p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--duration", type=float, default=1.0, help="seconds per wrk point (c1)")
-    p.add_argument("--tag", default=time.strftime("ab-%Y%m%d-%H%M%S"))
     a = p.parse_args(argv)
     a.base = a.base.resolve()
     if not (a.base / "jupyter_torchserve" / "__main__.py").is_file():
         p.error(f"{a.base} is not a checkout of this repository")
-    result = bench.side_study(
-        a.tag,
+    measure = measure_c1 if a.mode == "c1" else measure_cold
+
+    def one(wl: str) -> dict[str, Any]:
+        root = Path(tempfile.mkdtemp(prefix=f"ab-{wl}-"))
+        workloads.build_archive(wl, root / "store")
+        return measure(wl, a, root)
+
+    bench.run_side_study(
+        a,
+        one,
+        markdown,
         mode=a.mode,
-        rounds=a.rounds,
         base=str(a.base),
         base_commit=commit_of(a.base),
         new_commit=commit_of(Path(__file__).resolve().parent.parent),
     )
-    measure = measure_c1 if a.mode == "c1" else measure_cold
-    for wl in a.workloads.split(","):
-        root = Path(tempfile.mkdtemp(prefix=f"ab-{wl}-"))
-        workloads.build_archive(wl, root / "store")
-        result["workloads"][wl] = measure(wl, a, root)
-        bench.log(f"  {wl}: done")
-    bench.save_side_study(result, markdown)
 
 
 if __name__ == "__main__":

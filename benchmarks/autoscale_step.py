@@ -17,20 +17,20 @@ import argparse
 import http.client
 import json
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
+sys.path.insert(0, str(HERE))
 
+import run as bench  # noqa: E402
 from _engine_helpers import probe_mar  # noqa: E402
-from _ports import free_port  # noqa: E402
 
 from jupyter_torchserve import loadtest  # noqa: E402
 from jupyter_torchserve.client import Client  # noqa: E402
-from jupyter_torchserve.launcher import start_engine, stop_engine  # noqa: E402
+from jupyter_torchserve.config import port_of  # noqa: E402
 
 
 def watch_pids(port: int, body: bytes, stop: threading.Event, seen: list) -> None:
@@ -44,16 +44,7 @@ def watch_pids(port: int, body: bytes, stop: threading.Event, seen: list) -> Non
 
 
 def one_run(work: Path, max_workers: int, args: argparse.Namespace) -> dict:
-    ports = [free_port() for _ in range(3)]
-    info = start_engine(
-        inference_address=f"http://127.0.0.1:{ports[0]}",
-        management_address=f"http://127.0.0.1:{ports[1]}",
-        metrics_address=f"http://127.0.0.1:{ports[2]}",
-        model_store=str(work / "store"),
-        state_dir=str(work / f"state-{max_workers}"),
-        snapshot=False,
-    )
-    try:
+    with bench.scratch_engine(work, f"state-{max_workers}") as info:
         c = Client.from_info(info, timeout=60)
         c.register("step-1.0.mar", initial_workers=1)
         c.scale("step", 1, max_workers)
@@ -62,7 +53,9 @@ def one_run(work: Path, max_workers: int, args: argparse.Namespace) -> dict:
         base = loadtest.run_level(c.inference_address, request, 2, 3.0)
         first_pid = c.describe("step")[0]["workers"][0]["pid"]
         stop, seen = threading.Event(), []
-        watcher = threading.Thread(target=watch_pids, args=(ports[0], body, stop, seen))
+        watcher = threading.Thread(
+            target=watch_pids, args=(port_of(c.inference_address), body, stop, seen)
+        )
         t_step = time.perf_counter()
         watcher.start()
         step = loadtest.run_level(c.inference_address, request, args.step, args.duration)
@@ -85,8 +78,6 @@ def one_run(work: Path, max_workers: int, args: argparse.Namespace) -> dict:
             "workers_at_end": len(d["workers"]),
             "gen_cpu_cores": step["cpu_cores"],
         }
-    finally:
-        stop_engine(info)
 
 
 def main() -> None:
@@ -95,9 +86,7 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=15.0)
     ap.add_argument("--sleep", type=float, default=0.02)
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory(prefix="jts-as-") as tmp:
-        work = Path(tmp)
-        (work / "store").mkdir()
+    with bench.scratch_dir("jts-as-") as work:
         probe_mar(work / "store", "step")
         runs = [one_run(work, 1, args), one_run(work, 3, args)]
     print(json.dumps(runs, indent=1))

@@ -12,7 +12,6 @@ kept in `benchmarks/results/<tag>.json`.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import tempfile
@@ -91,7 +90,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"Run `{result['tag']}`: {result['config']}, {result['rounds']} rounds, "
         f"{result['duration']} s per point, "
         f"{result['machine']}; medians over the rounds.",
-        f"`uptime` at start: `{result['uptime_start']}`; at end: `{result['uptime_end']}`.",
+        bench.uptime_span(result),
         "",
         "| workload | busy_poll_us | p50@c1 ms | CPU ms/req @c1 | rps@c8 | CPU ms/req @c8 "
         "| rps@c32 | CPU ms/req @c32 |",
@@ -111,20 +110,20 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--workloads", default="tiny,mnist")
+    p = bench.study_parser(__doc__, "busypoll", workloads="tiny,mnist", rounds=6)
     p.add_argument("--values", default="0,300", help="busy_poll_us values, one engine each")
-    p.add_argument("--rounds", type=int, default=6)
     p.add_argument("--config", default="w1-b1", help="workers and batch size, as in run.py")
     p.add_argument("--batch-delay", type=int, default=5, help="max_batch_delay (ms) if batch > 1")
     p.add_argument("--duration", type=float, default=3.0, help="seconds per wrk point")
-    p.add_argument("--tag", default=time.strftime("busypoll-%Y%m%d-%H%M%S"))
     a = p.parse_args(argv)
     values = [int(v) for v in a.values.split(",")]
-    result = bench.side_study(a.tag, rounds=a.rounds, duration=a.duration, config=a.config)
-    for wl in a.workloads.split(","):
-        result["workloads"][wl] = measure(wl, values, a.rounds, a.duration, a.config, a.batch_delay)
-    bench.save_side_study(result, markdown)
+    bench.run_side_study(
+        a,
+        lambda wl: measure(wl, values, a.rounds, a.duration, a.config, a.batch_delay),
+        markdown,
+        duration=a.duration,
+        config=a.config,
+    )
 
 
 if __name__ == "__main__":

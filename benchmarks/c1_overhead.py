@@ -13,7 +13,6 @@ per-round differences. Results go to `benchmarks/results/<tag>.json` and `.md`.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import subprocess
@@ -109,7 +108,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"Run `{result['tag']}`: one engine (1 worker, batch 1) and the in-process pipeline "
         f"(batch 1, 1 torch thread) measured in turns, {result['rounds']} rounds of "
         f"{result['seconds']} s each; {result['machine']}.",
-        f"`uptime` at start: `{result['uptime_start']}`; at end: `{result['uptime_end']}`.",
+        bench.uptime_span(result),
         "",
         "| workload | served p50@c1 ms (median) | in-process p50 ms (median) "
         "| overhead ms (median of per-round differences) | per-round overheads ms |",
@@ -127,16 +126,12 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--workloads", default="tiny,mnist,resnet")
-    p.add_argument("--rounds", type=int, default=7)
+    p = bench.study_parser(__doc__, "c1-overhead", workloads="tiny,mnist,resnet", rounds=7)
     p.add_argument("--seconds", type=float, default=3.0, help="seconds per measurement")
-    p.add_argument("--tag", default=time.strftime("c1-overhead-%Y%m%d-%H%M%S"))
     a = p.parse_args(argv)
-    result = bench.side_study(a.tag, rounds=a.rounds, seconds=a.seconds)
-    for wl in a.workloads.split(","):
-        result["workloads"][wl] = measure(wl, a.rounds, a.seconds)
-    bench.save_side_study(result, markdown)
+    bench.run_side_study(
+        a, lambda wl: measure(wl, a.rounds, a.seconds), markdown, seconds=a.seconds
+    )
 
 
 if __name__ == "__main__":

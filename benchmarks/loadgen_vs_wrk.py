@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -24,7 +23,6 @@ import workloads  # noqa: E402
 
 from jupyter_torchserve import loadtest  # noqa: E402
 from jupyter_torchserve.client import Client  # noqa: E402
-from jupyter_torchserve.launcher import start_engine, stop_engine  # noqa: E402
 
 
 def main() -> None:
@@ -33,21 +31,9 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=8.0)
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory(prefix="jts-lg-") as tmp:
-        work = Path(tmp)
-        store = work / "store"
-        store.mkdir()
-        workloads.build_archive("tiny", store, "tiny")
-        ports = [wrkbench.free_port() for _ in range(3)]
-        info = start_engine(
-            inference_address=f"http://127.0.0.1:{ports[0]}",
-            management_address=f"http://127.0.0.1:{ports[1]}",
-            metrics_address=f"http://127.0.0.1:{ports[2]}",
-            model_store=str(store),
-            state_dir=str(work / "state"),
-            snapshot=False,
-        )
-        try:
+    with wrkbench.scratch_dir("jts-lg-") as work:
+        workloads.build_archive("tiny", work / "store", "tiny")
+        with wrkbench.scratch_engine(work) as info:
             c = Client.from_info(info, timeout=60)
             c.register("tiny.mar", initial_workers=1)
             body, ctype = workloads.make_payload("tiny")
@@ -88,8 +74,6 @@ def main() -> None:
                         round(server, 3),
                     )
                 )
-        finally:
-            stop_engine(info)
     print("| tool | round | req/s | p50 ms | p99 ms | tool CPU (cores) | engine CPU (cores) |")
     print("|---|---|---|---|---|---|---|")
     for tool, i, rps, p50, p99, cpu, srv in rows:

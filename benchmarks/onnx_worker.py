@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import tempfile
 import time
@@ -25,14 +24,7 @@ from workloads import build_model, example_input
 
 from jupyter_torchserve import api
 from jupyter_torchserve.deployment import deploy
-
-
-def _free() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+from jupyter_torchserve.ports import free_port
 
 
 def _memory_mib(pid: int) -> dict[str, float]:
@@ -56,7 +48,7 @@ def main() -> None:
     root = tempfile.mkdtemp(prefix="jts-onnx-bench-")
     os.environ["JUPYTER_RUNTIME_DIR"] = root + "/runtime"
     engine = {
-        k: f"http://127.0.0.1:{_free()}"
+        k: f"http://127.0.0.1:{free_port()}"
         for k in ("inference_address", "management_address", "metrics_address")
     }
     engine["model_store"] = root + "/store"

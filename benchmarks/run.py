@@ -32,17 +32,19 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import psutil
+
+from jupyter_torchserve.launcher import start_engine, stop_engine
+from jupyter_torchserve.ports import free_port
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -59,12 +61,6 @@ TS_VENV = Path(os.environ.get("TS_VENV", Path(__file__).resolve().parents[1] / "
 
 
 # -- small helpers -----------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def loadavg() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
@@ -253,9 +249,6 @@ class Server:
     def start(self, models: str | None) -> None:
         raise NotImplementedError
 
-    def stop(self) -> None:
-        raise NotImplementedError
-
     def env(self) -> dict[str, str]:
         raise NotImplementedError
 
@@ -272,6 +265,19 @@ class Server:
             cwd=self.workdir,
         )
         self.pgid = self.proc.pid
+
+    def stop(self) -> None:
+        """The server's own stop command first, then its whole session killed (what it
+        started and left behind), so the next server starts on a quiet machine."""
+        if self.proc is None:
+            return
+        self._ask_to_stop()
+        self._killpg()
+        self.log.close()
+        self.proc = None
+
+    def _ask_to_stop(self) -> None:
+        raise NotImplementedError
 
     def _killpg(self) -> None:
         if self.pgid is None:
@@ -354,9 +360,7 @@ class JtsServer(Server):
             cmd.append("--config-json=" + json.dumps(self.extra_config))
         self._launch(cmd, "engine.out")
 
-    def stop(self) -> None:
-        if self.proc is None:
-            return
+    def _ask_to_stop(self) -> None:
         with contextlib.suppress(subprocess.TimeoutExpired):
             subprocess.run(
                 [sys.executable, "-m", "jupyter_torchserve", "stop"],
@@ -364,11 +368,9 @@ class JtsServer(Server):
                 capture_output=True,
                 timeout=40,
             )
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(20)
-        self._killpg()
-        self.log.close()
-        self.proc = None
+        if self.proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(20)
 
 
 class TorchServeServer(Server):
@@ -433,9 +435,7 @@ class TorchServeServer(Server):
         # the launcher execs java and exits; java keeps this session's process group
         self._launch(cmd, "torchserve.out")
 
-    def stop(self) -> None:
-        if self.proc is None:
-            return
+    def _ask_to_stop(self) -> None:
         with contextlib.suppress(subprocess.TimeoutExpired):
             subprocess.run(
                 [str(TS_VENV / "bin" / "torchserve"), "--stop"],
@@ -446,9 +446,6 @@ class TorchServeServer(Server):
                 timeout=60,
             )
         time.sleep(0.5)
-        self._killpg()
-        self.log.close()
-        self.proc = None
 
     def worker_env(self) -> dict[str, str]:
         """OMP/MKL thread settings TorchServe gave its Python workers."""
@@ -671,7 +668,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"Run `{result['tag']}` on {result['machine']['cpu']} ({result['machine']['cores']} cores), "
         f"{result['args']['duration']} s per point, wrk -t1; batch delay {result['args']['batch_delay']} ms "
         "where batch > 1.",
-        f"`uptime` at start: `{result['uptime_start']}`; at end: `{result['uptime_end']}`.",
+        uptime_span(result),
         "",
         "### In-process limit (same handler + `json.dumps`, no server)",
         "",
@@ -835,8 +832,64 @@ def evaluate_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def study_parser(doc: str | None, tag: str, workloads: str, rounds: int) -> argparse.ArgumentParser:
+    """The options every side study has: --workloads, --rounds, and --tag (its result files,
+    ``results/<tag>.json`` and ``.md``; by default ``<tag>-<date>-<time>``)."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--workloads", default=workloads)
+    p.add_argument("--rounds", type=int, default=rounds)
+    p.add_argument("--tag", default=time.strftime(f"{tag}-%Y%m%d-%H%M%S"))
+    return p
+
+
+def run_side_study(
+    a: argparse.Namespace,
+    measure: Callable[[str], Any],
+    markdown_of: Callable[[dict[str, Any]], str],
+    **fields: Any,
+) -> None:
+    """A side study from start to saved files: ``measure`` each of ``a.workloads`` in turn."""
+    result = side_study(a.tag, rounds=a.rounds, **fields)
+    for wl in a.workloads.split(","):
+        result["workloads"][wl] = measure(wl)
+        log(f"  {wl}: done")
+    save_side_study(result, markdown_of)
+
+
+def uptime_span(result: dict[str, Any]) -> str:
+    """The markdown line that says how loaded the machine was, at the start and the end."""
+    return f"`uptime` at start: `{result['uptime_start']}`; at end: `{result['uptime_end']}`."
+
+
+@contextlib.contextmanager
+def scratch_dir(prefix: str) -> Iterator[Path]:
+    """A temporary folder with an empty ``store/`` (the model store), removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        (Path(tmp) / "store").mkdir()
+        yield Path(tmp)
+
+
+@contextlib.contextmanager
+def scratch_engine(work: Path, state: str = "state") -> Iterator[dict[str, Any]]:
+    """Our engine in this process's way (``start_engine``) on three free loopback ports,
+    serving ``work/store``, its state in ``work/<state>``, no snapshot; stopped afterwards."""
+    inference, management, metrics = (f"http://127.0.0.1:{free_port()}" for _ in range(3))
+    info = start_engine(
+        inference_address=inference,
+        management_address=management,
+        metrics_address=metrics,
+        model_store=str(work / "store"),
+        state_dir=str(work / state),
+        snapshot=False,
+    )
+    try:
+        yield info
+    finally:
+        stop_engine(info)
+
+
 def side_study(tag: str, **fields: Any) -> dict[str, Any]:
-    """The header of a smaller study's result (busy_poll.py, c1_overhead.py)."""
+    """The header of a smaller study's result (busy_poll.py, c1_overhead.py, ab_trees.py)."""
     return {
         "tag": tag,
         **fields,

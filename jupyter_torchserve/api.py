@@ -11,8 +11,9 @@ client, engine or archive failure into a :class:`TorchServeError` the user can a
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -335,44 +336,32 @@ def metrics(
 def bench(
     name: str,
     data: Any,
+    options: loadtest.BenchOptions | None = None,
     *,
-    concurrency: Sequence[int] = (1, 8, 32),
-    duration: float = 10.0,
-    requests: int | None = None,
-    protocol: str = "torchserve",
-    workers: Sequence[int] | None = None,
-    version: str | None = None,
-    content_type: str | None = None,
-    slo_ms: float | None = None,
     progress: bool | str = True,
     c: Client | None = None,
+    **settings: Any,
 ) -> loadtest_view.BenchResult:
     """Load-test ``name`` with ``data`` at each concurrency (and each worker count of
     ``workers``, restored afterwards); a table and picture of what the generator and the
     engine measured (``.rows``, ``.to_dataframe()``).
 
+    ``options`` is a :class:`~jupyter_torchserve.loadtest.BenchOptions`; its fields may also
+    be given as keywords (``concurrency=[1, 8]``, ``duration``, ``requests``, ``protocol``,
+    ``workers``, ``version``, ``content_type``, ``slo_ms``), which override it.
     ``progress``: True shows a live bar and chart (text lines outside a widget front end),
     False nothing, or a mode ('widget', 'text', 'none').
     """
+    try:
+        opts = dataclasses.replace(options or loadtest.BenchOptions(), **settings)
+    except ValueError as exc:
+        raise TorchServeError(str(exc)) from None
     mode = None if progress is True else "none" if progress is False else str(progress)
-    what = f"Load test of {name}" + (f" {version}" if version else "")
+    what = f"Load test of {name}" + (f" {opts.version}" if opts.version else "")
     view = loadtest_view.BenchProgress(what, mode=mode)
     with engine_client(c) as c:
         try:
-            result = loadtest.run(
-                c,
-                name,
-                data,
-                concurrency=concurrency,
-                duration=duration,
-                requests=requests,
-                protocol=protocol,
-                workers=workers,
-                version=version,
-                content_type=content_type,
-                slo_ms=slo_ms,
-                progress=view,
-            )
+            result = loadtest.run(c, name, data, opts, progress=view)
         except ValueError as exc:
             raise TorchServeError(str(exc)) from None
         except BaseException:

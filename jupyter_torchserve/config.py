@@ -262,44 +262,64 @@ def split_address(address: str) -> tuple[str, int]:
     return host, parts.port or (443 if parts.scheme == "https" else 80)
 
 
-# TorchServe config.properties key -> (our trait, converter)
-_TS_KEYS: dict[str, tuple[str, Any]] = {
-    "inference_address": ("inference_address", str),
-    "management_address": ("management_address", str),
-    "metrics_address": ("metrics_address", str),
-    "model_store": ("model_store", str),
-    "grpc_inference_address": ("grpc_inference_address", str),
-    "grpc_inference_port": ("grpc_inference_port", int),
-    "grpc_management_address": ("grpc_management_address", str),
-    "grpc_management_port": ("grpc_management_port", int),
-    "enable_grpc_ssl": ("enable_grpc_ssl", lambda v: _bool(v)),
-    "certificate_file": ("certificate_file", str),
-    "private_key_file": ("private_key_file", str),
-    "keystore": ("keystore", str),
-    "keystore_pass": ("keystore_pass", str),
-    "keystore_type": ("keystore_type", str),
-    # TorchServe reads "ALL" in any case; the engine knows "all"
-    "load_models": ("load_models", lambda v: "all" if v.strip().lower() == "all" else v),
-    "default_workers_per_model": ("default_workers_per_model", int),
-    "number_of_gpu": ("number_of_gpu", int),
-    "job_queue_size": ("job_queue_size", int),
-    "max_request_size": ("max_request_size", int),
-    "max_response_size": ("max_response_size", int),
-    "default_response_timeout": ("default_response_timeout", float),
-    "default_startup_timeout": ("default_startup_timeout", float),
-    "allowed_urls": ("allowed_urls", lambda v: [u for u in v.split(",") if u]),
-    "disable_token_authorization": ("disable_token_authorization", lambda v: _bool(v)),
-    "enable_model_api": ("enable_model_api", lambda v: _bool(v)),
-    "model_snapshot": ("model_snapshot", str),
-    "install_py_dep_per_model": ("install_py_dep_per_model", lambda v: _bool(v)),
-    "token_expiration_min": ("token_expiration_min", float),
-    # ours (TorchServe has no autoscaler); its keys are ignored by TorchServe
-    "jts_autoscale_interval": ("autoscale_interval", float),
-    "jts_autoscale_queue_depth": ("autoscale_queue_depth", int),
-    "jts_autoscale_queue_wait_ms": ("autoscale_queue_wait_ms", float),
-    "jts_autoscale_up_window": ("autoscale_up_window", float),
-    "jts_autoscale_cooldown": ("autoscale_cooldown", float),
+#: TorchServe config.properties keys read into the EngineConfig trait of the same name.
+_TS_SAME_NAME = (
+    "inference_address",
+    "management_address",
+    "metrics_address",
+    "model_store",
+    "grpc_inference_address",
+    "grpc_inference_port",
+    "grpc_management_address",
+    "grpc_management_port",
+    "enable_grpc_ssl",
+    "certificate_file",
+    "private_key_file",
+    "keystore",
+    "keystore_pass",
+    "keystore_type",
+    "load_models",
+    "default_workers_per_model",
+    "number_of_gpu",
+    "job_queue_size",
+    "max_request_size",
+    "max_response_size",
+    "default_response_timeout",
+    "default_startup_timeout",
+    "allowed_urls",
+    "disable_token_authorization",
+    "enable_model_api",
+    "model_snapshot",
+    "install_py_dep_per_model",
+    "token_expiration_min",
+)
+#: TorchServe config.properties key -> our trait. The value is converted by the trait's own
+#: type (`_ts_value`), so each option's type is told once, in `EngineConfig`.
+_TS_KEYS: dict[str, str] = {
+    **{key: key for key in _TS_SAME_NAME},
+    # ours (TorchServe has no autoscaler): `jts_` + the trait; TorchServe ignores them
+    **{
+        f"jts_{trait}": trait
+        for trait in EngineConfig.class_trait_names(config=True)
+        if trait.startswith("autoscale_")
+    },
 }
+
+
+def _ts_value(trait: str, raw: str) -> Any:
+    """A config.properties string as the value ``trait`` holds (TorchServe's spelling)."""
+    if trait == "load_models":  # TorchServe reads "ALL" in any case; the engine knows "all"
+        return "all" if raw.strip().lower() == "all" else raw
+    kind = EngineConfig.class_traits()[trait]
+    if isinstance(kind, Bool):
+        return _bool(raw)
+    if isinstance(kind, Int):
+        return int(raw)
+    if isinstance(kind, Float):
+        return float(raw)
+    if isinstance(kind, List):  # comma-separated, as TorchServe's allowed_urls
+        return [item for item in raw.split(",") if item]
+    return str(raw)
 
 
 def _bool(value: str) -> bool:
@@ -457,9 +477,9 @@ def ts_traits(props: Mapping[str, str], where: str = "config") -> tuple[dict[str
     ignored = []
     for key, raw in props.items():
         if key in _TS_KEYS:
-            trait, convert = _TS_KEYS[key]
+            trait = _TS_KEYS[key]
             try:
-                values[trait] = convert(raw)
+                values[trait] = _ts_value(trait, raw)
             except ValueError as e:
                 raise ValueError(f"{where}: bad value for {key}: {raw!r} ({e})") from None
         elif key not in _RESOLUTION_KEYS:

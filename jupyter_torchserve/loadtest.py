@@ -217,37 +217,55 @@ def _bucket_counts(before: dict[str, float], after: dict[str, float]) -> dict[in
 
 
 # -- the whole test -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BenchOptions:
+    """What one load test does, apart from the model and its data.
+
+    Why an object: `api.bench`, `%torchserve bench` and `run` all speak of the same eight
+    settings; they are told (and checked) here once, and each caller passes them on whole.
+    Bad values are a `ValueError` at construction, before anything is sent or scaled.
+    """
+
+    concurrency: Sequence[int] = (1, 8, 32)
+    duration: float = 10.0
+    requests: int | None = None
+    protocol: str = "torchserve"
+    #: worker counts to repeat the levels at (scaled to, restored afterwards); None: as it is
+    workers: Sequence[int] | None = None
+    version: str | None = None
+    content_type: str | None = None
+    #: a p99 target (ms): the result recommends a worker count that meets it
+    slo_ms: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "concurrency", tuple(_positive(self.concurrency, "concurrency")))
+        if self.workers:
+            object.__setattr__(self, "workers", tuple(_positive(self.workers, "workers")))
+        if self.duration <= 0 and not self.requests:
+            raise ValueError("duration must be positive (or give requests)")
+
+
 def run(
     client: Client,
     name: str,
     data: Any,
-    *,
-    concurrency: Sequence[int] = (1, 8, 32),
-    duration: float = 10.0,
-    requests: int | None = None,
-    protocol: str = "torchserve",
-    workers: Sequence[int] | None = None,
-    version: str | None = None,
-    content_type: str | None = None,
-    slo_ms: float | None = None,
+    options: BenchOptions | None = None,
     progress: Progress | None = None,
 ) -> BenchResult:
     """Every (workers, concurrency) level in turn; the worker count is put back afterwards."""
-    levels_c = _positive(concurrency, "concurrency")
-    levels_w: list[int | None] = list(_positive(workers, "workers")) if workers else [None]
-    if duration <= 0 and not requests:
-        raise ValueError("duration must be positive (or give requests)")
-    request = build_request(name, data, protocol, version, content_type)
-    described = client.describe(name, version)[0]
+    o = options or BenchOptions()
+    levels_w: list[int | None] = list(o.workers) if o.workers else [None]
+    request = build_request(name, data, o.protocol, o.version, o.content_type)
+    described = client.describe(name, o.version)[0]
     before_scale = (described.get("minWorkers"), described.get("maxWorkers"))
-    probe = EngineProbe(client, name, version)
-    plan = [(w, c) for w in levels_w for c in levels_c]
+    probe = EngineProbe(client, name, o.version)
+    plan = [(w, c) for w in levels_w for c in o.concurrency]
     started = time.time()
     levels: list[Level] = []
     try:
         for i, (w, c) in enumerate(plan):
             if w is not None and (i == 0 or plan[i - 1][0] != w):
-                client.scale(name, w, w, version=version, synchronous=True)
+                client.scale(name, w, w, version=o.version, synchronous=True)
             if progress is not None:
                 progress({"type": "level", "index": i, "of": len(plan), "workers": w, "c": c})
             before = probe.sample()
@@ -255,28 +273,28 @@ def run(
                 client.inference_address,
                 request,
                 c,
-                duration,
-                requests,
+                o.duration,
+                o.requests,
                 client.inference_token,
-                _tagged(progress, i, len(plan), w, c, duration),
+                _tagged(progress, i, len(plan), w, c, o.duration),
             )
             seen = EngineProbe.delta(before, probe.sample())
             levels.append(Level.from_run(w, c, result, seen))
             if progress is not None:
                 progress({"type": "level_done", "level": levels[-1], "index": i, "of": len(plan)})
     finally:
-        if workers and before_scale[0] is not None:
+        if o.workers and before_scale[0] is not None:
             lo, hi = before_scale
-            client.scale(name, int(lo), int(hi or lo), version=version, synchronous=True)
+            client.scale(name, int(lo), int(hi or lo), version=o.version, synchronous=True)
     return BenchResult(
         model=name,
-        version=version,
-        protocol=protocol,
+        version=o.version,
+        protocol=o.protocol,
         levels=levels,
-        slo_ms=slo_ms,
+        slo_ms=o.slo_ms,
         started=started,
-        duration=duration,
-        requests=requests,
+        duration=o.duration,
+        requests=o.requests,
     )
 
 

@@ -1,23 +1,12 @@
-"""Free loopback ports for the engines, servers and TorchServe instances the tests start."""
+"""Free loopback ports for the engines, servers and TorchServe instances the tests start.
+
+The one implementation is the package's (:func:`jupyter_torchserve.ports.free_port`, which
+never hands out one port twice in a process); this name stays for the tests and scripts
+that import ``_ports``.
+"""
 
 from __future__ import annotations
 
-import socket
+from jupyter_torchserve.ports import free_port
 
-_given: set[int] = set()
-
-
-def free_port() -> int:
-    """A port nothing listens on now, and never one this test process handed out before.
-
-    The kernel may return the same ephemeral port to two back-to-back probes once the first
-    probe socket is closed; an engine given one port for two of its APIs then fails to start
-    ("already in use" by itself). Remembering what was handed out rules that out.
-    """
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port not in _given:
-            _given.add(port)
-            return port
+__all__ = ["free_port"]

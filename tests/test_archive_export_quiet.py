@@ -25,5 +25,5 @@ def test_a_failed_export_prints_no_graph(capsys: pytest.CaptureFixture[str]) -> 
     with torch.no_grad():
         reference = model(x)
     with pytest.raises(Exception, match="(?i)data.dependent|guard|control flow"):
-        formats.try_export(model, (x,), reference, 1e-4, 1e-5)
+        formats.try_export(formats.Trial(model, (x,), reference, 1e-4, 1e-5))
     assert "def forward" not in capsys.readouterr().err

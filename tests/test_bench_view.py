@@ -152,3 +152,15 @@ def test_request_on_each_protocol() -> None:
     assert json.loads(v2.body)["inputs"][0]["shape"] == [1, 2]
     with pytest.raises(ValueError, match="protocol must be one of"):
         loadtest.build_request("m", 1, "smtp")
+
+
+def test_options_are_checked_once_when_made() -> None:
+    opts = loadtest.BenchOptions(concurrency=[1, 8], workers=[2])
+    assert opts.concurrency == (1, 8) and opts.workers == (2,)
+    with pytest.raises(ValueError, match="concurrency must be"):
+        loadtest.BenchOptions(concurrency=[0])
+    with pytest.raises(ValueError, match="workers must be"):
+        loadtest.BenchOptions(workers=[1, -2])
+    with pytest.raises(ValueError, match="duration must be positive"):
+        loadtest.BenchOptions(duration=0)
+    assert loadtest.BenchOptions(duration=0, requests=5).requests == 5

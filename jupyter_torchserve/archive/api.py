@@ -23,13 +23,12 @@ from .errors import CaptureError
 from .formats import (
     FORMATS,
     MODEL_FILE,
+    TRIES,
     Attempt,
     FormatUnavailable,
     Serialized,
+    Trial,
     describe_failure,
-    try_eager,
-    try_export,
-    try_torchscript,
 )
 from .handler_spec import HandlerFiles, builtin_dir, resolve_handler
 from .manifest import (
@@ -79,15 +78,7 @@ def _eval_mode(model: torch.nn.Module):
             m.training = training
 
 
-def _capture(
-    model: torch.nn.Module,
-    fmt: str,
-    inputs: tuple[Any, ...] | None,
-    reference: object,
-    init_kwargs: dict[str, Any] | None,
-    rtol: float,
-    atol: float,
-) -> tuple[Serialized, list[Attempt]]:
+def _capture(trial: Trial, fmt: str) -> tuple[Serialized, list[Attempt]]:
     order = FORMATS if fmt == "auto" else (fmt,)  # auto never picks ONNX: asked for only
     attempts: list[Attempt] = []
     for name in order:
@@ -95,13 +86,9 @@ def _capture(
             if name == "onnx":
                 from .onnx_format import try_onnx
 
-                result = try_onnx(model, inputs, reference, rtol, atol)
-            elif name == "export":
-                result = try_export(model, inputs, reference, rtol, atol)
-            elif name == "torchscript":
-                result = try_torchscript(model, inputs, reference, rtol, atol)
+                result = try_onnx(trial)
             else:
-                result = try_eager(model, inputs, reference, rtol, atol, init_kwargs)
+                result = TRIES[name](trial)
         except FormatUnavailable as exc:
             attempts.append(Attempt(name, False, str(exc)))
         except Exception as exc:  # noqa: BLE001 - every failure is reported, next format tried
@@ -110,7 +97,7 @@ def _capture(
             attempts.append(Attempt(name, True, None))
             return result, attempts
     lines = "\n".join(f"  - {a.format}: {a.error}" for a in attempts)
-    raise CaptureError(f"no format could capture {type(model).__name__}:\n{lines}")
+    raise CaptureError(f"no format could capture {type(trial.model).__name__}:\n{lines}")
 
 
 def _extra_entries(extra_files: object) -> dict[str, bytes]:
@@ -229,7 +216,8 @@ def archive(
                 raise ValueError(
                     f"the model fails on example_inputs: {describe_failure(exc)}"
                 ) from exc
-        serialized, attempts = _capture(model, format, inputs, reference, init_kwargs, rtol, atol)
+        trial = Trial(model, inputs, reference, rtol, atol, init_kwargs)
+        serialized, attempts = _capture(trial, format)
     schema = build_schema(inputs, reference, input_names)
     sample = sample_input_document(inputs, input_names)
 

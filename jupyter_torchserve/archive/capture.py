@@ -353,15 +353,22 @@ class SourceCapture:
                 "on the model (attribute, parameter or buffer)"
             )
 
-    def _bind_module(self, name: str, module: types.ModuleType, owner: str) -> None:
-        modname = module.__name__
-        if builtin_module_of(modname):
-            modname = builtin_module_of(modname) or modname
-            self.builtin_modules.add(modname)
-        elif modname.split(".")[0] == "jupyter_torchserve":
+    def _worker_module(self, module: str, what: str, owner: str, hint: str = "") -> str:
+        """The name a serving worker imports ``module`` by: the built-in handlers' package
+        for their notebook-side copy (noted in ``builtin_modules``, so the archive ships it),
+        else ``module`` itself; jupyter_torchserve is refused, as no worker has it."""
+        builtin = builtin_module_of(module)
+        if builtin:
+            self.builtin_modules.add(builtin)
+            return builtin
+        if module.split(".")[0] == "jupyter_torchserve":
             raise SourceCaptureError(
-                f"{owner} uses the module {modname}; archives must not import jupyter_torchserve"
+                f"{owner} uses {what}; archives must not import jupyter_torchserve{hint}"
             )
+        return module
+
+    def _bind_module(self, name: str, module: types.ModuleType, owner: str) -> None:
+        modname = self._worker_module(module.__name__, f"the module {module.__name__}", owner)
         if not self._claim(name, module):
             return
         if modname == name:
@@ -373,16 +380,9 @@ class SourceCapture:
 
     def _bind_import(self, name: str, value: object, module: str, owner: str) -> None:
         qualname = getattr(value, "__qualname__", getattr(value, "__name__", ""))
-        target = module
-        if builtin_module_of(module):
-            target = builtin_module_of(module) or module
-            self.builtin_modules.add(target)
-        elif module.split(".")[0] == "jupyter_torchserve":
-            raise SourceCaptureError(
-                f"{owner} uses {qualname} from {module}; archives must not import "
-                "jupyter_torchserve (handlers may subclass the built-in ones)"
-            )
-        else:
+        hint = " (handlers may subclass the built-in ones)"
+        target = self._worker_module(module, f"{qualname} from {module}", owner, hint)
+        if target not in self.builtin_modules:  # a built-in ships with the archive: no check
             try:
                 found = importlib.import_module(module)
                 for part in qualname.split("."):

@@ -19,6 +19,7 @@ import traceback
 import types
 import uuid
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,12 +106,29 @@ def outputs_close(expected: object, actual: object, rtol: float, atol: float) ->
     return True
 
 
-def _check_round_trip(
-    fmt: str, reference: object, reloaded: object, rtol: float, atol: float
-) -> None:
-    if reference is not None and not outputs_close(reference, reloaded, rtol, atol):
-        diff = max_abs_diff(reference, reloaded)
-        raise RuntimeError(f"{fmt} reload changes the output (max abs diff {diff:.3g})")
+@dataclass(frozen=True)
+class Trial:
+    """What every format is tried on: the model (in eval mode), its example inputs (None when
+    none were given), its own output on them, the tolerances, and the eager ``init_kwargs``.
+
+    Why one value: each ``try_*`` needs all of it, and the proof a reloaded copy must give
+    is the same for every format (:meth:`check`).
+    """
+
+    model: torch.nn.Module
+    inputs: tuple[Any, ...] | None
+    reference: object
+    rtol: float
+    atol: float
+    init_kwargs: dict[str, Any] | None = None
+
+    def check(self, fmt: str, reloaded: object) -> None:
+        """Raise unless ``reloaded`` (the copy's output) matches the model's own output."""
+        if self.reference is not None and not outputs_close(
+            self.reference, reloaded, self.rtol, self.atol
+        ):
+            diff = max_abs_diff(self.reference, reloaded)
+            raise RuntimeError(f"{fmt} reload changes the output (max abs diff {diff:.3g})")
 
 
 # --- failure description -----------------------------------------------------------------
@@ -174,14 +192,9 @@ def _quiet_torch_logs():
             lg.setLevel(level)
 
 
-def try_export(
-    model: torch.nn.Module,
-    inputs: tuple[Any, ...] | None,
-    reference: object,
-    rtol: float,
-    atol: float,
-) -> Serialized:
+def try_export(trial: Trial) -> Serialized:
     """``torch.export`` with a dynamic batch dimension, saved and reloaded to prove it works."""
+    model, inputs = trial.model, trial.inputs
     if inputs is None:
         raise FormatUnavailable("torch.export needs example_inputs")
     export_inputs = _batch_of_two(inputs)
@@ -196,34 +209,22 @@ def try_export(
     payload = buffer.getvalue()
     reloaded = torch.export.load(io.BytesIO(payload)).module()
     with torch.no_grad():
-        _check_round_trip("torch.export", reference, reloaded(*inputs), rtol, atol)
+        trial.check("torch.export", reloaded(*inputs))
     return Serialized("export", SERIALIZED_FILES["export"], payload=payload)
 
 
 # --- TorchScript ---------------------------------------------------------------------------
-def try_torchscript(
-    model: torch.nn.Module,
-    inputs: tuple[Any, ...] | None,
-    reference: object,
-    rtol: float,
-    atol: float,
-) -> Serialized:
+def try_torchscript(trial: Trial) -> Serialized:
     """``torch.jit.script``, else ``torch.jit.trace`` on the examples; saved and reloaded."""
     notes: list[str] = []
     with warnings.catch_warnings():
         # TorchScript is deprecated in torch >= 2.10 but still what TorchServe 0.12 loads.
         warnings.simplefilter("ignore", DeprecationWarning)
-        return _torchscript(model, inputs, reference, rtol, atol, notes)
+        return _torchscript(trial, notes)
 
 
-def _torchscript(
-    model: torch.nn.Module,
-    inputs: tuple[Any, ...] | None,
-    reference: object,
-    rtol: float,
-    atol: float,
-    notes: list[str],
-) -> Serialized:
+def _torchscript(trial: Trial, notes: list[str]) -> Serialized:
+    model, inputs = trial.model, trial.inputs
     try:
         scripted = torch.jit.script(model)
         how = "script"
@@ -249,7 +250,7 @@ def _torchscript(
     reloaded = torch.jit.load(io.BytesIO(payload), map_location="cpu")
     if inputs is not None:
         with torch.no_grad():
-            _check_round_trip(f"TorchScript ({how})", reference, reloaded(*inputs), rtol, atol)
+            trial.check(f"TorchScript ({how})", reloaded(*inputs))
     notes.insert(0, f"torchscript via {how}")
     return Serialized("torchscript", SERIALIZED_FILES["torchscript"], payload=payload, notes=notes)
 
@@ -367,21 +368,15 @@ def _check_state_dict_fits(rebuilt: torch.nn.Module, state: dict[str, Any], name
                 )
 
 
-def try_eager(
-    model: torch.nn.Module,
-    inputs: tuple[Any, ...] | None,
-    reference: object,
-    rtol: float,
-    atol: float,
-    init_kwargs: dict[str, Any] | None,
-) -> Serialized:
+def try_eager(trial: Trial) -> Serialized:
     """State dict + captured source, checked by rebuilding the class from that source.
 
     The rebuild happens on the ``meta`` device (no memory, no init compute) and takes the
     live tensors with ``assign=True``, so checking a large model costs almost nothing.
     """
+    model, inputs = trial.model, trial.inputs
     cls = type(model)
-    kwargs = recover_init_kwargs(model, init_kwargs)
+    kwargs = recover_init_kwargs(model, trial.init_kwargs)
     try:
         source = capture_model_source(model)
     except SourceCaptureError as exc:
@@ -401,7 +396,7 @@ def try_eager(
     if inputs is not None and not on_meta:
         rebuilt.eval()
         with torch.no_grad():
-            _check_round_trip("eager rebuild", reference, rebuilt(*inputs), rtol, atol)
+            trial.check("eager rebuild", rebuilt(*inputs))
     return Serialized(
         "eager",
         SERIALIZED_FILES["eager"],
@@ -409,3 +404,12 @@ def try_eager(
         model_source=source,
         eager={"module": "model", "class": cls.__name__, "init_kwargs": kwargs},
     )
+
+
+#: The torch-side formats' attempts by name, in ``FORMATS`` order (ONNX lives in
+#: ``onnx_format``, imported only when asked for).
+TRIES: dict[str, Callable[[Trial], Serialized]] = {
+    "export": try_export,
+    "torchscript": try_torchscript,
+    "eager": try_eager,
+}

@@ -21,8 +21,8 @@ import torch
 from .formats import (
     FormatUnavailable,
     Serialized,
+    Trial,
     _batch_of_two,
-    _check_round_trip,
     _quiet_torch_logs,
     describe_failure,
     output_tensors,
@@ -87,15 +87,10 @@ def run_in_onnxruntime(payload: bytes, inputs: tuple[Any, ...]) -> list[torch.Te
     return [torch.from_numpy(o) for o in session.run(None, feed)]
 
 
-def try_onnx(
-    model: torch.nn.Module,
-    inputs: tuple[Any, ...] | None,
-    reference: object,
-    rtol: float,
-    atol: float,
-) -> Serialized:
+def try_onnx(trial: Trial) -> Serialized:
     """The model as an ONNX graph (dynamo exporter, else TorchScript-based), proven in ONNX
     Runtime on the example inputs (and on a batch of two: the batch axis must be dynamic)."""
+    model, inputs = trial.model, trial.inputs
     if inputs is None:
         raise FormatUnavailable("ONNX export needs example_inputs")
     if not all(isinstance(t, torch.Tensor) for t in inputs):
@@ -107,14 +102,14 @@ def try_onnx(
             "format='onnx' needs onnx, onnxscript and onnxruntime: pip install "
             "'jupyter_torchserve[onnx]'"
         ) from None
-    n_out = len(output_tensors(reference)) or 1
+    n_out = len(output_tensors(trial.reference)) or 1
     export_inputs = _batch_of_two(inputs)
     failures = []
     for label, exporter in (("dynamo", _dynamo), ("torchscript", _torchscript)):
         try:
             payload = exporter(model, export_inputs, n_out)
             outputs = run_in_onnxruntime(payload, inputs)
-            _check_round_trip(f"ONNX ({label} exporter)", reference, _shaped(outputs), rtol, atol)
+            trial.check(f"ONNX ({label} exporter)", _shaped(outputs))
         except Exception as exc:  # noqa: BLE001 - the next exporter is tried, reasons kept
             failures.append(f"{label} exporter: {describe_failure(exc)}")
             continue

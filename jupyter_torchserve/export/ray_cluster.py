@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..ports import free_port
+
 #: Single ports Ray opens, each given explicitly so none lands on a port in use.
 _PORT_FLAGS = (
     ("gcs", "--port"),
@@ -66,16 +68,6 @@ def _bindable(port: int) -> bool:
     return True
 
 
-def _free_port(taken: set[int]) -> int:
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port not in taken:
-            taken.add(port)
-            return port
-
-
 def _free_block(size: int, taken: set[int]) -> int:
     for _ in range(200):
         base = random.randrange(20000, 40000 - size)
@@ -97,8 +89,8 @@ class RayPorts:
     def free(cls) -> RayPorts:
         taken: set[int] = set()
         names = [n for n, _ in _PORT_FLAGS] + [n for n, _ in _PORT_ENV]
-        ports = {n: _free_port(taken) for n in names}
-        serve_http = _free_port(taken)
+        ports = {n: free_port(taken) for n in names}
+        serve_http = free_port(taken)
         base = _free_block(WORKER_PORTS, taken)
         return cls(ports, base, base + WORKER_PORTS - 1, serve_http)
 

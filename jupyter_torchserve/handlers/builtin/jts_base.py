@@ -111,6 +111,22 @@ def as_bytes_or_text(payload: Any) -> Any:
     return payload
 
 
+def unwrapped(payload: Any, keys: tuple[str, ...], missing: str) -> Any:
+    """A request payload with the JSON objects a client wrapped it in taken off: the value
+    under the first of ``keys`` present (``{"data": ...}``), as deep as they go.
+
+    Why one function: every built-in accepts its input bare or in such an envelope, each
+    with its own field names; ``missing`` is the ``ValueError`` where none of them is there.
+    """
+    payload = as_bytes_or_text(payload)
+    while isinstance(payload, dict):
+        key = next((k for k in keys if k in payload), None)
+        if key is None:
+            raise ValueError(missing)
+        payload = as_bytes_or_text(payload[key])
+    return payload
+
+
 def decode_base64(text: str) -> bytes:
     """Decode base64 text, also from a ``data:...;base64,`` URL."""
     if text.startswith("data:") and "," in text:
@@ -849,12 +865,11 @@ class ImageHandlerBase(JtsBaseHandler):
 
     def decode_image(self, payload: Any) -> torch.Tensor:
         """One request payload -> a float ``[C, H, W]`` tensor ready for the model."""
-        payload = as_bytes_or_text(payload)
-        if isinstance(payload, dict):
-            for key in ("data", "b64", "image", "instances"):
-                if key in payload:
-                    return self.decode_image(payload[key])
-            raise ValueError("a JSON image input needs a 'data' or 'b64' field")
+        payload = unwrapped(
+            payload,
+            ("data", "b64", "image", "instances"),
+            "a JSON image input needs a 'data' or 'b64' field",
+        )
         if isinstance(payload, str):
             payload = decode_base64(payload)
         if isinstance(payload, bytes) and payload[:6] == b"\x93NUMPY":

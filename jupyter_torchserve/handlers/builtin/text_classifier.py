@@ -20,12 +20,12 @@ from typing import Any
 import torch
 from jts_base import (
     JtsBaseHandler,
-    as_bytes_or_text,
     captum_attr,
     finite_float,
     first_tensor,
     prediction_error,
     request_payload,
+    unwrapped,
 )
 
 _TOKEN = re.compile(r"\w+|[^\w\s]", re.UNICODE)
@@ -96,12 +96,9 @@ class TextClassifier(JtsBaseHandler):
             raise ValueError("a text model's explain baseline is a token id (an int)")
 
     def text_of(self, payload: Any) -> str:
-        payload = as_bytes_or_text(payload)
-        if isinstance(payload, dict):
-            for key in ("text", "data", "input", "inputs"):
-                if key in payload:
-                    return self.text_of(payload[key])
-            raise ValueError("a JSON text input needs a 'text' field")
+        payload = unwrapped(
+            payload, ("text", "data", "input", "inputs"), "a JSON text input needs a 'text' field"
+        )
         if isinstance(payload, list) and len(payload) == 1:
             return self.text_of(payload[0])
         if isinstance(payload, bytes):

@@ -139,3 +139,39 @@ def _only_loopback(cluster: LocalRayCluster) -> None:
     for ip, port, name in outside:
         print(f"INFO: {name} listens on {ip}:{port} (Ray Serve's inter-deployment gRPC)")
     assert not unexpected, unexpected
+
+
+def test_a_cluster_started_for_a_run_ends_with_the_process_that_started_it() -> None:
+    """`export(..., run=True)` starts Ray in its own session, so nothing ties it to the
+    kernel: a kernel that exits (or restarts) must take its cluster along, not leave a
+    Ray head running until the machine reboots."""
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    started = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from jupyter_torchserve.export.ray_cluster import LocalRayCluster\n"
+            "c = LocalRayCluster().start()\n"
+            "print(c.proc.pid, flush=True)\n",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert started.returncode == 0, started.stderr[-3000:]
+    pgid = int(started.stdout.split()[-1])
+    deadline = time.monotonic() + 30
+    left = [0]
+    while time.monotonic() < deadline and left:
+        left = [
+            p.pid
+            for p in psutil.process_iter(["status"])
+            if _pgid(p.pid) == pgid and p.info["status"] != psutil.STATUS_ZOMBIE
+        ]
+        time.sleep(0.5)
+    assert not left, f"Ray processes {left} outlived the process that started them"

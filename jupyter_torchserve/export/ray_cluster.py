@@ -10,6 +10,7 @@ the cluster runs in its own session and exactly that process group is stopped.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import random
@@ -177,6 +178,9 @@ class LocalRayCluster:
             if "Ray runtime started" in self.log(200):
                 with contextlib.suppress(requests.RequestException):
                     if requests.get(self.dashboard_url + "/api/version", timeout=5).ok:
+                        # its own session outlives us otherwise: a kernel that exits (or
+                        # restarts) takes the cluster it started with it
+                        atexit.register(self.stop)
                         return self
             time.sleep(0.5)
         self.stop()
@@ -205,6 +209,7 @@ class LocalRayCluster:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(10)
         self.proc = None
+        atexit.unregister(self.stop)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 

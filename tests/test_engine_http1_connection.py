@@ -214,6 +214,31 @@ def test_oversized_headers_are_refused_with_431():
     asyncio.run(scenario())
 
 
+def test_too_many_header_fields_are_refused_with_a_json_431():
+    """100 header fields are served; the 101st refuses the request before the router sees
+    it, with a JSON body, and the connection closes."""
+
+    async def scenario() -> None:
+        conn, transport, counted = _connection(_echo)
+        fields = b"".join(b"X-H%d: v\r\n" % i for i in range(100))
+        conn.data_received(b"GET /ok HTTP/1.1\r\n" + fields + b"\r\n")
+        ((status, _, body),) = _responses(bytes(transport.data))
+        assert status == "HTTP/1.1 200 OK" and body.startswith(b"GET /ok")
+        transport.data.clear()
+        conn.data_received(b"GET /no HTTP/1.1\r\n" + fields + b"X-One-More: v\r\n\r\n")
+        ((status, headers, body),) = _responses(bytes(transport.data))
+        assert status == "HTTP/1.1 431 Request Header Fields Too Large"
+        assert headers["content-type"] == "application/json"
+        assert json.loads(body) == {
+            "code": 431,
+            "type": "BadRequestException",
+            "message": "Request has more than 100 header fields",
+        }
+        assert transport.closed and counted == [200, 431]
+
+    asyncio.run(scenario())
+
+
 def test_keep_alive_rules_of_http_1_0_and_connection_close():
     async def scenario() -> None:
         conn, transport, _ = _connection(_echo)

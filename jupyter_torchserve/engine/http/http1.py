@@ -11,7 +11,12 @@ interface, so all other routes keep their handlers unchanged.
 
 Requests on one connection are answered strictly in order (HTTP/1.1 pipelining); a body is
 read whole before its request is dispatched, and refused with 413 as soon as its declared or
-running size passes `max_request_size`.
+running size passes `max_request_size`. A request line plus headers over `MAX_HEADER_BYTES`,
+or more than `MAX_HEADERS` header fields, is refused with 431.
+
+All three ports are served here (engine/app.py): the management and metrics ports with a
+router that declines everything, so only their malformed requests are answered by this
+module, as JSON errors like the inference port's, never Tornado's empty-body 400.
 """
 
 from __future__ import annotations
@@ -32,7 +37,10 @@ from ..errors import ApiError, unexpected_error
 
 log = logging.getLogger("jupyter_torchserve.engine")
 
-MAX_HEADER_BYTES = 64 * 1024  # Tornado's default max_header_size
+MAX_HEADER_BYTES = 64 * 1024  # Tornado's default max_header_size (request line + headers)
+# header fields a request may have: each costs a dict entry and a Tornado HTTPHeaders entry,
+# and 64 KiB of one-byte headers would be ~10,000 of them; Apache's LimitRequestFields is 100
+MAX_HEADERS = 100
 MAX_PIPELINED = 16  # complete requests buffered behind the one being answered
 
 
@@ -195,6 +203,9 @@ class Connection(asyncio.Protocol):
         self._count_header(len(name) + len(value))
         req = self._incoming
         assert req is not None
+        if len(req.raw_headers) >= MAX_HEADERS:
+            self._refuse(431, f"Request has more than {MAX_HEADERS} header fields")
+            raise _Refused
         n, v = name.decode("latin-1"), value.decode("latin-1")
         req.raw_headers.append((n, v))
         key = n.lower()

@@ -220,3 +220,36 @@ def test_nothing_outlives_a_sigkilled_engine_and_the_next_start_is_clean(tmp_pat
         assert _predict(info, "busy", {}).status_code in (200, 404)
     finally:
         stop_engine(info)
+
+
+def test_a_full_job_queue_is_a_json_503_and_other_models_are_still_served(tmp_path):
+    """TorchServe's `job_queue_size`: with one job in the worker and two queued, a fourth
+    request is refused at once with 503, not queued without bound; another model's queue
+    is its own, and the model takes requests again once its queue drains."""
+    store = tmp_path / "store"
+    store.mkdir()
+    fault_mar(store, "busy")
+    fault_mar(store, "other")
+    with running_engine(
+        tmp_path, model_store=str(store), job_queue_size=2, max_inflight_per_worker=1
+    ) as (info, client):
+        client.register("busy.mar", initial_workers=1)
+        client.register("other.mar", initial_workers=1)
+        answers: list[int] = []
+        threads = []
+        for _ in range(3):  # one in the worker, two queued
+            t = threading.Thread(
+                target=lambda: answers.append(_predict(info, "busy", {"sleep": 2}).status_code)
+            )
+            t.start()
+            threads.append(t)
+            time.sleep(0.3)
+        r = _predict(info, "busy", {})
+        assert r.status_code == 503, r.text
+        body = r.json()
+        assert body["code"] == 503 and "job_queue_size" in body["message"]
+        assert _predict(info, "other", {}).status_code == 200
+        for t in threads:
+            t.join(60)
+        assert answers == [200, 200, 200]
+        assert _predict(info, "busy", {}).status_code == 200

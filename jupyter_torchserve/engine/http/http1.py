@@ -1,4 +1,4 @@
-"""The inference API's HTTP/1.1 server: an asyncio Protocol with httptools' C parser.
+"""The HTTP/1.1 server of the engine's three ports: an asyncio Protocol with httptools' C parser.
 
 Why not Tornado's own HTTPServer here: profiling a near-free model at one connection showed
 Tornado's IOStream and pure-Python HTTP/1 parsing plus a RequestHandler per request taking

@@ -1,8 +1,11 @@
-"""The reliability soak: load with worker SIGKILLs, malformed requests, an engine SIGKILL.
+"""The reliability soak: load with worker SIGKILLs, malformed requests, handler faults,
+slowloris connections, an engine SIGKILL.
 
 Too long for CI; its figures go into docs/reliability.md. Run from the repository root:
 
     .venv/bin/python scripts/reliability_soak.py --requests 20000 --concurrency 64 --kills 3
+
+(`--slow-connections 500` is the default; smaller numbers and `--skip` make a shorter run.)
 
 Each part prints one JSON line. Everything runs on loopback against a private engine on
 free ports, with a throwaway model store and state dir.
@@ -18,8 +21,10 @@ import signal
 import socket
 import sys
 import tempfile
+import textwrap
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -27,7 +32,7 @@ import psutil
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from _engine_helpers import probe_mar  # noqa: E402
+from _engine_helpers import manifest, probe_mar, write_mar  # noqa: E402
 from _ports import free_port  # noqa: E402
 
 from jupyter_torchserve.launcher import start_engine, stop_engine  # noqa: E402
@@ -134,6 +139,10 @@ def _req(
     return b"\r\n".join(lines) + b"\r\n\r\n" + body
 
 
+def _post_json(path: str, body: bytes) -> bytes:
+    return _req("POST", path, {"Host": "x", "Content-Type": "application/json"}, body)
+
+
 def malformed_cases(key: str) -> list[tuple[str, bytes]]:
     """(port, request) pairs: the issue's list, then seeded random damage to good ones."""
     auth = {"Host": "x", "Authorization": "Bearer " + key}
@@ -154,66 +163,34 @@ def malformed_cases(key: str) -> list[tuple[str, bytes]]:
         ("inference", b"GET /ping\r\n\r\n"),
         (
             "inference",
-            _req(
-                "POST",
-                "/v2/models/probe/infer",
-                {"Host": "x", "Content-Type": "application/json"},
-                v2([], [1]),
-            ),
+            _post_json("/v2/models/probe/infer", v2([], [1])),
         ),
         (
             "inference",
-            _req(
-                "POST",
-                "/v2/models/probe/infer",
-                {"Host": "x", "Content-Type": "application/json"},
-                v2({}, [1]),
-            ),
+            _post_json("/v2/models/probe/infer", v2({}, [1])),
         ),
         (
             "inference",
-            _req(
-                "POST",
-                "/v2/models/probe/infer",
-                {"Host": "x", "Content-Type": "application/json"},
-                v2("INT8", [1000]),
-            ),
+            _post_json("/v2/models/probe/infer", v2("INT8", [1000])),
         ),
         (
             "inference",
-            _req(
-                "POST",
-                "/v2/models/probe/infer",
-                {"Host": "x", "Content-Type": "application/json"},
-                v2("UINT8", [-1]),
-            ),
+            _post_json("/v2/models/probe/infer", v2("UINT8", [-1])),
         ),
         (
             "inference",
-            _req(
-                "POST",
+            _post_json(
                 "/v2/models/probe/infer",
-                {"Host": "x", "Content-Type": "application/json"},
                 b'{"inputs":[{"name":"x","shape":[1],"datatype":"INT64","data":[1e400]}]}',
             ),
         ),
         (
             "inference",
-            _req(
-                "POST",
-                "/v2/models/probe/infer",
-                {"Host": "x", "Content-Type": "application/json"},
-                deep,
-            ),
+            _post_json("/v2/models/probe/infer", deep),
         ),
         (
             "inference",
-            _req(
-                "POST",
-                "/v1/models/probe:predict",
-                {"Host": "x", "Content-Type": "application/json"},
-                deep,
-            ),
+            _post_json("/v1/models/probe:predict", deep),
         ),
         ("management", _req("POST", "/models", {**auth, "Content-Type": "application/json"}, deep)),
         (
@@ -245,24 +222,14 @@ def malformed_cases(key: str) -> list[tuple[str, bytes]]:
     good = [
         (
             "inference",
-            _req(
-                "POST",
-                "/predictions/probe",
-                {"Host": "x", "Content-Type": "application/json"},
-                b'{"echo": 1}',
-            ),
+            _post_json("/predictions/probe", b'{"echo": 1}'),
         ),
         ("management", _req("GET", "/models/probe", auth)),
         ("management", _req("PUT", "/models/probe?min_worker=1", auth)),
         ("metrics", _req("GET", "/metrics?name[]=ts_inference_requests_total", {"Host": "x"})),
         (
             "inference",
-            _req(
-                "POST",
-                "/v2/models/probe/infer",
-                {"Host": "x", "Content-Type": "application/json"},
-                v2("FP32", [1.0]),
-            ),
+            _post_json("/v2/models/probe/infer", v2("FP32", [1.0])),
         ),
     ]
     while len(cases) < 2000:
@@ -361,6 +328,200 @@ def malformed(info: dict) -> dict:
     }
 
 
+FAULT_HANDLER = textwrap.dedent("""
+    import json, os, sys, time
+
+    def handle(data, context):
+        if data is None:
+            return None
+        out = []
+        for row in data:
+            body = row.get("body")
+            if isinstance(body, (bytes, bytearray)):
+                body = json.loads(body or b"{}")
+            body = body or {}
+            if body.get("raise"):
+                raise ValueError("soak fault: raise")
+            if body.get("hang"):
+                time.sleep(body["hang"])
+            if body.get("flood"):
+                line = "x" * 1023
+                for _ in range(body["flood"]):
+                    print(line)
+                sys.stdout.flush()
+            if body.get("exit") is not None:
+                os._exit(body["exit"])
+            out.append({"pid": os.getpid()})
+        return out
+""")
+
+FAULTS = {
+    "raise": {"raise": 1},
+    "hang": {"hang": 600},  # past the model's response_timeout (3 s)
+    "print-flood": {"flood": 50_000},  # 50 MiB of stdout in one request
+    "exit": {"exit": 3},
+}
+
+
+class _Bystander:
+    """Predictions to another model, one after another, while a fault happens."""
+
+    def __init__(self, info: dict) -> None:
+        self.url = info["inference_address"] + "/predictions/probe"
+        self.codes: dict[int, int] = {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        s = requests.Session()
+        while not self.stop.is_set():
+            try:
+                code = s.post(self.url, json={"echo": 1}, timeout=60).status_code
+            except requests.RequestException:
+                code = 0
+            self.codes[code] = self.codes.get(code, 0) + 1
+
+    def __enter__(self) -> _Bystander:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(60)
+
+
+def _workers(info: dict, name: str) -> list[dict]:
+    head = {"Authorization": "Bearer " + _key(info)}
+    url = info["management_address"] + f"/models/{name}"
+    return requests.get(url, headers=head, timeout=30).json()[0]["workers"]
+
+
+def _until(cond: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.2)
+    return cond()
+
+
+def handler_faults(info: dict) -> dict:
+    """Each fault once on a 2-worker model while another model is asked continuously: what
+    the faulty request got, how many of its model's workers it cost, whether the model
+    serves again, and what the bystander model's requests got meanwhile."""
+    head = {"Authorization": "Bearer " + _key(info)}
+    r = requests.post(
+        info["management_address"] + "/models",
+        params={"url": "fault.mar", "initial_workers": 2, "response_timeout": 3},
+        headers=head,
+        timeout=180,
+    )
+    r.raise_for_status()
+    results = []
+    for name, body in FAULTS.items():
+        before = {w["pid"] for w in _workers(info, "fault")}
+        with _Bystander(info) as bystander:
+            t0 = time.monotonic()
+            r = requests.post(
+                info["inference_address"] + "/predictions/fault", json=body, timeout=120
+            )
+            took = time.monotonic() - t0
+            ready = _until(
+                lambda: [w["status"] for w in _workers(info, "fault")] == ["READY"] * 2, 60
+            )
+            time.sleep(0.5)
+        after = {w["pid"] for w in _workers(info, "fault")}
+        try:
+            message = str(r.json().get("message", ""))[:80] if r.status_code >= 400 else ""
+        except ValueError:
+            message = r.text[:80]
+        then = requests.post(info["inference_address"] + "/predictions/fault", json={}, timeout=60)
+        results.append(
+            {
+                "fault": name,
+                "status": r.status_code,
+                "message": message,
+                "seconds": round(took, 1),
+                "workers_replaced": len(before - after),
+                "back_to_2_ready": ready,
+                "next_request": then.status_code,
+                "bystander_codes": bystander.codes,
+            }
+        )
+    return {"part": "handler-faults", "cases": results}
+
+
+def _fds(pid: int) -> int:
+    return psutil.Process(pid).num_fds()
+
+
+def slowloris(info: dict, n: int, seconds: float) -> dict:
+    """`n` connections that send a request's headers a few bytes at a time and never finish,
+    for `seconds`; meanwhile ordinary predictions are timed. Then they close, and the
+    engine's open file descriptors are counted against the start."""
+    port = int(info["inference_address"].rsplit(":", 1)[1])
+    baseline = _fds(info["pid"])
+    socks: list[socket.socket] = []
+    refused = 0
+    for _ in range(n):
+        try:
+            s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            s.sendall(b"POST /predictions/probe HTTP/1.1\r\nHost: x\r\n")
+            socks.append(s)
+        except OSError:
+            refused += 1
+    held = _fds(info["pid"])  # the engine may still be accepting its backlog: max below
+    codes: dict[int, int] = {}
+    latencies: list[float] = []
+    session = requests.Session()
+    deadline = time.monotonic() + seconds
+    i = 0
+    while time.monotonic() < deadline:
+        for s in socks[i % 10 :: 10]:  # a tenth of them trickle a header each round
+            try:
+                s.sendall(b"X-%d: y\r\n" % i)
+            except OSError:
+                pass
+        t0 = time.monotonic()
+        try:
+            code = session.post(
+                info["inference_address"] + "/predictions/probe", json={"echo": i}, timeout=60
+            ).status_code
+        except requests.RequestException:
+            code = 0
+        latencies.append(time.monotonic() - t0)
+        codes[code] = codes.get(code, 0) + 1
+        held = max(held, _fds(info["pid"]))
+        i += 1
+        time.sleep(0.1)
+    dropped_by_engine = 0
+    for s in socks:
+        s.setblocking(False)
+        try:
+            if s.recv(1) == b"":
+                dropped_by_engine += 1
+        except BlockingIOError:
+            pass
+        except OSError:
+            dropped_by_engine += 1
+        s.close()
+    session.close()
+    settled = _until(lambda: _fds(info["pid"]) <= baseline + 2, 30)
+    latencies.sort()
+    return {
+        "part": "slowloris",
+        "connections": len(socks),
+        "refused": refused,
+        "seconds": seconds,
+        "others_codes": codes,
+        "others_p50_ms": round(1000 * latencies[len(latencies) // 2], 1),
+        "others_max_ms": round(1000 * latencies[-1], 1),
+        "closed_by_engine_while_slow": dropped_by_engine,
+        "engine_fds": {"baseline": baseline, "most_held": held, "after": _fds(info["pid"])},
+        "fds_back_to_baseline": settled,
+    }
+
+
 def engine_kill(tmp: Path, store: Path) -> dict:
     """SIGKILL a busy engine; count what outlives it; start again and look at $TMPDIR
     (a private one: other programs' folders are not the engine's to count)."""
@@ -417,12 +578,26 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=20000)
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--kills", type=int, default=3)
+    ap.add_argument("--slow-connections", type=int, default=500)
+    ap.add_argument("--slow-seconds", type=float, default=30.0)
+    ap.add_argument(
+        "--skip",
+        nargs="*",
+        default=[],
+        choices=["load", "malformed", "faults", "slowloris", "engine-kill"],
+    )
     args = ap.parse_args()
+    skip = set(args.skip)
     with tempfile.TemporaryDirectory(prefix="jts-soak-") as t:
         tmp = Path(t)
         store = tmp / "store"
         store.mkdir()
         probe_mar(store)
+        write_mar(
+            store / "fault.mar",
+            {"fault_handler.py": FAULT_HANDLER, "dummy.txt": "x"},
+            manifest("fault", "1.0", "dummy.txt", "fault_handler.py"),
+        )
         info = _start(tmp, store)
         try:
             head = {"Authorization": "Bearer " + _key(info)}
@@ -433,11 +608,23 @@ def main() -> None:
                 timeout=180,
             )
             r.raise_for_status()
-            print(json.dumps(load_with_kills(info, args.requests, args.concurrency, args.kills)))
-            print(json.dumps(malformed(info)))
+            parts: list[Callable[[], dict]] = []
+            if "load" not in skip:
+                parts.append(
+                    lambda: load_with_kills(info, args.requests, args.concurrency, args.kills)
+                )
+            if "malformed" not in skip:
+                parts.append(lambda: malformed(info))
+            if "faults" not in skip:
+                parts.append(lambda: handler_faults(info))
+            if "slowloris" not in skip:
+                parts.append(lambda: slowloris(info, args.slow_connections, args.slow_seconds))
+            for part in parts:
+                print(json.dumps(part()), flush=True)
         finally:
             stop_engine(info)
-        print(json.dumps(engine_kill(tmp, store)))
+        if "engine-kill" not in skip:
+            print(json.dumps(engine_kill(tmp, store)), flush=True)
 
 
 if __name__ == "__main__":

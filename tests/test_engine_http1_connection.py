@@ -214,6 +214,31 @@ def test_oversized_headers_are_refused_with_431():
     asyncio.run(scenario())
 
 
+def test_too_many_header_fields_are_refused_with_a_json_431():
+    """100 header fields are served; the 101st refuses the request before the router sees
+    it, with a JSON body, and the connection closes."""
+
+    async def scenario() -> None:
+        conn, transport, counted = _connection(_echo)
+        fields = b"".join(b"X-H%d: v\r\n" % i for i in range(100))
+        conn.data_received(b"GET /ok HTTP/1.1\r\n" + fields + b"\r\n")
+        ((status, _, body),) = _responses(bytes(transport.data))
+        assert status == "HTTP/1.1 200 OK" and body.startswith(b"GET /ok")
+        transport.data.clear()
+        conn.data_received(b"GET /no HTTP/1.1\r\n" + fields + b"X-One-More: v\r\n\r\n")
+        ((status, headers, body),) = _responses(bytes(transport.data))
+        assert status == "HTTP/1.1 431 Request Header Fields Too Large"
+        assert headers["content-type"] == "application/json"
+        assert json.loads(body) == {
+            "code": 431,
+            "type": "BadRequestException",
+            "message": "Request has more than 100 header fields",
+        }
+        assert transport.closed and counted == [200, 431]
+
+    asyncio.run(scenario())
+
+
 def test_keep_alive_rules_of_http_1_0_and_connection_close():
     async def scenario() -> None:
         conn, transport, _ = _connection(_echo)
@@ -242,6 +267,44 @@ def test_a_hang_up_tells_the_answer_in_progress_and_drops_the_queue():
         conn.data_received(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n")
         conn.connection_lost(None)
         assert lost == ["/a"] and routed == ["/a"] and not conn.queue
+
+    asyncio.run(scenario())
+
+
+def test_a_half_close_after_complete_requests_gets_every_answer_then_the_close():
+    """`shutdown(SHUT_WR)` after two pipelined requests: the transport stays open for the
+    answers (eof_received says so), the answer not yet begun is preceded by an interim
+    `100 Continue` (the probe that tells a closed client apart), and the connection closes
+    after the last answer. A FIN with nothing pending closes at once, as before."""
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+
+        def router(conn: Connection, req: Request) -> bool:
+            if req.target == "/slow":
+                loop.call_later(0.01, conn.respond, 200, "text/plain", b"slow")
+                return True
+            return _echo(conn, req)
+
+        conn, transport, counted = _connection(router)
+        conn.data_received(
+            b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        assert conn.eof_received() is True
+        assert bytes(transport.data) == b"HTTP/1.1 100 Continue\r\n\r\n" and not transport.closed
+        await asyncio.sleep(0.05)
+        answers = _responses(bytes(transport.data))
+        assert [a[0] for a in answers] == [
+            "HTTP/1.1 100 Continue",
+            "HTTP/1.1 200 OK",
+            "HTTP/1.1 200 OK",
+        ]
+        assert [a[2] for a in answers[1:]] == [b"slow", b"GET /b b''"]
+        assert transport.closed and counted == [200, 200]
+
+        idle, idle_transport, _ = _connection(_echo)
+        idle.data_received(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")  # answered already
+        assert idle.eof_received() is None  # asyncio closes the transport
 
     asyncio.run(scenario())
 

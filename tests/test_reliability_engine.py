@@ -367,6 +367,56 @@ def test_malformed_requests_get_no_5xx_and_errors_are_json(served, port, raw):
     _resident_still_served(info)
 
 
+_PATHS = {"inference": b"/ping", "management": b"/models", "metrics": b"/metrics"}
+_FIELDS = b"".join(b"X-H%d: v\r\n" % i for i in range(101))
+UNPARSABLE = {
+    "bad request line": b"GARBAGE\r\n\r\n",
+    "bad method token": b"G(T {path} HTTP/1.1\r\nHost: x\r\n\r\n",
+    "bad version": b"GET {path} HTTP/9.Z\r\nHost: x\r\n\r\n",
+    "space in a header name": b"GET {path} HTTP/1.1\r\nHost: x\r\nBad Name: v\r\n\r\n",
+    "header without a colon": b"GET {path} HTTP/1.1\r\nHost: x\r\nNoColon\r\n\r\n",
+    "bad Content-Length": b"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 1x\r\n\r\n",
+    "101 header fields": b"GET {path} HTTP/1.1\r\nHost: x\r\n" + _FIELDS + b"\r\n",
+    "headers over 64 KiB": b"GET {path} HTTP/1.1\r\nX: " + b"a" * 70000 + b"\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("port", sorted(_PATHS))
+@pytest.mark.parametrize("case", sorted(UNPARSABLE))
+def test_requests_the_parser_refuses_get_a_json_4xx_on_every_port(served, port, case):
+    """Tornado's own parser answered these with an empty-body 400 on the management and
+    metrics ports; all three ports now share http1.py's server and its JSON errors."""
+    info, _, _, _ = served
+    raw = UNPARSABLE[case].replace(b"{path}", _PATHS[port])
+    status, body = _raw(info[f"{port}_address"], raw)
+    assert status in (400, 431), body[:300]
+    err = json.loads(body)
+    assert err["code"] == status and err["type"] and err["message"]
+
+
+@pytest.mark.parametrize("port", sorted(_PATHS))
+def test_http_1_1_without_host_is_a_json_400_on_every_port(served, port):
+    """RFC 9112: a server answers an HTTP/1.1 request without Host with 400; here with a
+    JSON body on every port (the management port's was empty)."""
+    info, _, _, _ = served
+    raw = b"GET %s HTTP/1.1\r\nConnection: close\r\n\r\n" % _PATHS[port]
+    status, body = _raw(info[f"{port}_address"], raw)
+    assert status == 400 and "Missing Host header" in json.loads(body)["message"]
+
+
+@pytest.mark.parametrize("port", sorted(_PATHS))
+@pytest.mark.parametrize("raw", [b"GET {path}\r\n\r\n", b"GET {path} HTTP/1.0\r\n\r\n"])
+def test_http_0_9_and_1_0_are_answered_on_every_port(served, port, raw):
+    """Served as Tornado's routes would (HTTP/0.9 as 1.0, Host not required); the management
+    port's answer is TorchServe's JSON 400 InvalidKeyException for a request without the key."""
+    info, _, _, _ = served
+    status, body = _raw(info[f"{port}_address"], raw.replace(b"{path}", _PATHS[port]))
+    if port == "management":
+        assert status == 400 and json.loads(body)["type"] == "InvalidKeyException"
+    else:
+        assert status == 200 and body
+
+
 @pytest.mark.parametrize(
     ("ctype", "body"),
     [

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
+import socket
 import textwrap
 import threading
 import time
@@ -44,6 +46,8 @@ FAULT_HANDLER = textwrap.dedent("""
                 os.kill(os.getpid(), signal.SIGSEGV)
             if body.get("sleep"):
                 time.sleep(body["sleep"])
+            if body.get("touch"):
+                open(body["touch"], "w").close()
             out.append({"pid": os.getpid()})
         return out
 """)
@@ -220,3 +224,97 @@ def test_nothing_outlives_a_sigkilled_engine_and_the_next_start_is_clean(tmp_pat
         assert _predict(info, "busy", {}).status_code in (200, 404)
     finally:
         stop_engine(info)
+
+
+def test_a_full_job_queue_is_a_json_503_and_other_models_are_still_served(tmp_path):
+    """TorchServe's `job_queue_size`: with one job in the worker and two queued, a fourth
+    request is refused at once with 503, not queued without bound; another model's queue
+    is its own, and the model takes requests again once its queue drains."""
+    store = tmp_path / "store"
+    store.mkdir()
+    fault_mar(store, "busy")
+    fault_mar(store, "other")
+    with running_engine(
+        tmp_path, model_store=str(store), job_queue_size=2, max_inflight_per_worker=1
+    ) as (info, client):
+        client.register("busy.mar", initial_workers=1)
+        client.register("other.mar", initial_workers=1)
+        answers: list[int] = []
+        threads = []
+        for _ in range(3):  # one in the worker, two queued
+            t = threading.Thread(
+                target=lambda: answers.append(_predict(info, "busy", {"sleep": 2}).status_code)
+            )
+            t.start()
+            threads.append(t)
+            time.sleep(0.3)
+        r = _predict(info, "busy", {})
+        assert r.status_code == 503, r.text
+        body = r.json()
+        assert body["code"] == 503 and "job_queue_size" in body["message"]
+        assert _predict(info, "other", {}).status_code == 200
+        for t in threads:
+            t.join(60)
+        assert answers == [200, 200, 200]
+        assert _predict(info, "busy", {}).status_code == 200
+
+
+def _wire(name: str, body: dict) -> bytes:
+    data = json.dumps(body).encode()
+    return (
+        f"POST /predictions/{name} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(data)}\r\n\r\n"
+    ).encode() + data
+
+
+def _address(info) -> tuple[str, int]:
+    host, port = info["inference_address"].rsplit("/", 1)[-1].split(":")
+    return host, int(port)
+
+
+def _read_all(s: socket.socket) -> bytes:
+    got = b""
+    while chunk := s.recv(65536):
+        got += chunk
+    return got
+
+
+@pytest.mark.parametrize("sleep", [0, 0.5])
+def test_a_half_closed_client_gets_its_answer(engine, sleep):
+    """Item 10: the request is complete, then `shutdown(SHUT_WR)`; the answer still comes
+    (after an interim 100 Continue), then the engine closes."""
+    with socket.create_connection(_address(engine), timeout=60) as s:
+        s.sendall(_wire("one", {"sleep": sleep}))
+        s.shutdown(socket.SHUT_WR)
+        got = _read_all(s)
+    final = got.rsplit(b"HTTP/1.1 ", 1)[1]
+    assert final.startswith(b"200 OK"), got[:300]
+    assert json.loads(final.partition(b"\r\n\r\n")[2])["pid"] > 0
+    assert _predict(engine, "bystander", {}).status_code == 200
+
+
+def _count_499(info) -> float:
+    text = requests.get(info["metrics_address"] + "/metrics", timeout=60).text
+    m = re.search(r'jts_http_responses_total\{api="inference",code="499"\} (\S+)', text)
+    return float(m.group(1)) if m else 0.0
+
+
+def test_a_client_that_closes_fully_is_a_499_and_its_queued_job_is_not_run(engine, tmp_path):
+    """The other side of item 10: a full close is told from a half-close (the probe is
+    answered with a reset), so the vanished client's queued job is withdrawn, not run."""
+    marker, control = tmp_path / "ran", tmp_path / "control"
+    before = _count_499(engine)
+    busy = [threading.Thread(target=_predict, args=(engine, "one", {"sleep": 1.5})) for _ in "ab"]
+    for t in busy:  # the worker's two in-flight slots (max_inflight_per_worker)
+        t.start()
+        time.sleep(0.2)
+    with socket.create_connection(_address(engine), timeout=60) as s:
+        s.sendall(_wire("one", {"touch": str(marker)}))
+        time.sleep(0.3)  # queued behind the two; the client goes away
+    for t in busy:
+        t.join(60)
+    assert _wait(lambda: _count_499(engine) == before + 1, timeout=10)
+    time.sleep(0.5)
+    assert not marker.exists()
+    assert _predict(engine, "one", {"touch": str(control)}).status_code == 200
+    assert control.exists()  # the marker would have been written, had the job run

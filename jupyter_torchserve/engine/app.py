@@ -1,4 +1,5 @@
-"""Three Tornado applications (inference, management, metrics) on one asyncio loop.
+"""Three Tornado applications (inference, management, metrics) on one asyncio loop, each
+behind http1.py's server.
 
 Start order is chosen for time-to-first-answer: the HTTP listeners and the discovery file come
 first (so `/ping` answers in a fraction of a second), the forkserver imports torch in the
@@ -15,7 +16,6 @@ import signal
 import time
 from typing import NoReturn
 
-from tornado.httpserver import HTTPServer
 from tornado.ioloop import PeriodicCallback
 from tornado.web import Application
 
@@ -26,7 +26,7 @@ from . import autoscale
 from .busypoll import BusyPollSelector
 from .errors import ApiError
 from .grpc.server import grpc_addresses, start_grpc
-from .http.http1 import HTTP1Server, serve_http1
+from .http.http1 import Connection, HTTP1Server, Request, Router, serve_http1
 from .http.routes import make_apps, make_router
 from .logfiles import rotate_large_logs
 from .registry import ModelRegistry
@@ -38,33 +38,32 @@ log = logging.getLogger("jupyter_torchserve.engine")
 LOG_CHECK_SECONDS = 10  # how often model logs are checked against model_log_max_bytes
 
 
-def _listen(app: Application, config: EngineConfig, address: str, what: str) -> HTTPServer:
-    host, port = split_address(address)
-    ssl = server_context(config, address)
-    server = HTTPServer(app, max_body_size=1 << 40, xheaders=False, ssl_options=ssl)
-    try:
-        server.listen(port, address=host)
-    except OSError as e:
-        _bind_failed(e, host, port, what)
-    return server
+def _never(conn: Connection, req: Request) -> bool:
+    """The management and metrics ports have no fast routes: Tornado answers everything."""
+    return False
 
 
-async def _listen_inference(registry: ModelRegistry, app: Application, address: str) -> HTTP1Server:
-    """The inference API on http1.py's server: the hot routes skip Tornado (fastpath.py)."""
+async def _listen(
+    registry: ModelRegistry, app: Application, address: str, what: str, router: Router = _never
+) -> HTTP1Server:
+    """One port on http1.py's server. All three ports use it (not Tornado's HTTPServer) so a
+    request its parser refuses (no Host, a bad request line, bad headers, too many of them)
+    gets TorchServe's JSON error rather than Tornado's empty-body 400; the inference port
+    adds its fast routes (fastpath.py) through `router`."""
     host, port = split_address(address)
     ssl = server_context(registry.config, address)
     try:
         return await serve_http1(
             app,
-            make_router(registry),
+            router,
             host,
             port,
             ssl=ssl,
             max_request_size=lambda: registry.config.max_request_size,
-            on_response=lambda status: registry.metrics.response("inference", status),
+            on_response=lambda status: registry.metrics.response(what, status),
         )
     except OSError as e:
-        _bind_failed(e, host, port, "inference")
+        _bind_failed(e, host, port, what)
 
 
 def _bind_failed(e: OSError, host: str, port: int, what: str) -> NoReturn:
@@ -139,10 +138,16 @@ async def _serve_locked(config: EngineConfig, selector: BusyPollSelector | None)
     }
     _check_distinct(addresses)
     apps = make_apps(registry, addresses)
-    inference = await _listen_inference(registry, apps["inference"], config.inference_address)
     servers = [
-        _listen(apps["management"], config, config.management_address, "management"),
-        _listen(apps["metrics"], config, config.metrics_address, "metrics"),
+        await _listen(
+            registry,
+            apps["inference"],
+            config.inference_address,
+            "inference",
+            make_router(registry),
+        ),
+        await _listen(registry, apps["management"], config.management_address, "management"),
+        await _listen(registry, apps["metrics"], config.metrics_address, "metrics"),
     ]
     try:
         grpc_servers = await start_grpc(registry)
@@ -191,9 +196,8 @@ async def _serve_locked(config: EngineConfig, selector: BusyPollSelector | None)
         rotation.stop()
         scaling.cancel()
         restore.cancel()
-        inference.close()
         for s in servers:
-            s.stop()
+            s.close()
         for g in grpc_servers:
             await g.stop(grace=1.0)  # in-flight calls get their answers
         await registry.shutdown()

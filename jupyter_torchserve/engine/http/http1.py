@@ -1,4 +1,4 @@
-"""The inference API's HTTP/1.1 server: an asyncio Protocol with httptools' C parser.
+"""The HTTP/1.1 server of the engine's three ports: an asyncio Protocol with httptools' C parser.
 
 Why not Tornado's own HTTPServer here: profiling a near-free model at one connection showed
 Tornado's IOStream and pure-Python HTTP/1 parsing plus a RequestHandler per request taking
@@ -11,7 +11,12 @@ interface, so all other routes keep their handlers unchanged.
 
 Requests on one connection are answered strictly in order (HTTP/1.1 pipelining); a body is
 read whole before its request is dispatched, and refused with 413 as soon as its declared or
-running size passes `max_request_size`.
+running size passes `max_request_size`. A request line plus headers over `MAX_HEADER_BYTES`,
+or more than `MAX_HEADERS` header fields, is refused with 431.
+
+All three ports are served here (engine/app.py): the management and metrics ports with a
+router that declines everything, so only their malformed requests are answered by this
+module, as JSON errors like the inference port's, never Tornado's empty-body 400.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import asyncio
 import collections
 import json
 import logging
+import socket
 import time
 from collections.abc import Callable
 from ssl import SSLContext
@@ -32,7 +38,10 @@ from ..errors import ApiError, unexpected_error
 
 log = logging.getLogger("jupyter_torchserve.engine")
 
-MAX_HEADER_BYTES = 64 * 1024  # Tornado's default max_header_size
+MAX_HEADER_BYTES = 64 * 1024  # Tornado's default max_header_size (request line + headers)
+# header fields a request may have: each costs a dict entry and a Tornado HTTPHeaders entry,
+# and 64 KiB of one-byte headers would be ~10,000 of them; Apache's LimitRequestFields is 100
+MAX_HEADERS = 100
 MAX_PIPELINED = 16  # complete requests buffered behind the one being answered
 
 
@@ -127,6 +136,9 @@ class Connection(asyncio.Protocol):
         self._write_paused = False
         self._drained: list[asyncio.Future[None]] = []
         self._refusal: tuple[int, str] | None = None
+        self._head_sent = False  # the current answer's status line is written
+        self._eof = False  # the client half-closed: answer what is complete, then close
+        self._probes: list[asyncio.TimerHandle] = []
         self.context = _Context("http", "127.0.0.1")
         self.last_active = time.monotonic()
         self.on_closed: Callable[[Connection], None] | None = None
@@ -150,8 +162,44 @@ class Connection(asyncio.Protocol):
             if not isinstance(e.__context__, _Refused):
                 self._refuse(400, f"Malformed HTTP request: {e}")
 
+    def eof_received(self) -> bool | None:
+        """The client sent FIN. Nothing pending: close, as before. Complete requests still to
+        answer: a half-close (`shutdown(SHUT_WR)`, as `nc -N` and some batch clients do)
+        and a full close look the same here, so keep the write side open and ask the
+        socket (`_probe_peer`); a client that really went away is then dropped as a hang-up
+        (499, its queued work withdrawn) and a half-closed one gets its answers.
+        TLS is left as it was: asyncio's SSL transport cannot stay half-open."""
+        self._incoming = None  # a request cut off by the FIN can never complete
+        self._body = []
+        if self.transport is None or self.transport.get_extra_info("sslcontext") is not None:
+            return None
+        if self.current is None and not self.queue:
+            return None
+        self._eof = True
+        self._probe_peer()
+        return True
+
+    def _probe_peer(self) -> None:
+        """Tell a full close from a half-close: TCP says which only when we send. An HTTP/1.1
+        client must accept an interim 1xx before the answer (RFC 9110 15.2), so an answer
+        not yet begun is preceded by `100 Continue`; a closed socket replies to it with a
+        reset, which the checks below see (`_peer_gone`) within a round trip. An answer
+        already being written probes by itself; HTTP/1.0 cannot be sent a 1xx, so its
+        client is told apart only when its answer cannot be written."""
+        req = self.current
+        if req is not None and req.version == "HTTP/1.1" and not self._head_sent:
+            self._write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        loop = asyncio.get_running_loop()
+        self._probes = [loop.call_later(delay, self._check_peer) for delay in PROBE_SECONDS]
+
+    def _check_peer(self) -> None:
+        if self.transport is not None and _peer_gone(self.transport):
+            self.transport.abort()  # connection_lost: the answer in progress hears of it
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        for probe in self._probes:
+            probe.cancel()
         self.queue.clear()
         if self.on_closed is not None:
             self.on_closed(self)
@@ -195,6 +243,9 @@ class Connection(asyncio.Protocol):
         self._count_header(len(name) + len(value))
         req = self._incoming
         assert req is not None
+        if len(req.raw_headers) >= MAX_HEADERS:
+            self._refuse(431, f"Request has more than {MAX_HEADERS} header fields")
+            raise _Refused
         n, v = name.decode("latin-1"), value.decode("latin-1")
         req.raw_headers.append((n, v))
         key = n.lower()
@@ -283,6 +334,7 @@ class Connection(asyncio.Protocol):
         req = self.current
         self.current = None
         self.on_lost = None
+        self._head_sent = False
         self.last_active = time.monotonic()
         if status is not None:
             self.on_response(status)
@@ -293,6 +345,8 @@ class Connection(asyncio.Protocol):
             self.transport.close()
             return
         self._next()
+        if self._eof and self.current is None and not self.queue and self.transport is not None:
+            self.transport.close()  # half-closed: nothing more can come
 
     # -- answers for routers --------------------------------------------------------------
     def respond(
@@ -326,6 +380,7 @@ class Connection(asyncio.Protocol):
         head.append(b"\r\n\r\n")
         if req.method != "HEAD":
             head.append(body)
+        self._head_sent = True
         self._write(b"".join(head))
         self.done(status)
 
@@ -356,6 +411,7 @@ class Connection(asyncio.Protocol):
         if req is not None and not req.keep_alive:
             head.append(b"\r\nConnection: close")
         head.append(b"\r\n\r\n")
+        self._head_sent = True
         self._write(b"".join(head))
 
     def chunk(self, data: bytes) -> None:
@@ -398,6 +454,28 @@ class Connection(asyncio.Protocol):
         req = self.current = Request()  # the request that could not be read
         req.keep_alive = False  # so done() closes the connection after the answer
         self.respond_error(ApiError(status, "BadRequestException", message))
+
+
+# when a half-closed connection's socket is asked whether the client is still there: a
+# reset to the probe comes back within a round trip (microseconds on loopback)
+PROBE_SECONDS = (0.05, 0.5, 2.0)
+_TCP_CLOSE = 7  # linux/tcp_states.h
+
+
+def _peer_gone(transport: asyncio.BaseTransport) -> bool:
+    """Whether the peer reset the connection: a pending socket error, or (Linux) the TCP
+    state gone from CLOSE_WAIT to CLOSE."""
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return False
+    try:
+        if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+            return True
+        if hasattr(socket, "TCP_INFO"):
+            return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] == _TCP_CLOSE
+    except OSError:
+        return True
+    return False
 
 
 class _Refused(Exception):
@@ -495,6 +573,7 @@ class TornadoConnection(httputil.HTTPConnection):
         data = "\r\n".join(lines).encode("latin-1") + b"\r\n\r\n"
         if chunk and req.method != "HEAD":
             data += self._format(chunk)
+        self.conn._head_sent = True
         self.conn._write(data)
         return self.conn.drained()
 

@@ -69,9 +69,6 @@ class Client:
         self.token = token
         self.inference_token = inference_token
         self.timeout = timeout
-        # what https answers are checked against (requests' default, or the engine's own
-        # certificate: per request, so REQUESTS_CA_BUNDLE cannot override it)
-        self.verify: bool | str = True
         self._session = requests.Session()
 
     @classmethod
@@ -88,9 +85,14 @@ class Client:
             **kwargs,
         )
         if info.get("certificate_file"):
-            # an engine serving https with its own (often self-signed) certificate: trust it
-            client.verify = info["certificate_file"]
+            client.pin_certificate(info["certificate_file"])
         return client
+
+    def pin_certificate(self, certificate_file: str) -> None:
+        """Trust exactly the engine's own (often self-signed) certificate on https, as the
+        sidebar's gateway does (`engine.tls.pinned_context` says why the name is not
+        checked: a `CN=localhost` certificate serves the 127.0.0.1 the engine reports)."""
+        self._session.mount("https://", _PinnedAdapter(certificate_file))
 
     @classmethod
     def from_discovery(cls, **kwargs: Any) -> Client:
@@ -137,7 +139,6 @@ class Client:
                 data=request.body,
                 headers=endpoint.headers(request),
                 timeout=self.timeout,
-                verify=self.verify,
             )
         except requests.ConnectionError as e:
             raise EngineNotRunning(f"Cannot reach the engine at {url}: {e}") from None
@@ -273,3 +274,26 @@ class Client:
     # -- metrics ------------------------------------------------------------------------------
     def metrics(self, names: list[str] | None = None) -> str:
         return self.call(contract.metrics(names))
+
+
+class _PinnedAdapter(requests.adapters.HTTPAdapter):
+    """https with the pinned context alone: requests would otherwise hand urllib3 its CA
+    bundle (`ca_certs`), which the context would load beside the pin, and any certificate
+    a public CA signed, for any name, would pass."""
+
+    def __init__(self, certificate_file: str) -> None:
+        from .engine.tls import pinned_context
+
+        self._context = pinned_context(certificate_file)
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["ssl_context"] = self._context
+        kwargs["assert_hostname"] = False
+        super().init_poolmanager(*args, **kwargs)
+
+    def build_connection_pool_key_attributes(
+        self, request: Any, verify: Any, cert: Any = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        host_params, _ = super().build_connection_pool_key_attributes(request, verify, cert)
+        return host_params, {"cert_reqs": "CERT_REQUIRED"}

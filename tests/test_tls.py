@@ -4,6 +4,7 @@ self-signed certificate made here by openssl: our engine, and side by side a rea
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -178,3 +179,44 @@ def test_a_wrong_keystore_password_or_a_jks_fails_at_start_saying_why(tmp_path: 
                 **https_addresses(),
             )
         assert said in str(e.value)
+
+
+def _self_signed(d: Path, name: str) -> tuple[Path, Path]:
+    key, cert = d / f"{name}.key", d / f"{name}.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+        + ["-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost"]
+        + ["-addext", "subjectAltName=DNS:localhost"],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return key, cert
+
+
+def test_a_certificate_named_localhost_serves_the_127_0_0_1_the_engine_reports(
+    tmp_path: Path,
+):
+    """Many TorchServe certificates say `CN=localhost` while the engine reports (and our
+    client dials) 127.0.0.1. The client pins the engine's own certificate, as the sidebar's
+    gateway does, so start, register and predict work; a server showing any other
+    certificate is refused, name or not."""
+    from jupyter_torchserve.client import Client
+    from jupyter_torchserve.contract import EngineNotRunning
+
+    key, cert = _self_signed(tmp_path, "engine")
+    _, other = _self_signed(tmp_path, "other")
+    store = model_store(tmp_path, "probe")
+    with running_engine(
+        tmp_path,
+        model_store=str(store),
+        private_key_file=str(key),
+        certificate_file=str(cert),
+        **https_addresses(),
+    ) as (info, client):
+        client.register("probe-1.0.mar", initial_workers=1, synchronous=True)
+        answer = client.predict("probe", {"echo": "pinned"}, content_type="application/json")
+        assert json.loads(answer.body)["echo"] == "pinned"
+        stranger = Client.from_info({**info, "certificate_file": str(other)}, timeout=10)
+        with pytest.raises(EngineNotRunning, match="CERTIFICATE_VERIFY_FAILED"):
+            stranger.list_models()

@@ -189,7 +189,21 @@ def test_a_grpc_v2_bundle_is_called_with_its_own_grpcurl_request(
     readme = (out / "README.md").read_text()
     assert "grpcurl -plaintext -proto grpc_predict_v2.proto" in readme
     assert "inference.GRPCInferenceService/ModelInfer < grpc-v2-request.json" in readme
-    assert "service GRPCInferenceService" in (out / kserve.GRPC_PROTO).read_text()
+    # the proto grpcurl reads defines the method the README calls, under its standard name
+    from google.protobuf import descriptor_pb2
+    from grpc_tools import protoc
+
+    descriptor = tmp_path / "proto.pb"
+    args = [
+        "protoc",
+        f"-I{out}",
+        f"--descriptor_set_out={descriptor}",
+        str(out / kserve.GRPC_PROTO),
+    ]
+    assert protoc.main(args) == 0
+    (proto,) = descriptor_pb2.FileDescriptorSet.FromString(descriptor.read_bytes()).file
+    assert proto.package == "inference"
+    assert "ModelInfer" in [m.name for s in proto.service for m in s.method]
 
     request = json_format.Parse((out / "grpc-v2-request.json").read_text(), pb.ModelInferRequest())
     rest_body = json.loads((out / "v2-request.json").read_text())

@@ -144,6 +144,17 @@ def serving_runtime(opts: ExportOptions) -> dict[str, Any]:
     }
 
 
+def standard_proto() -> str:
+    """KServe's v2 proto under its standard package, `inference`: ours is compiled under
+    TorchServe's package (the engine serves both names), but grpcurl resolves the method
+    the README calls, `inference.GRPCInferenceService/ModelInfer`, from this file."""
+    text = (resources.files(protos) / "kserve" / "predict_v2.proto").read_text()
+    ours = "package org.pytorch.serve.grpc.openinference;"
+    if ours not in text:
+        raise AssertionError("protos/kserve/predict_v2.proto changed its package line")
+    return text.replace(ours, "package inference;", 1)
+
+
 def write(model: ModelSnapshot, writer: BundleWriter, opts: ExportOptions) -> Bundle:
     for v in model.versions:
         writer.copy(v.archive, f"model-store/{archive_file_name(model, v)}")
@@ -167,9 +178,7 @@ def write(model: ModelSnapshot, writer: BundleWriter, opts: ExportOptions) -> Bu
     for file_name, body in samples.items():
         writer.text(file_name, json.dumps(body) + "\n")
     if grpc:  # what grpcurl needs to call ModelInfer (the cluster has no reflection)
-        writer.text(
-            GRPC_PROTO, (resources.files(protos) / "kserve" / "predict_v2.proto").read_text()
-        )
+        writer.text(GRPC_PROTO, standard_proto())
     image = opts.image or DEFAULT_IMAGE
     name = isvc["metadata"]["name"]
     uri = isvc["spec"]["predictor"]["model"]["storageUri"]

@@ -196,8 +196,7 @@ class TorchServeModel:
                     "name": self.name,
                     "versions": [self.version],
                     "platform": "pytorch_torchserve",
-                    "inputs": schema.get("inputs", []),
-                    "outputs": schema.get("outputs", []),
+                    **kserve.v2_metadata_tensors(schema),
                 }
             )
         raise not_found_route()

@@ -173,6 +173,17 @@ def test_v2_output_is_named_after_the_input_as_torchserve_names_it():
     }
 
 
+def test_v2_metadata_names_the_output_as_infer_names_it():
+    """tritonclient reads the output's name from the metadata and asks the answer for it:
+    the two must agree, so the metadata's output carries the first input's name."""
+    mv = _mv(outputs=[{"name": "output-0", "datatype": "FP32", "shape": [-1, 3]}])
+    entry = SimpleNamespace(name="m", versions={"1.0": mv})
+    meta = kserve.v2_model_metadata(entry, mv)  # type: ignore[arg-type]
+    answer = _run(kserve.v2_infer(mv, _v2([1, 2]), {}, _Run()))
+    assert meta["outputs"] == [{"name": "input-0", "datatype": "FP32", "shape": [-1, 3]}]
+    assert answer["outputs"][0]["name"] == meta["outputs"][0]["name"]
+
+
 def test_v2_a_postprocessed_answer_is_bytes_json_whatever_the_traced_schema_says():
     """An image classifier's schema has the traced logits (FP32 [-1, 10]), but its
     postprocess answers a top-5 dict: the output is BYTES with that dict as JSON, not an

@@ -171,9 +171,19 @@ def v2_model_metadata(entry: ModelEntry, mv: ModelVersion) -> dict[str, Any]:
         "name": entry.name,
         "versions": sorted(entry.versions),
         "platform": PLATFORMS.get(mv.metadata.get("format") or "", "pytorch_torchserve"),
-        "inputs": schema.get("inputs", []),
-        "outputs": schema.get("outputs", []),
+        **v2_metadata_tensors(schema),
     }
+
+
+def v2_metadata_tensors(schema: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """The schema's inputs and its output as `/infer` names it: after the first input
+    (v2_infer_tensors), so a client that reads the output name here and asks the answer
+    for it (tritonclient's `as_numpy(name)`) finds it."""
+    inputs = schema.get("inputs") or []
+    outputs = schema.get("outputs") or []
+    if inputs and outputs:
+        outputs = [{**outputs[0], "name": inputs[0]["name"]}]
+    return {"inputs": inputs, "outputs": outputs}
 
 
 def v2_tensors(payload: Any) -> list[Tensor]:

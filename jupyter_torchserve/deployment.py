@@ -242,7 +242,7 @@ def deploy(
     the schema and sample payload come from it.
     """
     if example is None and x_test is not None:
-        example = evaluation.as_rows(x_test, model)[:1]
+        example = evaluation.first_row(x_test, model, handler)
     options = DeployOptions(
         version=version,
         handler=handler,

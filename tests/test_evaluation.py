@@ -196,7 +196,7 @@ def test_flat_rows_are_refused_for_an_image_handler_with_what_to_give() -> None:
         evaluation.held_out_rows(np.zeros((3, 1, 8, 8)), handler="object_detector")
 
 
-def _digit_cnn(x: Any, y: Any, seed: int) -> Any:
+def _digit_cnn(x: Any, y: Any, seed: int, steps: int = 40) -> Any:
     import torch
 
     torch.manual_seed(seed)
@@ -208,7 +208,7 @@ def _digit_cnn(x: Any, y: Any, seed: int) -> Any:
     )
     opt = torch.optim.Adam(model.parameters(), lr=0.01)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    for _ in range(40):
+    for _ in range(steps):
         opt.zero_grad()
         torch.nn.functional.cross_entropy(model(xt), yt).backward()
         opt.step()
@@ -266,3 +266,23 @@ def test_digit_images_through_image_classifier_score_as_the_kernel_on_the_handle
     assert described["evaluation"]["rows"] == 597
     url = Path(dep.archive_path).name
     assert store.evaluation(engine["model_store"], url)["agreement"] == 1.0
+
+    # a second, weaker version: compare sends both the same images and finds where they differ
+    from jupyter_torchserve.comparison import compare
+
+    weak = _digit_cnn(images_train, y_train, 1, steps=2)
+    with torch.no_grad():
+        weak_pred = weak(pixels).argmax(1).numpy()
+    deploy(
+        weak,
+        "digits-img",
+        version="2.0",
+        handler="image_classifier",
+        x_test=images_test[:1],
+        progress="none",
+    )
+    cmp = compare("digits-img", "1.0", "2.0", images_test, y_test, handler="image_classifier")
+    expected = [int(i) for i in np.flatnonzero(kernel_pred != weak_pred)]
+    assert expected and cmp.disagreeing == expected
+    assert cmp.answers["2.0"] == [int(weak_pred[i]) for i in expected]
+    assert cmp.images[0].shape == (8, 8)  # drawn from the decoded pixels

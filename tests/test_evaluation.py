@@ -196,6 +196,28 @@ def test_flat_rows_are_refused_for_an_image_handler_with_what_to_give() -> None:
         evaluation.held_out_rows(np.zeros((3, 1, 8, 8)), handler="object_detector")
 
 
+def test_image_rows_are_the_pngs_the_handler_receives_and_its_decoding_of_them() -> None:
+    """Tensor rows become PNGs (as a deploy example does); the same PNGs given as bytes are
+    sent unchanged and decode to the same model input; the kernel sees the handler's pixels."""
+    import torch
+
+    from jupyter_torchserve import payloads
+
+    rng = np.random.default_rng(0)
+    images = (rng.integers(0, 17, size=(3, 1, 8, 8)) / 16.0).astype(np.float32)
+    rows = evaluation.held_out_rows(images, handler="image_classifier")
+    assert isinstance(rows, evaluation.ImageRows) and len(rows) == 3
+    assert all(r.startswith(PNG) for r in rows.requests)
+    again = evaluation.held_out_rows(rows.requests, handler="image_classifier")
+    assert again.requests == rows.requests and torch.equal(again.inputs, rows.inputs)
+    decoded = payloads.image_to_tensor(rows.requests[1], None)
+    assert torch.equal(rows.inputs[1:2], decoded) and rows.inputs.shape == (3, 1, 8, 8)
+    # (N, H, W) rows are one-channel images; the deploy example is the first image
+    flat = evaluation.held_out_rows(images[:, 0], handler="image_classifier")
+    assert flat.requests == rows.requests
+    assert evaluation.first_row(rows.requests, handler="image_classifier") == rows.requests[0]
+
+
 def _digit_cnn(x: Any, y: Any, seed: int, steps: int = 40) -> Any:
     import torch
 

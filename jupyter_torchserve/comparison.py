@@ -20,10 +20,11 @@ from .client import Client
 from .display import esc, html_table, text_table
 from .evaluation import (
     DEFAULT_BATCH,
+    ImageRows,
     MetricFn,
     agreement,
-    as_rows,
     classes_of,
+    held_out_rows,
     is_classifier,
     metrics_of,
     predictions,
@@ -143,14 +144,20 @@ def compare(
     x_test: Any,
     y_test: Any = None,
     *,
+    handler: str | None = None,
+    handler_config: dict[str, Any] | None = None,
+    labels: dict[str, str] | None = None,
     metric: MetricFn | None = None,
     batch_size: int = DEFAULT_BATCH,
     tolerance: float = DEFAULT_TOLERANCE,
     progress: str | None = None,
     c: Client | None = None,
 ) -> Comparison:
-    """Send ``x_test`` to versions ``first`` and ``second`` of ``name`` and compare them."""
-    rows = as_rows(x_test)
+    """Send ``x_test`` to versions ``first`` and ``second`` of ``name`` and compare them.
+
+    ``handler="image_classifier"`` (with the deploy's ``handler_config`` and labels) sends
+    each row as the image that handler receives, as the deploy's evaluation does."""
+    rows = held_out_rows(x_test, None, handler, handler_config, labels)
     y = None if y_test is None else np.asarray(getattr(y_test, "numpy", lambda: y_test)())
     if y is not None and len(y) != len(rows):
         raise ValueError(f"x_test has {len(rows)} rows but y_test has {len(y)}")
@@ -168,6 +175,10 @@ def compare(
                 "p99": float(np.percentile(ms, 99)),
             }
     a, b = outputs[first], outputs[second]
+    if isinstance(rows, ImageRows) and len(a) == len(b):  # top-k answers: pad to all classes
+        width = max(a.shape[1], b.shape[1])
+        a, b = (np.pad(o, ((0, 0), (0, width - o.shape[1]))) for o in (a, b))
+        outputs = {first: a, second: b}
     if a.shape != b.shape:
         raise ValueError(f"versions {first} and {second} answer in shapes {a.shape} and {b.shape}")
     classifier = is_classifier(a, y)
@@ -177,7 +188,8 @@ def compare(
     answers = {v: _answers(outputs[v], disagreeing, classifier) for v in (first, second)}
     images = []
     for i in disagreeing[:MAX_DRAWN]:
-        image = as_image(rows[i].numpy())
+        shown = rows.inputs[i] if isinstance(rows, ImageRows) else rows[i]
+        image = as_image(shown.numpy())
         if image is None:
             break
         images.append(image)

@@ -239,10 +239,10 @@ def deploy(
     batches of ``eval_batch_size`` rows, the model here sees the same rows, and
     ``Deployment.evaluation`` holds both sides' figures (:mod:`.evaluation`; ``metric(y_true,
     y_pred)`` adds one of your own). Without ``example``, its first row is the example, so
-    the schema and sample payload come from it.
+    the schema and sample payload come from it. The report goes into the archive's metadata.
     """
     if example is None and x_test is not None:
-        example = evaluation.as_rows(x_test, model)[:1]
+        example = evaluation.first_row(x_test, model, handler)
     options = DeployOptions(
         version=version,
         handler=handler,

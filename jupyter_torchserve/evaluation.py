@@ -8,17 +8,18 @@ at the model).
 
 ``x_test`` goes in batches of ``batch_size`` rows, one JSON request each (the tensor
 handler takes a batch per request and answers one output per row), with a progress bar:
-held-out sets need not fit in one request. Metrics come from scikit-learn when it is
-installed (the definitions users know, edge cases such as empty classes handled as they
-expect); otherwise the same formulas in numpy, so serving never needs scikit-learn.
+held-out sets need not fit in one request. For ``image_classifier`` each row goes as the
+image that handler receives (a PNG, as the deploy example is sent) and the kernel model
+gets what the handler's own preprocessing decodes from it. The figures are
+:mod:`.scores`'.
 """
 
 from __future__ import annotations
 
 import base64
-import io
 import json
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,10 +27,12 @@ from typing import Any
 
 import numpy as np
 
+from . import content, payloads
 from .api import decode_response, engine_client
 from .client import Client
 from .display import esc, html_table, text_table
-from .parity import DEFAULT_TOLERANCE, model_output
+from .parity import DEFAULT_TOLERANCE, labels_from, model_output
+from .scores import classification_metrics, confusion_png, regression_metrics
 
 #: Rows per request when none is given: small enough for any handler's request limits.
 DEFAULT_BATCH = 64
@@ -50,11 +53,56 @@ def as_rows(x: Any, model: Any = None) -> Any:
     return t
 
 
+def first_row(x: Any, model: Any = None, handler: Any = None) -> Any:
+    """The deploy example when only ``x_test`` is given: its first row (an image handler's
+    list of image bytes or paths gives its first image)."""
+    if (
+        isinstance(handler, str)
+        and handler in payloads.IMAGE_HANDLERS
+        and not (payloads.tensor_like(x))
+    ):
+        return x[0]
+    return as_rows(x, model)[:1]
+
+
 def batches(n: int, batch_size: int) -> Iterator[slice]:
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, not {batch_size}")
     for start in range(0, n, batch_size):
         yield slice(start, min(n, start + batch_size))
+
+
+@dataclass
+class ImageRows:
+    """Held-out images for an image handler: one PNG request per row, and the model input
+    the handler's own preprocessing makes of each (:func:`payloads.image_rows`)."""
+
+    requests: list[bytes]
+    inputs: Any  # (N, C, H, W)
+    labels: dict[str, str] | None = None  # index_to_name.json: served labels -> class index
+
+    def __len__(self) -> int:
+        return len(self.requests)
+
+
+def held_out_rows(
+    x: Any,
+    model: Any = None,
+    handler: Any = None,
+    handler_config: dict[str, Any] | None = None,
+    labels: dict[str, str] | None = None,
+) -> Any:
+    """``x`` as the served model receives it: images for ``image_classifier``, else a tensor
+    of rows (:func:`as_rows`)."""
+    if isinstance(handler, str) and handler in payloads.IMAGE_HANDLERS:
+        if handler != "image_classifier":
+            raise ValueError(
+                f"held-out evaluation reads classes from the answers: {handler} answers "
+                "are not one class per image (image_classifier and tensor handlers are)"
+            )
+        requests, inputs = payloads.image_rows(x, handler_config, handler)
+        return ImageRows(requests, as_rows(inputs, model), labels)
+    return as_rows(x, model)
 
 
 def served_outputs(
@@ -67,28 +115,71 @@ def served_outputs(
     latencies: list[float] | None = None,
 ) -> np.ndarray:
     """The served answers to ``rows``, sent ``batch_size`` rows per request (a progress bar
-    counts rows); each request's seconds are appended to ``latencies`` when given."""
+    counts rows); each request's seconds are appended to ``latencies`` when given.
+
+    :class:`ImageRows` go one image per request, as an image handler takes them; their
+    ``{label: probability}`` answers become a row of class scores (classes outside the
+    top-k score 0, so the served class is the row's argmax).
+    """
     from tqdm.auto import tqdm
 
     out: list[np.ndarray] = []
     label = f"{name} {version or '(default)'}"
+    images = isinstance(rows, ImageRows)
+    step = 1 if images else batch_size
     with tqdm(total=len(rows), desc=label, unit="row", disable=progress == "none") as bar:
-        for part in batches(len(rows), batch_size):
-            body = json.dumps(rows[part].tolist()).encode()
+        for part in batches(len(rows), step):
+            if images:
+                body, ctype = rows.requests[part.start], content.sniff(rows.requests[part.start])
+            else:
+                body, ctype = json.dumps(rows[part].tolist()).encode(), "application/json"
             t = time.perf_counter()
-            resp = c.predict(name, body, version=version, content_type="application/json")
+            resp = c.predict(name, body, version=version, content_type=ctype)
             if latencies is not None:
                 latencies.append(time.perf_counter() - t)
-            answer = np.asarray(decode_response(resp), dtype=np.float64)
-            if len(answer) != part.stop - part.start:
-                raise ValueError(
-                    f"{label} answered {len(answer)} outputs to a request of "
-                    f"{part.stop - part.start} rows: evaluation needs a handler that answers "
-                    "one output per row (the built-in tensor handler does)"
-                )
-            out.append(answer)
+            if images:
+                out.append(_class_scores(decode_response(resp), rows.labels, label))
+            else:
+                answer = np.asarray(decode_response(resp), dtype=np.float64)
+                if len(answer) != part.stop - part.start:
+                    raise ValueError(
+                        f"{label} answered {len(answer)} outputs to a request of "
+                        f"{part.stop - part.start} rows: evaluation needs a handler that answers "
+                        "one output per row (the built-in tensor handler does)"
+                    )
+                out.append(answer)
             bar.update(part.stop - part.start)
+    if images:
+        return _score_matrix(out)
     return np.concatenate(out) if out else np.zeros((0,))
+
+
+def _class_scores(answer: Any, labels: dict[str, str] | None, who: str) -> np.ndarray:
+    """An image classifier's ``{label: probability}`` as ``[[index, probability], ...]``."""
+    if not isinstance(answer, dict) or not answer:
+        raise ValueError(f"{who} answered {str(answer)[:200]!r}, not {{label: probability}}")
+    by_name = {str(v): int(k) for k, v in (labels or {}).items()}
+    pairs = []
+    for key, p in answer.items():
+        index = by_name.get(str(key))
+        if index is None:
+            try:
+                index = int(key)
+            except ValueError:
+                raise ValueError(
+                    f"{who} answered the label {key!r}, which has no class index: "
+                    "give the index_to_name.json the archive has"
+                ) from None
+        pairs.append((index, float(p)))
+    return np.asarray(pairs, dtype=np.float64)
+
+
+def _score_matrix(answers: list[np.ndarray]) -> np.ndarray:
+    width = 1 + max((int(a[:, 0].max()) for a in answers), default=-1)
+    scores = np.zeros((len(answers), max(width, 2)))
+    for i, pairs in enumerate(answers):
+        scores[i, pairs[:, 0].astype(int)] = pairs[:, 1]
+    return scores
 
 
 def kernel_outputs(model: Any, rows: Any, batch_size: int = DEFAULT_BATCH) -> np.ndarray:
@@ -110,66 +201,6 @@ def is_classifier(outputs: np.ndarray, y: np.ndarray | None) -> bool:
 
 def predictions(outputs: np.ndarray, classifier: bool) -> np.ndarray:
     return outputs.argmax(axis=1) if classifier else outputs.reshape(len(outputs), -1)
-
-
-def classification_metrics(y: np.ndarray, pred: np.ndarray, classes: list[int]) -> dict[str, Any]:
-    """Accuracy, per-class precision and recall, and the confusion matrix (rows: true)."""
-    try:
-        from sklearn import metrics as skm
-    except ImportError:
-        return _numpy_classification(y, pred, classes)
-    precision, recall, _, _ = skm.precision_recall_fscore_support(
-        y, pred, labels=classes, zero_division=0
-    )
-    return {
-        "accuracy": float(skm.accuracy_score(y, pred)),
-        "precision": dict(zip(classes, map(float, precision), strict=True)),
-        "recall": dict(zip(classes, map(float, recall), strict=True)),
-        "confusion": skm.confusion_matrix(y, pred, labels=classes).tolist(),
-    }
-
-
-def _numpy_classification(y: np.ndarray, pred: np.ndarray, classes: list[int]) -> dict[str, Any]:
-    index = {c: i for i, c in enumerate(classes)}
-    confusion = np.zeros((len(classes), len(classes)), dtype=np.int64)
-    for t, p in zip(y.tolist(), pred.tolist(), strict=True):
-        if t in index and p in index:
-            confusion[index[t], index[p]] += 1
-    predicted, actual = confusion.sum(axis=0), confusion.sum(axis=1)
-    hits = np.diag(confusion)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        precision = np.where(predicted > 0, hits / np.maximum(predicted, 1), 0.0)
-        recall = np.where(actual > 0, hits / np.maximum(actual, 1), 0.0)
-    return {
-        "accuracy": float(np.mean(y == pred)) if len(y) else 0.0,
-        "precision": dict(zip(classes, map(float, precision), strict=True)),
-        "recall": dict(zip(classes, map(float, recall), strict=True)),
-        "confusion": confusion.tolist(),
-    }
-
-
-def regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
-    """MSE and MAE over all output values, R² per output and averaged."""
-    y, pred = y.reshape(len(y), -1).astype(np.float64), pred.reshape(len(pred), -1)
-    try:
-        from sklearn import metrics as skm
-    except ImportError:
-        err = pred - y
-        residual, total = np.sum(err**2, axis=0), np.sum((y - y.mean(axis=0)) ** 2, axis=0)
-        # per output, then averaged (scikit-learn's uniform_average); a constant target
-        # scores 1 when it is hit exactly, else 0 (its force_finite rule)
-        safe = np.where(total > 0, total, 1.0)
-        per_output = np.where(total > 0, 1.0 - residual / safe, (residual == 0).astype(float))
-        return {
-            "mse": float(np.mean(err**2)),
-            "mae": float(np.mean(np.abs(err))),
-            "r2": float(np.mean(per_output)),
-        }
-    return {
-        "mse": float(skm.mean_squared_error(y, pred)),
-        "mae": float(skm.mean_absolute_error(y, pred)),
-        "r2": float(skm.r2_score(y, pred)),
-    }
 
 
 def agreement(a: np.ndarray, b: np.ndarray, classifier: bool, tolerance: float) -> np.ndarray:
@@ -296,31 +327,6 @@ def store_report(store: Path, report: Evaluation) -> Path | None:
     return path
 
 
-def confusion_png(confusion: list[list[int]], classes: list[int], title: str) -> bytes:
-    """A confusion matrix as a PNG (matplotlib's Agg: no display needed)."""
-    from matplotlib.figure import Figure
-
-    n = len(classes)
-    fig = Figure(figsize=(1.2 + 0.45 * n, 1.0 + 0.45 * n), dpi=80)
-    ax = fig.add_subplot()
-    matrix = np.asarray(confusion)
-    ax.imshow(matrix, cmap="Blues")
-    ax.set_xticks(range(n), [str(c) for c in classes])
-    ax.set_yticks(range(n), [str(c) for c in classes])
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title)
-    top = matrix.max() if matrix.size else 0
-    for i in range(n):
-        for j in range(n):
-            color = "white" if matrix[i, j] > top / 2 else "black"
-            ax.text(j, i, str(matrix[i, j]), ha="center", va="center", color=color, fontsize=7)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
-
-
 def evaluate(
     name: str,
     model: Any,
@@ -328,6 +334,9 @@ def evaluate(
     y_test: Any = None,
     version: str | None = None,
     *,
+    handler: Any = None,
+    handler_config: dict[str, Any] | None = None,
+    labels: dict[str, str] | None = None,
     metric: MetricFn | None = None,
     batch_size: int = DEFAULT_BATCH,
     tolerance: float = DEFAULT_TOLERANCE,
@@ -339,14 +348,19 @@ def evaluate(
     Classifiers (scores per class, integer labels) get accuracy, per-class precision/recall
     and a confusion matrix; others MSE/MAE/R². ``metric(y_true, y_pred)`` adds a figure of
     your own. Without ``y_test`` only the agreement between kernel and served is reported.
+
+    With ``handler="image_classifier"`` each row is sent as the image that handler receives
+    (``handler_config`` as deployed, ``labels`` its ``index_to_name.json``) and the kernel
+    model gets what the handler's preprocessing makes of that image.
     """
-    rows = as_rows(x_test, model)
+    rows = held_out_rows(x_test, model, handler, handler_config, labels)
     y = None if y_test is None else np.asarray(getattr(y_test, "numpy", lambda: y_test)())
     if y is not None and len(y) != len(rows):
         raise ValueError(f"x_test has {len(rows)} rows but y_test has {len(y)}")
     with engine_client(c) as c:
         served = served_outputs(c, name, version, rows, batch_size, progress)
-    kernel = kernel_outputs(model, rows, batch_size)
+    inputs = rows.inputs if isinstance(rows, ImageRows) else rows
+    kernel = kernel_outputs(model, inputs, batch_size)
     classifier = is_classifier(kernel, y)
     classes = classes_of(kernel, y) if classifier else []
     task = "agreement" if y is None else "classification" if classifier else "regression"
@@ -372,14 +386,22 @@ def classes_of(outputs: np.ndarray, y: np.ndarray | None) -> list[int]:
 
 
 def evaluate_deployment(c: Client, dep: Any, model: Any, opts: Any) -> Evaluation:
-    """A deploy's held-out evaluation (`deployment.Deployment`, `DeployOptions`) on the served path, kept next to the archive in the store
-    (``<name>-<version>.evaluation.json``) for the sidebar and later sessions."""
+    """A deploy's held-out evaluation (`deployment.Deployment`, `DeployOptions`) on the
+    served path, stored with the version: in its archive's metadata (``evaluation``, what
+    ``describe --customized`` and the sidebar show) and beside it in the store
+    (``<name>-<version>.evaluation.json``) for later sessions."""
+    from .archive.errors import ArchiveError
+    from .archive.report import store_evaluation
+
     report = evaluate(
         dep.name,
         model,
         opts.x_test,
         opts.y_test,
         None if dep.is_default else dep.version,
+        handler=opts.handler if isinstance(opts.handler, str) else None,
+        handler_config=opts.handler_config,
+        labels=labels_from(opts.extra_files),
         metric=opts.metric,
         batch_size=opts.eval_batch_size,
         tolerance=opts.tolerance,
@@ -388,4 +410,8 @@ def evaluate_deployment(c: Client, dep: Any, model: Any, opts: Any) -> Evaluatio
     )
     report.version = dep.version
     store_report(Path(dep.info["model_store"]), report)
+    try:
+        store_evaluation(dep.archive_path, report.to_json())
+    except ArchiveError as exc:  # the report is still returned and kept beside the archive
+        warnings.warn(str(exc), stacklevel=2)
     return report

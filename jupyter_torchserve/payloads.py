@@ -199,6 +199,41 @@ def tensor_to_png(tensor: Any, handler_config: dict[str, Any] | None) -> bytes:
     return buf.getvalue()
 
 
+def image_rows(
+    rows: Any, handler_config: dict[str, Any] | None, handler: str = "image_classifier"
+) -> tuple[list[bytes], Any]:
+    """Held-out images as an image handler receives them, one request each, and as its
+    preprocessing hands them to the model: ``(PNG bytes per row, (N, C, H, W) tensor)``.
+
+    Each row goes through :func:`split_example`, the deploy example's own path: a tensor row
+    (``(C, H, W)`` or ``(H, W)``) becomes its PNG, image bytes, paths and PIL images are
+    sent as they are, and the model input is what the handler's code decodes from those
+    bytes, so kernel and served model see the same pixels.
+    """
+    import torch
+
+    requests: list[bytes] = []
+    inputs: list[Any] = []
+    for i, row in enumerate(rows):
+        if tensor_like(row):
+            t = as_tensor(row)
+            if t.ndim == 2:
+                t = t.unsqueeze(0)
+            if t.ndim != 3:
+                raise ValueError(
+                    f"row {i} of x_test has shape {list(t.shape)}: the {handler} handler takes "
+                    "images, so give x_test as (N, C, H, W) or (N, H, W) (reshape flat rows), "
+                    "or as a list of image bytes"
+                )
+            row = t.unsqueeze(0)
+        example = split_example(row, handler, handler_config)
+        if not content.is_image(example.request):
+            raise ValueError(f"row {i} of x_test is not an image nor an image tensor")
+        requests.append(example.request)
+        inputs.append(example.tensor)
+    return requests, torch.cat(inputs) if inputs else torch.zeros((0,))
+
+
 def _mean_std(cfg: dict[str, Any] | None) -> tuple[list[float] | None, list[float] | None]:
     cfg = cfg or {}
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from _notebook_helpers import engine, ts_env  # noqa: F401
 
-from jupyter_torchserve import evaluation
+from jupyter_torchserve import evaluation, scores
 from jupyter_torchserve.comparison import as_image
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -30,9 +30,9 @@ def test_the_numpy_fallback_gives_scikit_learns_classification_figures(monkeypat
     rng = np.random.default_rng(0)
     y, pred = rng.integers(0, 4, 300), rng.integers(0, 5, 300)  # class 4 is never a label
     classes = [0, 1, 2, 3, 4]
-    with_sklearn = evaluation.classification_metrics(y, pred, classes)
+    with_sklearn = scores.classification_metrics(y, pred, classes)
     _no_sklearn(monkeypatch)
-    without = evaluation.classification_metrics(y, pred, classes)
+    without = scores.classification_metrics(y, pred, classes)
     assert without["confusion"] == with_sklearn["confusion"]
     assert without["accuracy"] == pytest.approx(with_sklearn["accuracy"])
     for key in ("precision", "recall"):
@@ -44,9 +44,9 @@ def test_the_numpy_fallback_gives_scikit_learns_regression_figures(monkeypatch):
     rng = np.random.default_rng(1)
     y = rng.normal(size=(200, 2))
     pred = y + rng.normal(scale=0.3, size=(200, 2))
-    with_sklearn = evaluation.regression_metrics(y, pred)
+    with_sklearn = scores.regression_metrics(y, pred)
     _no_sklearn(monkeypatch)
-    assert evaluation.regression_metrics(y, pred) == pytest.approx(with_sklearn)
+    assert scores.regression_metrics(y, pred) == pytest.approx(with_sklearn)
 
 
 def test_a_report_draws_its_confusion_matrix_and_round_trips_as_json():
@@ -55,10 +55,10 @@ def test_a_report_draws_its_confusion_matrix_and_round_trips_as_json():
         version="1.0",
         rows=4,
         task="classification",
-        served=evaluation.classification_metrics(
+        served=scores.classification_metrics(
             np.array([0, 1, 1, 0]), np.array([0, 1, 0, 0]), [0, 1]
         ),
-        kernel=evaluation.classification_metrics(
+        kernel=scores.classification_metrics(
             np.array([0, 1, 1, 0]), np.array([0, 1, 1, 0]), [0, 1]
         ),
         agreement=0.75,
@@ -148,3 +148,163 @@ def test_digits_served_accuracy_is_the_kernel_models_and_compare_finds_the_diffe
     assert cmp.metric_difference()["accuracy"] == pytest.approx(weak_accuracy - kernel_accuracy)
     assert set(cmp.latency_ms) == {"1.0", "2.0"} and cmp.latency_ms["1.0"]["p99"] > 0
     assert cmp.images_png().startswith(PNG) and len(cmp.images) == min(16, len(expected))
+
+
+def test_the_report_is_stored_in_every_kind_of_archive_and_read_back(tmp_path: Path) -> None:
+    import tarfile
+    import zipfile
+
+    from jupyter_torchserve.archive.manifest import METADATA_PATH
+    from jupyter_torchserve.archive.report import evaluation_of, store_evaluation
+
+    meta = {"format": "eager", "schema": {"inputs": []}}
+    folder = tmp_path / "m-1.0"
+    (folder / "MAR-INF").mkdir(parents=True)
+    (folder / "MAR-INF" / "MANIFEST.json").write_text("{}")
+    (folder / METADATA_PATH).write_text(json.dumps(meta))
+    (folder / "weights.pt").write_bytes(b"w" * 100)
+    mar = tmp_path / "m-1.0.mar"
+    with zipfile.ZipFile(mar, "w") as z:
+        for f in folder.rglob("*"):
+            if f.is_file():
+                z.write(f, f.relative_to(folder).as_posix())
+    tgz = tmp_path / "m-1.0.tar.gz"
+    with tarfile.open(tgz, "w:gz") as t:
+        t.add(folder, arcname="m-1.0")
+    report = {"served": {"accuracy": 0.5}, "rows": 2}
+    for path in (mar, tgz, folder):
+        assert evaluation_of(path) is None
+        store_evaluation(path, report)
+        assert evaluation_of(path) == report
+        store_evaluation(path, {**report, "rows": 3})  # a second report replaces the first
+        assert evaluation_of(path)["rows"] == 3
+    with zipfile.ZipFile(mar) as z:  # the rest of the archive is kept as it was
+        assert z.read("weights.pt") == b"w" * 100
+        assert json.loads(z.read(METADATA_PATH))["format"] == "eager"
+        assert z.namelist().count(METADATA_PATH) == 1
+    from jupyter_torchserve.archive.errors import ArchiveError
+
+    (tmp_path / "bad.mar").write_bytes(b"not a zip")
+    with pytest.raises(ArchiveError, match="could not be stored"):
+        store_evaluation(tmp_path / "bad.mar", report)
+
+
+def test_flat_rows_are_refused_for_an_image_handler_with_what_to_give() -> None:
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\) or \(N, H, W\)"):
+        evaluation.held_out_rows(np.zeros((3, 64), np.float32), handler="image_classifier")
+    with pytest.raises(ValueError, match="not one class per image"):
+        evaluation.held_out_rows(np.zeros((3, 1, 8, 8)), handler="object_detector")
+
+
+def test_image_rows_are_the_pngs_the_handler_receives_and_its_decoding_of_them() -> None:
+    """Tensor rows become PNGs (as a deploy example does); the same PNGs given as bytes are
+    sent unchanged and decode to the same model input; the kernel sees the handler's pixels."""
+    import torch
+
+    from jupyter_torchserve import payloads
+
+    rng = np.random.default_rng(0)
+    images = (rng.integers(0, 17, size=(3, 1, 8, 8)) / 16.0).astype(np.float32)
+    rows = evaluation.held_out_rows(images, handler="image_classifier")
+    assert isinstance(rows, evaluation.ImageRows) and len(rows) == 3
+    assert all(r.startswith(PNG) for r in rows.requests)
+    again = evaluation.held_out_rows(rows.requests, handler="image_classifier")
+    assert again.requests == rows.requests and torch.equal(again.inputs, rows.inputs)
+    decoded = payloads.image_to_tensor(rows.requests[1], None)
+    assert torch.equal(rows.inputs[1:2], decoded) and rows.inputs.shape == (3, 1, 8, 8)
+    # (N, H, W) rows are one-channel images; the deploy example is the first image
+    flat = evaluation.held_out_rows(images[:, 0], handler="image_classifier")
+    assert flat.requests == rows.requests
+    assert evaluation.first_row(rows.requests, handler="image_classifier") == rows.requests[0]
+
+
+def _digit_cnn(x: Any, y: Any, seed: int, steps: int = 40) -> Any:
+    import torch
+
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 8, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(8 * 8 * 8, 10),
+    )
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    for _ in range(steps):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(xt), yt).backward()
+        opt.step()
+    return model.eval()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_digit_images_through_image_classifier_score_as_the_kernel_on_the_handlers_pixels(
+    engine: dict,  # noqa: F811
+) -> None:
+    """Digits as 8×8 images: each row is sent as the PNG the handler receives; the test
+    decodes the same PNGs with the handler's own preprocessing and scores the kernel model."""
+    import torch
+
+    from jupyter_torchserve import payloads
+    from jupyter_torchserve.archive.report import evaluation_of
+    from jupyter_torchserve.client import Client
+    from jupyter_torchserve.deployment import deploy
+    from jupyter_torchserve.serverext import store
+
+    x_train, y_train, x_test, y_test = _digits()
+    images_train, images_test = x_train.reshape(-1, 1, 8, 8), x_test.reshape(-1, 1, 8, 8)
+    model = _digit_cnn(images_train, y_train, 0)
+    pixels = torch.cat(
+        [
+            payloads.image_to_tensor(payloads.tensor_to_png(torch.from_numpy(row), None), None)
+            for row in images_test
+        ]
+    )
+    with torch.no_grad():
+        kernel_pred = model(pixels).argmax(1).numpy()
+    kernel_accuracy = float(np.mean(kernel_pred == y_test))
+    assert kernel_accuracy > 0.8  # a real classifier, so equality below means something
+
+    dep = deploy(
+        model,
+        "digits-img",
+        handler="image_classifier",
+        x_test=images_test,
+        y_test=y_test,
+        progress="none",
+    )
+    report = dep.evaluation
+    assert report.rows == 597 and report.task == "classification"
+    assert report.served["accuracy"] == kernel_accuracy  # exactly: the same pixels, served
+    assert report.kernel["accuracy"] == kernel_accuracy and report.agreement == 1.0
+    assert dep.parity.ok and dep.schema["inputs"][0]["shape"][1:] == [1, 8, 8]
+
+    # stored with the version: the archive's metadata, describe --customized, the sidebar
+    assert evaluation_of(dep.archive_path)["served"]["accuracy"] == kernel_accuracy
+    c = Client.from_info(engine)
+    described = c.describe("digits-img", "1.0", customized=True)[0]["customizedMetadata"]
+    assert described["evaluation"]["served"]["accuracy"] == kernel_accuracy
+    assert described["evaluation"]["rows"] == 597
+    url = Path(dep.archive_path).name
+    assert store.evaluation(engine["model_store"], url)["agreement"] == 1.0
+
+    # a second, weaker version: compare sends both the same images and finds where they differ
+    from jupyter_torchserve.comparison import compare
+
+    weak = _digit_cnn(images_train, y_train, 1, steps=2)
+    with torch.no_grad():
+        weak_pred = weak(pixels).argmax(1).numpy()
+    deploy(
+        weak,
+        "digits-img",
+        version="2.0",
+        handler="image_classifier",
+        x_test=images_test[:1],
+        progress="none",
+    )
+    cmp = compare("digits-img", "1.0", "2.0", images_test, y_test, handler="image_classifier")
+    expected = [int(i) for i in np.flatnonzero(kernel_pred != weak_pred)]
+    assert expected and cmp.disagreeing == expected
+    assert cmp.answers["2.0"] == [int(weak_pred[i]) for i in expected]
+    assert cmp.images[0].shape == (8, 8)  # drawn from the decoded pixels

@@ -17,6 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "jupyter_torchserve"
 LAYERS: list[list[str]] = [
     [
         "payloads",
+        "scores",
         "display",
         "snippets",
         "widgets",

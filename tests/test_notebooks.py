@@ -55,6 +55,7 @@ def test_every_notebook_is_tested() -> None:
         "mnist.ipynb",
         "custom_handler.ipynb",
         "handoff.ipynb",
+        "lifecycle.ipynb",
     }
 
 
@@ -108,3 +109,36 @@ def test_handoff_notebook(engine: dict, tmp_path: Path) -> None:  # noqa: F811
     assert "--ts-config=" in outputs_of(nb, "kserve.RUNTIME_ARGS")
     assert "the bundle answers like the kernel model" in outputs_of(nb, "bundle vs kernel")
     assert "unregistered" in outputs_of(nb, "%torchserve unregister digits")
+
+
+def test_lifecycle_notebook(engine: dict, tmp_path: Path) -> None:  # noqa: F811
+    nb = execute(NOTEBOOKS / "lifecycle.ipynb", tmp_path)
+    kernel = dict(
+        re.findall(
+            r"(quick|better): kernel accuracy on the held-out rows ([0-9.]+)",
+            outputs_of(nb, "def train"),
+        )
+    )
+    assert float(kernel["better"]) > 0.85 > float(kernel["quick"])
+    # the served accuracy is the kernel's, to the digit printed, and kernel and served agree
+    for cell, model in (("--name digits --format", "quick"), ("--version 2.0", "better")):
+        text = outputs_of(nb, cell)
+        assert f"served accuracy {kernel[model]}, agreement 100.00%" in text, text
+    stored = outputs_of(nb, "customized=True")
+    assert re.search(rf"served accuracy {kernel['better'][:5]}\d* on 597 rows", stored), stored
+    compared = outputs_of(nb, "%torchserve compare")
+    assert "disagreeing rows" in compared and "latency p99 ms" in compared
+    (drawn,) = exactly(
+        nb, "%torchserve compare digits 1.0 2.0 --x-test X_test --y-test y_test"
+    ).outputs[-1:]
+    assert "<img" in drawn["data"]["text/html"]  # the disagreeing rows, drawn as 8×8 images
+    assert "2.0      canary   20%" in outputs_of(nb, "--percent 20")
+    seen = re.search(r"2\.0\s+canary\s+20%\s+(\d+)\s+([0-9.]+)%", outputs_of(nb, "for row in"))
+    assert seen and 10 <= float(seen.group(2)) <= 30, outputs_of(nb, "for row in")
+    assert "version 2.0 takes all of the default route" in outputs_of(nb, "promote digits 2.0")
+    onnx = outputs_of(nb, "--format onnx")
+    assert "(onnx)" in onnx and f"served accuracy {kernel['better']}" in onnx
+    worker = outputs_of(nb, "/proc/")
+    assert "onnxruntime mapped in the worker: True" in worker
+    assert "torch mapped in the worker: False" in worker
+    assert "unregistered" in outputs_of(nb, "unregister digits_onnx")

@@ -20,6 +20,8 @@ def add_arguments(q: Parser) -> None:
     q.add_argument("--y-test", metavar="EXPR", help="their labels or targets")
     q.add_argument("--metric", metavar="EXPR", help="a function (y_true, y_pred) -> float")
     q.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, help="rows per request")
+    q.add_argument("--handler", help="image_classifier: send each row as that handler's image")
+    q.add_argument("--handler-config", metavar="EXPR", help="the deploy's handler config")
 
 
 def run(args: argparse.Namespace, user: UserNamespace) -> Comparison:
@@ -29,6 +31,8 @@ def run(args: argparse.Namespace, user: UserNamespace) -> Comparison:
         args.second,
         user.eval(args.x_test, "--x-test"),
         user.eval(args.y_test, "--y-test"),
+        handler=args.handler,
+        handler_config=user.eval(args.handler_config, "--handler-config"),
         metric=user.eval(args.metric, "--metric"),
         batch_size=args.batch_size,
     )

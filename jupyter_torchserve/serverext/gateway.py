@@ -36,6 +36,7 @@ from jupyter_torchserve.engine.tls import pinned_context
 from jupyter_torchserve.prometheus import Family, parse
 
 from .metrics import summarize
+from .store import attach_evaluations
 
 #: Sent to the browser when no engine is running; the sidebar shows it next to a Start button.
 NOT_RUNNING_MESSAGE = (
@@ -281,6 +282,8 @@ class Gateway:
                 item["versions"] = versions
             item["stats"] = metrics["models"].get(name, {})
             models.append(item)
+        # each version's held-out report, from its archive in the store (evaluation.py)
+        await asyncio.to_thread(attach_evaluations, status.get("model_store"), models)
         return {"engine": status, "models": models, "metrics": metrics}
 
 

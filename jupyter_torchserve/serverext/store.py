@@ -15,6 +15,7 @@ from typing import Any
 from jupyter_torchserve.archive.errors import ArchiveError
 from jupyter_torchserve.archive.manifest import METADATA_PATH
 from jupyter_torchserve.archive.reader import archive_stem, is_archive, read_member
+from jupyter_torchserve.archive.report import evaluation_in_store
 
 #: Request bodies `deploy()` writes next to an archive (`{stem}.example.*`).
 EXAMPLE_TYPES = (
@@ -67,3 +68,35 @@ def sample_input(store: str | None, model_url: str) -> tuple[bytes, str, str] | 
         return None
     ctype = "application/json" if str(sample).endswith(".json") else "application/octet-stream"
     return data, ctype, "v2"
+
+
+#: Reports read from archives, by (path, mtime, size): the sidebar polls every 2 s and an
+#: archive is rewritten (a new mtime) when a deploy stores its report.
+_REPORTS: dict[tuple[str, float, int], dict[str, Any] | None] = {}
+
+
+def evaluation(store: str | None, model_url: str | None) -> dict[str, Any] | None:
+    """The held-out report stored in the archive of a registered version (its `modelUrl`
+    in the store), or None."""
+    if not store or not model_url or "/" in model_url or model_url.startswith("."):
+        return None
+    path = Path(store) / model_url
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    key = (str(path), stat.st_mtime, stat.st_size)
+    if key not in _REPORTS:
+        if len(_REPORTS) > 256:
+            _REPORTS.clear()
+        _REPORTS[key] = evaluation_in_store(store, model_url)
+    return _REPORTS[key]
+
+
+def attach_evaluations(store: str | None, models: list[dict[str, Any]]) -> None:
+    """Set `evaluation` on each described version that has a stored report."""
+    for model in models:
+        for version in model.get("versions") or []:
+            report = evaluation(store, version.get("modelUrl"))
+            if report is not None:
+                version["evaluation"] = report

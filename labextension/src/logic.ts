@@ -23,6 +23,27 @@ export interface IModelVersion {
   maxBatchDelay?: number;
   isDefault?: boolean;
   workers?: IWorker[];
+  /** The engine's canary split, on the default version and the canary while one runs. */
+  traffic?: ITraffic;
+  /** The held-out report a deploy stored in the version's archive (evaluation.py). */
+  evaluation?: IEvaluation;
+}
+
+export interface ITraffic {
+  role: 'default' | 'canary' | string;
+  percent: number;
+  requests: number;
+  observedPercent: number | null;
+}
+
+export interface IEvaluation {
+  rows: number;
+  task: string;
+  agreement: number;
+  classes?: number[];
+  metric_name?: string | null;
+  served: Record<string, unknown>;
+  kernel: Record<string, unknown>;
 }
 
 export interface IModelStats {
@@ -480,4 +501,35 @@ export function exportLines(result: IExportResult): {
       `Exported ${result.model}${versions} for ${result.target}: ` +
       `${files.length} file${files.length === 1 ? '' : 's'} in ${out || '.'}/`
   };
+}
+
+/** A version's part of its model's default route while a canary runs, in one line. */
+export function trafficLine(t: ITraffic): string {
+  const seen =
+    t.observedPercent === null || t.observedPercent === undefined
+      ? 'no request yet'
+      : `${t.requests} req, ${t.observedPercent.toFixed(1)} % seen`;
+  return `${t.role} ${t.percent} % of the default route · ${seen}`;
+}
+
+/**
+ * The figures of a held-out report the version row shows, kernel beside served: the scalar
+ * metrics that are there (accuracy, MSE, MAE, R², the user's own), then the agreement.
+ */
+export function evaluationRows(
+  e: IEvaluation
+): { metric: string; kernel: string; served: string }[] {
+  const num = (v: unknown): string => (typeof v === 'number' && isFinite(v) ? v.toFixed(4) : '–');
+  const names: Record<string, string> = {
+    accuracy: 'accuracy',
+    mse: 'MSE',
+    mae: 'MAE',
+    r2: 'R²',
+    custom: e.metric_name || 'custom'
+  };
+  const rows = Object.keys(names)
+    .filter(k => k in (e.served ?? {}))
+    .map(k => ({ metric: names[k], kernel: num(e.kernel?.[k]), served: num(e.served[k]) }));
+  rows.push({ metric: 'agreement', kernel: '', served: `${(100 * e.agreement).toFixed(2)} %` });
+  return rows;
 }

@@ -38,7 +38,9 @@ class ManagementServicer(pb_grpc.ManagementAPIsServiceServicer):
             out = [mv.describe_json() for mv in versions]
             if request.customized:
                 for mv, item in zip(versions, out, strict=True):
-                    item["customizedMetadata"] = await customized_metadata(mv)
+                    item["customizedMetadata"] = await customized_metadata(
+                        mv, self.registry.model_store
+                    )
             return _json(out)
 
         return await self._answer(context, call)

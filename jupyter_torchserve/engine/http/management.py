@@ -8,9 +8,11 @@ import asyncio
 import os
 import time
 from collections import deque
+from pathlib import Path
 from typing import Any
 
 from ..._version import __version__
+from ...archive.report import evaluation_in_store
 from .. import jsonbody
 from ..canary import parse_percent
 from ..errors import ApiError, bad_request, invalid_key, method_not_allowed
@@ -91,7 +93,9 @@ class ModelHandler(ManagementHandler):
                     item["traffic"] = traffic
         if self.bool_arg("customized", False):
             for mv, item in zip(versions, out, strict=True):
-                item["customizedMetadata"] = await customized_metadata(mv)
+                item["customizedMetadata"] = await customized_metadata(
+                    mv, self.registry.model_store
+                )
         self.write_json(out)
 
     async def put(self, name: str, version: str | None = None) -> None:
@@ -110,7 +114,21 @@ class ModelHandler(ManagementHandler):
         self.write_json(await self.registry.unregister(name, version or None))
 
 
-async def customized_metadata(mv: ModelVersion) -> Any:
+async def customized_metadata(mv: ModelVersion, store: Path | None = None) -> Any:
+    """The handler's ``describe_handle``, from a ready worker; with ``store``, a held-out
+    report that a deploy stored in the archive after this worker loaded it is added under
+    ``evaluation`` (the worker read the metadata before the report existed)."""
+    value = await _describe(mv)
+    if store is not None and isinstance(value, dict) and value.get("evaluation") is None:
+        report = await asyncio.get_running_loop().run_in_executor(
+            None, evaluation_in_store, store, mv.url
+        )
+        if report is not None:
+            value = {**value, "evaluation": report}
+    return value
+
+
+async def _describe(mv: ModelVersion) -> Any:
     workers = mv.ready_workers
     if not workers:
         raise ApiError(

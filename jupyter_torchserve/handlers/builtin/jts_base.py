@@ -776,6 +776,8 @@ class JtsBaseHandler:
             "handler_config": self.handler_config,
             "labels": None if self.mapping is None else len(self.mapping),
             "device": str(self.device),
+            # the held-out report a deploy stored in the archive (None before one ran)
+            "evaluation": self.metadata.get("evaluation"),
         }
 
 

@@ -23,6 +23,8 @@ import {
   refreshIntervalMs,
   tokens,
   topK,
+  evaluationRows,
+  trafficLine,
   workerState
 } from '../logic';
 
@@ -273,4 +275,41 @@ test("an export's answer lists files from the Jupyter root, then notes and next 
   });
   assert.deepEqual(one.files, ['a.yaml']);
   assert.equal(one.summary, 'Exported m for kserve: 1 file in ./');
+});
+
+test('a held-out report shows its scalar figures kernel beside served, then the agreement', () => {
+  const rows = evaluationRows({
+    rows: 597,
+    task: 'classification',
+    agreement: 1,
+    served: { accuracy: 0.9431, precision: { '0': 1 }, confusion: [[1]] },
+    kernel: { accuracy: 0.9431 }
+  });
+  assert.deepEqual(rows, [
+    { metric: 'accuracy', kernel: '0.9431', served: '0.9431' },
+    { metric: 'agreement', kernel: '', served: '100.00 %' }
+  ]);
+  const reg = evaluationRows({
+    rows: 3,
+    task: 'regression',
+    agreement: 0.5,
+    metric_name: 'rmse',
+    served: { mse: 0.25, mae: 0.5, r2: 0.1, custom: 0.5 },
+    kernel: { mse: 0.25, mae: 0.5, r2: 0.1, custom: 0.5 }
+  });
+  assert.deepEqual(
+    reg.map(r => r.metric),
+    ['MSE', 'MAE', 'R²', 'rmse', 'agreement']
+  );
+});
+
+test('a canary split says the configured share and what was seen', () => {
+  assert.equal(
+    trafficLine({ role: 'canary', percent: 20, requests: 45, observedPercent: 22.5 }),
+    'canary 20 % of the default route · 45 req, 22.5 % seen'
+  );
+  assert.equal(
+    trafficLine({ role: 'default', percent: 80, requests: 0, observedPercent: null }),
+    'default 80 % of the default route · no request yet'
+  );
 });

@@ -8,10 +8,49 @@ import React, { useCallback, useEffect, useState } from 'react';
 
 import { IModelEntry, api, jupyterBaseUrl } from '../api';
 import { act } from '../binding';
-import { IModelVersion, curlCommand, formatMs, workerState } from '../logic';
+import {
+  IEvaluation,
+  IModelVersion,
+  curlCommand,
+  evaluationRows,
+  formatMs,
+  trafficLine,
+  workerState
+} from '../logic';
 import { TorchServeModel } from '../model';
 import { ExportForm } from './ExportForm';
 import { ITab, ITabProps } from './tab';
+
+/** A version's held-out report (deploy x_test/y_test): kernel and served figures. */
+function EvaluationView({ e, label }: { e: IEvaluation; label: string }): JSX.Element {
+  return (
+    <details className="jp-TorchServe-evaluation" aria-label={`Evaluation of ${label}`}>
+      <summary>
+        Held-out evaluation: {e.rows} rows
+        {typeof e.served.accuracy === 'number' &&
+          ` · served accuracy ${(e.served.accuracy as number).toFixed(4)}`}
+      </summary>
+      <table className="jp-TorchServe-evaluation-table">
+        <thead>
+          <tr>
+            <th>metric</th>
+            <th>kernel</th>
+            <th>served</th>
+          </tr>
+        </thead>
+        <tbody>
+          {evaluationRows(e).map(r => (
+            <tr key={r.metric} data-metric={r.metric}>
+              <td>{r.metric}</td>
+              <td>{r.kernel}</td>
+              <td>{r.served}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+    </details>
+  );
+}
 
 function VersionRow(props: {
   model: TorchServeModel;
@@ -55,6 +94,11 @@ function VersionRow(props: {
             default
           </span>
         )}
+        {v.traffic?.role === 'canary' && (
+          <span className="jp-TorchServe-badge jp-mod-canary" title="Canary version">
+            canary
+          </span>
+        )}
         <span className="jp-TorchServe-dots" aria-label={`${workers.length} workers`}>
           {workers.map(w => (
             <span
@@ -72,6 +116,19 @@ function VersionRow(props: {
         batch {v.batchSize ?? 1} · delay {v.maxBatchDelay ?? 0} ms · min {v.minWorkers ?? '–'} / max{' '}
         {v.maxWorkers ?? '–'}
       </div>
+      {v.traffic && (
+        <div
+          className="jp-TorchServe-traffic"
+          data-percent={v.traffic.percent}
+          aria-label={`Traffic of ${label}`}
+        >
+          <span className="jp-TorchServe-share">
+            <span style={{ width: `${v.traffic.percent}%` }} />
+          </span>
+          {trafficLine(v.traffic)}
+        </div>
+      )}
+      {v.evaluation && <EvaluationView e={v.evaluation} label={label} />}
       <div className="jp-TorchServe-actions">
         <button
           className="jp-Button jp-mod-styled jp-mod-reject"

@@ -20,6 +20,7 @@ from typing import Any
 
 from ..config import EngineConfig
 from .autoscale import Autoscaler, Event, Policy, write_event
+from .deaths import write_death
 from .errors import ApiError, QueueFull
 from .jobs import Job
 from .metrics import EngineMetrics
@@ -30,6 +31,8 @@ from .workers import FAILED, LIVE, READY, STARTING, Worker
 log = logging.getLogger("jupyter_torchserve.engine")
 
 RESTART_BACKOFF = (0.5, 1, 2, 4, 8, 16, 30)
+#: Unasked-for worker deaths kept per version for `describe`.
+DEATHS_KEPT = 10
 
 
 class ModelVersion:
@@ -80,6 +83,8 @@ class ModelVersion:
         self.autoscaler = Autoscaler(self._autoscaled)
         self.gpu_peak = 0  # the largest GPU memory a worker of this version was seen using
         self._gpu_estimate: int | None = None
+        # deaths the engine did not ask for, newest last, for describe (deaths.Death)
+        self.worker_deaths: deque[dict[str, Any]] = deque(maxlen=DEATHS_KEPT)
 
     # -- what the APIs see ------------------------------------------------------------------
     @property
@@ -113,6 +118,7 @@ class ModelVersion:
             "handler": self.handler_override or self.manifest.get("model", {}).get("handler"),
             "archiveFormat": self.metadata.get("format"),
             "autoscale": self.autoscaler.describe_json(self, Policy.from_config(self.config)),
+            "workerDeaths": list(self.worker_deaths),
         }
 
     # -- requests ---------------------------------------------------------------------------
@@ -290,6 +296,7 @@ class ModelVersion:
         self.pool.forget(worker)
         if worker in self.workers:
             self.workers.remove(worker)
+        self._note_death(worker)
         retry = []
         for job in pending:
             if job.retried or job.future.done():
@@ -315,6 +322,19 @@ class ModelVersion:
         elif not self.live_workers:
             self._fail_queue()
         self.dispatch()
+
+    def _note_death(self, worker: Worker) -> None:
+        """A death nobody asked for goes into describe and the model's log, named."""
+        death = worker.death
+        started = worker.ready.done() and worker.ready.exception() is None
+        if death is None or worker.killed_by_engine or not started:
+            return  # stopped on purpose, or a failed start (that is the scale call's answer)
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self.worker_deaths.append(
+            {"time": stamp, "worker": worker.id, "pid": worker.pid, "device": worker.device}
+            | death.to_json()
+        )
+        write_death(str(self.log_path), worker.id, death)
 
     async def _restart(self) -> None:
         now = time.monotonic()

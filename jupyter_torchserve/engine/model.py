@@ -251,10 +251,12 @@ class ModelVersion:
                 *(w.wait_ready(self.startup_timeout) for w in started), return_exceptions=True
             )
         except BaseException as e:  # noqa: BLE001 - rolled back, then raised
-            raise await self._roll_back(started, before, min_workers, len(started) + 1, e) from e
+            raise await self._roll_back(
+                started, before, min_workers, wanted, len(started) + 1, e
+            ) from e
         for i, r in enumerate(results):
             if isinstance(r, BaseException):
-                raise await self._roll_back(started, before, min_workers, i + 1, r) from r
+                raise await self._roll_back(started, before, min_workers, wanted, i + 1, r) from r
         await asyncio.gather(
             *(w.wait_ready(self.startup_timeout) for w in others), return_exceptions=True
         )
@@ -265,6 +267,7 @@ class ModelVersion:
         started: list[Worker],
         before: tuple[int, int],
         target: int,
+        wanted: int,
         failed_at: int,
         cause: BaseException,
     ) -> BaseException:
@@ -295,7 +298,6 @@ class ModelVersion:
             status, kind = cause.status, cause.type
         detail = getattr(cause, "message", None) or f"{type(cause).__name__}: {cause}"
         live = len(self.live_workers)
-        wanted = target - live
         log.warning(
             "scaling %s %s failed at new worker %d of %d; rolled back",
             self.name,

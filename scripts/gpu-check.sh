@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Prove the GPU paths on a lent NVIDIA machine in one call (issue 2 §5): worker GPU
 # assignment, CUDA inference in a worker, NVML readings in status/metrics, and an engine
-# that never creates a CUDA context. The CPU-only suite covers the same paths with injected
-# devices; this runs tests/test_gpu.py, which skips where NVML finds no GPU.
+# that never creates a CUDA context; and issue 19's memory guard: a real CUDA OOM in a
+# handler is answered 507 "Out of resources" while the worker serves on, and a scale-up
+# that does not fit on the device is refused (507) and rolled back. The CPU-only suite
+# covers the same paths with injected devices; this runs tests/test_gpu.py and
+# tests/test_gpu_memory.py, which skip where NVML finds no GPU.
 #
 # Here, once (the device machine cannot reach a package index; its python3 3.12 has torch,
 # psutil, requests, prometheus-client, nvidia-ml-py and pytest but not these):
@@ -37,5 +40,7 @@ log="$out/gpu-check.log"
     python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
     # --noconftest: conftest.py loads pytest-jupyter, which this machine lacks and these
     # tests do not use (the Jupyter dirs are set above instead)
-    python3 -m pytest --noconftest -p no:cacheprovider -v -s -rs tests/test_gpu.py
+    python3 -m pytest --noconftest -p no:cacheprovider -v -s -rs tests/test_gpu.py \
+        tests/test_gpu_memory.py
+    nvidia-smi --query-gpu=index,memory.used,memory.total --format=csv || true
 } 2>&1 | tee "$log"

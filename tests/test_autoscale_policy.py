@@ -114,9 +114,15 @@ def test_off_when_max_equals_min_and_a_failed_start_is_an_event() -> None:
 
     fv = Failing(depth=99)
     run_looks(scaler, fv, [0.0, 2.0])
-    assert [(e.action, e.reason) for e in seen] == [("failed", "no room on any GPU")]
+    failed = ("failed", "no room on any GPU; the next start waits 5 s (cool-down)")
+    assert [(e.action, e.reason) for e in seen] == [failed]
     assert len(fv.live_workers) == 1
     assert scaler.describe_json(fv, POLICY)["events"][0]["action"] == "failed"
+    # under the same pressure, no start (and no failed event) until a cool-down has passed
+    run_looks(scaler, fv, [3.0, 4.5, 6.0, 7.9])
+    assert len(seen) == 1
+    run_looks(scaler, fv, [8.1, 9.2])  # then a full up window again
+    assert [e.action for e in seen] == ["failed", "failed"]
 
 
 def test_settings_from_config_properties(tmp_path: Path) -> None:

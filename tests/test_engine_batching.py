@@ -28,6 +28,7 @@ class _Worker:
         self.batches: list[list[Job]] = []
         self.inflight: dict[int, list[Job]] = {}
         self.gpu_id = None
+        self.death = None  # a real Worker's deaths.Death, once it has died
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     @property

@@ -56,6 +56,7 @@ def test_every_notebook_is_tested() -> None:
         "custom_handler.ipynb",
         "handoff.ipynb",
         "lifecycle.ipynb",
+        "scaling.ipynb",
     }
 
 
@@ -142,3 +143,21 @@ def test_lifecycle_notebook(engine: dict, tmp_path: Path) -> None:  # noqa: F811
     assert "onnxruntime mapped in the worker: True" in worker
     assert "torch mapped in the worker: False" in worker
     assert "unregistered" in outputs_of(nb, "unregister digits_onnx")
+
+
+def test_scaling_notebook(engine: dict, tmp_path: Path) -> None:  # noqa: F811
+    nb = execute(NOTEBOOKS / "scaling.ipynb", tmp_path)
+    assert float(re.search(r"accuracy: ([0-9.]+)%", outputs_of(nb, "nn.Flatten")).group(1)) > 80
+    bench = outputs_of(nb, "--workers 1,2")
+    for workers in ("1", "2"):
+        for conc in ("1", "8", "32"):  # a table row per worker count and concurrency
+            assert re.search(rf"^\s*{workers}\s+{conc}\s+[0-9.]+", bench, re.M), bench
+    needed = outputs_of(nb, "recommended_workers()")
+    assert re.search(r"workers needed for p99 within 250 ms at 32 connections: (1|2|None)", needed)
+    assert "the fewest whose p99 at 32" in needed or "no worker count tested keeps" in needed
+    assert "Workers scaled to 1" in outputs_of(nb, "scale mnist --min 1 --max 3")
+    events = outputs_of(nb, 'desc["autoscale"]')
+    ups = re.findall(r"^\s*up (\d) -> (\d): .*queued|^\s*up (\d) -> (\d): .*waited", events, re.M)
+    assert ups, events  # the step made the autoscaler add at least one worker
+    assert int(re.search(r"workers now: (\d)", events).group(1)) >= 2, events
+    assert "unregistered" in outputs_of(nb, "%torchserve unregister mnist")

@@ -8,6 +8,9 @@ whose max is above its min is watched every `autoscale_interval` seconds:
   `autoscale_up_window` seconds, one worker is added, up to max. One start at a time: the
   next decision waits until the new worker is ready, so a slow load is not answered by a
   burst of starts that all finish too late.
+* **a failed start** (the GPU guard's 507, a load that fails, startup_timeout) is an event,
+  and the next start waits for a cool-down after it: a load that stays high against a full
+  GPU is not answered by a refused start, and a log line, every second.
 * **down**: when, for `autoscale_cooldown` seconds (and as long since the last change), the
   queue stayed empty and at least one worker had nothing in flight at every look, one worker
   is drained (it answers what it holds, then exits; `Worker.stop`), down to min.
@@ -110,6 +113,8 @@ class Autoscaler:
         self.spare_since: float | None = None
         self.last_change = 0.0
         self.starting: asyncio.Task[Any] | None = None
+        self.start_failed = False  # the last start failed: no other before `up_after`
+        self.up_after: float | None = None
         self.events: deque[Event] = deque(maxlen=EVENTS_KEPT)
 
     def look(self, mv: Scalable, policy: Policy, now: float) -> None:
@@ -123,13 +128,19 @@ class Autoscaler:
         depth, wait = mv.queue_depth(), mv.oldest_wait()
         deep = depth >= policy.queue_depth * max(1, len(live))
         slow = wait * 1000 >= policy.queue_wait_ms
+        if self.start_failed:
+            self.start_failed = False
+            self.up_after = now + policy.cooldown
         if deep or slow:
             self.spare_since = None
+            if self.up_after is not None and now < self.up_after:
+                self.pressure_since = None  # after the pause, a full window again
+                return
             if self.pressure_since is None:
                 self.pressure_since = now
             if now - self.pressure_since >= policy.up_window and len(live) < mv.max_workers:
                 why = f"{depth} requests queued" if deep else f"oldest waited {wait * 1000:.0f} ms"
-                self._up(mv, len(live), f"{why} for {now - self.pressure_since:.1f} s")
+                self._up(mv, len(live), f"{why} for {now - self.pressure_since:.1f} s", policy)
                 self.pressure_since = None
             return
         self.pressure_since = None
@@ -155,15 +166,23 @@ class Autoscaler:
                 f"worker {worker.id} drained",
             )
 
-    def _up(self, mv: Scalable, before: int, reason: str) -> None:
+    def _up(self, mv: Scalable, before: int, reason: str, policy: Policy) -> None:
         self.last_change = time.monotonic()
+        self.up_after = None
 
         async def start() -> None:
             try:
                 worker = await mv.add_worker()
             except Exception as e:  # noqa: BLE001 - told as an event, the version keeps serving
                 message = getattr(e, "message", None) or str(e)
-                self._record(mv, "failed", before, len(mv.live_workers), message)
+                self.start_failed = True
+                self._record(
+                    mv,
+                    "failed",
+                    before,
+                    len(mv.live_workers),
+                    f"{message}; the next start waits {policy.cooldown:g} s (cool-down)",
+                )
                 return
             self.last_change = time.monotonic()  # the cool-down counts from the worker's start
             self._record(mv, "up", before, before + 1, f"{reason}; worker {worker.id} ready")

@@ -22,17 +22,36 @@ cannot (the OOM killer's SIGKILL looks like anyone's):
 The counter is host-wide and read about once a second, so an OOM kill of some other
 process in that second, beside an outside SIGKILL of a worker, is taken for the worker's
 OOM: that batch is answered 507 rather than retried, the one loss this rule allows.
+
+A GPU runs out of memory without the kernel knowing: CUDA's allocator raises in the handler
+(the worker answers that batch 507 itself and keeps serving, `handlers/service.py`), and a
+worker whose CUDA context is left broken by it may then abort, segfault or exit. So a death
+of its own doing (an exit code, a crash signal) or a SIGKILL is taken for a GPU OOM, and
+answered 507 rather than 503, when there is GPU evidence (`gpu_oom`): the worker reported a
+CUDA out-of-memory error in the last `GPU_OOM_RECENT_S` seconds, or its device had under
+`GPU_FULL_FRACTION` of its memory free when it died (read through NVML after the death,
+so what the dead worker held is already given back: what is left full is everyone else's).
+SIGTERM, SIGINT and SIGHUP stay outside stops, retried, whatever the GPU looks like.
+
+Every death the engine did not ask for is also told as one `Death.cause` line: in the
+model's log and in `describe` (the version's `workerDeaths`).
 """
 
 from __future__ import annotations
 
 import signal
 import time
+from dataclasses import dataclass
 
 from .errors import ApiError
 
 OUTSIDE_SIGNALS = {signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
 SAMPLE_SECONDS = 1.0
+#: A CUDA out-of-memory error this recent makes a worker's death a GPU OOM.
+GPU_OOM_RECENT_S = 60.0
+#: A device with less than this share of its memory free, read at a worker's death, is full.
+GPU_FULL_FRACTION = 0.05
+MIB = 1024**2
 
 
 def read_oom_kills(path: str = "/proc/vmstat") -> int | None:
@@ -72,37 +91,121 @@ class OomWatch:
 WATCH = OomWatch()
 
 
+@dataclass(frozen=True)
+class Death:
+    """Why a worker died, once: `error` answers the batch it was running (None: retry it),
+    `cause` is the line for the model's log and `describe`."""
+
+    cause: str
+    error: ApiError | None
+    out_of_memory: bool = False
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "cause": self.cause,
+            "outOfMemory": self.out_of_memory,
+            "status": self.error.status if self.error is not None else None,
+        }
+
+
+def gpu_full(gpu_id: int) -> str | None:
+    """What NVML says of a full device (`cuda:0 had 300 MiB free of 16384 MiB`), or None
+    when it has room or cannot be read."""
+    from .gpu import list_gpus
+
+    for g in list_gpus():
+        if g.index == gpu_id and g.memory_total > 0:
+            free = g.memory_total - g.memory_used
+            if free < GPU_FULL_FRACTION * g.memory_total:
+                return (
+                    f"cuda:{gpu_id} had {free // MIB} MiB free of {g.memory_total // MIB} MiB "
+                    "when it died"
+                )
+    return None
+
+
+def classify(
+    model: str,
+    exit_code: int | None,
+    killed_by_engine: bool,
+    log_path: str,
+    oom: OomWatch = WATCH,
+    gpu_oom: str | None = None,
+) -> Death:
+    """Why a worker died (see the module's rules); `gpu_oom` is the GPU evidence, if any."""
+    if killed_by_engine:
+        return Death("stopped by the engine", None)
+    if exit_code is None:
+        return Death("lost its connection to the engine", None)
+    sig = -exit_code if exit_code < 0 else 0
+    how = f"exited (code {exit_code})" if exit_code >= 0 else f"was killed ({_signal_name(sig)})"
+    self_inflicted = exit_code >= 0 or sig not in OUTSIDE_SIGNALS
+    if gpu_oom and (self_inflicted or sig == signal.SIGKILL):
+        return Death(
+            f"out of GPU memory: it {how}; {gpu_oom}",
+            ApiError(
+                507,
+                "InternalServerException",
+                f"Out of resources: the worker serving model {model} {how} while its GPU "
+                f"was out of memory ({gpu_oom}); the request is not retried. See {log_path}",
+            ),
+            out_of_memory=True,
+        )
+    if exit_code >= 0:
+        return Death(
+            f"{how} while running a batch",
+            ApiError(
+                503,
+                "InternalServerException",
+                f"Prediction failed: the worker serving model {model} exited (code {exit_code}) "
+                f"while running this request; it is not retried. See {log_path}",
+            ),
+        )
+    if sig == signal.SIGKILL and oom.rose():
+        return Death(
+            "out of memory: killed by the kernel's OOM killer",
+            ApiError(
+                507,
+                "InternalServerException",
+                f"Out of memory: the worker serving model {model} was killed by the kernel's "
+                "OOM killer while running this request; it is not retried",
+            ),
+            out_of_memory=True,
+        )
+    if sig in OUTSIDE_SIGNALS:
+        return Death(f"{how} from outside", None)
+    return Death(
+        f"crashed ({_signal_name(sig)}) while running a batch",
+        ApiError(
+            503,
+            "InternalServerException",
+            f"Prediction failed: the worker serving model {model} crashed ({_signal_name(sig)}) "
+            f"while running this request; it is not retried. See {log_path}",
+        ),
+    )
+
+
+def _signal_name(sig: int) -> str:
+    return signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
+
+
 def casualty(
     model: str,
     exit_code: int | None,
     killed_by_engine: bool,
     log_path: str,
     oom: OomWatch = WATCH,
+    gpu_oom: str | None = None,
 ) -> ApiError | None:
     """The answer for the batch a dead worker was running, or None to retry it."""
-    if exit_code is None or killed_by_engine:
-        return None
-    if exit_code >= 0:
-        return ApiError(
-            503,
-            "InternalServerException",
-            f"Prediction failed: the worker serving model {model} exited (code {exit_code}) "
-            f"while running this request; it is not retried. See {log_path}",
-        )
-    sig = -exit_code
-    if sig == signal.SIGKILL and oom.rose():
-        return ApiError(
-            507,
-            "InternalServerException",
-            f"Out of memory: the worker serving model {model} was killed by the kernel's "
-            "OOM killer while running this request; it is not retried",
-        )
-    if sig in OUTSIDE_SIGNALS:
-        return None
-    name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
-    return ApiError(
-        503,
-        "InternalServerException",
-        f"Prediction failed: the worker serving model {model} crashed ({name}) while running "
-        f"this request; it is not retried. See {log_path}",
-    )
+    return classify(model, exit_code, killed_by_engine, log_path, oom, gpu_oom).error
+
+
+def write_death(log_path: str, worker_id: str, death: Death) -> None:
+    """The model's log is where a user looks for what happened to its workers."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+    try:
+        with open(log_path, "a") as f:  # O_APPEND: whole lines beside the workers' own
+            f.write(f"{stamp} [engine] worker {worker_id} died: {death.cause}\n")
+    except OSError:
+        pass

@@ -20,6 +20,7 @@ from typing import Any
 
 from ..config import EngineConfig
 from .autoscale import Autoscaler, Event, Policy, write_event
+from .deaths import write_death
 from .errors import ApiError, QueueFull
 from .jobs import Job
 from .metrics import EngineMetrics
@@ -30,6 +31,10 @@ from .workers import FAILED, LIVE, READY, STARTING, Worker
 log = logging.getLogger("jupyter_torchserve.engine")
 
 RESTART_BACKOFF = (0.5, 1, 2, 4, 8, 16, 30)
+#: Unasked-for worker deaths kept per version for `describe`.
+DEATHS_KEPT = 10
+#: Seconds a rolled-back scale-up waits for the workers it started to exit.
+ROLLBACK_WAIT_S = 10.0
 
 
 class ModelVersion:
@@ -80,6 +85,8 @@ class ModelVersion:
         self.autoscaler = Autoscaler(self._autoscaled)
         self.gpu_peak = 0  # the largest GPU memory a worker of this version was seen using
         self._gpu_estimate: int | None = None
+        # deaths the engine did not ask for, newest last, for describe (deaths.Death)
+        self.worker_deaths: deque[dict[str, Any]] = deque(maxlen=DEATHS_KEPT)
 
     # -- what the APIs see ------------------------------------------------------------------
     @property
@@ -113,6 +120,7 @@ class ModelVersion:
             "handler": self.handler_override or self.manifest.get("model", {}).get("handler"),
             "archiveFormat": self.metadata.get("format"),
             "autoscale": self.autoscaler.describe_json(self, Policy.from_config(self.config)),
+            "workerDeaths": list(self.worker_deaths),
         }
 
     # -- requests ---------------------------------------------------------------------------
@@ -221,22 +229,93 @@ class ModelVersion:
 
     # -- workers ----------------------------------------------------------------------------
     async def scale(self, min_workers: int, max_workers: int, timeout: float | None = None) -> None:
-        """Bring the live worker count to `min_workers` and wait until they are ready."""
+        """Bring the live worker count to `min_workers` and wait until they are ready.
+
+        All or nothing: when one of the new workers cannot start (GPU placement refuses,
+        its load fails, startup_timeout), the ones this call started are stopped and the
+        version is left as it was (its workers, min and max), and the error says so.
+        """
+        before = (self.min_workers, self.max_workers)
         self.min_workers = min_workers
         self.max_workers = max_workers
         live = self.live_workers
         if len(live) > min_workers:
             await self._scale_down(live[min_workers:], timeout)
-        starting = [await self._start_worker() for _ in range(min_workers - len(live))]
-        waits = [w for w in self.live_workers if w.status == STARTING]
-        results = await asyncio.gather(
-            *(w.wait_ready(self.startup_timeout) for w in waits), return_exceptions=True
+        wanted = max(0, min_workers - len(live))
+        others = [w for w in live if w.status == STARTING]  # a restart, an earlier scale
+        started: list[Worker] = []
+        try:
+            for _ in range(wanted):
+                started.append(await self._start_worker())
+            results = await asyncio.gather(
+                *(w.wait_ready(self.startup_timeout) for w in started), return_exceptions=True
+            )
+        except BaseException as e:  # noqa: BLE001 - rolled back, then raised
+            raise await self._roll_back(
+                started, before, min_workers, wanted, len(started) + 1, e
+            ) from e
+        for i, r in enumerate(results):
+            if isinstance(r, BaseException):
+                raise await self._roll_back(started, before, min_workers, wanted, i + 1, r) from r
+        await asyncio.gather(
+            *(w.wait_ready(self.startup_timeout) for w in others), return_exceptions=True
         )
-        errors = [r for r in results if isinstance(r, BaseException)]
-        if errors:
-            raise errors[0]
-        del starting
         self.dispatch()
+
+    async def _roll_back(
+        self,
+        started: list[Worker],
+        before: tuple[int, int],
+        target: int,
+        wanted: int,
+        failed_at: int,
+        cause: BaseException,
+    ) -> BaseException:
+        """Undo a scale-up that failed part-way; the error to raise, naming what failed.
+
+        min/max go back first, so the stopped workers are not replaced (worker_lost keeps
+        `min_workers` alive). A started worker may already hold batches (dispatch uses any
+        ready worker): it is drained, so nothing it holds is lost; one still loading is
+        killed, as it holds nothing."""
+        self.min_workers, self.max_workers = before
+        for w in started:
+            if w.status == READY:
+                w.stop()
+            elif w.status == STARTING:
+                w.kill()
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(*(asyncio.shield(w.exited) for w in started)), ROLLBACK_WAIT_S
+            )
+        except asyncio.TimeoutError:
+            for w in started:
+                w.kill()
+        self.dispatch()
+        if isinstance(cause, asyncio.CancelledError):
+            return cause
+        status, kind = 500, "InternalServerException"
+        if isinstance(cause, ApiError):
+            status, kind = cause.status, cause.type
+        detail = getattr(cause, "message", None) or f"{type(cause).__name__}: {cause}"
+        live = len(self.live_workers)
+        log.warning(
+            "scaling %s %s failed at new worker %d of %d; rolled back",
+            self.name,
+            self.version,
+            failed_at,
+            wanted,
+        )
+        return ApiError(
+            status,
+            kind,
+            # the cause first: its words are TorchServe's ("Failed to start workers ...")
+            f"{detail.rstrip('.')}. Scaling model {self.name} version {self.version} to "
+            f"{target} workers failed at new worker {failed_at} of "
+            f"{wanted} and was rolled back: the {len(started)} worker(s) it started are "
+            f"stopped; the model keeps {live} worker(s), min_worker {before[0]}, "
+            f"max_worker {before[1]}",
+            traceback=getattr(cause, "traceback", ""),
+        )
 
     async def _start_worker(self) -> Worker:
         # before the worker exists: a failed install must not leave a never-started worker
@@ -290,6 +369,7 @@ class ModelVersion:
         self.pool.forget(worker)
         if worker in self.workers:
             self.workers.remove(worker)
+        self._note_death(worker)
         retry = []
         for job in pending:
             if job.retried or job.future.done():
@@ -315,6 +395,19 @@ class ModelVersion:
         elif not self.live_workers:
             self._fail_queue()
         self.dispatch()
+
+    def _note_death(self, worker: Worker) -> None:
+        """A death nobody asked for goes into describe and the model's log, named."""
+        death = worker.death
+        started = worker.ready.done() and worker.ready.exception() is None
+        if death is None or worker.killed_by_engine or not started:
+            return  # stopped on purpose, or a failed start (that is the scale call's answer)
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self.worker_deaths.append(
+            {"time": stamp, "worker": worker.id, "pid": worker.pid, "device": worker.device}
+            | death.to_json()
+        )
+        write_death(str(self.log_path), worker.id, death)
 
     async def _restart(self) -> None:
         now = time.monotonic()

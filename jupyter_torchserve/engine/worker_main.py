@@ -21,6 +21,7 @@ import time
 import traceback
 from typing import Any
 
+from ..handlers.oom import release_cuda_cache
 from ..handlers.service import HandlerError, RequestInput, load_service
 from .busypoll import PollWindow
 from .protocol import SyncConnection
@@ -272,7 +273,13 @@ def _infer(conn: SyncConnection, service: Any, header: dict[str, Any], payload: 
     try:
         outputs = service.predict(requests)
     except HandlerError as e:
-        log.error("handler failed on a batch of %d:\n%s", len(requests), e.traceback_text)
+        if e.cuda_oom:
+            # what the batch held is freed as its exception unwinds; the allocator's cache
+            # goes back too, so the next batch (or a neighbour on the device) has room
+            release_cuda_cache()
+            log.error("%s\n%s", e.message, e.traceback_text)
+        else:
+            log.error("handler failed on a batch of %d:\n%s", len(requests), e.traceback_text)
         conn.send(
             {
                 "op": "error",
@@ -280,6 +287,7 @@ def _infer(conn: SyncConnection, service: Any, header: dict[str, Any], payload: 
                 "message": e.message,
                 "traceback": _tail(e.traceback_text),
                 "status": e.status,  # what TorchServe answers: a PredictionException's code
+                "oom": e.cuda_oom,  # the engine counts it and judges a later death by it
                 "m": _drain_metrics(service),
             }
         )

@@ -129,6 +129,10 @@ class Worker:
         # a dead worker's batches wait for its exit status to learn their fate (deaths.py)
         self.killed_by_engine = False
         self.exit_code: int | None = None
+        self.death: deaths.Death | None = None  # why it died, once it has (model.worker_lost)
+        # CUDA out-of-memory errors its handler raised, and when the last one was
+        self.cuda_ooms = 0
+        self.last_cuda_oom = 0.0
         self._held: list[list[Job]] | None = None
         self._grace: asyncio.TimerHandle | None = None
 
@@ -346,10 +350,16 @@ class Worker:
             entry = self.inflight.pop(header["batch"], None)
             waiter = self.describe_waiters.pop(header["batch"], None)
             message = header.get("message", "Prediction failed")
+            if header.get("oom") is True:  # "Out of resources: CUDA out of memory on ..."
+                self.cuda_ooms += 1
+                self.last_cuda_oom = time.monotonic()
+                log.warning("worker %s of %s: %s", self.id, self.version.name, message)
+            else:
+                message = f"Prediction failed: {message}"
             err = ApiError(
                 error_status(header.get("status")),
                 "InternalServerException",
-                f"Prediction failed: {message}",
+                message,
                 traceback=str(header.get("traceback") or ""),
             )
             if waiter is not None and not waiter.done():
@@ -429,19 +439,30 @@ class Worker:
             self._grace.cancel()
             self._grace = None
         held, self._held = self._held or [], None
-        if held and held[0]:
-            cause = deaths.casualty(
-                self.version.name,
-                self.exit_code,
-                self.killed_by_engine,
-                str(self.version.log_path),
-            )
-            if cause is not None:
-                log.warning("worker %s of %s: %s", self.id, self.version.name, cause.message)
-                for job in held[0]:
-                    job.fail(cause)
-                held = held[1:]
+        self.death = deaths.classify(
+            self.version.name,
+            self.exit_code,
+            self.killed_by_engine,
+            str(self.version.log_path),
+            gpu_oom=self._gpu_oom_evidence(),
+        )
+        cause = self.death.error
+        if held and held[0] and cause is not None:
+            log.warning("worker %s of %s: %s", self.id, self.version.name, cause.message)
+            for job in held[0]:
+                job.fail(cause)
+            held = held[1:]
         self.version.worker_lost(self, [job for jobs in held for job in jobs])
+
+    def _gpu_oom_evidence(self) -> str | None:
+        """Why this death may be the GPU's running out of memory (deaths.py), or None."""
+        if self.killed_by_engine or self.exit_code is None:
+            return None
+        if self.last_cuda_oom:
+            ago = time.monotonic() - self.last_cuda_oom
+            if ago < deaths.GPU_OOM_RECENT_S:
+                return f"its handler raised CUDA out of memory {ago:.1f} s before"
+        return deaths.gpu_full(self.gpu_id) if self.gpu_id is not None else None
 
     def describe_json(self) -> dict[str, Any]:
         from .gpu import process_gpu_memory
@@ -468,6 +489,7 @@ class Worker:
             "gpu": self.device.startswith("cuda"),  # where the handler runs, once loaded
             "gpuUsage": gpu_usage,
             "device": self.device,
+            "cudaOutOfMemoryErrors": self.cuda_ooms,
         }
 
 

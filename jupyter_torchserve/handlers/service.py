@@ -26,6 +26,7 @@ from typing import Any
 from .compat import ensure_ts_importable
 from .context import TS_COMPAT_VERSION, Context, RequestProcessor
 from .names import BUILTIN_HANDLERS, DEFAULT_HANDLER
+from .oom import is_cuda_oom, oom_message
 from .requirements import RequirementsInstallError, install_requirements
 
 __all__ = [
@@ -77,11 +78,14 @@ class HandlerError(Exception):
     default, 507 on out-of-memory, or a handler's own ``PredictionException`` code).
     """
 
-    def __init__(self, message: str, traceback_text: str = "", status: int = 503) -> None:
+    def __init__(
+        self, message: str, traceback_text: str = "", status: int = 503, cuda_oom: bool = False
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.traceback_text = traceback_text
         self.status = status
+        self.cuda_oom = cuda_oom  # the GPU ran out of memory (handlers/oom.py)
 
     def __str__(self) -> str:
         return self.message
@@ -442,9 +446,12 @@ class Service:
         except MemoryError as exc:
             raise HandlerError("Out of resources", traceback.format_exc(), 507) from exc
         except Exception as exc:
+            if is_cuda_oom(exc):  # TorchServe's 507 "Out of resources", saying what ran out
+                ctx = self.context
+                gpu_id = ctx.system_properties.get("gpu_id")
+                message = oom_message(exc, ctx.model_name, gpu_id, len(batch))
+                raise HandlerError(message, traceback.format_exc(), 507, cuda_oom=True) from exc
             status = 503
-            if "CUDA" in str(exc) and "memory" in str(exc).lower():
-                status = 507
             code = getattr(exc, "error_code", None)  # ts.utils.util.PredictionException
             if type(exc).__name__ == "PredictionException" and isinstance(code, int):
                 status = code

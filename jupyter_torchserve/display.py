@@ -153,6 +153,10 @@ class ModelDescription(_Rich):
 
     name: str
     versions: list[dict[str, Any]]
+    #: what to show after the tables, each with its own repr and HTML (the stored
+    #: evaluation reports `describe --customized` found); their data is left out of the
+    #: handler metadata printed beside them
+    reports: list[Any] = field(default_factory=list)
 
     @property
     def title(self) -> str:  # type: ignore[override]
@@ -199,11 +203,15 @@ class ModelDescription(_Rich):
         return ["version", "worker", "status", "pid", "memory", "device", "gpu use", "since"], rows
 
     def _extra(self) -> list[tuple[str, Any]]:
-        return [
-            (d.get("modelVersion"), d["customizedMetadata"])
-            for d in self.versions
-            if d.get("customizedMetadata") is not None
-        ]
+        shown = {"evaluation"} if self.reports else set()
+        out = []
+        for d in self.versions:
+            meta = d.get("customizedMetadata")
+            if isinstance(meta, dict):
+                meta = {k: v for k, v in meta.items() if k not in shown} or None
+            if meta is not None:
+                out.append((d.get("modelVersion"), meta))
+        return out
 
     def _repr_html_(self) -> str:
         out = [super()._repr_html_()]
@@ -212,6 +220,7 @@ class ModelDescription(_Rich):
             out.append(html_table(wh, wr, "Workers"))
         for version, meta in self._extra():
             out.append(f"<p>Handler metadata ({esc(version)}): <code>{esc(meta)}</code></p>")
+        out += [report._repr_html_() for report in self.reports]
         return "".join(out)
 
     def __repr__(self) -> str:
@@ -221,6 +230,7 @@ class ModelDescription(_Rich):
             out.append("Workers\n" + text_table(wh, wr))
         for version, meta in self._extra():
             out.append(f"Handler metadata ({version}): {meta}")
+        out += [repr(report) for report in self.reports]
         return "\n\n".join(out)
 
 

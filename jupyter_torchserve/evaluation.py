@@ -257,6 +257,29 @@ class Evaluation:
             "kernel": _json_keys(self.kernel),
         }
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Evaluation:
+        """A stored report (to_json's) back as the report the deploy showed, for
+        `describe --customized`: per-class figures keyed by their class again."""
+
+        def classes_back(metrics: dict[str, Any]) -> dict[str, Any]:
+            return {
+                k: ({int(c): v for c, v in m.items()} if isinstance(m, dict) else m)
+                for k, m in metrics.items()
+            }
+
+        return cls(
+            name=data["name"],
+            version=data.get("version"),
+            rows=int(data["rows"]),
+            task=data["task"],
+            served=classes_back(data["served"]),
+            kernel=classes_back(data["kernel"]),
+            agreement=float(data["agreement"]),
+            classes=[int(c) for c in data.get("classes") or []],
+            metric_name=data.get("metric_name"),
+        )
+
     def table(self) -> tuple[list[str], list[list[Any]]]:
         rows: list[list[Any]] = []
         for key in ("accuracy", "mse", "mae", "r2", "custom"):

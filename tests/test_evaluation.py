@@ -69,6 +69,22 @@ def test_a_report_draws_its_confusion_matrix_and_round_trips_as_json():
     assert json.loads(json.dumps(report.to_json()))["served"]["recall"] == {"0": 1.0, "1": 0.5}
     assert "<img" in report._repr_html_() and "precision 1" in repr(report)
 
+    # stored, then shown by `describe --customized` as the deploy showed it, not as a dict
+    from jupyter_torchserve.display import ModelDescription
+
+    stored = json.loads(json.dumps(report.to_json()))
+    back = evaluation.Evaluation.from_json(stored)
+    assert repr(back) == repr(report) and back.confusion_png() == report.confusion_png()
+    described = ModelDescription(
+        "m",
+        [{"modelVersion": "1.0", "customizedMetadata": {"evaluation": stored, "n": 1}}],
+        reports=[back],
+    )
+    text = repr(described)
+    assert "Evaluation of m 1.0 on 4 rows: served accuracy 0.7500" in text
+    assert "Handler metadata (1.0): {'n': 1}" in text and "'served'" not in text
+    assert "<img" in described._repr_html_()
+
 
 def test_rows_that_are_images_are_drawn_and_others_are_not():
     assert as_image(np.arange(64.0)).shape == (8, 8)  # digits' flat 8×8

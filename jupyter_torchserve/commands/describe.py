@@ -22,4 +22,12 @@ def add_arguments(q: Parser) -> None:
 
 def run(args: argparse.Namespace, user: UserNamespace) -> ModelDescription:
     version = "all" if args.all else args.version
-    return api.describe(args.name, version, customized=args.customized)
+    described = api.describe(args.name, version, customized=args.customized)
+    if args.customized:  # a stored evaluation shows as the deploy showed it, picture included
+        from ..evaluation import Evaluation
+
+        for d in described.versions:
+            report = (d.get("customizedMetadata") or {}).get("evaluation")
+            if isinstance(report, dict):
+                described.reports.append(Evaluation.from_json(report))
+    return described

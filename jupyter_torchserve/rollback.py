@@ -89,7 +89,7 @@ class Rollback:
                     f"Rolling back failed ({exc}): remove it with `%torchserve unregister "
                     f"{self.name} --version {self.version}`."
                 )
-        elif self.files:
+        elif self.files or self.stashed:
             said.append(f"Nothing was registered: {self.name} is as it was before.")
         for path in self.files:
             if path.is_dir() and not path.is_symlink():

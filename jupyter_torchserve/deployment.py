@@ -227,13 +227,11 @@ def deploy(
     or dict of tensors for a model with several inputs, or, for image handlers, image bytes /
     a path to an image. ``device`` is 'auto', 'gpu' or 'cpu'.
     ``parity`` is True (raise :class:`~jupyter_torchserve.api.ParityError` on a mismatch),
-    'warn', or False (skip). ``engine`` holds EngineConfig values used when an engine has to
-    be started. ``progress`` is 'widget', 'text' or 'none' (default: widget in a kernel,
-    text elsewhere).
+    'warn', or False (skip). ``engine`` holds EngineConfig values for an engine it starts.
+    ``progress`` is 'widget', 'text' or 'none' (default: widget in a kernel, text elsewhere).
 
-    A name/version that is already registered raises
-    :class:`~jupyter_torchserve.api.ModelExistsError` unless ``replace=True`` (the old
-    version is unregistered only once the new archive is ready).
+    A name/version already registered raises :class:`~jupyter_torchserve.api.ModelExistsError`
+    unless ``replace=True``; a replace that fails serves the old version again (rollback.py).
 
     ``x_test`` (and ``y_test``) is held-out data: it goes through the served endpoint in
     batches of ``eval_batch_size`` rows, the model here sees the same rows, and
@@ -289,10 +287,11 @@ def run_pipeline(model: Any, name: str, opts: DeployOptions) -> Deployment:
         with _step(prog, "engine", timings, "engine") as s:
             info, started = api.start(**(opts.engine or {}))
             s["note"] = f"{'started' if started else 'reusing'} pid {info['pid']}"
-        c = api.client(info)
+        c = done.client = api.client(info)
         existing = api.versions_of(c, name)
         default = default_version(c, name, existing)
         version, old = choose_version(name, opts.version, existing, opts.replace, default)
+        done.set_aside(old, Path(info["model_store"]), f"{name}-{version}")  # until it serves
 
         with _step(prog, "archive + pre-flight", timings, "archive") as s:
             example = payloads.split_example(opts.example, opts.handler, opts.handler_config)
@@ -307,8 +306,8 @@ def run_pipeline(model: Any, name: str, opts: DeployOptions) -> Deployment:
         with _step(prog, "register + start workers", timings, "register") as s:
             if old is not None:
                 unregister_replaced(c, name, old)
-                done.replaced = old.version
-            done.client, done.version = c, version
+                done.replaced = old
+            done.version = version
             done.others = [str(d.get("modelVersion")) for d in existing]
             done.others = [v for v in done.others if v != version]
             c.register(
@@ -370,6 +369,7 @@ def run_pipeline(model: Any, name: str, opts: DeployOptions) -> Deployment:
             with _step(prog, "evaluation", timings, "evaluation") as s:
                 dep.evaluation = evaluation.evaluate_deployment(c, dep, model, opts)
                 s["note"] = f"{dep.evaluation.rows} rows, {dep.evaluation.headline()}"
+        done.commit()
         timings["total"] = time.monotonic() - t_all
         dep.timings = timings
         prog.finish(f"Served {name} {version} in {timings['total']:.1f} s")

@@ -272,6 +272,15 @@ def v1_instances(data: Any) -> list[Any]:
     return data if isinstance(data, list) else [data]
 
 
+def v1_multi_instances(tensor: Any) -> list[dict[str, Any]]:
+    """KServe v1 ``instances`` of a model with several inputs: one object per sample, keyed
+    by input name (``[{"a": a[0], "b": b[0]}, ...]``), the form KServe v1 gives named inputs
+    and the one the engine hands the tensor handler as the request's parameters."""
+    named = {n: t.tolist() for n, t in named_inputs(tensor).items()}
+    rows = min(len(v) for v in named.values()) if named else 0
+    return [{n: v[i] for n, v in named.items()} for i in range(rows)]
+
+
 def v2_inputs(data: Any, name: str = DEFAULT_INPUT_NAME) -> list[dict[str, Any]]:
     """KServe v2 ``inputs``: BYTES (base64) for bytes, the tensor's datatype and shape otherwise.
 
@@ -330,10 +339,10 @@ def write_example_files(
             raw = store / f"{stem}.example.png"
             raw.write_bytes(request)
             v1, v2 = v1_instances(request), v2_inputs(request, input_name)
-        elif is_multi(tensor):  # no KServe v1 form: one instance holds one input
+        elif is_multi(tensor):
             raw = store / f"{stem}.example.json"
             raw.write_bytes(request_body(example)[0])
-            v1, v2 = None, v2_inputs(tensor)
+            v1, v2 = v1_multi_instances(tensor), v2_inputs(tensor)
         elif tensor is not None and hasattr(tensor, "tolist"):
             raw = store / f"{stem}.example.json"
             raw.write_text(json.dumps(tensor.tolist()))

@@ -6,7 +6,7 @@ Why apart from the pipeline: these are the rules a user meets when a name is alr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .api import ModelExistsError
@@ -23,6 +23,8 @@ class Replaced:
     version: str
     was_default: bool
     others: list[str]
+    #: its describe entry (url, workers, batching), to register it again if the deploy fails
+    registration: dict[str, Any] = field(default_factory=dict)
 
 
 def choose_version(
@@ -61,7 +63,8 @@ def choose_version(
             f"(replace=True) to replace it, or a new --version."
         )
     others = [v for v in versions if v != version]
-    return version, Replaced(version, default == version or default is None, others)
+    was_default = default == version or default is None
+    return version, Replaced(version, was_default, others, dict(versions[version]))
 
 
 def default_version(c: Client, name: str, existing: list[dict[str, Any]]) -> str | None:
@@ -108,3 +111,25 @@ def served_as_default(c: Client, name: str, version: str, assumed: bool) -> bool
     except Exception:  # a TorchServe without "all": keep what the pipeline expects
         pass
     return assumed
+
+
+def register_again(c: Client, name: str, old: Replaced) -> None:
+    """Register a replaced version once more from its describe entry, as it was served:
+    the same archive, workers, batching and timeout, and the default role if it had it."""
+    d = old.registration
+    lo = int(d.get("minWorkers") or 0)
+    c.register(
+        str(d["modelUrl"]),
+        model_name=name,
+        batch_size=d.get("batchSize"),
+        max_batch_delay=d.get("maxBatchDelay"),
+        initial_workers=lo,
+        synchronous=True,
+        response_timeout=d.get("responseTimeout"),
+        device_type=d.get("deviceType") or None,
+    )
+    hi = d.get("maxWorkers")
+    if hi is not None and int(hi) > lo:
+        c.scale(name, lo, int(hi), version=old.version)
+    if old.was_default and old.others:
+        c.set_default(name, old.version)

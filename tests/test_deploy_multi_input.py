@@ -82,13 +82,19 @@ def test_two_inputs_deploy_serve_and_snippets(
 
     # the printed snippets, run as printed
     snippets = dep.snippets
-    assert "curl_v1" not in snippets  # one v1 instance holds one input: none is offered
-    for key in ("curl", "curl_v2"):
+    for key in ("curl", "curl_v1", "curl_v2"):
         out = subprocess.run(snippets[key], shell=True, capture_output=True, text=True)
         assert out.returncode == 0, out.stderr
         body = json.loads(out.stdout)
-        got = _v2_answer(body) if key == "curl_v2" else torch.tensor(body)
+        if key == "curl_v2":
+            got = _v2_answer(body)
+        else:  # KServe v1: one prediction per instance, an instance being one sample
+            got = torch.tensor(body["predictions"] if key == "curl_v1" else body)
         assert torch.allclose(got, want, atol=1e-5), (key, body)
+    # the v1 body: one instance per sample, keyed by input name
+    instances = json.loads(Path(dep.payloads["v1"]).read_text())["instances"]
+    assert [sorted(i) for i in instances] == [sorted(names)] * len(a)
+    assert instances[1][names[1]] == b[1].tolist()
     sent = json.loads(Path(dep.payloads["v2"]).read_text())["inputs"]
     assert sorted(i["name"] for i in sent) == sorted(names)
     ns: dict[str, Any] = {}

@@ -166,6 +166,8 @@ def test_several_inputs_give_named_bodies(tmp_path: Path) -> None:
 
     files = payloads.write_example_files(tmp_path, "two-1.0", positional)
     assert json.loads(Path(files["raw"]).read_text()) == json.loads(body)
-    assert "v1" not in files  # a KServe v1 instance carries one input
+    # KServe v1: one instance per sample, keyed by input name
+    v1 = json.loads(Path(files["v1"]).read_text())
+    assert v1 == {"instances": [{"input-0": a[0].tolist(), "input-1": b[0].tolist()}]}
     sent = json.loads(Path(files["v2"]).read_text())["inputs"]
     assert [(i["name"], i["shape"]) for i in sent] == [("input-0", [1, 4]), ("input-1", [1, 2])]

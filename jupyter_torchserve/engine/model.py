@@ -80,6 +80,7 @@ class ModelVersion:
         self._timer: asyncio.TimerHandle | None = None
         self._restarts = 0
         self._last_restart = 0.0
+        self.replacing = 0  # lost workers whose replacement is waiting or starting (/ping)
         self.unregistered = False
         self.log_path = log_path
         self.autoscaler = Autoscaler(self._autoscaled)
@@ -391,6 +392,7 @@ class ModelVersion:
             and worker.ready.exception() is None
             and len(self.live_workers) < self.min_workers
         ):
+            self.replacing += 1
             asyncio.get_running_loop().create_task(self._restart())
         elif not self.live_workers:
             self._fail_queue()
@@ -410,6 +412,12 @@ class ModelVersion:
         write_death(str(self.log_path), worker.id, death)
 
     async def _restart(self) -> None:
+        try:
+            await self._replace_lost_worker()
+        finally:
+            self.replacing -= 1
+
+    async def _replace_lost_worker(self) -> None:
         now = time.monotonic()
         self._restarts = self._restarts + 1 if now - self._last_restart < 60 else 0
         self._last_restart = now

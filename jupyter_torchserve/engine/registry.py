@@ -111,6 +111,17 @@ class ModelRegistry:
     def all_versions(self) -> list[ModelVersion]:
         return [v for entry in self.models.values() for v in entry.versions.values()]
 
+    def healthy(self) -> bool:
+        """TorchServe 0.12's `/ping`: unhealthy only when a model has fewer workers than
+        `minWorkers` *counting those starting or being replaced* (its "running" workers
+        include restarts within `maxRetryTimeoutInSec`). So an engine restoring a snapshot,
+        or replacing a crashed worker after its backoff, answers 200 Healthy, as TorchServe
+        does, and start-up never logs a 500; a version being unregistered does not count."""
+        return all(
+            mv.unregistered or len(mv.live_workers) + mv.replacing >= mv.min_workers
+            for mv in self.all_versions()
+        )
+
     def get_entry(self, name: str) -> ModelEntry:
         entry = self.models.get(name)
         if entry is None or not entry.versions:

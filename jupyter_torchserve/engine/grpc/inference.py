@@ -34,11 +34,7 @@ class InferenceServicer(pb_grpc.InferenceAPIsServiceServicer):
         self.registry = registry
 
     async def Ping(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        healthy = all(
-            len(v.ready_workers) >= v.min_workers or len(v.live_workers) >= v.min_workers
-            for v in self.registry.all_versions()
-        )
-        body = {"status": "Healthy" if healthy else "Unhealthy"}
+        body = {"status": "Healthy" if self.registry.healthy() else "Unhealthy"}
         return pb.TorchServeHealthResponse(health=json.dumps(body, indent=2))
 
     async def Predictions(self, request: Any, context: grpc.aio.ServicerContext) -> Any:

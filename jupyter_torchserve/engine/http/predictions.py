@@ -77,11 +77,7 @@ class InferenceHandler(BaseHandler):
 
 class PingHandler(InferenceHandler):
     def get(self) -> None:
-        healthy = all(
-            len(v.ready_workers) >= v.min_workers or len(v.live_workers) >= v.min_workers
-            for v in self.registry.all_versions()
-        )
-        if healthy:
+        if self.registry.healthy():
             self.write_json({"status": "Healthy"})
         else:
             self.write_json({"status": "Unhealthy"}, 500)

@@ -2,7 +2,8 @@
 
 Each request body holds one input: a JSON nested list, ``{"data": ...}`` / ``{"inputs": ...}``
 (KServe v2 ``[{"name", "shape", "datatype", "data"}]`` too), ``.npy`` bytes or ``torch.save``
-bytes. A multi-input model takes a JSON object keyed by input name. The requests of a batch
+bytes. A multi-input model takes a JSON object keyed by input name (as a body, or as a
+KServe v1 instance, whose keys arrive as request parameters). The requests of a batch
 are concatenated along dim 0 into one model call and the output is split back per request.
 When the schema says the input is batched (``[-1, ...]``) and a request sends one sample
 without the batch dimension, the dimension is added and removed again from its output.
@@ -110,6 +111,21 @@ class TensorHandler(JtsBaseHandler):
             )
         return [value]
 
+    def _payload(self, row: Any) -> Any:
+        """The request's input; a request whose parameters are the model's inputs by name
+        (a KServe v1 instance ``{"a": [...], "b": [...]}`` becomes one parameter per key)
+        is taken whole, as the object keyed by input name."""
+        names = self.input_names()
+        if (
+            isinstance(row, dict)
+            and len(names) > 1
+            and row.get("data") is None
+            and row.get("body") is None
+            and all(name in row for name in names)
+        ):
+            return {name: row[name] for name in names}
+        return request_payload(row)
+
     def _from_v2(self, tensors: list[dict[str, Any]]) -> Any:
         """KServe v2 inputs ``[{"name", "shape", "datatype", "data"}]`` -> arrays by name."""
         arrays = {}
@@ -155,7 +171,7 @@ class TensorHandler(JtsBaseHandler):
         self.added_batch_dim = []
         for idx, row in enumerate(data):
             content_type = _param_content_type(self.context, idx, row)
-            values = self._split_inputs(decode_payload(request_payload(row), content_type))
+            values = self._split_inputs(decode_payload(self._payload(row), content_type))
             if per_input and len(values) != len(per_input):
                 raise ValueError("the requests of one batch send different numbers of inputs")
             tensors = []

@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .v2_dtypes import EXPLAIN_OUTPUT
+
 #: The response header the built-in handlers put an explanation's facts in (target,
 #: prediction, delta, top-k, method, ms); handlers/builtin/jts_base.py spells it too, since
 #: archived handler files import nothing of ours.
@@ -105,9 +107,9 @@ def _first_instance(value: Any) -> Any:
         return value["explanations"][0]
     if isinstance(value, dict) and isinstance(value.get("outputs"), list):
         for output in value["outputs"]:
-            if output.get("name") == "explain":
+            if output.get("name") == EXPLAIN_OUTPUT:
                 return np.asarray(output["data"], dtype=np.float64).reshape(output["shape"])
-        raise ValueError("the KServe v2 answer has no output named 'explain'")
+        raise ValueError(f"the KServe v2 answer has no output named {EXPLAIN_OUTPUT!r}")
     return value
 
 

@@ -1,5 +1,8 @@
 """KServe v2 / OIP tensor datatypes and the numpy dtypes they travel as (BYTES aside), for
-the engine and the clients alike."""
+the engine and the clients alike, and the one output name both sides agree on."""
+
+#: The output `/v2/models/{m}/explain` answers with (KServe's TorchServe sample names it so)
+EXPLAIN_OUTPUT = "explain"
 
 V2_DTYPES = {
     "BOOL": "bool",

@@ -26,7 +26,7 @@ from typing import Any
 
 from ..._version import __version__
 from ...content import is_binary
-from ...v2_dtypes import V2_DTYPES
+from ...v2_dtypes import EXPLAIN_OUTPUT, V2_DTYPES
 from .. import jsonbody
 from ..errors import ApiError, bad_request
 from ..jobs import Reply
@@ -263,10 +263,10 @@ async def v2_explain_tensors(
         for value, fact in zip(values, facts, strict=True):
             if fact.get("delta") is None and value.get("delta") is not None:
                 fact["delta"] = value["delta"]
-        outputs.append(_stacked_output("explain", [v["importances"] for v in values], "FP64"))
+        outputs.append(_stacked_output(EXPLAIN_OUTPUT, [v["importances"] for v in values], "FP64"))
         outputs.append(_stacked_output("words", [v.get("words") or [] for v in values], "BYTES"))
     else:
-        outputs.append(_stacked_output("explain", values, "FP64"))
+        outputs.append(_stacked_output(EXPLAIN_OUTPUT, values, "FP64"))
     parameters = _explanation_parameters(facts)
     if parameters:
         outputs[0]["parameters"] = parameters

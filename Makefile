@@ -43,7 +43,7 @@ lint: setup labextension/node_modules/.yarn-state.yml
 	cd labextension && $(JLPM) lint:check
 
 test: setup chromium torchserve-venv lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 
 clean:
 	rm -rf $(VENV) .torchserve-venv jupyter_torchserve/labextension labextension/node_modules labextension/lib

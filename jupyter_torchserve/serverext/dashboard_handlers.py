@@ -133,7 +133,7 @@ class LoadTestHandler(TorchServeHandler):
                     "version": version,
                     "protocol": result.protocol,
                     "duration": duration,
-                    "rows": result.rows(),
+                    "rows": result.rows,
                     "notes": result.notes(),
                 },
                 default=str,

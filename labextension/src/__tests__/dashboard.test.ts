@@ -76,6 +76,8 @@ test('autoscaler decisions: describe reasons first, else the counter', () => {
   assert.equal(rows[0].reason, 'idle for 30 s');
   const workers = dashboardCharts(view({ decisions: [d] }))[3].spec as any;
   assert.equal(workers.layer[1].mark.type, 'rule');
+  // whole workers on the axis, one above the most seen
+  assert.deepEqual(workers.layer[0].encoding.y.axis.values, [0, 1, 2]);
   assert.equal(workers.layer[1].data.values.length, 1);
 });
 

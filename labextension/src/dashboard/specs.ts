@@ -45,6 +45,8 @@ export interface IChart {
 
 const SCHEMA = 'https://vega.github.io/schema/vega-lite/v5.json';
 const HEIGHT = 150;
+/** Fixed, not 'container': a chart drawn while its panel is still hidden would measure 0 px. */
+const WIDTH = 380;
 
 function timeX(view: IDashboardView): Record<string, unknown> {
   return {
@@ -72,7 +74,7 @@ function lineChart(
     spec: {
       $schema: SCHEMA,
       description: title,
-      width: 'container',
+      width: WIDTH,
       height: HEIGHT,
       data: { values: rows },
       mark: { type: 'line', point: rows.length < 60, interpolate: 'monotone' },
@@ -121,6 +123,7 @@ function workersChart(view: IDashboardView): IChart {
   const rows = view.series.workers ?? [];
   const decisions = decisionRows(view);
   const title = 'Workers (autoscaler decisions marked)';
+  const top = Math.max(1, ...rows.map(r => Number(r.workers) || 0)) + 1;
   return {
     id: 'workers',
     title,
@@ -128,7 +131,7 @@ function workersChart(view: IDashboardView): IChart {
     spec: {
       $schema: SCHEMA,
       description: title,
-      width: 'container',
+      width: WIDTH,
       height: HEIGHT,
       layer: [
         {
@@ -140,7 +143,9 @@ function workersChart(view: IDashboardView): IChart {
               field: 'workers',
               type: 'quantitative',
               title: 'workers',
-              axis: { tickMinStep: 1, format: 'd' }
+              // whole workers only, with headroom so a line at the maximum is not on the edge
+              scale: { domain: [0, top] },
+              axis: { values: Array.from({ length: top + 1 }, (_, i) => i), format: 'd' }
             },
             color: { field: 'model', type: 'nominal', title: 'model version' }
           }

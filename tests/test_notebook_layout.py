@@ -22,6 +22,7 @@ LAYERS: list[list[str]] = [
         "widgets",
         "loadtest_view",
         "loadtest",
+        "loadtest_job",
         "explain_view",
         "explain_widget",
     ],

@@ -3,15 +3,18 @@
 `GET {base}/torchserve/dashboard?minutes=5|15|60`: the history the sampler keeps (history.py).
 `POST {base}/torchserve/models/{name}/loadtest` with `{"concurrency": [1, 8], "duration": 3}`:
 the same load test as `%torchserve bench` (loadtest.run), on the archive's sample input, run
-in a thread (its generator is a subprocess) so the Jupyter server's loop keeps serving; one at
-a time, since two would measure each other.
+as a process of its own (`python -m jupyter_torchserve.loadtest_job`) awaited without
+blocking the Jupyter server's loop; one at a time, since two would measure each other.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from jupyter_server.utils import url_path_join
@@ -82,9 +85,6 @@ class LoadTestHandler(TorchServeHandler):
 
     @web.authenticated
     async def post(self, name: str) -> None:
-        from jupyter_torchserve import loadtest
-        from jupyter_torchserve.client import Client
-
         body = self.json_body()
         levels = _levels(body.get("concurrency", [1, 8]))
         duration = _duration(body.get("duration", 3))
@@ -96,9 +96,8 @@ class LoadTestHandler(TorchServeHandler):
             if (v.get("modelVersion") == version if version else v.get("isDefault"))
         ] or versions
         url = (chosen[0].get("modelUrl") if chosen else None) or ""
-        sample = await asyncio.to_thread(
-            store.sample_input, self.gateway.info().get("model_store"), url
-        )
+        info = self.gateway.info()
+        sample = await asyncio.to_thread(store.sample_input, info.get("model_store"), url)
         if sample is None:
             raise EngineError(
                 404,
@@ -107,38 +106,59 @@ class LoadTestHandler(TorchServeHandler):
                 f"use `%torchserve bench {name} --data ...` in a notebook",
             )
         data, ctype, protocol = sample
-        payload: Any = json.loads(data) if protocol == "v2" else data
         if _LOADTEST_LOCK.locked():
             raise EngineError(409, "Conflict", "a load test is already running; wait for it")
         async with _LOADTEST_LOCK:
-            client = Client.from_info(self.gateway.info(), timeout=self.gateway.request_timeout)
-            try:
-                result = await asyncio.to_thread(
-                    loadtest.run,
-                    client,
-                    name,
-                    payload,
-                    concurrency=levels,
-                    duration=duration,
-                    protocol="v2" if protocol == "v2" else "torchserve",
-                    version=version,
-                    content_type=None if protocol == "v2" else ctype,
-                )
-            except (ValueError, RuntimeError) as exc:
-                raise EngineError(500, "LoadTestFailed", f"the load test failed: {exc}") from exc
-        self.finish(
-            json.dumps(
+            out = await _run_job(
                 {
-                    "model": name,
-                    "version": version,
-                    "protocol": result.protocol,
+                    "info": dict(info),
+                    "name": name,
+                    "content_type": ctype,
+                    "protocol": "v2" if protocol == "v2" else "torchserve",
+                    "concurrency": levels,
                     "duration": duration,
-                    "rows": result.rows,
-                    "notes": result.notes(),
+                    "version": version,
+                    "timeout": self.gateway.request_timeout,
                 },
-                default=str,
+                data,
+                limit=len(levels) * (duration + 30) + 60,
             )
+        self.finish(json.dumps({"model": name, "version": version, "duration": duration, **out}))
+
+
+async def _run_job(plan: dict[str, Any], data: bytes, limit: float) -> dict[str, Any]:
+    """Run loadtest_job with `plan` on stdin; its one JSON line, or an EngineError."""
+    with tempfile.TemporaryDirectory(prefix="jts-loadtest-") as tmp:
+        data_file = Path(tmp) / "body"
+        data_file.write_bytes(data)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "jupyter_torchserve.loadtest_job",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
+        stdin = json.dumps({**plan, "data_file": str(data_file)}).encode()
+        try:
+            stdout, stderr = await asyncio.wait_for(proc.communicate(stdin), limit)
+        except asyncio.TimeoutError:
+            proc.kill()
+            await proc.wait()
+            message = f"the load test ran past {limit:.0f} s"
+            raise EngineError(504, "LoadTestTimeout", message) from None
+        except asyncio.CancelledError:  # the server is shutting down: leave no generator behind
+            proc.kill()
+            raise
+    lines = stdout.decode("utf-8", "replace").strip().splitlines()
+    try:
+        out = json.loads(lines[-1]) if lines else {}
+    except ValueError:
+        out = {}
+    if proc.returncode != 0 or "rows" not in out:
+        why = out.get("error") or stderr.decode("utf-8", "replace")[-2000:] or "no answer"
+        raise EngineError(500, "LoadTestFailed", f"the load test failed: {why}")
+    return out
 
 
 def dashboard_routes(base_url: str) -> list[tuple[str, type[TorchServeHandler]]]:

@@ -23,6 +23,7 @@ LAYERS: list[list[str]] = [
         "widgets",
         "loadtest_view",
         "loadtest",
+        "loadtest_job",
         "explain_view",
         "explain_widget",
     ],

@@ -3,10 +3,13 @@
  * commands in the command palette.
  */
 import { ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
-import { ICommandPalette } from '@jupyterlab/apputils';
+import { ICommandPalette, MainAreaWidget } from '@jupyterlab/apputils';
+import { IRenderMimeRegistry } from '@jupyterlab/rendermime';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 
 import { api } from './api';
+import { createDashboard } from './dashboard/DashboardPanel';
+import { OPEN_DASHBOARD, dashboardOpener } from './dashboard/opener';
 import { refreshIntervalMs } from './logic';
 import { TorchServeModel } from './model';
 import { TorchServePanel } from './panel';
@@ -18,6 +21,7 @@ export namespace CommandIDs {
   export const refresh = 'torchserve:refresh';
   export const start = 'torchserve:start-engine';
   export const stop = 'torchserve:stop-engine';
+  export const dashboard = OPEN_DASHBOARD;
 }
 
 const CATEGORY = 'TorchServe';
@@ -29,12 +33,13 @@ const plugin: JupyterFrontEndPlugin<void> = {
   id: 'jupyter-torchserve:plugin',
   description: 'Sidebar for the jupyter_torchserve engine: models, tests, logs and metrics.',
   autoStart: true,
-  optional: [ICommandPalette, ILayoutRestorer, ISettingRegistry],
+  optional: [ICommandPalette, ILayoutRestorer, ISettingRegistry, IRenderMimeRegistry],
   activate: (
     app: JupyterFrontEnd,
     palette: ICommandPalette | null,
     restorer: ILayoutRestorer | null,
-    settingRegistry: ISettingRegistry | null
+    settingRegistry: ISettingRegistry | null,
+    rendermime: IRenderMimeRegistry | null
   ) => {
     const model = new TorchServeModel();
     if (settingRegistry) {
@@ -100,6 +105,24 @@ const plugin: JupyterFrontEndPlugin<void> = {
         await model.refresh();
       }
     });
+    let dashboard: MainAreaWidget | null = null;
+    app.commands.addCommand(CommandIDs.dashboard, {
+      label: 'Open the TorchServe dashboard',
+      caption: 'Charts of the last 5/15/60 minutes: throughput, latency, queue, workers, errors',
+      describedBy: NO_ARGS,
+      isEnabled: () => rendermime !== null,
+      execute: () => {
+        if (!rendermime) {
+          return;
+        }
+        if (!dashboard || dashboard.isDisposed) {
+          dashboard = createDashboard(rendermime);
+          app.shell.add(dashboard, 'main');
+        }
+        app.shell.activateById(dashboard.id);
+      }
+    });
+    dashboardOpener.open = () => void app.commands.execute(CommandIDs.dashboard);
     model.changed.connect(() => app.commands.notifyCommandChanged());
 
     if (palette) {
@@ -107,7 +130,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
         CommandIDs.open,
         CommandIDs.refresh,
         CommandIDs.start,
-        CommandIDs.stop
+        CommandIDs.stop,
+        CommandIDs.dashboard
       ]) {
         palette.addItem({ command, category: CATEGORY });
       }

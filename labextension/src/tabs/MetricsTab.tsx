@@ -4,6 +4,7 @@
  */
 import React, { useState } from 'react';
 
+import { dashboardOpener } from '../dashboard/opener';
 import { ISample, rates } from '../logic';
 import { ITab, ITabProps } from './tab';
 
@@ -61,6 +62,17 @@ function MetricsTab({ model }: ITabProps): JSX.Element {
   const err = model.overview?.metrics?.error;
   return (
     <div className="jp-TorchServe-section">
+      <div className="jp-TorchServe-actions">
+        <button
+          className="jp-Button jp-mod-styled jp-mod-accept"
+          aria-label="Open dashboard"
+          title="Charts of the last 5/15/60 minutes in the main area"
+          disabled={!dashboardOpener.open}
+          onClick={() => dashboardOpener.open?.()}
+        >
+          Open dashboard
+        </button>
+      </div>
       <div className="jp-TorchServe-row">
         <select
           className="jp-mod-styled"

@@ -1,10 +1,12 @@
 /**
  * The Test tab: send an uploaded file or the archive's own sample input to a model and show
- * the answer (status, latency at the engine and round trip, top scores, the body).
+ * the answer (status, latency at the engine and round trip, top scores, the body); and a short
+ * load test on the sample input (the server runs `%torchserve bench`'s code) as a table.
  */
 import React, { useEffect, useState } from 'react';
 
-import { ApiError, api } from '../api';
+import { ApiError, api, requestJSON } from '../api';
+import { ILoadTestResult, checkDuration, errorCell, parseLevels } from '../dashboard/loadtest';
 import {
   IHeatmap,
   IToken,
@@ -70,6 +72,120 @@ function ExplainedText({ words }: { words: IToken[] }): JSX.Element {
         </span>
       ))}
     </div>
+  );
+}
+
+const ms = (v: number | null): string => (v === null ? '–' : v.toFixed(1));
+
+/** Concurrency levels and a duration; runs on the sample input; one table row per level. */
+function LoadTest({ name }: { name: string }): JSX.Element {
+  const [levelsText, setLevelsText] = useState('1,4');
+  const [duration, setDuration] = useState(3);
+  const [busy, setBusy] = useState(false);
+  const [result, setResult] = useState<ILoadTestResult | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  const levels = parseLevels(levelsText);
+  const problem = typeof levels === 'string' ? levels : checkDuration(duration);
+
+  const run = async () => {
+    if (typeof levels === 'string' || problem || !name) {
+      return;
+    }
+    setBusy(true);
+    setError(null);
+    setResult(null);
+    try {
+      setResult(
+        await requestJSON<ILoadTestResult>(`models/${encodeURIComponent(name)}/loadtest`, {
+          method: 'POST',
+          body: JSON.stringify({ concurrency: levels, duration })
+        })
+      );
+    } catch (e) {
+      setError((e as ApiError).message);
+    } finally {
+      setBusy(false);
+    }
+  };
+
+  const seconds = typeof levels === 'string' ? 0 : levels.length * duration;
+  return (
+    <fieldset className="jp-TorchServe-loadtest" aria-label="Load test">
+      <legend>Load test (sample input)</legend>
+      <div className="jp-TorchServe-row">
+        <label>
+          Concurrency{' '}
+          <input
+            className="jp-mod-styled jp-TorchServe-loadtest-levels"
+            aria-label="Concurrency levels"
+            value={levelsText}
+            onChange={e => setLevelsText(e.target.value)}
+          />
+        </label>
+        <label>
+          Seconds per level{' '}
+          <input
+            type="number"
+            className="jp-mod-styled jp-TorchServe-loadtest-duration"
+            aria-label="Seconds per level"
+            min={0.5}
+            max={30}
+            step={0.5}
+            value={duration}
+            onChange={e => setDuration(Number(e.target.value))}
+          />
+        </label>
+      </div>
+      {problem && <div className="jp-TorchServe-muted">{problem}</div>}
+      <div className="jp-TorchServe-actions">
+        <button
+          className="jp-Button jp-mod-styled jp-mod-accept"
+          aria-label="Run the load test"
+          disabled={!name || busy || !!problem}
+          onClick={run}
+        >
+          {busy ? `Running… (about ${Math.ceil(seconds)} s)` : 'Run load test'}
+        </button>
+      </div>
+      {error && (
+        <div className="jp-TorchServe-error" role="alert">
+          {error}
+        </div>
+      )}
+      {result && (
+        <>
+          <table className="jp-TorchServe-table" aria-label="Load test results">
+            <thead>
+              <tr>
+                <th>concurrency</th>
+                <th>req/s</th>
+                <th>p50 ms</th>
+                <th>p90 ms</th>
+                <th>p99 ms</th>
+                <th>errors</th>
+              </tr>
+            </thead>
+            <tbody>
+              {result.rows.map(r => (
+                <tr key={`${r.workers}-${r.concurrency}`}>
+                  <td>{r.concurrency}</td>
+                  <td>{r.req_per_s.toFixed(1)}</td>
+                  <td>{ms(r.p50_ms)}</td>
+                  <td>{ms(r.p90_ms)}</td>
+                  <td>{ms(r.p99_ms)}</td>
+                  <td>{errorCell(r)}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+          {result.notes.map(n => (
+            <div key={n} className="jp-TorchServe-muted">
+              {n}
+            </div>
+          ))}
+        </>
+      )}
+    </fieldset>
   );
 }
 
@@ -250,6 +366,7 @@ function TestTab({ model }: ITabProps): JSX.Element {
           {!map && <pre className="jp-TorchServe-pre">{result.pretty}</pre>}
         </div>
       )}
+      <LoadTest name={name} />
     </div>
   );
 }

@@ -26,16 +26,14 @@ def run(plan: dict[str, Any]) -> dict[str, Any]:
     body = Path(plan["data_file"]).read_bytes()
     protocol = plan.get("protocol", "torchserve")
     data: Any = json.loads(body) if protocol == "v2" else body
-    result = loadtest.run(
-        client,
-        plan["name"],
-        data,
+    options = loadtest.BenchOptions(
         concurrency=[int(c) for c in plan["concurrency"]],
         duration=float(plan["duration"]),
         protocol=protocol,
         version=plan.get("version"),
         content_type=None if protocol == "v2" else plan.get("content_type"),
     )
+    result = loadtest.run(client, plan["name"], data, options)
     return {"protocol": result.protocol, "rows": result.rows, "notes": result.notes()}
 
 

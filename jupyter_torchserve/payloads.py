@@ -21,9 +21,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from . import content
+from .handlers.builtins import IMAGE_HANDLERS
 
-#: Built-in handlers whose request is an image (their preprocessing is ImageHandlerBase's).
-IMAGE_HANDLERS = ("image_classifier", "image_segmenter", "object_detector")
 #: The input name the engine gives a model's first input when its schema names none.
 DEFAULT_INPUT_NAME = "input-0"
 

@@ -12,12 +12,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ..handlers.builtins import IMAGE_HANDLERS
 from .layout import BundleWriter
 from .snapshot import ModelSnapshot
 
-#: The built-in handlers that read an image file as the body (payloads.IMAGE_HANDLERS,
-#: not imported: that module is the notebook side's)
-IMAGE_HANDLERS = ("image_classifier", "image_segmenter", "object_detector")
 PREDICTIONS_REQUEST = "predictions-request.json"
 
 

@@ -20,6 +20,10 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+#: The built-in handlers whose request body is an image file (PNG, JPEG; their preprocessing
+#: is ImageHandlerBase's): the notebook's example payloads and the bundles' curl lines go by it
+IMAGE_HANDLERS = ("image_classifier", "image_segmenter", "object_detector")
+
 _DIR = Path(__file__).resolve().parent / "builtin"
 
 

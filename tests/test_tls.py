@@ -21,17 +21,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]  # starts real process
 
 @pytest.fixture(scope="module")
 def pem(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    d = tmp_path_factory.mktemp("tls")
-    key, cert = d / "key.pem", d / "cert.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
-        + ["-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1"]
-        + ["-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    return key, cert
+    return _self_signed(tmp_path_factory.mktemp("tls"), "cert", "127.0.0.1", "IP:127.0.0.1")
 
 
 def https_addresses() -> dict[str, str]:
@@ -181,12 +171,13 @@ def test_a_wrong_keystore_password_or_a_jks_fails_at_start_saying_why(tmp_path: 
         assert said in str(e.value)
 
 
-def _self_signed(d: Path, name: str) -> tuple[Path, Path]:
+def _self_signed(d: Path, name: str, cn: str, san: str) -> tuple[Path, Path]:
+    """A self-signed key and certificate, made by openssl, named `cn` / `san`."""
     key, cert = d / f"{name}.key", d / f"{name}.pem"
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
-        + ["-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost"]
-        + ["-addext", "subjectAltName=DNS:localhost"],
+        + ["-keyout", str(key), "-out", str(cert), "-subj", f"/CN={cn}"]
+        + ["-addext", f"subjectAltName={san}"],
         check=True,
         capture_output=True,
         timeout=60,
@@ -204,8 +195,8 @@ def test_a_certificate_named_localhost_serves_the_127_0_0_1_the_engine_reports(
     from jupyter_torchserve.client import Client
     from jupyter_torchserve.contract import EngineNotRunning
 
-    key, cert = _self_signed(tmp_path, "engine")
-    _, other = _self_signed(tmp_path, "other")
+    key, cert = _self_signed(tmp_path, "engine", "localhost", "DNS:localhost")
+    _, other = _self_signed(tmp_path, "other", "localhost", "DNS:localhost")
     store = model_store(tmp_path, "probe")
     with running_engine(
         tmp_path,

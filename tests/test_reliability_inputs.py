@@ -119,7 +119,7 @@ def test_a_dead_workers_batch_is_judged_by_how_it_died(monkeypatch):
     counts = iter([5, 5, 6])
     monkeypatch.setattr(deaths, "read_oom_kills", lambda path="": next(counts))
     watch = deaths.OomWatch()  # reads 5
-    judge = lambda code, ours=False: deaths.casualty("m", code, ours, "m.log", watch)  # noqa: E731
+    judge = lambda code, ours=False: deaths.classify("m", code, ours, "m.log", watch).error  # noqa: E731
     assert judge(3).status == 503 and "code 3" in judge(3).message
     assert "SIGSEGV" in judge(-signal.SIGSEGV).message
     assert judge(-signal.SIGTERM) is None

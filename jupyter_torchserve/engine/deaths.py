@@ -189,18 +189,6 @@ def _signal_name(sig: int) -> str:
     return signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
 
 
-def casualty(
-    model: str,
-    exit_code: int | None,
-    killed_by_engine: bool,
-    log_path: str,
-    oom: OomWatch = WATCH,
-    gpu_oom: str | None = None,
-) -> ApiError | None:
-    """The answer for the batch a dead worker was running, or None to retry it."""
-    return classify(model, exit_code, killed_by_engine, log_path, oom, gpu_oom).error
-
-
 def write_death(log_path: str, worker_id: str, death: Death) -> None:
     """The model's log is where a user looks for what happened to its workers."""
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S")

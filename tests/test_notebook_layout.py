@@ -67,7 +67,8 @@ def imports_of(name: str) -> set[str]:
             while target and target not in MODULES:
                 target = target.rpartition(".")[0]
             while target and target != "jupyter_torchserve":  # the root's exports are lazy
-                found.add(target)
+                if target in MODULES:  # a folder without __init__ (handlers/builtin) runs none
+                    found.add(target)
                 target = target.rpartition(".")[0]
     found.discard(name)
     return found

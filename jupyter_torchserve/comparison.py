@@ -26,6 +26,7 @@ from .evaluation import (
     classes_of,
     held_out_rows,
     is_classifier,
+    labels_for,
     metrics_of,
     predictions,
     served_outputs,
@@ -158,9 +159,7 @@ def compare(
     ``handler="image_classifier"`` (with the deploy's ``handler_config`` and labels) sends
     each row as the image that handler receives, as the deploy's evaluation does."""
     rows = held_out_rows(x_test, None, handler, handler_config, labels)
-    y = None if y_test is None else np.asarray(getattr(y_test, "numpy", lambda: y_test)())
-    if y is not None and len(y) != len(rows):
-        raise ValueError(f"x_test has {len(rows)} rows but y_test has {len(y)}")
+    y = labels_for(rows, y_test)
     outputs: dict[str, np.ndarray] = {}
     latency: dict[str, dict[str, float]] = {}
     with engine_client(c) as c:

@@ -21,7 +21,7 @@ import json
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +103,16 @@ def held_out_rows(
         requests, inputs = payloads.image_rows(x, handler_config, handler)
         return ImageRows(requests, as_rows(inputs, model), labels)
     return as_rows(x, model)
+
+
+def labels_for(rows: Any, y_test: Any) -> np.ndarray | None:
+    """``y_test`` as an array with one label per held-out row (None: no labels given)."""
+    if y_test is None:
+        return None
+    y = np.asarray(getattr(y_test, "numpy", lambda: y_test)())
+    if len(y) != len(rows):
+        raise ValueError(f"x_test has {len(rows)} rows but y_test has {len(y)}")
+    return y
 
 
 def served_outputs(
@@ -245,17 +255,7 @@ class Evaluation:
 
     def to_json(self) -> dict[str, Any]:
         """What is stored with the version (next to its archive) and shown by the sidebar."""
-        return {
-            "name": self.name,
-            "version": self.version,
-            "rows": self.rows,
-            "task": self.task,
-            "agreement": self.agreement,
-            "classes": self.classes,
-            "metric_name": self.metric_name,
-            "served": _json_keys(self.served),
-            "kernel": _json_keys(self.kernel),
-        }
+        return asdict(self) | {"served": _json_keys(self.served), "kernel": _json_keys(self.kernel)}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Evaluation:
@@ -377,9 +377,7 @@ def evaluate(
     model gets what the handler's preprocessing makes of that image.
     """
     rows = held_out_rows(x_test, model, handler, handler_config, labels)
-    y = None if y_test is None else np.asarray(getattr(y_test, "numpy", lambda: y_test)())
-    if y is not None and len(y) != len(rows):
-        raise ValueError(f"x_test has {len(rows)} rows but y_test has {len(y)}")
+    y = labels_for(rows, y_test)
     with engine_client(c) as c:
         served = served_outputs(c, name, version, rows, batch_size, progress)
     inputs = rows.inputs if isinstance(rows, ImageRows) else rows

@@ -26,6 +26,25 @@ PERCENTILES = ("p50_ms", "p90_ms", "p99_ms")
 LIVE_REDRAW_S = 1.0
 
 
+#: A level's row: its own fields by name, and three figured from them (Level.row)
+ROW = (
+    "workers",
+    "concurrency",
+    "requests",
+    "req_per_s",
+    "p50_ms",
+    "p90_ms",
+    "p99_ms",
+    "errors",
+    "error_statuses",
+    "batch_sizes",
+    "mean_batch",
+    "generator_cpu_cores",
+    "server_cpu_cores",
+    "engine_requests",
+)
+
+
 @dataclass
 class Level:
     """One measured point: `workers` (None: as the model was) × `concurrency` connections."""
@@ -84,23 +103,14 @@ class Level:
         return sum(size * count for size, count in self.batch_sizes.items() if size > 0) / n
 
     def row(self) -> dict[str, Any]:
-        return {
-            "workers": self.workers,
-            "concurrency": self.concurrency,
-            "requests": self.requests,
+        """The level as the sidebar's and the notebook's tables read it (keys: ROW)."""
+        figured = {
             "req_per_s": self.rps,
-            "p50_ms": self.p50_ms,
-            "p90_ms": self.p90_ms,
-            "p99_ms": self.p99_ms,
-            "errors": self.errors,
             "error_statuses": {k: v for k, v in self.statuses.items() if not k.startswith("2")}
             | self.failures,
-            "batch_sizes": self.batch_sizes,
             "mean_batch": self.mean_batch,
-            "generator_cpu_cores": self.generator_cpu_cores,
-            "server_cpu_cores": self.server_cpu_cores,
-            "engine_requests": self.engine_requests,
         }
+        return {key: figured[key] if key in figured else getattr(self, key) for key in ROW}
 
 
 def _ms(v: float | None) -> str:

@@ -21,6 +21,14 @@ DEFAULTS = {
     "maxBatchDelay": 100,
     "responseTimeout": 120,
 }
+#: VersionSnapshot's fields and TorchServe's keys for them
+KEYS = {
+    "min_workers": "minWorkers",
+    "max_workers": "maxWorkers",
+    "batch_size": "batchSize",
+    "max_batch_delay": "maxBatchDelay",
+    "response_timeout": "responseTimeout",
+}
 
 
 class ExportError(ValueError):
@@ -39,15 +47,25 @@ class VersionSnapshot:
     response_timeout: int = 120  # s
     requirements: bool = False  # the archive has a requirements file to install
 
+    @classmethod
+    def from_settings(
+        cls,
+        version: str,
+        archive: Path,
+        default: bool,
+        settings: dict[str, Any],
+        requirements: bool,
+    ) -> VersionSnapshot:
+        """A version from TorchServe's keys (a describe answer, a model-config YAML): what
+        they leave out is TorchServe's default, and maxWorkers is never below minWorkers."""
+        got = {field: int(settings.get(key, DEFAULTS[key])) for field, key in KEYS.items()}
+        got["max_workers"] = max(got["min_workers"], got["max_workers"])
+        return cls(version, archive, default, requirements=requirements, **got)
+
     def settings(self) -> dict[str, Any]:
         """TorchServe's model_snapshot keys for this version (KServe's sample set)."""
-        return {
-            "defaultVersion": self.default,
-            "minWorkers": self.min_workers,
-            "maxWorkers": self.max_workers,
-            "batchSize": self.batch_size,
-            "maxBatchDelay": self.max_batch_delay,
-            "responseTimeout": self.response_timeout,
+        return {"defaultVersion": self.default} | {
+            key: getattr(self, field) for field, key in KEYS.items()
         }
 
 
@@ -85,18 +103,9 @@ def from_archive(path: Path, version: str | None = None) -> ModelSnapshot:
     found = str(model.get("modelVersion") or "1.0")
     if version is not None and version != found:
         raise ExportError(f"{path} holds version {found} of {name}, not {version}")
-    settings = {**DEFAULTS, **_model_config(path, model.get("configFile"))}
-    snap = VersionSnapshot(
-        version=found,
-        archive=path.resolve(),
-        default=True,
-        min_workers=int(settings["minWorkers"]),
-        max_workers=max(int(settings["minWorkers"]), int(settings["maxWorkers"])),
-        batch_size=int(settings["batchSize"]),
-        max_batch_delay=int(settings["maxBatchDelay"]),
-        response_timeout=int(settings["responseTimeout"]),
-        requirements=bool(model.get("requirementsFile")),
-    )
+    settings = _model_config(path, model.get("configFile"))
+    requirements = bool(model.get("requirementsFile"))
+    snap = VersionSnapshot.from_settings(found, path.resolve(), True, settings, requirements)
     return ModelSnapshot(name, [snap], f"archive {path.resolve()}", _metadata(path))
 
 
@@ -116,17 +125,10 @@ def from_engine(client: Any, name: str, version: str | None = None) -> ModelSnap
     versions = []
     for d in described:
         archive = _archive_path(d["modelUrl"], store, name)
+        is_default = d["modelVersion"] == default or len(described) == 1
         versions.append(
-            VersionSnapshot(
-                version=d["modelVersion"],
-                archive=archive,
-                default=d["modelVersion"] == default or len(described) == 1,
-                min_workers=int(d.get("minWorkers", 1)),
-                max_workers=max(int(d.get("minWorkers", 1)), int(d.get("maxWorkers", 1))),
-                batch_size=int(d.get("batchSize", 1)),
-                max_batch_delay=int(d.get("maxBatchDelay", 100)),
-                response_timeout=int(d.get("responseTimeout", 120)),
-                requirements=_has_requirements(archive),
+            VersionSnapshot.from_settings(
+                d["modelVersion"], archive, is_default, d, _has_requirements(archive)
             )
         )
     versions.sort(key=lambda v: (not v.default, v.version))

@@ -21,7 +21,6 @@ import signal
 import socket
 import sys
 import tempfile
-import textwrap
 import threading
 import time
 from collections.abc import Callable
@@ -32,7 +31,7 @@ import psutil
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from _engine_helpers import manifest, probe_mar, write_mar  # noqa: E402
+from _engine_helpers import probe_mar  # noqa: E402
 from _ports import free_port  # noqa: E402
 
 from jupyter_torchserve.launcher import start_engine, stop_engine  # noqa: E402
@@ -328,36 +327,9 @@ def malformed(info: dict) -> dict:
     }
 
 
-FAULT_HANDLER = textwrap.dedent("""
-    import json, os, sys, time
-
-    def handle(data, context):
-        if data is None:
-            return None
-        out = []
-        for row in data:
-            body = row.get("body")
-            if isinstance(body, (bytes, bytearray)):
-                body = json.loads(body or b"{}")
-            body = body or {}
-            if body.get("raise"):
-                raise ValueError("soak fault: raise")
-            if body.get("hang"):
-                time.sleep(body["hang"])
-            if body.get("flood"):
-                line = "x" * 1023
-                for _ in range(body["flood"]):
-                    print(line)
-                sys.stdout.flush()
-            if body.get("exit") is not None:
-                os._exit(body["exit"])
-            out.append({"pid": os.getpid()})
-        return out
-""")
-
 FAULTS = {
-    "raise": {"raise": 1},
-    "hang": {"hang": 600},  # past the model's response_timeout (3 s)
+    "raise": {"raise": "soak fault"},
+    "hang": {"sleep": 600},  # past the model's response_timeout (3 s)
     "print-flood": {"flood": 50_000},  # 50 MiB of stdout in one request
     "exit": {"exit": 3},
 }
@@ -593,11 +565,7 @@ def main() -> None:
         store = tmp / "store"
         store.mkdir()
         probe_mar(store)
-        write_mar(
-            store / "fault.mar",
-            {"fault_handler.py": FAULT_HANDLER, "dummy.txt": "x"},
-            manifest("fault", "1.0", "dummy.txt", "fault_handler.py"),
-        )
+        probe_mar(store, "fault", file="fault.mar")
         info = _start(tmp, store)
         try:
             head = {"Authorization": "Bearer " + _key(info)}

@@ -61,9 +61,11 @@ def linear_mar(
 
 
 # A module-level handler (TorchServe's `handle(data, context)` entry point) whose behaviour
-# a test picks per request: report the batch size or the GC's state, sleep, raise, or print.
+# a request picks: report the batch size or the GC's state, sleep, raise, print (a line, or
+# `flood` KiB of lines), touch a file, or end its worker (os._exit, a segfault). The tests
+# and scripts/reliability_soak.py all serve this one.
 PROBE_HANDLER = textwrap.dedent("""
-    import gc, json, os, time
+    import gc, json, os, signal, sys, time
 
     def handle(data, context):
         if data is None:
@@ -74,12 +76,21 @@ PROBE_HANDLER = textwrap.dedent("""
             if isinstance(body, (bytes, bytearray)):
                 body = json.loads(body or b"{}")
             body = body or {}
+            if body.get("exit") is not None:
+                os._exit(body["exit"])
+            if body.get("segv"):
+                os.kill(os.getpid(), signal.SIGSEGV)
             if body.get("sleep"):
                 time.sleep(body["sleep"])
+            if body.get("touch"):
+                open(body["touch"], "w").close()
             if body.get("raise"):
                 raise ValueError("probe asked to fail: " + str(body["raise"]))
             if body.get("print"):
                 print(body["print"], flush=True)
+            for _ in range(body.get("flood", 0)):
+                print("x" * 1023)
+            sys.stdout.flush()
             answer = {"batch": len(data), "pid": os.getpid(),
                       "gpu_id": context.system_properties.get("gpu_id"),
                       "echo": body.get("echo")}
@@ -90,9 +101,12 @@ PROBE_HANDLER = textwrap.dedent("""
 """)
 
 
-def probe_mar(store: Path, name: str = "probe", version: str = "1.0") -> Path:
+def probe_mar(
+    store: Path, name: str = "probe", version: str = "1.0", file: str | None = None
+) -> Path:
+    """The probe handler's archive, `<name>-<version>.mar` unless `file` names it."""
     return write_mar(
-        store / f"{name}-{version}.mar",
+        store / (file or f"{name}-{version}.mar"),
         {"probe_handler.py": PROBE_HANDLER, "dummy.txt": "x"},
         manifest(name, version, "dummy.txt", "probe_handler.py"),
     )

@@ -13,7 +13,6 @@ import os
 import re
 import signal
 import socket
-import textwrap
 import threading
 import time
 from pathlib import Path
@@ -21,45 +20,12 @@ from pathlib import Path
 import psutil
 import pytest
 import requests
-from _engine_helpers import manifest, running_engine, write_mar
+from _engine_helpers import probe_mar, running_engine
 from _ports import free_port
 
 from jupyter_torchserve.launcher import EngineStartError, start_engine, stop_engine
 
 pytestmark = pytest.mark.slow  # starts real engines
-
-FAULT_HANDLER = textwrap.dedent("""
-    import json, os, signal, time
-
-    def handle(data, context):
-        if data is None:
-            return None
-        out = []
-        for row in data:
-            body = row.get("body")
-            if isinstance(body, (bytes, bytearray)):
-                body = json.loads(body or b"{}")
-            body = body or {}
-            if body.get("exit") is not None:
-                os._exit(body["exit"])
-            if body.get("segv"):
-                os.kill(os.getpid(), signal.SIGSEGV)
-            if body.get("sleep"):
-                time.sleep(body["sleep"])
-            if body.get("touch"):
-                open(body["touch"], "w").close()
-            out.append({"pid": os.getpid()})
-        return out
-""")
-
-
-def fault_mar(store: Path, name: str) -> Path:
-    return write_mar(
-        store / f"{name}.mar",
-        {"fault_handler.py": FAULT_HANDLER, "dummy.txt": "x"},
-        manifest(name, "1.0", "dummy.txt", "fault_handler.py"),
-    )
-
 
 def _key(info) -> str:
     return json.loads(Path(info["key_file"]).read_text())["management"]["key"]
@@ -103,7 +69,7 @@ def engine(tmp_path_factory):
     store = tmp / "store"
     store.mkdir()
     for name in ("two", "one", "bystander"):
-        fault_mar(store, name)
+        probe_mar(store, name, file=f"{name}.mar")
     with running_engine(tmp, model_store=str(store)) as (info, client):
         client.register("two.mar", initial_workers=2)
         client.register("one.mar", initial_workers=1)
@@ -185,7 +151,7 @@ def test_nothing_outlives_a_sigkilled_engine_and_the_next_start_is_clean(tmp_pat
     monkeypatch.setenv("TMPDIR", str(tmpdir))
     store = tmp_path / "store"
     store.mkdir()
-    fault_mar(store, "busy")
+    probe_mar(store, "busy", file="busy.mar")
     state = tmp_path / "state"
 
     def start() -> dict:
@@ -232,8 +198,8 @@ def test_a_full_job_queue_is_a_json_503_and_other_models_are_still_served(tmp_pa
     is its own, and the model takes requests again once its queue drains."""
     store = tmp_path / "store"
     store.mkdir()
-    fault_mar(store, "busy")
-    fault_mar(store, "other")
+    probe_mar(store, "busy", file="busy.mar")
+    probe_mar(store, "other", file="other.mar")
     with running_engine(
         tmp_path, model_store=str(store), job_queue_size=2, max_inflight_per_worker=1
     ) as (info, client):

@@ -50,8 +50,8 @@ class ModelExistsError(TorchServeError):
 class ParityError(TorchServeError):
     """The served model answers differently from the in-kernel one.
 
-    ``deployment`` is the :class:`~jupyter_torchserve.deployment.Deployment` that failed,
-    still registered so the user can look at it.
+    ``deployment`` is the :class:`~jupyter_torchserve.deployment.Deployment` that failed:
+    still registered so the user can look at it, unless it was a ``--replace`` (undone).
     """
 
     def __init__(self, message: str, deployment: Any) -> None:

@@ -25,14 +25,16 @@ from typing import Any
 
 from . import api, discovery, evaluation, payloads, snippets
 from .client import Client
-from .parity import DEFAULT_TOLERANCE, NO_WORKER_PARITY, Parity, check_parity, labels_from
-from .rollback import Rollback
-from .versions import (
-    choose_version,
-    default_version,
-    served_as_default,
-    unregister_replaced,
+from .parity import (
+    DEFAULT_TOLERANCE,
+    NO_WORKER_PARITY,
+    Parity,
+    check_parity,
+    labels_from,
+    mismatch_message,
 )
+from .rollback import Rollback
+from .versions import choose_version, default_version, served_as_default, unregister_replaced
 from .widgets import Progress
 
 
@@ -231,7 +233,7 @@ def deploy(
     ``progress`` is 'widget', 'text' or 'none' (default: widget in a kernel, text elsewhere).
 
     A name/version already registered raises :class:`~jupyter_torchserve.api.ModelExistsError`
-    unless ``replace=True``; a replace that fails serves the old version again (rollback.py).
+    unless ``replace=True``; a replace that fails, or fails parity, serves the old version again.
 
     ``x_test`` (and ``y_test``) is held-out data: it goes through the served endpoint in
     batches of ``eval_batch_size`` rows, the model here sees the same rows, and
@@ -365,6 +367,9 @@ def run_pipeline(model: Any, name: str, opts: DeployOptions) -> Deployment:
                         hooks=payloads.hooks_of(opts.handler),
                     )
                 s["note"] = str(dep.parity)
+                if old is not None and opts.parity is True and dep.parity.ok is False:
+                    message = mismatch_message(name, version, dep.parity, replaced=True)
+                    raise api.ParityError(message, dep)  # undone below, as any failed step
         if opts.x_test is not None:
             with _step(prog, "evaluation", timings, "evaluation") as s:
                 dep.evaluation = evaluation.evaluate_deployment(c, dep, model, opts)
@@ -388,13 +393,7 @@ def _verdict(dep: Deployment, parity: bool | str) -> None:
     """A failed parity check raises :class:`~jupyter_torchserve.api.ParityError` (or warns)."""
     if dep.parity is None or dep.parity.ok is not False:
         return
-    name, version = dep.name, dep.version
-    message = (
-        f"The served model {name} {version} answers differently from the in-kernel model: "
-        f"{dep.parity}.\nIt is still registered: look at it with `%torchserve predict "
-        f"{name} ...`, fix the handler and redeploy with --replace, or `%torchserve "
-        f"unregister {name} --version {version}`."
-    )
+    message = mismatch_message(dep.name, dep.version, dep.parity, replaced=False)
     if parity != "warn":
         raise api.ParityError(message, dep)
     warnings.warn(message, stacklevel=3)  # at the caller of deploy()

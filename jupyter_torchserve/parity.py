@@ -65,6 +65,23 @@ class Parity:
         )
 
 
+def mismatch_message(name: str, version: str, parity: Parity, replaced: bool) -> str:
+    """What a deploy whose served answers differ from the kernel's tells the user.
+
+    A plain deploy keeps the new version registered to be looked at: nothing else was
+    touched. A ``--replace`` is undone instead (the pipeline raises inside its rollback),
+    because keeping it would leave the user without the version that answered right.
+    """
+    said = f"The served model {name} {version} answers differently from the in-kernel model: "
+    if replaced:
+        return f"{said}{parity}.\nFix the handler and deploy with --replace again."
+    return (
+        f"{said}{parity}.\nIt is still registered: look at it with `%torchserve predict "
+        f"{name} ...`, fix the handler and redeploy with --replace, or `%torchserve "
+        f"unregister {name} --version {version}`."
+    )
+
+
 def check_parity(
     c: Client,
     name: str,

@@ -20,6 +20,7 @@ from _notebook_helpers import engine, ts_env  # noqa: F401
 from jupyter_torchserve import api
 from jupyter_torchserve.client import Client
 from jupyter_torchserve.deployment import deploy
+from jupyter_torchserve.handlers.builtins import TensorHandler
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -39,6 +40,13 @@ def _fail_to_load_in_the_engine(context):  # noqa: ANN001, ANN201
     # worker (its own cache folder) does not start, so register fails after the unregister
     if "jts-preflight" not in context.system_properties["model_dir"]:
         raise RuntimeError("initialize failed on purpose in the engine")
+
+
+class Perturbed(TensorHandler):
+    """Serves answers 0.5 off the kernel's: the replace completes, then fails parity."""
+
+    def postprocess(self, output):  # noqa: ANN001, ANN201
+        return super().postprocess(output + 0.5)
 
 
 def _digest(path: Path) -> str:
@@ -64,6 +72,7 @@ def test_failed_replace_serves_the_old_version_as_before(engine: dict) -> None: 
             ("1.0", first, {"initialize": _fail_to_load}, "as it was before"),  # pre-flight
             ("1.0", first, {"initialize": _fail_to_load_in_the_engine}, "served again"),
             ("2.0", second, {"postprocess": _raise}, "served again"),  # the default
+            ("1.0", first, Perturbed, "answers differently"),  # registered, then parity fails
         )
         for version, model, handler, said in cases:
             if version == "2.0" and not _served(c, "rep")["2.0"]["isDefault"]:
@@ -83,7 +92,11 @@ def test_failed_replace_serves_the_old_version_as_before(engine: dict) -> None: 
                 )
             message = str(e.value)
             assert said in message, message
-            if "engine" in getattr(handler.get("initialize"), "__name__", ""):
+            if handler is Perturbed:  # the mismatch is said, and so is the rollback
+                assert isinstance(e.value, api.ParityError) and "served again" in message
+            if isinstance(handler, dict) and "engine" in getattr(
+                handler.get("initialize"), "__name__", ""
+            ):
                 assert "in the engine" in message  # it got past pre-flight: register failed
             # the same archive file, the same registrations (workers, batching, default)
             assert _digest(archive) == before[0]

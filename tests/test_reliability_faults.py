@@ -27,6 +27,7 @@ from jupyter_torchserve.launcher import EngineStartError, start_engine, stop_eng
 
 pytestmark = pytest.mark.slow  # starts real engines
 
+
 def _key(info) -> str:
     return json.loads(Path(info["key_file"]).read_text())["management"]["key"]
 

@@ -9,6 +9,7 @@ client returned, so these classes stay trivially testable.
 from __future__ import annotations
 
 import html
+import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -202,15 +203,22 @@ class ModelDescription(_Rich):
                 )
         return ["version", "worker", "status", "pid", "memory", "device", "gpu use", "since"], rows
 
-    def _extra(self) -> list[tuple[str, Any]]:
+    def _extra(self) -> list[tuple[str, list[list[str]]]]:
+        """Each version's handler metadata as key/value rows (TorchServe's ``describe_handle``
+        answers anything JSON: a dict is a table, anything else one row)."""
         shown = {"evaluation"} if self.reports else set()
         out = []
         for d in self.versions:
             meta = d.get("customizedMetadata")
             if isinstance(meta, dict):
                 meta = {k: v for k, v in meta.items() if k not in shown} or None
-            if meta is not None:
-                out.append((d.get("modelVersion"), meta))
+            if meta is None:
+                continue
+            items = meta.items() if isinstance(meta, dict) else [("", meta)]
+            rows = [
+                [str(k), v if isinstance(v, str) else json.dumps(v, default=str)] for k, v in items
+            ]
+            out.append((str(d.get("modelVersion")), rows))
         return out
 
     def _repr_html_(self) -> str:
@@ -218,8 +226,8 @@ class ModelDescription(_Rich):
         wh, wr = self.worker_table()
         if wr:
             out.append(html_table(wh, wr, "Workers"))
-        for version, meta in self._extra():
-            out.append(f"<p>Handler metadata ({esc(version)}): <code>{esc(meta)}</code></p>")
+        for version, rows in self._extra():
+            out.append(html_table(["key", "value"], rows, f"Handler metadata ({version})"))
         out += [report._repr_html_() for report in self.reports]
         return "".join(out)
 
@@ -228,8 +236,8 @@ class ModelDescription(_Rich):
         wh, wr = self.worker_table()
         if wr:
             out.append("Workers\n" + text_table(wh, wr))
-        for version, meta in self._extra():
-            out.append(f"Handler metadata ({version}): {meta}")
+        for version, rows in self._extra():
+            out.append(f"Handler metadata ({version})\n" + text_table(["key", "value"], rows))
         out += [repr(report) for report in self.reports]
         return "\n\n".join(out)
 

@@ -82,7 +82,8 @@ def test_a_report_draws_its_confusion_matrix_and_round_trips_as_json():
     )
     text = repr(described)
     assert "Evaluation of m 1.0 on 4 rows: served accuracy 0.7500" in text
-    assert "Handler metadata (1.0): {'n': 1}" in text and "'served'" not in text
+    assert "Handler metadata (1.0)\nkey  value\n---  -----\nn    1" in text
+    assert "served" not in text.split("Handler metadata")[1].split("Evaluation")[0]
     assert "<img" in described._repr_html_()
 
 

@@ -60,6 +60,25 @@ def linear_mar(
     )
 
 
+def fake_gpus(*free_mib: int) -> str:
+    """A value for JTS_FAKE_GPUS (the engine reads it instead of NVML): one 16 GiB device
+    per figure, named "Fake GPU <index>", with that many MiB free."""
+    mib, total = 1024**2, 16384
+    return json.dumps(
+        [
+            {
+                "index": i,
+                "name": f"Fake GPU {i}",
+                "uuid": f"GPU-{i}",
+                "memory_used": (total - free) * mib,
+                "memory_total": total * mib,
+                "utilization": 0.0,
+            }
+            for i, free in enumerate(free_mib)
+        ]
+    )
+
+
 # A module-level handler (TorchServe's `handle(data, context)` entry point) whose behaviour
 # a request picks: report the batch size or the GC's state, sleep, raise, print (a line, or
 # `flood` KiB of lines), touch a file, or end its worker (os._exit, a segfault). The tests

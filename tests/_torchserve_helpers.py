@@ -16,10 +16,12 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import requests
+from _engine_helpers import running_engine
 from _ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -72,7 +74,7 @@ def _tail(path: Path, lines: int = 60) -> str:
 class TorchServe:
     """One real TorchServe 0.12 (Java frontend + Python workers) on free loopback ports."""
 
-    def __init__(self, workdir: Path, model_store: Path) -> None:
+    def __init__(self, workdir: Path, model_store: Path, *extra_config: str) -> None:
         self.venv = torchserve_venv()
         self.workdir = workdir
         self.model_store = model_store
@@ -98,6 +100,7 @@ class TorchServe:
                     "enable_model_api=true",
                     "default_workers_per_model=1",
                     "install_py_dep_per_model=false",
+                    *extra_config,
                     "",
                 ]
             )
@@ -145,6 +148,18 @@ class TorchServe:
             if "Error" in message or "Exception" in message:
                 seen.setdefault(message, None)
         return list(seen)[:limit]
+
+    def __enter__(self) -> TorchServe:
+        """Started (``with TorchServe(...) as ts``), and stopped however the block ends."""
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     def start(self, timeout: float = 120.0) -> None:
         self._out = open(self.workdir / "torchserve.out", "ab")  # noqa: SIM115
@@ -203,6 +218,14 @@ class TorchServe:
         if self._out is not None:
             self._out.close()
             self._out = None
+
+
+@contextlib.contextmanager
+def engine_beside(tmp: Path, store: Path) -> Iterator[dict[str, Any]]:
+    """Our engine on the same model store as a TorchServe beside it, and like it without
+    token auth, so one request can be sent to both."""
+    with running_engine(tmp, model_store=store, disable_token_authorization=True) as (info, _):
+        yield info
 
 
 def register(management: str, url: str, name: str, timeout: float = 300.0) -> None:

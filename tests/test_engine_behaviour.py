@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from _engine_helpers import free_port, linear_mar, model_store, probe_mar, running_engine
+from _engine_helpers import fake_gpus, free_port, linear_mar, model_store, probe_mar, running_engine
 
 from jupyter_torchserve import discovery
 from jupyter_torchserve.client import EngineError
@@ -341,18 +341,7 @@ def _start_on_ports(tmp_path, inference: int, management: int, metrics: int) -> 
 
 
 def test_fake_gpus_are_assigned_round_robin_and_reported(tmp_path, monkeypatch):
-    gpus = [
-        {
-            "index": i,
-            "name": f"Fake GPU {i}",
-            "uuid": f"GPU-{i}",
-            "memory_used": 1 << 30,
-            "memory_total": 16 << 30,
-            "utilization": 5.0,
-        }
-        for i in range(2)
-    ]
-    monkeypatch.setenv("JTS_FAKE_GPUS", json.dumps(gpus))
+    monkeypatch.setenv("JTS_FAKE_GPUS", fake_gpus(15360, 15360))
     store = model_store(tmp_path, "g")
     with running_engine(tmp_path, model_store=str(store)) as (info, c):
         c.register("g-1.0.mar", initial_workers=3)

@@ -3,12 +3,11 @@ handler fell back to the CPU (no CUDA in the process) says `cpu`, not `cuda:N`."
 
 from __future__ import annotations
 
-import json
 from types import SimpleNamespace
 
 import pytest
 import torch
-from _engine_helpers import model_store, running_engine
+from _engine_helpers import fake_gpus, model_store, running_engine
 
 from jupyter_torchserve.archive import archive
 from jupyter_torchserve.engine.worker_main import handler_device
@@ -27,14 +26,7 @@ def test_the_handlers_model_and_device_decide_not_the_assignment():
 @pytest.mark.timeout(300)
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the fallback where CUDA is absent")
 def test_describe_reports_cpu_for_a_gpu_worker_whose_handler_fell_back(tmp_path, monkeypatch):
-    gpu = {
-        "index": 0,
-        "name": "Fake GPU 0",
-        "uuid": "GPU-0",
-        "memory_used": 1 << 30,
-        "utilization": 5.0,
-    }
-    monkeypatch.setenv("JTS_FAKE_GPUS", json.dumps([{**gpu, "memory_total": 16 << 30}]))
+    monkeypatch.setenv("JTS_FAKE_GPUS", fake_gpus(15360))
     store = model_store(tmp_path, "probe")
     archive(
         torch.nn.Linear(3, 2),

@@ -29,7 +29,7 @@ import torch
 from _engine_helpers import manifest, write_mar
 from _torchserve_helpers import (
     TorchServe,
-    free_port,
+    engine_beside,
     register,
     skip_reason,
     torchserve_venv,
@@ -123,31 +123,14 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def torchserve(tmp_path_factory: pytest.TempPathFactory, store: Path) -> Iterator[TorchServe]:
-    server = TorchServe(tmp_path_factory.mktemp("torchserve"), store)
-    try:
-        server.start()
+    with TorchServe(tmp_path_factory.mktemp("torchserve"), store) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory, store: Path) -> Iterator[dict[str, Any]]:
-    from jupyter_torchserve.launcher import start_engine, stop_engine
-
-    ports = [free_port() for _ in range(3)]
-    info = start_engine(
-        inference_address=f"http://127.0.0.1:{ports[0]}",
-        management_address=f"http://127.0.0.1:{ports[1]}",
-        metrics_address=f"http://127.0.0.1:{ports[2]}",
-        model_store=str(store),
-        state_dir=str(tmp_path_factory.mktemp("engine-state")),
-        disable_token_authorization=True,
-    )
-    try:
+    with engine_beside(tmp_path_factory.mktemp("engine"), store) as info:
         yield info
-    finally:
-        stop_engine(info)
 
 
 @contextmanager

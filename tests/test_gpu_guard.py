@@ -4,33 +4,19 @@ naming the devices, their free memory and the footprint; the model keeps serving
 
 from __future__ import annotations
 
-import json
 import re
 
 import pytest
-from _engine_helpers import model_store, running_engine
+from _engine_helpers import fake_gpus, model_store, running_engine
 
 from jupyter_torchserve.client import EngineError
 
 pytestmark = pytest.mark.slow
 
-MIB = 1024**2
-
-
-def fake(index: int, free_mib: int) -> dict:
-    return {
-        "index": index,
-        "name": f"Fake GPU {index}",
-        "uuid": f"GPU-{index}",
-        "memory_used": 16384 * MIB - free_mib * MIB,
-        "memory_total": 16384 * MIB,
-        "utilization": 0.0,
-    }
-
 
 def test_placed_where_it_fits_else_507(tmp_path, monkeypatch):
     # the probe archive is tiny: its estimated footprint is a CUDA context, 512 MiB
-    monkeypatch.setenv("JTS_FAKE_GPUS", json.dumps([fake(0, 100), fake(1, 700)]))
+    monkeypatch.setenv("JTS_FAKE_GPUS", fake_gpus(100, 700))
     store = model_store(tmp_path, "g")
     with running_engine(tmp_path, model_store=str(store)) as (info, c):
         c.register("g-1.0.mar", initial_workers=1)

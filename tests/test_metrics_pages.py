@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import requests
 import torch
-from _torchserve_helpers import TorchServe, free_port, predict, register, skip_reason
+from _torchserve_helpers import TorchServe, engine_beside, predict, register, skip_reason
 
 from jupyter_torchserve import display
 from jupyter_torchserve.archive import archive
@@ -47,32 +47,16 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def torchserve(tmp_path_factory: pytest.TempPathFactory, store: Path) -> Iterator[TorchServe]:
-    server = TorchServe(tmp_path_factory.mktemp("torchserve"), store)
-    with server.config.open("a") as f:
-        f.write("metrics_mode=prometheus\n")
-    try:
-        server.start()
+    with TorchServe(
+        tmp_path_factory.mktemp("torchserve"), store, "metrics_mode=prometheus"
+    ) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory, store: Path) -> Iterator[dict[str, Any]]:
-    from jupyter_torchserve.launcher import start_engine, stop_engine
-
-    info = start_engine(
-        inference_address=f"http://127.0.0.1:{free_port()}",
-        management_address=f"http://127.0.0.1:{free_port()}",
-        metrics_address=f"http://127.0.0.1:{free_port()}",
-        model_store=str(store),
-        state_dir=str(tmp_path_factory.mktemp("engine-state")),
-        disable_token_authorization=True,
-    )
-    try:
+    with engine_beside(tmp_path_factory.mktemp("engine"), store) as info:
         yield info
-    finally:
-        stop_engine(info)
 
 
 def page_after_one_request(inference: str, management: str, metrics: str) -> display.Metrics:

@@ -4,19 +4,17 @@ new worker failed and what was undone. Real engines, real worker processes."""
 
 from __future__ import annotations
 
-import json
 import os
 import textwrap
 import time
 
 import pytest
-from _engine_helpers import manifest, model_store, running_engine, write_mar
+from _engine_helpers import fake_gpus, manifest, model_store, running_engine, write_mar
 
 from jupyter_torchserve.client import EngineError
 
 pytestmark = pytest.mark.slow
 
-MIB = 1024**2
 
 # Each worker start appends its pid to a counter file; the FAIL_AT-th start refuses to load.
 COUNTING_HANDLER = """
@@ -93,20 +91,9 @@ def test_a_failed_third_start_of_four_leaves_the_model_as_it_was(tmp_path):
         assert len(c.describe("count")[0]["workers"]) == 3
 
 
-def _fake(index: int, free_mib: int) -> dict:
-    return {
-        "index": index,
-        "name": f"Fake GPU {index}",
-        "uuid": f"GPU-{index}",
-        "memory_used": 16384 * MIB - free_mib * MIB,
-        "memory_total": 16384 * MIB,
-        "utilization": 0.0,
-    }
-
-
 def test_gpu_placement_refusing_midway_rolls_back_with_507(tmp_path, monkeypatch):
     # room for two workers of the probe's estimated 512 MiB, not three
-    monkeypatch.setenv("JTS_FAKE_GPUS", json.dumps([_fake(0, 1100)]))
+    monkeypatch.setenv("JTS_FAKE_GPUS", fake_gpus(1100))
     store = model_store(tmp_path, "g")
     with running_engine(tmp_path, model_store=str(store)) as (_info, c):
         c.register("g-1.0.mar", initial_workers=1)

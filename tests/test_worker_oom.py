@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from _engine_helpers import manifest, model_store, running_engine, write_mar
+from _engine_helpers import fake_gpus, manifest, model_store, running_engine, write_mar
 from _handler_helpers import request, write_manifest
 
 from jupyter_torchserve.client import EngineError
@@ -100,19 +100,7 @@ def test_a_death_with_gpu_evidence_is_out_of_memory_not_worker_died():
 
 
 def test_a_nearly_full_device_is_gpu_evidence(monkeypatch):
-    mib = 1024**2
-    gpus = [
-        {
-            "index": i,
-            "name": "Fake",
-            "uuid": f"GPU-{i}",
-            "memory_used": (16384 - free) * mib,
-            "memory_total": 16384 * mib,
-            "utilization": 0.0,
-        }
-        for i, free in enumerate((300, 8000))
-    ]
-    monkeypatch.setenv("JTS_FAKE_GPUS", json.dumps(gpus))
+    monkeypatch.setenv("JTS_FAKE_GPUS", fake_gpus(300, 8000))
     assert deaths.gpu_full(0) == "cuda:0 had 300 MiB free of 16384 MiB when it died"
     assert deaths.gpu_full(1) is None and deaths.gpu_full(7) is None
 

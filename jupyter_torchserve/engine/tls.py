@@ -137,9 +137,8 @@ def grpc_pin(certificate_file: str) -> tuple[bytes, str]:
     against `grpc.ssl_target_name_override` when set. So the name given is one the
     certificate itself says (its first DNS name, else its first IP address, else its CN):
     the check then passes by construction, as `pinned_context` skips it, and the pin alone
-    decides. Unlike `pinned_context`, gRPC verifies the chain up to a self-signed root, so a
-    certificate that is not self-signed is refused unless its file's first certificate is
-    the root. Raises ValueError (with the file named) when the file cannot be read."""
+    decides (gRPC, too, accepts a pinned leaf that is not self-signed). Raises ValueError
+    (with the file named) when the file cannot be read."""
     from cryptography import x509
     from cryptography.x509.oid import NameOID
 

@@ -60,9 +60,13 @@ class Client:
         timeout: float = 300.0,
         grpc_inference_address: str | None = None,
         grpc_management_address: str | None = None,
+        grpc_certificate_file: str | None = None,
     ) -> None:
+        """`grpc_certificate_file`: the engine serves gRPC over TLS with this certificate,
+        which `grpc()` pins; None: its gRPC is plaintext."""
         self.grpc_inference_address = grpc_inference_address
         self.grpc_management_address = grpc_management_address
+        self.grpc_certificate_file = grpc_certificate_file
         self.inference_address = inference_address.rstrip("/")
         self.management_address = management_address.rstrip("/")
         self.metrics_address = metrics_address.rstrip("/")
@@ -82,6 +86,7 @@ class Client:
             inference_token=endpoint.inference_key,
             grpc_inference_address=info.get("grpc_inference_address"),
             grpc_management_address=info.get("grpc_management_address"),
+            grpc_certificate_file=info.get("certificate_file") if info.get("grpc_ssl") else None,
             **kwargs,
         )
         if info.get("certificate_file"):
@@ -116,15 +121,23 @@ class Client:
         )
 
     def grpc(self) -> GrpcClient:
-        """A client of the same engine's gRPC APIs, with the same keys (close it after use)."""
-        from .grpc_client import GrpcClient
+        """A client of the same engine's gRPC APIs, with the same keys (close it after use);
+        over TLS, pinned to the engine's certificate, when the engine serves gRPC so."""
+        from .grpc_client import GrpcClient, pinned_credentials
 
+        credentials, name = (
+            pinned_credentials(self.grpc_certificate_file)
+            if self.grpc_certificate_file
+            else (None, None)
+        )
         return GrpcClient(
             self.grpc_inference_address,
             self.grpc_management_address,
             token=self.token,
             inference_token=self.inference_token,
             timeout=self.timeout,
+            credentials=credentials,
+            target_name=name,
         )
 
     # -- transport ----------------------------------------------------------------------------

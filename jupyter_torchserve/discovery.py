@@ -30,7 +30,8 @@ class EngineInfo(TypedDict, total=False):
     grpc_management_address: str  # host:port, only when the gRPC management API is on
     model_store: str
     key_file: str | None  # None when token authorization is off
-    certificate_file: str | None  # the engine's TLS certificate, for https addresses
+    certificate_file: str | None  # the engine's TLS certificate, for https addresses and gRPC
+    grpc_ssl: bool  # the gRPC APIs serve TLS with that certificate (enable_grpc_ssl)
     inference_token_required: bool
     log_dir: str
     state_dir: str

@@ -3,7 +3,9 @@
 `Client.grpc()` gives one for a running engine. It exists so a notebook can try the gRPC
 path the way its production clients will call it: TorchServe's Predictions and
 StreamPredictions, KServe v2 ModelInfer with raw tensors (what tritonclient sends), and the
-management calls, each answering what the HTTP client's verb answers.
+management calls, each answering what the HTTP client's verb answers. An engine that serves
+gRPC over TLS (`enable_grpc_ssl`) gets secure channels pinned to its own certificate
+(`pinned_credentials`), as the HTTP client pins it on https.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ _STATUS = {
 
 
 class GrpcClient:
+    """`credentials` (with `target_name`, the name gRPC checks the certificate against)
+    make both channels TLS; without them both are plaintext."""
+
     def __init__(
         self,
         inference_address: str | None,
@@ -45,6 +50,8 @@ class GrpcClient:
         token: str | None = None,
         inference_token: str | None = None,
         timeout: float = 300.0,
+        credentials: grpc.ChannelCredentials | None = None,
+        target_name: str | None = None,
     ) -> None:
         if not inference_address and not management_address:
             raise EngineNotRunning(
@@ -52,9 +59,21 @@ class GrpcClient:
                 "grpc_management_port (config.properties, or --grpc-inference-port)"
             )
         self.timeout = timeout
-        self._inference = grpc.insecure_channel(inference_address) if inference_address else None
-        self._management = grpc.insecure_channel(management_address) if management_address else None
+        self._credentials, self._target_name = credentials, target_name
+        self._inference = self._open(inference_address)
+        self._management = self._open(management_address)
         self._keys = {"inference": inference_token, "management": token}
+
+    def _open(self, address: str | None) -> grpc.Channel | None:
+        """The one place channels are made: TLS with the credentials given, else plaintext."""
+        if not address:
+            return None
+        if self._credentials is None:
+            return grpc.insecure_channel(address)
+        options = (
+            [("grpc.ssl_target_name_override", self._target_name)] if self._target_name else []
+        )
+        return grpc.secure_channel(address, self._credentials, options)
 
     def close(self) -> None:
         for channel in (self._inference, self._management):
@@ -179,6 +198,16 @@ class GrpcClient:
 
 
 _DATATYPES = {np.dtype(v).name: k for k, v in V2_DTYPES.items()}
+
+
+def pinned_credentials(certificate_file: str) -> tuple[grpc.ChannelCredentials, str]:
+    """(credentials, target name) that trust exactly the engine's own certificate, for
+    `GrpcClient`: `engine.tls.grpc_pin` says why the name is taken from the certificate
+    (a `CN=localhost` certificate then serves the 127.0.0.1 the engine reports)."""
+    from .engine.tls import grpc_pin
+
+    pem, name = grpc_pin(certificate_file)
+    return grpc.ssl_channel_credentials(root_certificates=pem), name
 
 
 def _error(e: grpc.RpcError) -> EngineError:

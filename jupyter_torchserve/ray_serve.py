@@ -190,13 +190,12 @@ class TorchServeModel:
             self._model.get_version(parts[2], parts[4] if len(parts) > 4 else None)
             if parts[-1] == "ready":
                 return _json({"name": self.name, "ready": True})
-            schema = self.metadata.get("schema") or {}
             return _json(
                 {
                     "name": self.name,
                     "versions": [self.version],
                     "platform": "pytorch_torchserve",
-                    **kserve.v2_metadata_tensors(schema),
+                    **kserve.v2_metadata_tensors(self.metadata),
                 }
             )
         raise not_found_route()

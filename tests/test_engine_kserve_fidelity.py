@@ -14,6 +14,7 @@ import requests
 import torch
 from _engine_helpers import running_engine
 from _notebook_helpers import Pooled, rgba_png
+from _ports import free_port
 
 from jupyter_torchserve.archive import archive
 
@@ -35,11 +36,14 @@ def served(tmp_path_factory: pytest.TempPathFactory):
         format="torchscript",
         preflight=False,
     )
-    with running_engine(tmp, model_store=str(store)) as (info, client):
+    with running_engine(tmp, model_store=str(store), grpc_inference_port=free_port()) as (
+        info,
+        client,
+    ):
         client.register("digits.mar", initial_workers=1)
         png = tmp / "0.png"
         png.write_bytes(rgba_png())
-        yield info["inference_address"], png
+        yield info["inference_address"], png, info
 
 
 def curl(*args: str) -> tuple[int, str]:
@@ -56,7 +60,7 @@ def curl(*args: str) -> tuple[int, str]:
 
 
 def test_t9k_tutorial_put_of_a_raw_png_on_v1_predict_gets_the_handlers_answer(served):
-    base, png = served
+    base, png, _ = served
     code, want = curl("-T", str(png), f"{base}/predictions/digits")
     assert code == 200 and len(json.loads(want)) == 5  # the handler's top-5 dict
     code, body = curl("-T", str(png), f"{base}/v1/models/digits:predict")
@@ -74,7 +78,7 @@ def test_t9k_tutorial_put_of_a_raw_png_on_v1_predict_gets_the_handlers_answer(se
 
 def test_kserve_documented_v2_bytes_sample_sent_by_curl_d_is_served(served, tmp_path: Path):
     """KServe's mnist_v2_bytes.json (shape [-1]) with `curl -d @file`: form content type."""
-    base, png = served
+    base, png, _ = served
     name = "312a4eb0-0ca7-4803-a101-a6d2c18486fe"
     sample = {
         "inputs": [
@@ -109,7 +113,7 @@ def test_kserve_documented_v2_bytes_sample_sent_by_curl_d_is_served(served, tmp_
 def test_explain_on_v2_and_raw_v1_reaches_the_handlers_explain_path(served):
     """`POST /v2/models/{m}[/versions/{v}]/explain` and a raw body on v1 `:explain` get the
     handler's explanation (Captum attributions, one per input pixel), not its top-5."""
-    base, png = served
+    base, png, _ = served
     b64 = base64.b64encode(png.read_bytes()).decode()
     body = {"inputs": [{"name": "x", "datatype": "BYTES", "shape": [1], "data": [b64]}]}
     answers = []
@@ -125,3 +129,39 @@ def test_explain_on_v2_and_raw_v1_reaches_the_handlers_explain_path(served):
     assert code == 200 and torch.tensor(json.loads(raw)).flatten().tolist() == answers[0]
     r = requests.post(base + "/v2/models/nope/explain", json=body)
     assert r.status_code == 404 and r.json()["type"] == "ModelNotFoundException"
+
+
+def test_v2_metadata_says_bytes_as_infer_answers_over_rest_and_grpc(served):
+    """The archive's schema records the traced logits (FP32 [-1, 10]), but the image
+    classifier's postprocess answers a top-5 dict, which `/infer` and ModelInfer send as
+    BYTES: the model's metadata says BYTES too, over REST and gRPC, so a client that picks
+    its decoder from the metadata reads the answer."""
+    import grpc
+
+    from jupyter_torchserve.protos.kserve import predict_v2_pb2 as v2
+    from jupyter_torchserve.protos.kserve import predict_v2_pb2_grpc as v2_grpc
+
+    base, png, info = served
+    meta = requests.get(f"{base}/v2/models/digits").json()
+    name = meta["inputs"][0]["name"]
+    assert meta["outputs"] == [{"name": name, "datatype": "BYTES", "shape": [-1]}]
+    b64 = base64.b64encode(png.read_bytes()).decode()
+    body = {"inputs": [{"name": name, "datatype": "BYTES", "shape": [1], "data": [b64]}]}
+    r = requests.post(f"{base}/v2/models/digits/infer", json=body)
+    (output,) = r.json()["outputs"]
+    assert (output["name"], output["datatype"]) == (name, meta["outputs"][0]["datatype"])
+    with grpc.insecure_channel(info["grpc_inference_address"]) as channel:
+        stub = v2_grpc.GRPCInferenceServiceStub(channel)
+        model = stub.ModelMetadata(v2.ModelMetadataRequest(name="digits"), timeout=60)
+        assert [(t.name, t.datatype, list(t.shape)) for t in model.outputs] == [
+            (name, "BYTES", [-1])
+        ]
+        tensor = v2.ModelInferRequest.InferInputTensor(
+            name=name,
+            datatype="BYTES",
+            shape=[1],
+            contents=v2.InferTensorContents(bytes_contents=[png.read_bytes()]),
+        )
+        request = v2.ModelInferRequest(model_name="digits", inputs=[tensor])
+        (out,) = stub.ModelInfer(request, timeout=60).outputs
+    assert (out.name, out.datatype) == (name, model.outputs[0].datatype)

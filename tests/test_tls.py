@@ -211,3 +211,40 @@ def test_a_certificate_named_localhost_serves_the_127_0_0_1_the_engine_reports(
         stranger = Client.from_info({**info, "certificate_file": str(other)}, timeout=10)
         with pytest.raises(EngineNotRunning, match="CERTIFICATE_VERIFY_FAILED"):
             stranger.list_models()
+
+
+def test_client_grpc_speaks_tls_pinned_to_the_engines_certificate(tmp_path: Path):
+    """`enable_grpc_ssl` with a `CN=localhost` certificate: `Client.grpc()` dials the
+    127.0.0.1 the engine reports over TLS, trusting that certificate alone (gRPC checks
+    the name, so the client takes it from the certificate). Predictions, KServe v2
+    ModelInfer and a management call answer; plaintext to the TLS port, or TLS pinned to
+    another certificate, is refused."""
+    import numpy as np
+    from _engine_helpers import linear_mar
+    from _grpc_helpers import grpc_engine
+
+    from jupyter_torchserve.client import Client
+    from jupyter_torchserve.contract import EngineNotRunning
+
+    key, cert = _self_signed(tmp_path, "engine", "localhost", "DNS:localhost")
+    _, other = _self_signed(tmp_path, "other", "localhost", "DNS:localhost")
+    store = model_store(tmp_path, "probe")
+    linear_mar(store)
+    tls = dict(enable_grpc_ssl=True, private_key_file=str(key), certificate_file=str(cert))
+    with grpc_engine(tmp_path, model_store=str(store), **tls) as (info, client, _):
+        assert info["grpc_ssl"] is True
+        assert info["grpc_inference_address"].startswith("127.0.0.1:")
+        client.register("probe-1.0.mar", initial_workers=1)
+        with client.grpc() as g:
+            assert json.loads(g.predict("probe", '{"echo": "tls"}', key="body"))["echo"] == "tls"
+            assert g.register("linear-1.0.mar", initial_workers=1, synchronous=True)
+            x = np.array([[1.0, 2.0, 3.0, 4.0]], dtype=np.float32)
+            (out,) = g.infer("linear", {"input-0": x}).values()
+            assert out.shape == (1, 3) and out.dtype == np.float32
+            assert {m["modelName"] for m in g.list_models()["models"]} == {"probe", "linear"}
+        plain = Client.from_info({**info, "grpc_ssl": False}, timeout=10)
+        with plain.grpc() as g, pytest.raises(EngineNotRunning):
+            g.ping()
+        stranger = Client.from_info({**info, "certificate_file": str(other)}, timeout=10)
+        with stranger.grpc() as g, pytest.raises(EngineNotRunning, match="CERTIFICATE_VERIFY"):
+            g.ping()

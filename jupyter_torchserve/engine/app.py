@@ -160,8 +160,9 @@ async def _serve_locked(config: EngineConfig, selector: BusyPollSelector | None)
         **addresses,
         "model_store": str(registry.model_store),
         "key_file": str(registry.keys.path) if registry.keys else None,
-        # what our clients trust for https addresses: the engine's own certificate
+        # what our clients trust for https addresses and TLS gRPC: the engine's own certificate
         "certificate_file": config.certificate_file or None,
+        "grpc_ssl": bool(config.enable_grpc_ssl),
         "inference_token_required": registry.inference_needs_key,
         "log_dir": str(registry.log_dir),
         "state_dir": str(registry.state_dir),

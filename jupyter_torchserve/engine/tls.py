@@ -6,7 +6,8 @@ This is the one place that turns those keys into a server SSL context, so each l
 three HTTP ports here; gRPC's `enable_grpc_ssl` can read `pem_pair`) serves the same
 certificate, and a config that asks for https without them fails at start with a clear line
 instead of serving plain HTTP. `pinned_context` is the other side: what a client on this
-machine (the server extension's gateway) trusts, the engine's own certificate and no other.
+machine (the server extension's gateway) trusts, the engine's own certificate and no other;
+`grpc_pin` is the same pin in the terms a gRPC channel takes.
 """
 
 from __future__ import annotations
@@ -118,6 +119,52 @@ def pinned_context(certificate_file: str) -> ssl.SSLContext:
     host's name while clients dial the loopback address the engine reports, and a name
     check would add nothing to the pin. Dates and the signature still are checked.
     Raises ValueError (with the file named) when the file holds no readable certificate."""
+    path, pem = _first_certificate(certificate_file)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED
+    ctx.check_hostname = False
+    ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    try:
+        ctx.load_verify_locations(cadata=pem.decode("ascii"))
+    except (ssl.SSLError, UnicodeDecodeError) as e:
+        raise ValueError(f"The engine's certificate file {path} cannot be read: {e}") from None
+    return ctx
+
+
+def grpc_pin(certificate_file: str) -> tuple[bytes, str]:
+    """The same pin for a gRPC channel: (the engine's certificate as PEM, a name it carries).
+
+    gRPC takes no SSL context: it trusts `root_certificates` and always checks the name,
+    against `grpc.ssl_target_name_override` when set. So the name given is one the
+    certificate itself says (its first DNS name, else its first IP address, else its CN):
+    the check then passes by construction, as `pinned_context` skips it, and the pin alone
+    decides (gRPC, too, accepts a pinned leaf that is not self-signed). Raises ValueError
+    (with the file named) when the file cannot be read."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    path, pem = _first_certificate(certificate_file)
+    try:
+        cert = x509.load_pem_x509_certificate(pem)
+    except ValueError as e:
+        raise ValueError(f"The engine's certificate file {path} cannot be read: {e}") from None
+    names: list[str] = []
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        names += san.get_values_for_type(x509.DNSName)
+        names += [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
+    except x509.ExtensionNotFound:
+        pass
+    names += [str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    if not names:
+        raise ValueError(f"The engine's certificate {path} names no host (no SAN, no CN)")
+    name = names[0]
+    if name.startswith("*."):  # a wildcard matches one label in its place, not a literal `*`
+        name = "engine" + name[1:]
+    return pem, name
+
+
+def _first_certificate(certificate_file: str) -> tuple[Path, bytes]:
+    """(the file's path, its first PEM certificate): the one certificate a client pins."""
     path = Path(certificate_file).expanduser()
     try:
         data = path.read_bytes()
@@ -126,11 +173,4 @@ def pinned_context(certificate_file: str) -> ssl.SSLContext:
     first = _PEM_CERT.search(data)
     if first is None:
         raise ValueError(f"The engine's certificate file {path} holds no PEM certificate")
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED
-    ctx.check_hostname = False
-    ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
-    try:
-        ctx.load_verify_locations(cadata=first.group().decode("ascii"))
-    except (ssl.SSLError, UnicodeDecodeError) as e:
-        raise ValueError(f"The engine's certificate file {path} cannot be read: {e}") from None
-    return ctx
+    return path, first.group()

@@ -166,23 +166,34 @@ def v2_model_ready(name: str, mv: ModelVersion) -> dict[str, Any]:
 
 def v2_model_metadata(entry: ModelEntry, mv: ModelVersion) -> dict[str, Any]:
     """`GET /v2/models/{name}[/versions/{v}]`: the schema the archive was made with."""
-    schema = mv.metadata.get("schema") or {}
     return {
         "name": entry.name,
         "versions": sorted(entry.versions),
         "platform": PLATFORMS.get(mv.metadata.get("format") or "", "pytorch_torchserve"),
-        **v2_metadata_tensors(schema),
+        **v2_metadata_tensors(mv.metadata),
     }
 
 
-def v2_metadata_tensors(schema: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
-    """The schema's inputs and its output as `/infer` names it: after the first input
-    (v2_infer_tensors), so a client that reads the output name here and asks the answer
-    for it (tritonclient's `as_numpy(name)`) finds it."""
+#: Built-in handlers whose postprocess answers JSON objects (label -> score, detections), not
+#: numbers: `/infer` answers their output as BYTES, one JSON per row (`_datatype`), whatever
+#: the traced output's datatype. image_segmenter's class indices stay numbers.
+POSTPROCESSED_HANDLERS = frozenset({"image_classifier", "object_detector", "text_classifier"})
+
+
+def v2_metadata_tensors(metadata: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """An archive's schema (in its `metadata`) as `/infer` answers: the inputs, and the
+    output named after the first input (v2_infer_tensors), so a client that reads the
+    output name here and asks the answer for it (tritonclient's `as_numpy(name)`) finds it.
+    For a built-in handler of POSTPROCESSED_HANDLERS the output is BYTES of shape [rows],
+    as `/infer` answers it, not the traced tensor the schema records."""
+    schema = metadata.get("schema") or {}
     inputs = schema.get("inputs") or []
     outputs = schema.get("outputs") or []
     if inputs and outputs:
         outputs = [{**outputs[0], "name": inputs[0]["name"]}]
+    if outputs and metadata.get("builtin_handler") in POSTPROCESSED_HANDLERS:
+        rows = list(outputs[0].get("shape") or [-1])[:1]
+        outputs = [{**outputs[0], "datatype": "BYTES", "shape": rows}]
     return {"inputs": inputs, "outputs": outputs}
 
 

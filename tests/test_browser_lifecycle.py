@@ -10,31 +10,21 @@ One lab, one engine and one page for the module, reusing test_browser_sidebar's 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
+from _browser_helpers import BROWSER_MARKS, jupyter_get, shot
 from _serverext_helpers import RealEngine, _env
 from test_browser_sidebar import (  # noqa: F401 - fixtures used by name
-    CHROMIUM,
     jp_asyncio_loop,
     jp_server_cleanup,
-    jupyter_get,
     lab,
     page,
-    shot,
 )
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not os.path.exists(CHROMIUM),
-        reason=f"{CHROMIUM} is absent: `apt-get install -y chromium` to run the browser tests",
-    ),
-]
+pytestmark = BROWSER_MARKS
 
 
 def _train(x: Any, y: Any, epochs: int, seed: int) -> Any:

@@ -13,14 +13,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from _browser_helpers import open_tab, screenshots
 from PIL import Image
 from test_browser_sidebar import (  # noqa: F401 - fixtures
-    ARTIFACTS,
-    engine,
+    browser_engine,
     jp_asyncio_loop,
     jp_server_cleanup,
     lab,
-    open_tab,
     page,
     v2_archive,
 )
@@ -61,10 +60,7 @@ def test_explain_shows_the_input_its_heatmap_and_the_overlay(page: Any, engine: 
     assert page.get_by_alt_text("Heatmap over the input").is_visible()
     # the huge nested list is not dumped under the drawing
     assert page.locator(".jp-TorchServe-result .jp-TorchServe-pre").count() == 0
-    (ARTIFACTS / "explain").mkdir(parents=True, exist_ok=True)
-    page.locator(".jp-TorchServe-result").screenshot(
-        path=str(ARTIFACTS / "explain" / "test-tab.png")
-    )
+    page.locator(".jp-TorchServe-result").screenshot(path=str(screenshots(page) / "test-tab.png"))
 
     # Predict afterwards shows the top-k again, not a drawing
     page.get_by_label("Send the file for prediction").click()

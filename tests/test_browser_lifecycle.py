@@ -10,78 +10,51 @@ One lab, one engine and one page for the module, reusing test_browser_sidebar's 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
 import pytest
+from _browser_helpers import BROWSER_MARKS, jupyter_get, shot
+from _digits_helpers import digits, digits_mlp
 from _serverext_helpers import RealEngine, _env
 from test_browser_sidebar import (  # noqa: F401 - fixtures used by name
-    CHROMIUM,
     jp_asyncio_loop,
     jp_server_cleanup,
-    jupyter_get,
     lab,
     page,
-    shot,
 )
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not os.path.exists(CHROMIUM),
-        reason=f"{CHROMIUM} is absent: `apt-get install -y chromium` to run the browser tests",
-    ),
-]
-
-
-def _train(x: Any, y: Any, epochs: int, seed: int) -> Any:
-    import torch
-
-    torch.manual_seed(seed)
-    model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
-    opt = torch.optim.Adam(model.parameters(), lr=0.01)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    for _ in range(epochs):
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(xt), yt).backward()
-        opt.step()
-    return model.eval()
+pytestmark = BROWSER_MARKS
 
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealEngine]:
     """An engine serving `digits` 1.0 (evaluated on held-out rows) and 2.0 (a 20 % canary)."""
-    from sklearn.datasets import load_digits
-
     import jupyter_torchserve as jts
     from jupyter_torchserve import traffic
     from jupyter_torchserve.client import Client
 
     eng = RealEngine(tmp_path_factory.mktemp("lifecycle-engine")).start(deploy=False)
-    x, y = load_digits(return_X_y=True)
-    x = (x / 16.0).astype(np.float32)
+    x_train, y_train, x_test, y_test = digits()
     with _env(JUPYTER_RUNTIME_DIR=str(eng.runtime_dir)):
         first = jts.deploy(
-            _train(x[:1200], y[:1200], 60, 0),
+            digits_mlp(x_train, y_train, 60, 0),
             "digits",
-            x_test=x[1200:],
-            y_test=y[1200:],
+            x_test=x_test,
+            y_test=y_test,
             progress="none",
         )
         second = jts.deploy(
-            _train(x[:1200], y[:1200], 5, 1),
+            digits_mlp(x_train, y_train, 5, 1),
             "digits",
             version="2.0",
-            x_test=x[1200:],
-            y_test=y[1200:],
+            x_test=x_test,
+            y_test=y_test,
             progress="none",
         )
         c = Client.from_info(eng.info)
         traffic.canary("digits", "2.0", 20, c=c)
-        for row in x[1200:1300]:  # the default route, split per request
+        for row in x_test[:100]:  # the default route, split per request
             c.predict("digits", json.dumps(row[None].tolist()), content_type="application/json")
     eng.reports = {"1.0": first.evaluation, "2.0": second.evaluation}  # type: ignore[attr-defined]
     yield eng

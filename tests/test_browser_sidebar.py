@@ -17,76 +17,38 @@ page for the module (the tests run in file order and build on each other):
 8. stop the engine from the panel (it says not running and offers Start), start it again;
 9. the dark theme.
 
-Screenshots go to `test-artifacts/browser/`.
+Screenshots go to `test-artifacts/browser/sidebar/`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
 import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
-from _serverext_helpers import RealEngine, _env, free_port
+from _browser_helpers import (  # noqa: F401 - fixtures used by name
+    BROWSER_MARKS,
+    browser_engine,
+    jp_asyncio_loop,
+    jp_server_cleanup,
+    jupyter_get,
+    open_page,
+    open_tab,
+    shot,
+    start_lab,
+)
+from _serverext_helpers import RealEngine, free_port
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-]
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "browser"
-PANEL = "jupyter-torchserve-panel"
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not os.path.exists(CHROMIUM),
-        reason=f"{CHROMIUM} is absent: `apt-get install -y chromium` to run the browser tests",
-    ),
-]
-
-
-# pytest-jupyter's autouse fixtures close a per-test event loop; the module's sync Playwright
-# keeps its own loop running across tests, and nothing here uses an in-process Jupyter server.
-@pytest.fixture
-def jp_asyncio_loop() -> None:
-    return None
-
-
-@pytest.fixture
-def jp_server_cleanup() -> None:
-    return None
-
-
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealEngine]:
-    eng = RealEngine(tmp_path_factory.mktemp("browser-engine")).start()
-    yield eng
-    eng.stop()
-    # the engine the panel started again (test_engine_stop_and_start), if any
-    from jupyter_torchserve import launcher
-
-    with _env(JUPYTER_RUNTIME_DIR=str(eng.runtime_dir)):
-        for _ in range(3):
-            if not launcher.stop_engine():
-                break
+pytestmark = BROWSER_MARKS
 
 
 @pytest.fixture(scope="module")
@@ -125,10 +87,6 @@ def lab(
     engine: RealEngine, v2_archive: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, Any]]:
     """`jupyter lab` on a free loopback port, under a base URL, with a token."""
-    root = tmp_path_factory.mktemp("lab")
-    port = free_port()
-    token = secrets.token_hex(16)
-    base = "/jts-base/"
     # where the panel's Start button starts an engine: free loopback ports, the same store
     start_options = {
         "inference_address": f"http://127.0.0.1:{free_port()}",
@@ -137,118 +95,21 @@ def lab(
         "model_store": engine.info["model_store"],
         "state_dir": str(engine.root / "state-restarted"),
     }
-    config_dir = root / "config"
-    config_dir.mkdir()
-    (config_dir / "jupyter_server_config.json").write_text(
-        json.dumps({"JupyterTorchServe": {"start_options": start_options}})
-    )
-    env = {
-        **os.environ,
-        "JUPYTER_RUNTIME_DIR": str(engine.runtime_dir),
-        "JUPYTER_CONFIG_PATH": os.pathsep.join(
-            p for p in (str(config_dir), os.environ.get("JUPYTER_CONFIG_PATH", "")) if p
-        ),
-        # a fresh workspace and settings: no panel or theme remembered from an earlier run
-        "JUPYTERLAB_WORKSPACES_DIR": str(root / "workspaces"),
-        "JUPYTERLAB_SETTINGS_DIR": str(root / "settings"),
-    }
-    cmd = [
-        sys.executable,
-        "-m",
-        "jupyterlab",
-        "--no-browser",
-        "--ip=127.0.0.1",
-        f"--port={port}",
-        f"--ServerApp.base_url={base}",
-        f"--IdentityProvider.token={token}",
-        f"--ServerApp.root_dir={root}",
-        "--ServerApp.allow_root=True",
-        "--LabApp.news_url=None",
-        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-    ]
-    log = open(root / "lab.log", "wb")
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}{base}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(url + "api/status", params={"token": token}, timeout=2).ok:
-                break
-        except requests.RequestException:
-            pass
-        if proc.poll() is not None:
-            raise RuntimeError((root / "lab.log").read_text())
-        time.sleep(0.3)
-    else:
-        proc.kill()
-        raise RuntimeError("jupyter lab did not start:\n" + (root / "lab.log").read_text())
-    yield {
-        "url": url,
-        "token": token,
-        "proc": proc,
-        "start_options": start_options,
-        "root": root,
-    }
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    root = tmp_path_factory.mktemp("lab")
+    settings = {"start_options": start_options}
+    with start_lab(engine, root, base="/jts-base/", settings=settings) as lab:
+        yield {**lab, "start_options": start_options}
 
 
 @pytest.fixture(scope="module")
-def page(lab: dict[str, Any]) -> Iterator[Any]:
+def page(lab: dict[str, Any], request: pytest.FixtureRequest) -> Iterator[Any]:
     """One Chromium page on the lab for the whole module, the TorchServe panel open."""
-    from playwright.sync_api import sync_playwright
-
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    for old in ARTIFACTS.glob("*.png"):  # no stale screenshot from an earlier layout
-        old.unlink()
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1400, "height": 900})
-        context.grant_permissions(["clipboard-read", "clipboard-write"])
-        pg = context.new_page()
-        pg.set_default_timeout(30000)
-        pg.goto(f"{lab['url']}lab?token={lab['token']}")
-        pg.wait_for_selector(f'.jp-SideBar.jp-mod-left [data-id="{PANEL}"]', timeout=60000)
-        if not pg.locator(f"#{PANEL}").is_visible():
-            pg.click(f'.jp-SideBar.jp-mod-left [data-id="{PANEL}"]')
+    with open_page(lab, request.module, height=900, timeout_ms=30000, clipboard=True) as pg:
         yield pg
-        browser.close()
-
-
-def shot(page: Any, name: str, *, full: bool = False) -> None:
-    """The panel alone (readable), or the whole window (dialogs, theme)."""
-    path = str(ARTIFACTS / f"{name}.png")
-    if full:
-        # JupyterLab's "Jupyter news?" toast is no part of the sidebar: hide it (a modal dialog
-        # may be open, so it cannot be clicked away)
-        page.evaluate(
-            """() => document.querySelectorAll('.Toastify__toast').forEach(t => {
-                if (t.textContent.includes('Jupyter news')) { t.style.display = 'none'; }
-            })"""
-        )
-        page.screenshot(path=path)
-    else:
-        page.locator(f"#{PANEL}").screenshot(path=path)
-
-
-def open_tab(page: Any, tab: str) -> None:
-    page.get_by_role("tab", name=f"{tab} tab").click()
 
 
 def version_row(page: Any, version: str) -> Any:
     return page.locator(f'.jp-TorchServe-model[data-model="mnist"] [data-version="{version}"]')
-
-
-def jupyter_get(lab: dict[str, Any], path: str) -> Any:
-    r = requests.get(
-        lab["url"] + path, headers={"Authorization": f"token {lab['token']}"}, timeout=30
-    )
-    r.raise_for_status()
-    return r.json()
 
 
 def test_settings_schema_is_served(lab: dict[str, Any]) -> None:

@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
+from _digits_helpers import digits, digits_cnn, digits_mlp
 from _notebook_helpers import engine, ts_env  # noqa: F401
 
 from jupyter_torchserve import evaluation, scores
@@ -104,28 +104,6 @@ def test_deploy_and_compare_take_held_out_data_by_name():
 
 
 # -- through a real engine --------------------------------------------------------------------
-def _digits() -> tuple[Any, Any, Any, Any]:
-    from sklearn.datasets import load_digits
-
-    x, y = load_digits(return_X_y=True)
-    x = (x / 16.0).astype(np.float32)
-    return x[:1200], y[:1200], x[1200:], y[1200:]
-
-
-def _train(x: Any, y: Any, epochs: int, seed: int) -> Any:
-    import torch
-
-    torch.manual_seed(seed)
-    model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
-    opt = torch.optim.Adam(model.parameters(), lr=0.01)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    for _ in range(epochs):
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(xt), yt).backward()
-        opt.step()
-    return model.eval()
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_digits_served_accuracy_is_the_kernel_models_and_compare_finds_the_differing_rows(
@@ -136,8 +114,8 @@ def test_digits_served_accuracy_is_the_kernel_models_and_compare_finds_the_diffe
     from jupyter_torchserve.comparison import compare
     from jupyter_torchserve.deployment import deploy
 
-    x_train, y_train, x_test, y_test = _digits()
-    good, weak = _train(x_train, y_train, 60, 0), _train(x_train, y_train, 3, 1)
+    x_train, y_train, x_test, y_test = digits()
+    good, weak = digits_mlp(x_train, y_train, 60, 0), digits_mlp(x_train, y_train, 3, 1)
     with torch.no_grad():
         good_pred = good(torch.from_numpy(x_test)).argmax(1).numpy()
         weak_pred = weak(torch.from_numpy(x_test)).argmax(1).numpy()
@@ -235,25 +213,6 @@ def test_image_rows_are_the_pngs_the_handler_receives_and_its_decoding_of_them()
     assert evaluation.first_row(rows.requests, handler="image_classifier") == rows.requests[0]
 
 
-def _digit_cnn(x: Any, y: Any, seed: int, steps: int = 40) -> Any:
-    import torch
-
-    torch.manual_seed(seed)
-    model = torch.nn.Sequential(
-        torch.nn.Conv2d(1, 8, 3, padding=1),
-        torch.nn.ReLU(),
-        torch.nn.Flatten(),
-        torch.nn.Linear(8 * 8 * 8, 10),
-    )
-    opt = torch.optim.Adam(model.parameters(), lr=0.01)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    for _ in range(steps):
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(xt), yt).backward()
-        opt.step()
-    return model.eval()
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_digit_images_through_image_classifier_score_as_the_kernel_on_the_handlers_pixels(
@@ -269,9 +228,9 @@ def test_digit_images_through_image_classifier_score_as_the_kernel_on_the_handle
     from jupyter_torchserve.deployment import deploy
     from jupyter_torchserve.serverext import store
 
-    x_train, y_train, x_test, y_test = _digits()
+    x_train, y_train, x_test, y_test = digits()
     images_train, images_test = x_train.reshape(-1, 1, 8, 8), x_test.reshape(-1, 1, 8, 8)
-    model = _digit_cnn(images_train, y_train, 0)
+    model = digits_cnn(images_train, y_train, 0)
     pixels = torch.cat(
         [
             payloads.image_to_tensor(payloads.tensor_to_png(torch.from_numpy(row), None), None)
@@ -309,7 +268,7 @@ def test_digit_images_through_image_classifier_score_as_the_kernel_on_the_handle
     # a second, weaker version: compare sends both the same images and finds where they differ
     from jupyter_torchserve.comparison import compare
 
-    weak = _digit_cnn(images_train, y_train, 1, steps=2)
+    weak = digits_cnn(images_train, y_train, 1, steps=2)
     with torch.no_grad():
         weak_pred = weak(pixels).argmax(1).numpy()
     deploy(

@@ -9,8 +9,7 @@ import { IEngineStatus } from './api';
 import { useModel } from './binding';
 import { torchserveIcon } from './icon';
 import { TorchServeModel } from './model';
-import { TABS, TabId } from './tabs';
-import { engineTab } from './tabs/EngineTab';
+import { ENGINE_TAB, TABS, TabId } from './tabs';
 
 export function TorchServePanelView(props: {
   model: TorchServeModel;
@@ -22,8 +21,8 @@ export function TorchServePanelView(props: {
   const engine: IEngineStatus | undefined = model.overview?.engine;
   const state = !model.overview ? 'unknown' : engine?.running ? 'running' : 'stopped';
   const count = model.overview?.models.length ?? 0;
-  const active = TABS.find(t => t.id === tab) ?? engineTab;
-  const Body = active.needsEngine && state === 'stopped' ? engineTab.Component : active.Component;
+  const active = TABS.find(t => t.id === tab) ?? ENGINE_TAB;
+  const Body = active.needsEngine && state === 'stopped' ? ENGINE_TAB.Component : active.Component;
   return (
     <div className="jp-TorchServe" data-state={state}>
       <header className="jp-TorchServe-header">

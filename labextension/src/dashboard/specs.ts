@@ -48,6 +48,19 @@ const HEIGHT = 150;
 /** Fixed, not 'container': a chart drawn while its panel is still hidden would measure 0 px. */
 const WIDTH = 380;
 
+/**
+ * The frame every chart shares: one schema and one size, so the charts line up top to bottom,
+ * and the title again as the spec's description (what Vega gives screen readers).
+ */
+function chart(id: string, title: string, rows: number, body: Record<string, unknown>): IChart {
+  return {
+    id,
+    title,
+    rows,
+    spec: { $schema: SCHEMA, description: title, width: WIDTH, height: HEIGHT, ...body }
+  };
+}
+
 function timeX(view: IDashboardView): Record<string, unknown> {
   return {
     field: 't',
@@ -67,35 +80,26 @@ function lineChart(
   color: { field: string; title: string },
   extra: Record<string, unknown> = {}
 ): IChart {
-  return {
-    id,
-    title,
-    rows: rows.length,
-    spec: {
-      $schema: SCHEMA,
-      description: title,
-      width: WIDTH,
-      height: HEIGHT,
-      data: { values: rows },
-      mark: { type: 'line', point: rows.length < 60, interpolate: 'monotone' },
-      encoding: {
-        x: timeX(view),
-        y: {
-          field: y.field,
-          type: 'quantitative',
-          title: y.title,
-          ...(y.format ? { axis: { format: y.format } } : {})
-        },
-        color: { field: color.field, type: 'nominal', title: color.title },
-        tooltip: [
-          { field: 't', type: 'temporal', title: 'time', format: '%H:%M:%S' },
-          { field: color.field, type: 'nominal', title: color.title },
-          { field: y.field, type: 'quantitative', title: y.title, format: '.3~f' }
-        ],
-        ...extra
-      }
+  return chart(id, title, rows.length, {
+    data: { values: rows },
+    mark: { type: 'line', point: rows.length < 60, interpolate: 'monotone' },
+    encoding: {
+      x: timeX(view),
+      y: {
+        field: y.field,
+        type: 'quantitative',
+        title: y.title,
+        ...(y.format ? { axis: { format: y.format } } : {})
+      },
+      color: { field: color.field, type: 'nominal', title: color.title },
+      tooltip: [
+        { field: 't', type: 'temporal', title: 'time', format: '%H:%M:%S' },
+        { field: color.field, type: 'nominal', title: color.title },
+        { field: y.field, type: 'quantitative', title: y.title, format: '.3~f' }
+      ],
+      ...extra
     }
-  };
+  });
 }
 
 /** Autoscaler decisions as rows for the workers chart: describe's (with reasons) if any,
@@ -124,50 +128,41 @@ function workersChart(view: IDashboardView): IChart {
   const decisions = decisionRows(view);
   const title = 'Workers (autoscaler decisions marked)';
   const top = Math.max(1, ...rows.map(r => Number(r.workers) || 0)) + 1;
-  return {
-    id: 'workers',
-    title,
-    rows: rows.length,
-    spec: {
-      $schema: SCHEMA,
-      description: title,
-      width: WIDTH,
-      height: HEIGHT,
-      layer: [
-        {
-          data: { values: rows },
-          mark: { type: 'line', interpolate: 'step-after' },
-          encoding: {
-            x: timeX(view),
-            y: {
-              field: 'workers',
-              type: 'quantitative',
-              title: 'workers',
-              // whole workers only, with headroom so a line at the maximum is not on the edge
-              scale: { domain: [0, top] },
-              axis: { values: Array.from({ length: top + 1 }, (_, i) => i), format: 'd' }
-            },
-            color: { field: 'model', type: 'nominal', title: 'model version' }
-          }
-        },
-        {
-          data: { values: decisions },
-          mark: { type: 'rule', strokeDash: [4, 3], strokeWidth: 1.5 },
-          encoding: {
-            x: timeX(view),
-            strokeDash: { field: 'action', type: 'nominal', title: 'autoscaler' },
-            tooltip: [
-              { field: 't', type: 'temporal', title: 'time', format: '%H:%M:%S' },
-              { field: 'model', title: 'model version' },
-              { field: 'action', title: 'decision' },
-              { field: 'change', title: 'workers' },
-              { field: 'reason', title: 'why' }
-            ]
-          }
+  return chart('workers', title, rows.length, {
+    layer: [
+      {
+        data: { values: rows },
+        mark: { type: 'line', interpolate: 'step-after' },
+        encoding: {
+          x: timeX(view),
+          y: {
+            field: 'workers',
+            type: 'quantitative',
+            title: 'workers',
+            // whole workers only, with headroom so a line at the maximum is not on the edge
+            scale: { domain: [0, top] },
+            axis: { values: Array.from({ length: top + 1 }, (_, i) => i), format: 'd' }
+          },
+          color: { field: 'model', type: 'nominal', title: 'model version' }
         }
-      ]
-    }
-  };
+      },
+      {
+        data: { values: decisions },
+        mark: { type: 'rule', strokeDash: [4, 3], strokeWidth: 1.5 },
+        encoding: {
+          x: timeX(view),
+          strokeDash: { field: 'action', type: 'nominal', title: 'autoscaler' },
+          tooltip: [
+            { field: 't', type: 'temporal', title: 'time', format: '%H:%M:%S' },
+            { field: 'model', title: 'model version' },
+            { field: 'action', title: 'decision' },
+            { field: 'change', title: 'workers' },
+            { field: 'reason', title: 'why' }
+          ]
+        }
+      }
+    ]
+  });
 }
 
 /** Every chart of the dashboard, in reading order. GPU memory only when there is a GPU. */

@@ -8,10 +8,10 @@ import React, { useState } from 'react';
 import { api } from '../api';
 import { act } from '../binding';
 import { formatBytes, formatDuration } from '../logic';
-import { Bar } from '../widgets';
-import { ITab, ITabProps } from './tab';
+import { Bar, Button } from '../widgets';
+import { ITabProps } from './tab';
 
-function EngineTab({ model }: ITabProps): JSX.Element {
+export function EngineTab({ model }: ITabProps): JSX.Element {
   const engine = model.overview?.engine;
   const [busy, setBusy] = useState(false);
   const start = async () => {
@@ -40,14 +40,9 @@ function EngineTab({ model }: ITabProps): JSX.Element {
         <p className="jp-TorchServe-message" role="status">
           {engine.message || 'The engine is not running.'}
         </p>
-        <button
-          className="jp-Button jp-mod-styled jp-mod-accept"
-          aria-label="Start the TorchServe engine"
-          disabled={busy}
-          onClick={start}
-        >
+        <Button kind="accept" label="Start the TorchServe engine" disabled={busy} onClick={start}>
           {busy ? 'Starting…' : 'Start engine'}
-        </button>
+        </Button>
       </div>
     );
   }
@@ -101,21 +96,9 @@ function EngineTab({ model }: ITabProps): JSX.Element {
       ) : (
         <p className="jp-TorchServe-muted">No GPU: models run on the CPU.</p>
       )}
-      <button
-        className="jp-Button jp-mod-styled jp-mod-warn"
-        aria-label="Stop the TorchServe engine"
-        disabled={busy}
-        onClick={stop}
-      >
+      <Button kind="warn" label="Stop the TorchServe engine" disabled={busy} onClick={stop}>
         {busy ? 'Stopping…' : 'Stop engine'}
-      </button>
+      </Button>
     </div>
   );
 }
-
-export const engineTab: ITab<'engine'> = {
-  id: 'engine',
-  label: 'Engine',
-  needsEngine: false,
-  Component: EngineTab
-};

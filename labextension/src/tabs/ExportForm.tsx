@@ -16,6 +16,7 @@ import {
   exportFolderError,
   exportLines
 } from '../logic';
+import { Button, Notes, Select } from '../widgets';
 
 export function ExportForm({ name }: { name: string }): JSX.Element {
   const [offer, setOffer] = useState<IExportOffer | null>(null);
@@ -53,32 +54,20 @@ export function ExportForm({ name }: { name: string }): JSX.Element {
   return (
     <div className="jp-TorchServe-export" aria-label={`${label} form`}>
       <div className="jp-TorchServe-row">
-        <select
-          className="jp-mod-styled"
-          aria-label={`Target to export ${name} for`}
+        <Select
+          label={`Target to export ${name} for`}
           value={form.target}
-          onChange={e => set({ target: e.target.value })}
-        >
-          {(offer?.targets ?? ['kserve']).map(t => (
-            <option key={t} value={t}>
-              {t}
-            </option>
-          ))}
-        </select>
+          values={offer?.targets ?? ['kserve']}
+          onChange={target => set({ target })}
+        />
         {form.target === 'kserve' && (
-          <select
-            className="jp-mod-styled"
-            aria-label={`KServe protocol for ${name}`}
+          <Select
+            label={`KServe protocol for ${name}`}
             title="KServe protocolVersion"
             value={form.protocol}
-            onChange={e => set({ protocol: e.target.value })}
-          >
-            {(offer?.protocols ?? ['v1']).map(p => (
-              <option key={p} value={p}>
-                {p}
-              </option>
-            ))}
-          </select>
+            values={offer?.protocols ?? ['v1']}
+            onChange={protocol => set({ protocol })}
+          />
         )}
       </div>
       <div className="jp-TorchServe-row">
@@ -113,14 +102,14 @@ export function ExportForm({ name }: { name: string }): JSX.Element {
         )}
       </div>
       <div className="jp-TorchServe-actions">
-        <button
-          className="jp-Button jp-mod-styled jp-mod-accept"
-          aria-label={`Write the ${form.target} bundle of ${name}`}
+        <Button
+          kind="accept"
+          label={`Write the ${form.target} bundle of ${name}`}
           disabled={busy || !offer || folderError !== null}
           onClick={submit}
         >
           {busy ? 'Exporting…' : 'Export'}
-        </button>
+        </Button>
       </div>
       {(folderError || error) && (
         <div className="jp-TorchServe-error" role="alert">
@@ -137,11 +126,7 @@ export function ExportForm({ name }: { name: string }): JSX.Element {
               </li>
             ))}
           </ul>
-          {shown.notes.map(n => (
-            <div key={n} className="jp-TorchServe-muted">
-              {n}
-            </div>
-          ))}
+          <Notes notes={shown.notes} />
           {shown.steps.map(s => (
             <div key={s.what + s.command} className="jp-TorchServe-export-step">
               <div className="jp-TorchServe-muted">{s.what}</div>

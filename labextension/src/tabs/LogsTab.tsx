@@ -6,9 +6,9 @@ import React, { useEffect, useRef, useState } from 'react';
 import { api } from '../api';
 import { parseSSE } from '../logic';
 import { ModelPicker } from '../widgets';
-import { ITab, ITabProps } from './tab';
+import { ITabProps } from './tab';
 
-function LogsTab({ model }: ITabProps): JSX.Element {
+export function LogsTab({ model }: ITabProps): JSX.Element {
   const [name, setName] = useState('');
   const [follow, setFollow] = useState(true);
   const [lines, setLines] = useState<string[]>([]);
@@ -95,10 +95,3 @@ function LogsTab({ model }: ITabProps): JSX.Element {
     </div>
   );
 }
-
-export const logsTab: ITab<'logs'> = {
-  id: 'logs',
-  label: 'Logs',
-  needsEngine: true,
-  Component: LogsTab
-};

@@ -6,7 +6,8 @@ import React, { useState } from 'react';
 
 import { dashboardOpener } from '../dashboard/opener';
 import { ISample, rates } from '../logic';
-import { ITab, ITabProps } from './tab';
+import { Button, Select } from '../widgets';
+import { ITabProps } from './tab';
 
 function Sparkline(props: {
   label: string;
@@ -54,7 +55,7 @@ function Sparkline(props: {
   );
 }
 
-function MetricsTab({ model }: ITabProps): JSX.Element {
+export function MetricsTab({ model }: ITabProps): JSX.Element {
   const [which, setWhich] = useState('');
   const history: ISample[] = model.history[which] ?? [];
   const r = rates(history);
@@ -63,30 +64,25 @@ function MetricsTab({ model }: ITabProps): JSX.Element {
   return (
     <div className="jp-TorchServe-section">
       <div className="jp-TorchServe-actions">
-        <button
-          className="jp-Button jp-mod-styled jp-mod-accept"
-          aria-label="Open dashboard"
+        <Button
+          kind="accept"
+          label="Open dashboard"
           title="Charts of the last 5/15/60 minutes in the main area"
           disabled={!dashboardOpener.open}
           onClick={() => dashboardOpener.open?.()}
         >
           Open dashboard
-        </button>
+        </Button>
       </div>
       <div className="jp-TorchServe-row">
-        <select
-          className="jp-mod-styled"
-          aria-label="Model whose metrics to chart"
+        <Select
+          label="Model whose metrics to chart"
           value={which}
-          onChange={e => setWhich(e.target.value)}
+          values={names}
+          onChange={setWhich}
         >
           <option value="">All models</option>
-          {names.map(n => (
-            <option key={n} value={n}>
-              {n}
-            </option>
-          ))}
-        </select>
+        </Select>
       </div>
       {err && <div className="jp-TorchServe-error">{err}</div>}
       <Sparkline
@@ -109,10 +105,3 @@ function MetricsTab({ model }: ITabProps): JSX.Element {
     </div>
   );
 }
-
-export const metricsTab: ITab<'metrics'> = {
-  id: 'metrics',
-  label: 'Metrics',
-  needsEngine: true,
-  Component: MetricsTab
-};

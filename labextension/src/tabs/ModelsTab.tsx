@@ -18,8 +18,9 @@ import {
   workerState
 } from '../logic';
 import { TorchServeModel } from '../model';
+import { Button, Select } from '../widgets';
 import { ExportForm } from './ExportForm';
-import { ITab, ITabProps } from './tab';
+import { ITabProps } from './tab';
 
 /** A version's held-out report (deploy x_test/y_test): kernel and served figures. */
 function EvaluationView({ e, label }: { e: IEvaluation; label: string }): JSX.Element {
@@ -130,44 +131,39 @@ function VersionRow(props: {
       )}
       {v.evaluation && <EvaluationView e={v.evaluation} label={label} />}
       <div className="jp-TorchServe-actions">
-        <button
-          className="jp-Button jp-mod-styled jp-mod-reject"
-          aria-label={`Remove a worker from ${label}`}
+        <Button
+          kind="reject"
+          label={`Remove a worker from ${label}`}
           title="Remove a worker"
           disabled={busy || workers.length === 0}
           onClick={() => scale(-1)}
         >
           − worker
-        </button>
-        <button
-          className="jp-Button jp-mod-styled jp-mod-reject"
-          aria-label={`Add a worker to ${label}`}
+        </Button>
+        <Button
+          kind="reject"
+          label={`Add a worker to ${label}`}
           title="Add a worker"
           disabled={busy}
           onClick={() => scale(1)}
         >
           + worker
-        </button>
+        </Button>
         {!v.isDefault && (
-          <button
-            className="jp-Button jp-mod-styled jp-mod-reject"
-            aria-label={`Make ${label} the default`}
+          <Button
+            kind="reject"
+            label={`Make ${label} the default`}
             disabled={busy}
             onClick={() =>
               act('set default', () => api.setDefault(entry.modelName, v.modelVersion), model)
             }
           >
             Set default
-          </button>
+          </Button>
         )}
-        <button
-          className="jp-Button jp-mod-styled jp-mod-warn"
-          aria-label={`Unregister ${label}`}
-          disabled={busy}
-          onClick={unregister}
-        >
+        <Button kind="warn" label={`Unregister ${label}`} disabled={busy} onClick={unregister}>
           Unregister
-        </button>
+        </Button>
       </div>
     </li>
   );
@@ -249,33 +245,28 @@ function RegisterForm({ model }: { model: TorchServeModel }): JSX.Element {
   };
   return (
     <div className="jp-TorchServe-row">
-      <select
-        className="jp-mod-styled"
-        aria-label="Archive in the model store to register"
+      <Select
+        label="Archive in the model store to register"
         value={chosen}
+        values={archives}
         onFocus={load}
-        onChange={e => setChosen(e.target.value)}
+        onChange={setChosen}
       >
         <option value="">Model store…</option>
-        {archives.map(a => (
-          <option key={a} value={a}>
-            {a}
-          </option>
-        ))}
-      </select>
-      <button
-        className="jp-Button jp-mod-styled jp-mod-accept"
-        aria-label="Register the chosen archive"
+      </Select>
+      <Button
+        kind="accept"
+        label="Register the chosen archive"
         disabled={!chosen || busy}
         onClick={register}
       >
         {busy ? 'Loading…' : 'Register'}
-      </button>
+      </Button>
     </div>
   );
 }
 
-function ModelsTab({ model }: ITabProps): JSX.Element {
+export function ModelsTab({ model }: ITabProps): JSX.Element {
   const models = model.overview?.models ?? [];
   return (
     <div className="jp-TorchServe-section">
@@ -295,10 +286,3 @@ function ModelsTab({ model }: ITabProps): JSX.Element {
     </div>
   );
 }
-
-export const modelsTab: ITab<'models'> = {
-  id: 'models',
-  label: 'Models',
-  needsEngine: true,
-  Component: ModelsTab
-};

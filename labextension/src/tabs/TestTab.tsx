@@ -18,8 +18,8 @@ import {
   tokens,
   topK
 } from '../logic';
-import { Bar, ModelPicker } from '../widgets';
-import { ITab, ITabProps } from './tab';
+import { Bar, Button, ModelPicker, Notes } from '../widgets';
+import { ITabProps } from './tab';
 
 interface IResult {
   status: number;
@@ -138,14 +138,14 @@ function LoadTest({ name }: { name: string }): JSX.Element {
       </div>
       {problem && <div className="jp-TorchServe-muted">{problem}</div>}
       <div className="jp-TorchServe-actions">
-        <button
-          className="jp-Button jp-mod-styled jp-mod-accept"
-          aria-label="Run the load test"
+        <Button
+          kind="accept"
+          label="Run the load test"
           disabled={!name || busy || !!problem}
           onClick={run}
         >
           {busy ? `Running… (about ${Math.ceil(seconds)} s)` : 'Run load test'}
-        </button>
+        </Button>
       </div>
       {error && (
         <div className="jp-TorchServe-error" role="alert">
@@ -178,18 +178,14 @@ function LoadTest({ name }: { name: string }): JSX.Element {
               ))}
             </tbody>
           </table>
-          {result.notes.map(n => (
-            <div key={n} className="jp-TorchServe-muted">
-              {n}
-            </div>
-          ))}
+          <Notes notes={result.notes} />
         </>
       )}
     </fieldset>
   );
 }
 
-function TestTab({ model }: ITabProps): JSX.Element {
+export function TestTab({ model }: ITabProps): JSX.Element {
   const [name, setName] = useState('');
   const [file, setFile] = useState<File | null>(null);
   const [preview, setPreview] = useState<string | null>(null);
@@ -299,31 +295,31 @@ function TestTab({ model }: ITabProps): JSX.Element {
         </div>
       )}
       <div className="jp-TorchServe-actions">
-        <button
-          className="jp-Button jp-mod-styled jp-mod-accept"
-          aria-label="Send the file for prediction"
+        <Button
+          kind="accept"
+          label="Send the file for prediction"
           disabled={!file || !name || busy || !!refusal}
           onClick={() => sendFile()}
         >
           {busy ? 'Working…' : 'Predict'}
-        </button>
-        <button
-          className="jp-Button jp-mod-styled jp-mod-accept"
-          aria-label="Explain the prediction for the file"
+        </Button>
+        <Button
+          kind="accept"
+          label="Explain the prediction for the file"
           title="Integrated Gradients toward the predicted class: about 15 predictions' work"
           disabled={!file || !name || busy || !!refusal}
           onClick={() => sendFile('explanations')}
         >
           Explain
-        </button>
-        <button
-          className="jp-Button jp-mod-styled jp-mod-reject"
-          aria-label="Send the archive's sample input"
+        </Button>
+        <Button
+          kind="reject"
+          label="Send the archive's sample input"
           disabled={!name || busy}
           onClick={sendSample}
         >
           Send sample input
-        </button>
+        </Button>
       </div>
       {result && (
         <div
@@ -370,10 +366,3 @@ function TestTab({ model }: ITabProps): JSX.Element {
     </div>
   );
 }
-
-export const testTab: ITab<'test'> = {
-  id: 'test',
-  label: 'Test',
-  needsEngine: true,
-  Component: TestTab
-};

@@ -14,6 +14,7 @@ import shlex
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from .display import esc, html_table
 
@@ -21,6 +22,72 @@ from .display import esc, html_table
 def _q(text: str) -> str:
     """Single-quote for a POSIX shell."""
     return "'" + text.replace("'", "'\\''") + "'"
+
+
+def _pin(dep: Any, url: str) -> tuple[str, str] | None:
+    """(certificate file, a name it carries) when `url` is served with TLS, else None.
+
+    The name is `engine.tls.grpc_pin`'s, the one our gRPC client checks: a `CN=localhost`
+    certificate names no `127.0.0.1`, so the printed commands check that name instead of
+    the address while they still dial the address the engine reports."""
+    cert = dep.info.get("certificate_file")
+    if not cert or urlsplit(url if "://" in url else "//" + url).scheme != "https":
+        return None
+    from .engine.tls import grpc_pin
+
+    return cert, grpc_pin(cert)[1]
+
+
+def _netloc(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _curl(dep: Any, url: str) -> tuple[str, str]:
+    """(curl's options, the URL to give it): `--cacert` with the engine's certificate as
+    the one CA on https, and, where `_pin`'s name is not the URL's host, `--connect-to`,
+    so curl checks that name while it still dials the engine's address (a certificate
+    naming both gets the option too: harmless). Plain http: no options, the URL as is."""
+    pin = _pin(dep, url)
+    if pin is None:
+        return "", url
+    cert, name = pin
+    parts = urlsplit(url)
+    host, port = parts.hostname or "", parts.port or 443
+    opts = f" --cacert {_q(cert)}"
+    if name != host:
+        opts += f" --connect-to {_netloc(name, port)}:{_netloc(host, port)}"
+        url = parts._replace(netloc=_netloc(name, port)).geturl()
+    return opts, url
+
+
+def _requests(dep: Any, url: str) -> tuple[list[str], str, str]:
+    """(lines that set up the pin, what to call `.post` on, its extra arguments) for
+    Python requests: `verify=<certificate>` trusts that file alone (not certifi's CAs).
+    Where `_pin`'s name is not the URL's host, requests has no `--connect-to`,
+    so a session's adapter dials the address and checks the name the certificate carries
+    (urllib3's `server_hostname`, public API): a user's own pasteable code, not a
+    private class of ours, and the name is still checked as curl's is."""
+    pin = _pin(dep, url)
+    if pin is None:
+        return [], "requests", ""
+    cert, name = pin
+    parts = urlsplit(url)
+    verify = f", verify={cert!r}"
+    if name == parts.hostname:
+        return [], "requests", verify
+    setup = [
+        "from requests.adapters import HTTPAdapter",
+        "",
+        "",
+        f"class Pinned(HTTPAdapter):  # the certificate names {name}, not {parts.hostname}",
+        "    def init_poolmanager(self, *args, **kwargs):",
+        f"        super().init_poolmanager(*args, **kwargs, server_hostname={name!r})",
+        "",
+        "",
+        "s = requests.Session()",
+        f"s.mount({f'https://{parts.netloc}/'!r}, Pinned())",
+    ]
+    return setup, "s", verify
 
 
 def deployment_snippets(dep: Any) -> dict[str, str]:
@@ -36,18 +103,18 @@ def deployment_snippets(dep: Any) -> dict[str, str]:
     ep = dep.endpoints
     raw = dep.payloads.get("raw")
     out: dict[str, str] = {}
+    pin, url = _curl(dep, ep["predictions"])
     if raw and raw.endswith((".png", ".jpg")):
-        out["curl"] = f"curl -T {_q(raw)} {ep['predictions']}"
+        out["curl"] = f"curl{pin} -T {_q(raw)} {url}"
     elif raw:
         ctype = "application/json" if raw.endswith(".json") else "text/plain"
-        out["curl"] = (
-            f"curl -X POST {ep['predictions']} -H 'Content-Type: {ctype}' --data-binary @{_q(raw)}"
-        )
+        out["curl"] = f"curl{pin} -X POST {url} -H 'Content-Type: {ctype}' --data-binary @{_q(raw)}"
     for kind, key in (("v1", "kserve_v1"), ("v2", "kserve_v2")):
         path = dep.payloads.get(kind)
         if path:
+            pin, url = _curl(dep, ep[key])
             out[f"curl_{kind}"] = (
-                f"curl -X POST {ep[key]} -H 'Content-Type: application/json' -d @{_q(path)}"
+                f"curl{pin} -X POST {url} -H 'Content-Type: application/json' -d @{_q(path)}"
             )
     auth = ""
     if dep.token:
@@ -55,10 +122,13 @@ def deployment_snippets(dep: Any) -> dict[str, str]:
         where = shlex.quote(dep.management_address)
         key = f"$({shlex.quote(sys.executable)} -m jupyter_torchserve token --management-address {where})"
         auth = f' -H "Authorization: Bearer {key}"'
-    mgmt = f"{dep.management_address}/models/{dep.name}"
-    out["curl_describe"] = f"curl{auth} {mgmt}"
-    out["curl_scale"] = f"curl{auth} -X PUT '{mgmt}/{dep.version}?min_worker=2&synchronous=true'"
-    out["curl_metrics"] = f"curl {ep['metrics']}"
+    pin, mgmt = _curl(dep, f"{dep.management_address}/models/{dep.name}")
+    out["curl_describe"] = f"curl{pin}{auth} {mgmt}"
+    out["curl_scale"] = (
+        f"curl{pin}{auth} -X PUT '{mgmt}/{dep.version}?min_worker=2&synchronous=true'"
+    )
+    pin, url = _curl(dep, ep["metrics"])
+    out["curl_metrics"] = f"curl{pin} {url}"
     if raw:
         binary = not raw.endswith((".json", ".txt"))
         ctype = (
@@ -68,21 +138,26 @@ def deployment_snippets(dep: Any) -> dict[str, str]:
             if raw.endswith(".json")
             else "application/octet-stream"
         )
+        setup, call, verify = _requests(dep, ep["predictions"])
+        opening = f"    r = {call}.post("
         out["python"] = "\n".join(
             [
                 "import requests",
+                *setup,
                 f"with open({raw!r}, {'rb' if binary else 'r'!r}) as f:",
-                f"    r = requests.post({ep['predictions']!r}, data=f.read(),",
-                f"                      headers={{'Content-Type': {ctype!r}}})",
+                f"{opening}{ep['predictions']!r}, data=f.read(),",
+                f"{' ' * len(opening)}headers={{'Content-Type': {ctype!r}}}{verify})",
                 "print(r.status_code, r.json())",
             ]
         )
     if dep.payloads.get("v2"):
+        setup, call, verify = _requests(dep, ep["kserve_v2"])
         out["python_v2"] = "\n".join(
             [
                 "import json, requests",
+                *setup,
                 f"payload = json.load(open({dep.payloads['v2']!r}))",
-                f"print(requests.post({ep['kserve_v2']!r}, json=payload).json())",
+                f"print({call}.post({ep['kserve_v2']!r}, json=payload{verify}).json())",
             ]
         )
     out.update(_grpc_snippets(dep, raw))
@@ -92,7 +167,8 @@ def deployment_snippets(dep: Any) -> dict[str, str]:
 def _grpc_snippets(dep: Any, raw: str | None) -> dict[str, str]:
     """TorchServe's `Predictions` over gRPC, with our stubs and with grpcurl, when the engine
     serves gRPC. The stubs' package path is the one protoc's `-I` root gives, so grpcurl
-    finds the same files."""
+    finds the same files. With `grpc_ssl`, both pin the engine's certificate as
+    `Client.grpc()` does; plaintext engines get the insecure channel and `-plaintext`."""
     address = dep.info.get("grpc_inference_address")
     if not address or not raw:
         return {}
@@ -103,11 +179,30 @@ def _grpc_snippets(dep: Any, raw: str | None) -> dict[str, str]:
             ", metadata=[('authorization', 'Bearer ' + read_keys("
             f"{dep.info['key_file']!r}).inference)]"
         )
+    cert = dep.info.get("certificate_file") if dep.info.get("grpc_ssl") else None
+    if cert:  # pinned as `Client.grpc()` pins it: the one root, the name the certificate says
+        from .engine.tls import grpc_pin
+
+        name = grpc_pin(cert)[1]
+        channel = [
+            f"credentials, name = pinned_credentials({cert!r})",
+            f"channel = grpc.secure_channel({address!r}, credentials,",
+            "                               options=[('grpc.ssl_target_name_override', name)])",
+            "stub = inference_pb2_grpc.InferenceAPIsServiceStub(channel)",
+        ]
+        tls = f"-cacert {_q(cert)} -servername {_q(name)}"
+    else:
+        channel = [
+            "stub = inference_pb2_grpc.InferenceAPIsServiceStub("
+            f"grpc.insecure_channel({address!r}))"
+        ]
+        tls = "-plaintext"
     python = [
         "import grpc",
         "from jupyter_torchserve.discovery import read_keys" if metadata else "",
+        "from jupyter_torchserve.grpc_client import pinned_credentials" if cert else "",
         "from jupyter_torchserve.protos.torchserve import inference_pb2, inference_pb2_grpc",
-        f"stub = inference_pb2_grpc.InferenceAPIsServiceStub(grpc.insecure_channel({address!r}))",
+        *channel,
         f"with open({raw!r}, 'rb') as f:",
         "    request = inference_pb2.PredictionsRequest(",
         f"        model_name={dep.name!r}, model_version={version!r}, input={{'data': f.read()}})",
@@ -119,7 +214,7 @@ def _grpc_snippets(dep: Any, raw: str | None) -> dict[str, str]:
     opening, closing = head + ', "input": {"data": "', '"}}'
     data = f'"$(base64 -w0 {_q(raw)})"'
     grpcurl = (
-        f"grpcurl -plaintext -import-path {_q(str(root))} -import-path {_q(_googleapis())}"
+        f"grpcurl {tls} -import-path {_q(str(root))} -import-path {_q(_googleapis())}"
         " -proto jupyter_torchserve/protos/torchserve/inference.proto"
         f" -d {_q(opening)}{data}{_q(closing)}"
         f" {address} org.pytorch.serve.grpc.inference.InferenceAPIsService/Predictions"

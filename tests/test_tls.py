@@ -248,3 +248,87 @@ def test_client_grpc_speaks_tls_pinned_to_the_engines_certificate(tmp_path: Path
         stranger = Client.from_info({**info, "certificate_file": str(other)}, timeout=10)
         with stranger.grpc() as g, pytest.raises(EngineNotRunning, match="CERTIFICATE_VERIFY"):
             g.ping()
+
+
+def test_every_printed_snippet_runs_against_a_tls_engine_named_localhost(tmp_path: Path):
+    """`deploy`'s snippets against an engine with https on all three ports and
+    `enable_grpc_ssl`, whose certificate says `CN=localhost` while the engine reports
+    127.0.0.1: each curl line, both requests snippets and the Python gRPC one run as
+    printed, trusting that certificate alone (curl's `--cacert`, requests' `verify`, gRPC's
+    pinned root) and checking the name it carries. The same lines pinned to another
+    certificate are refused, so the pin is what lets them through."""
+    import shlex
+    import sys
+
+    import numpy as np
+    from _engine_helpers import linear_mar
+    from _grpc_helpers import grpc_engine
+
+    from jupyter_torchserve.deployment import Deployment
+
+    key, cert = _self_signed(tmp_path, "engine", "localhost", "DNS:localhost")
+    _, other = _self_signed(tmp_path, "other", "localhost", "DNS:localhost")
+    store = model_store(tmp_path)
+    linear_mar(store)
+    x = [[1.0, 2.0, 3.0, 4.0]]
+    payloads = {
+        "raw": {"linear.json": x},
+        "v1": {"linear-v1.json": {"instances": x}},
+        "v2": {
+            "linear-v2.json": {
+                "inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP32", "data": x[0]}]
+            }
+        },
+    }
+    for kind, files in payloads.items():
+        ((file, body),) = files.items()
+        (store / file).write_text(json.dumps(body))
+        payloads[kind] = str(store / file)  # type: ignore[assignment]
+    tls = dict(enable_grpc_ssl=True, private_key_file=str(key), certificate_file=str(cert))
+    with grpc_engine(tmp_path, model_store=str(store), **tls, **https_addresses()) as (
+        info,
+        client,
+        _,
+    ):
+        assert info["inference_address"].startswith("https://127.0.0.1:") and info["grpc_ssl"]
+        client.register("linear-1.0.mar", initial_workers=1, synchronous=True)
+        dep = Deployment("linear", "1.0", "tensor", info, str(store / "linear-1.0.mar"))
+        dep.payloads = payloads  # type: ignore[assignment]
+        snippets = dep.snippets
+        want = client.predict("linear", x, content_type="application/json")
+        want = np.asarray(json.loads(want.body), dtype=float).reshape(1, 3)
+
+        def sh(line: str) -> str:
+            out = subprocess.run(line, shell=True, capture_output=True, text=True, timeout=60)
+            assert out.returncode == 0, (line, out.stderr)
+            return out.stdout
+
+        np.testing.assert_allclose(np.reshape(json.loads(sh(snippets["curl"])), (1, 3)), want)
+        assert "--cacert" in snippets["curl"] and "--connect-to" in snippets["curl"]
+        v1 = json.loads(sh(snippets["curl_v1"]))["predictions"]
+        np.testing.assert_allclose(np.reshape(v1, (1, 3)), want, rtol=1e-5)
+        v2 = json.loads(sh(snippets["curl_v2"]))["outputs"][0]["data"]
+        np.testing.assert_allclose(np.reshape(v2, (1, 3)), want, rtol=1e-5)
+        assert json.loads(sh(snippets["curl_describe"]))[0]["modelName"] == "linear"
+        assert "ts_inference_requests_total" in sh(snippets["curl_metrics"])
+        sh(snippets["curl_scale"])  # synchronous: the workers are up when it answers
+        assert len(client.describe("linear")[0]["workers"]) == 2
+        # the Python snippets, each in a fresh interpreter as a user pastes them
+        for key in ("python", "python_v2", "python_grpc"):
+            out = subprocess.run(
+                [sys.executable, "-c", snippets[key]], capture_output=True, text=True, timeout=120
+            )
+            assert out.returncode == 0, (key, snippets[key], out.stderr)
+            assert out.stdout.strip(), key
+        printed = subprocess.run(
+            [sys.executable, "-c", snippets["python_grpc"]], capture_output=True, text=True
+        ).stdout
+        np.testing.assert_allclose(np.reshape(json.loads(printed), (1, 3)), want, rtol=1e-5)
+        assert f"-cacert '{cert}' -servername 'localhost'" in snippets["grpcurl"]
+        assert "-plaintext" not in snippets["grpcurl"]
+        # the same lines trusting another certificate fail: the pin, not a bypass, passes them
+        for key in ("curl", "python", "python_grpc"):
+            stranger = snippets[key].replace(str(cert), str(other))
+            line = stranger if key == "curl" else f"{sys.executable} -c {shlex.quote(stranger)}"
+            refused = subprocess.run(line, shell=True, capture_output=True, timeout=120)
+            assert refused.returncode != 0, key

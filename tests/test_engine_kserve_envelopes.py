@@ -45,6 +45,7 @@ def _mv(builtin: str | None = "tensor", outputs=None, fmt: str | None = "export"
         name="m",
         version="1.0",
         metadata={"builtin_handler": builtin, "schema": schema, "format": fmt},
+        builtin_handler=builtin,  # ModelVersion's: the archive's, none named at registration
         ready_workers=[object()],
         min_workers=1,
     )

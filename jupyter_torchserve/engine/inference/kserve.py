@@ -170,7 +170,7 @@ def v2_model_metadata(entry: ModelEntry, mv: ModelVersion) -> dict[str, Any]:
         "name": entry.name,
         "versions": sorted(entry.versions),
         "platform": PLATFORMS.get(mv.metadata.get("format") or "", "pytorch_torchserve"),
-        **v2_metadata_tensors(mv.metadata),
+        **v2_metadata_tensors(mv.metadata, mv.builtin_handler),
     }
 
 
@@ -180,18 +180,22 @@ def v2_model_metadata(entry: ModelEntry, mv: ModelVersion) -> dict[str, Any]:
 POSTPROCESSED_HANDLERS = frozenset({"image_classifier", "object_detector", "text_classifier"})
 
 
-def v2_metadata_tensors(metadata: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+def v2_metadata_tensors(
+    metadata: dict[str, Any], builtin: str | None
+) -> dict[str, list[dict[str, Any]]]:
     """An archive's schema (in its `metadata`) as `/infer` answers: the inputs, and the
     output named after the first input (v2_infer_tensors), so a client that reads the
     output name here and asks the answer for it (tritonclient's `as_numpy(name)`) finds it.
-    For a built-in handler of POSTPROCESSED_HANDLERS the output is BYTES of shape [rows],
-    as `/infer` answers it, not the traced tensor the schema records."""
+    `builtin` is the built-in handler that serves (ModelVersion.builtin_handler: the
+    archive's, or the one named at registration); for one of POSTPROCESSED_HANDLERS the
+    output is BYTES of shape [rows], as `/infer` answers it, not the traced tensor the
+    schema records."""
     schema = metadata.get("schema") or {}
     inputs = schema.get("inputs") or []
     outputs = schema.get("outputs") or []
     if inputs and outputs:
         outputs = [{**outputs[0], "name": inputs[0]["name"]}]
-    if outputs and metadata.get("builtin_handler") in POSTPROCESSED_HANDLERS:
+    if outputs and builtin in POSTPROCESSED_HANDLERS:
         rows = list(outputs[0].get("shape") or [-1])[:1]
         outputs = [{**outputs[0], "datatype": "BYTES", "shape": rows}]
     return {"inputs": inputs, "outputs": outputs}
@@ -299,7 +303,7 @@ def _v2_items(mv: ModelVersion, inputs: list[Tensor]) -> tuple[list[Params], boo
     input (otherwise the request is one job)."""
     if len(inputs) == 1 and inputs[0].datatype == "BYTES":
         return [[("body", *_bytes_element(x))] for x in _flatten(inputs[0].data)], True
-    if len(inputs) == 1 and mv.metadata.get("builtin_handler"):
+    if len(inputs) == 1 and mv.builtin_handler:
         # our handlers read .npy: exact dtype, no JSON of floats
         params = [("body", "application/x-npy", _npy(inputs[0]))]
     elif len(inputs) == 1:

@@ -38,11 +38,21 @@ def served(tmp_path_factory: pytest.TempPathFactory):
             format="torchscript",
             preflight=False,
         )
+    archive(
+        torch.nn.Conv2d(3, 4, 1).eval(),  # four classes' scores per pixel: [N, 4, H, W]
+        "regions",
+        handler="image_segmenter",
+        example_inputs=torch.rand(1, 3, 36, 40),
+        export_path=str(store),
+        format="torchscript",
+        preflight=False,
+    )
     with running_engine(tmp, model_store=str(store), grpc_inference_port=free_port()) as (
         info,
         client,
     ):
         client.register("digits.mar", initial_workers=1)
+        client.register("regions.mar", initial_workers=1)
         # each archive served by the other's handler, named at registration
         client.register("digits.mar", "digits_as_tensor", handler="tensor", initial_workers=1)
         client.register(
@@ -251,3 +261,20 @@ def test_v2_metadata_follows_the_handler_named_at_registration(served):
     for described, answered in _described_and_answered(info, "plain_as_images", *_png_input(png)):
         assert described[1:] == ("BYTES", [-1]) and answered[1:] == ("BYTES", [1])
         assert _describes(described, answered), (described, answered)
+
+
+def test_v2_metadata_of_a_segmenter_is_the_class_map_infer_answers(served):
+    """The segmenter's schema records the traced scores (FP32 [N, 4, 36, 40]), but its
+    postprocess answers each pixel's class (argmax): `/infer` and ModelInfer answer INT64
+    [1, 36, 40], and the metadata says INT64 [N, 36, 40], over REST and gRPC."""
+    _, png, info = served
+    for described, answered in _described_and_answered(info, "regions", *_png_input(png)):
+        assert described[1] == "INT64" and described[2][1:] == [36, 40]
+        assert answered[1:] == ("INT64", [1, 36, 40])
+        assert _describes(described, answered), (described, answered)
+    b64 = base64.b64encode(png.read_bytes()).decode()
+    body = {"inputs": [{"name": "x", "datatype": "BYTES", "shape": [1], "data": [b64]}]}
+    (out,) = requests.post(
+        f"{info['inference_address']}/v2/models/regions/infer", json=body
+    ).json()["outputs"]
+    assert set(out["data"]) <= {0, 1, 2, 3}  # class indices

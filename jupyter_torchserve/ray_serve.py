@@ -47,13 +47,15 @@ DEPLOYMENT = "TorchServeModel"
 
 class _OneModel:
     """This replica's one model version, as the engine's request functions
-    (engine/inference/kserve.py) read a `ModelVersion`: its name, version and metadata. The
+    (engine/inference/kserve.py) read a `ModelVersion`: its name, version, metadata and
+    serving built-in (the archive's: a replica loads the archive's own handler). The
     envelopes are the engine's own code, so v1/v2 answers match the engine's."""
 
     def __init__(self, name: str, version: str, metadata: dict[str, Any]) -> None:
         self.name = name
         self.version = version
         self.metadata = metadata
+        self.builtin_handler: str | None = metadata.get("builtin_handler")
 
     def get_version(self, name: str, version: str | None = None) -> _OneModel:
         if name != self.name:
@@ -163,7 +165,7 @@ class TorchServeModel:
             version = parts[4] if len(parts) == 6 and parts[3] == "versions" else None
             mv = self._model.get_version(parts[2], version)
             payload = kserve.json_body(body)
-            # the request functions read only a version's name, version and metadata
+            # the request functions read only a version's name, version, metadata and built-in
             return _json(await kserve.v2_infer(mv, payload, headers, self._run))  # type: ignore[arg-type]
         raise not_found_route()
 
@@ -195,7 +197,7 @@ class TorchServeModel:
                     "name": self.name,
                     "versions": [self.version],
                     "platform": "pytorch_torchserve",
-                    **kserve.v2_metadata_tensors(self.metadata),
+                    **kserve.v2_metadata_tensors(self.metadata, self._model.builtin_handler),
                 }
             )
         raise not_found_route()

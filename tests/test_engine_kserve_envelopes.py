@@ -45,6 +45,7 @@ def _mv(builtin: str | None = "tensor", outputs=None, fmt: str | None = "export"
         name="m",
         version="1.0",
         metadata={"builtin_handler": builtin, "schema": schema, "format": fmt},
+        builtin_handler=builtin,  # ModelVersion's: the archive's, none named at registration
         ready_workers=[object()],
         min_workers=1,
     )
@@ -198,21 +199,22 @@ def test_v2_a_postprocessed_answer_is_bytes_json_whatever_the_traced_schema_says
 
 
 @pytest.mark.parametrize(
-    ("builtin", "answer", "datatype", "shape"),
+    ("builtin", "answer", "datatype", "shape", "traced"),
     [
-        ("image_classifier", {"zero": 0.9, "six": 0.05}, "BYTES", [-1]),
-        ("text_classifier", {"neg": 0.2, "pos": 0.8}, "BYTES", [-1]),
-        ("object_detector", [{"cat": [1.0, 2.0, 3.0, 4.0], "score": 0.9}], "BYTES", [-1]),
-        ("image_segmenter", [[0, 1], [1, 1]], "FP32", [-1, 10]),
-        ("tensor", [0.1] * 10, "FP32", [-1, 10]),
+        ("image_classifier", {"zero": 0.9, "six": 0.05}, "BYTES", [-1], [-1, 10]),
+        ("text_classifier", {"neg": 0.2, "pos": 0.8}, "BYTES", [-1], [-1, 10]),
+        ("object_detector", [{"cat": [1.0, 2.0, 3.0, 4.0], "score": 0.9}], "BYTES", [-1], [-1, 10]),
+        ("image_segmenter", [[[0, 1], [1, 1]]], "INT64", [-1, 2, 2], [-1, 4, 2, 2]),
+        ("tensor", [0.1] * 10, "FP32", [-1, 10], [-1, 10]),
     ],
 )
-def test_v2_metadata_gives_the_datatype_infer_answers(builtin, answer, datatype, shape):
+def test_v2_metadata_gives_the_datatype_infer_answers(builtin, answer, datatype, shape, traced):
     """A built-in whose postprocess answers JSON objects gets BYTES from `/infer`, one JSON
     per row: its metadata says BYTES [rows] too, not the traced FP32 [-1, 10] the schema
     holds, so a client that reads the datatype from the metadata decodes the answer. The
-    handlers that answer numbers keep the schema's tensor."""
-    mv = _mv(builtin, outputs=[{"name": "output-0", "datatype": "FP32", "shape": [-1, 10]}])
+    segmenter answers class indices, INT64 [N, H, W], not its traced FP32 [N, C, H, W]
+    scores. The tensor handler keeps the schema's tensor."""
+    mv = _mv(builtin, outputs=[{"name": "output-0", "datatype": "FP32", "shape": traced}])
     entry = SimpleNamespace(name="m", versions={"1.0": mv})
     (meta,) = kserve.v2_model_metadata(entry, mv)["outputs"]  # type: ignore[arg-type]
     (out,) = _run(kserve.v2_infer(mv, _v2([1, 2]), {}, _Run(lambda p: _json(answer))))["outputs"]

@@ -27,10 +27,21 @@ def served(tmp_path_factory: pytest.TempPathFactory):
     store = tmp / "store"
     store.mkdir()
     torch.manual_seed(0)
+    model = Pooled(3).eval()
+    for name, handler in (("digits", "image_classifier"), ("digits_plain", "tensor")):
+        archive(
+            model,
+            name,
+            handler=handler,
+            example_inputs=torch.rand(1, 3, 36, 40),
+            export_path=str(store),
+            format="torchscript",
+            preflight=False,
+        )
     archive(
-        Pooled(3).eval(),
-        "digits",
-        handler="image_classifier",
+        torch.nn.Conv2d(3, 4, 1).eval(),  # four classes' scores per pixel: [N, 4, H, W]
+        "regions",
+        handler="image_segmenter",
         example_inputs=torch.rand(1, 3, 36, 40),
         export_path=str(store),
         format="torchscript",
@@ -41,6 +52,12 @@ def served(tmp_path_factory: pytest.TempPathFactory):
         client,
     ):
         client.register("digits.mar", initial_workers=1)
+        client.register("regions.mar", initial_workers=1)
+        # each archive served by the other's handler, named at registration
+        client.register("digits.mar", "digits_as_tensor", handler="tensor", initial_workers=1)
+        client.register(
+            "digits_plain.mar", "plain_as_images", handler="image_classifier", initial_workers=1
+        )
         png = tmp / "0.png"
         png.write_bytes(rgba_png())
         yield info["inference_address"], png, info
@@ -165,3 +182,99 @@ def test_v2_metadata_says_bytes_as_infer_answers_over_rest_and_grpc(served):
         request = v2.ModelInferRequest(model_name="digits", inputs=[tensor])
         (out,) = stub.ModelInfer(request, timeout=60).outputs
     assert (out.name, out.datatype) == (name, model.outputs[0].datatype)
+
+
+def _described_and_answered(info, model: str, rest_input: dict, grpc_input) -> list:
+    """(what the metadata says of the output, what the answer's output is), each as
+    (name, datatype, shape): over REST, then over gRPC (ModelMetadata, ModelInfer)."""
+    import grpc
+
+    from jupyter_torchserve.protos.kserve import predict_v2_pb2 as v2
+    from jupyter_torchserve.protos.kserve import predict_v2_pb2_grpc as v2_grpc
+
+    def told(t) -> tuple:
+        if isinstance(t, dict):
+            return t["name"], t["datatype"], list(t["shape"])
+        return t.name, t.datatype, list(t.shape)
+
+    base = info["inference_address"]
+    metadata = requests.get(f"{base}/v2/models/{model}").json()
+    (meta,) = metadata["outputs"]
+    # named as the metadata names the input, as a client that reads it sends it
+    grpc_input.name = metadata["inputs"][0]["name"]
+    rest_input = {**rest_input, "name": grpc_input.name}
+    r = requests.post(f"{base}/v2/models/{model}/infer", json={"inputs": [rest_input]})
+    assert r.status_code == 200, r.text
+    (out,) = r.json()["outputs"]
+    with grpc.insecure_channel(info["grpc_inference_address"]) as channel:
+        stub = v2_grpc.GRPCInferenceServiceStub(channel)
+        (gmeta,) = stub.ModelMetadata(v2.ModelMetadataRequest(name=model), timeout=60).outputs
+        request = v2.ModelInferRequest(model_name=model, inputs=[grpc_input])
+        (gout,) = stub.ModelInfer(request, timeout=60).outputs
+    return [(told(meta), told(out)), (told(gmeta), told(gout))]
+
+
+def _describes(described: tuple, answered: tuple) -> bool:
+    """The metadata describes the answer: same name and datatype, same rank, and each
+    dimension the answer's or -1 (any)."""
+    (name, dt, shape), (a_name, a_dt, a_shape) = described, answered
+    return (name, dt, len(shape)) == (a_name, a_dt, len(a_shape)) and all(
+        d in (-1, a) for d, a in zip(shape, a_shape, strict=True)
+    )
+
+
+def _png_input(png: Path):
+    """One PNG as a v2 BYTES input: the REST body's and gRPC's."""
+    from jupyter_torchserve.protos.kserve import predict_v2_pb2 as v2
+
+    raw = png.read_bytes()
+    rest = {
+        "name": "x",
+        "datatype": "BYTES",
+        "shape": [1],
+        "data": [base64.b64encode(raw).decode()],
+    }
+    contents = v2.InferTensorContents(bytes_contents=[raw])
+    tensor = v2.ModelInferRequest.InferInputTensor
+    return rest, tensor(name="x", datatype="BYTES", shape=[1], contents=contents)
+
+
+def test_v2_metadata_follows_the_handler_named_at_registration(served):
+    """TorchServe's register `handler=` serves an archive with another handler: the image
+    classifier archive registered with the tensor handler answers the traced logits (FP32
+    [1, 10]), the tensor archive registered with the image classifier answers its top-5 as
+    BYTES. The metadata describes what that handler answers, not the archive's own."""
+    from jupyter_torchserve.protos.kserve import predict_v2_pb2 as v2
+
+    _, png, info = served
+    pixels = torch.rand(1, 3, 36, 40).flatten().tolist()
+    rest = {"name": "x", "datatype": "FP32", "shape": [1, 3, 36, 40], "data": pixels}
+    tensor = v2.ModelInferRequest.InferInputTensor(
+        name="x",
+        datatype="FP32",
+        shape=[1, 3, 36, 40],
+        contents=v2.InferTensorContents(fp32_contents=pixels),
+    )
+    for described, answered in _described_and_answered(info, "digits_as_tensor", rest, tensor):
+        assert described[1:] == ("FP32", [-1, 10]) and answered[1:] == ("FP32", [1, 10])
+        assert _describes(described, answered), (described, answered)
+    for described, answered in _described_and_answered(info, "plain_as_images", *_png_input(png)):
+        assert described[1:] == ("BYTES", [-1]) and answered[1:] == ("BYTES", [1])
+        assert _describes(described, answered), (described, answered)
+
+
+def test_v2_metadata_of_a_segmenter_is_the_class_map_infer_answers(served):
+    """The segmenter's schema records the traced scores (FP32 [N, 4, 36, 40]), but its
+    postprocess answers each pixel's class (argmax): `/infer` and ModelInfer answer INT64
+    [1, 36, 40], and the metadata says INT64 [N, 36, 40], over REST and gRPC."""
+    _, png, info = served
+    for described, answered in _described_and_answered(info, "regions", *_png_input(png)):
+        assert described[1] == "INT64" and described[2][1:] == [36, 40]
+        assert answered[1:] == ("INT64", [1, 36, 40])
+        assert _describes(described, answered), (described, answered)
+    b64 = base64.b64encode(png.read_bytes()).decode()
+    body = {"inputs": [{"name": "x", "datatype": "BYTES", "shape": [1], "data": [b64]}]}
+    (out,) = requests.post(
+        f"{info['inference_address']}/v2/models/regions/infer", json=body
+    ).json()["outputs"]
+    assert set(out["data"]) <= {0, 1, 2, 3}  # class indices

@@ -11,6 +11,7 @@ import pytest
 import torch
 from _handler_helpers import make_model_dir, request, write_manifest
 
+from jupyter_torchserve.handlers.resolve import served_builtin
 from jupyter_torchserve.handlers.service import (
     HandlerError,
     HandlerLoadError,
@@ -121,6 +122,35 @@ def test_builtin_name_is_served_by_our_builtin(tmp_path):
     # the register-time handler override wins over the manifest
     svc = load_service(str(model_dir), handler="tensor")
     assert json.loads(svc.predict([request([[1.0, 2.0]])])[0].body)
+
+
+def test_served_builtin_names_the_builtin_that_load_service_loads(tmp_path):
+    """The engine (which imports no torch) asks served_builtin which built-in a handler
+    named at registration loads; the worker's load_service must load that one. The
+    archive's jts_ copy and a bare built-in name are the built-in, any other file of the
+    archive (even one named like a built-in) is the archive's own code."""
+    own = "def handle(data, context):\n    return data and [1]\n"
+    model_dir = make_model_dir(
+        tmp_path,
+        torch.nn.Linear(2, 1),
+        copy_builtin=True,
+        files={"handler.py": own, "text_classifier.py": own},
+    )
+    for handler, builtin in [
+        ("jts_tensor.py", "tensor"),
+        ("tensor", "tensor"),
+        ("/anywhere/jts_tensor.py:handle", "tensor"),
+        ("handler.py", None),
+        ("text_classifier", None),
+        ("object_detector", "object_detector"),
+        ("jts_base.py", None),
+    ]:
+        assert served_builtin(str(model_dir), handler) == builtin, handler
+    for handler in ("jts_tensor.py", "tensor"):
+        svc = load_service(str(model_dir), handler=handler)
+        assert type(svc.handler_instance).__name__ == "TensorHandler"
+    for handler in ("handler.py", "text_classifier"):
+        assert load_service(str(model_dir), handler=handler).handler_instance is None
 
 
 def test_handler_exception_becomes_handler_error_with_traceback(tmp_path):

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import EngineConfig
+from ..handlers.resolve import served_builtin
 from .autoscale import Autoscaler, Event, Policy, write_event
 from .deaths import write_death
 from .errors import ApiError, QueueFull
@@ -66,6 +67,13 @@ class ModelVersion:
         self.manifest = manifest
         self.metadata = metadata
         self.handler_override = handler_override
+        # the built-in that serves (None: the archive's own code): the archive's record,
+        # unless registration named another handler (its KServe envelopes follow this one)
+        self.builtin_handler: str | None = (
+            served_builtin(model_dir, handler_override)
+            if handler_override
+            else metadata.get("builtin_handler")
+        )
         self.batch_size = max(1, settings.batch_size)
         self.max_batch_delay = max(0, settings.max_batch_delay)
         self.response_timeout = settings.response_timeout

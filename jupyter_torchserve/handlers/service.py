@@ -29,6 +29,7 @@ from .context import TS_COMPAT_VERSION, Context, RequestProcessor
 from .names import BUILTIN_HANDLERS, DEFAULT_HANDLER
 from .oom import is_cuda_oom, oom_message
 from .requirements import RequirementsInstallError, install_requirements
+from .resolve import builtin_dir, local_module_names, split_handler
 
 __all__ = [
     "BUILTIN_HANDLERS",
@@ -96,11 +97,6 @@ class HandlerLoadError(HandlerError):
     """The handler could not be found, imported or initialised."""
 
 
-def builtin_dir() -> str:
-    """Directory holding our standalone built-in handlers (``tensor.py``, ``jts_base.py``, ...)."""
-    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "builtin")
-
-
 def builtin_handler_path(name: str) -> str:
     """Path of the built-in handler ``name`` (``image_classifier`` or ``jts_image_classifier``)."""
     short = name[4:] if name.startswith("jts_") else name
@@ -126,18 +122,6 @@ def _put_first_on_path(path: str, index: int = 0) -> None:
     sys.path.insert(index, path)
 
 
-def _local_module_names(model_dir: str) -> set[str]:
-    """Top-level module names an archive provides (its ``*.py`` files and packages)."""
-    names: set[str] = set()
-    for entry in os.listdir(model_dir):
-        full = os.path.join(model_dir, entry)
-        if entry.endswith(".py") and os.path.isfile(full):
-            names.add(entry[:-3])
-        elif os.path.isfile(os.path.join(full, "__init__.py")):
-            names.add(entry)
-    return names
-
-
 def _forget_modules(names: set[str]) -> None:
     """Drop cached modules so that this archive's files are imported, not an earlier one's.
 
@@ -150,17 +134,9 @@ def _forget_modules(names: set[str]) -> None:
     importlib.invalidate_caches()
 
 
-def _split_handler(handler: str) -> tuple[str, str | None]:
-    module_part, _, function_name = handler.partition(":")
-    module_name = module_part.replace("\\", "/").split("/")[-1]
-    if module_name.endswith(".py"):
-        module_name = module_name[:-3]
-    return module_name, (function_name or None)
-
-
 def _import_handler_module(model_dir: str, module_name: str) -> ModuleType:
     """Import the handler: the archive's own module first, then our built-in of that name."""
-    local = _local_module_names(model_dir)
+    local = local_module_names(model_dir)
     if module_name in local:
         if module_name.startswith("jts_"):
             _put_first_on_path(builtin_dir(), len(sys.path))  # for a missing jts_model_loader
@@ -267,7 +243,7 @@ def load_service(
     if requirements_dir:
         _put_first_on_path(os.path.abspath(requirements_dir))
     _put_first_on_path(model_dir)
-    _forget_modules(_local_module_names(model_dir) | set(_SHARED_BUILTIN_MODULES))
+    _forget_modules(local_module_names(model_dir) | set(_SHARED_BUILTIN_MODULES))
 
     context = Context(
         name,
@@ -278,7 +254,7 @@ def load_service(
         TS_COMPAT_VERSION,
         limit_max_image_pixels,
     )
-    module_name, function_name = _split_handler(handler_spec)
+    module_name, function_name = split_handler(handler_spec)
     try:
         module = _import_handler_module(model_dir, module_name)
         entry = _resolve_entry_point(module, function_name)

@@ -90,6 +90,22 @@ def _requests(dep: Any, url: str) -> tuple[list[str], str, str]:
     return setup, "s", verify
 
 
+def _inference_key_file(dep: Any) -> str | None:
+    """The key file when the inference API asks for its key (inference_token_required)."""
+    if dep.info.get("inference_token_required") and dep.info.get("key_file"):
+        return str(dep.info["key_file"])
+    return None
+
+
+def _curl_auth(dep: Any, kind: str) -> str:
+    """curl's Authorization header with `kind`'s key, read by the CLI when the command runs
+    (the engine named by address: with several running, "the newest" may be another)."""
+    where = shlex.quote(dep.management_address)
+    which = "" if kind == "management" else f" --type {kind}"
+    cli = f"{shlex.quote(sys.executable)} -m jupyter_torchserve token"
+    return f' -H "Authorization: Bearer $({cli} --management-address {where}{which})"'
+
+
 def deployment_snippets(dep: Any) -> dict[str, str]:
     """Ready-to-run commands for a :class:`~jupyter_torchserve.deployment.Deployment`.
 
@@ -103,25 +119,22 @@ def deployment_snippets(dep: Any) -> dict[str, str]:
     ep = dep.endpoints
     raw = dep.payloads.get("raw")
     out: dict[str, str] = {}
+    key_file = _inference_key_file(dep)
+    iauth = _curl_auth(dep, "inference") if key_file else ""
     pin, url = _curl(dep, ep["predictions"])
     if raw and raw.endswith((".png", ".jpg")):
-        out["curl"] = f"curl{pin} -T {_q(raw)} {url}"
+        out["curl"] = f"curl{pin}{iauth} -T {_q(raw)} {url}"
     elif raw:
         ctype = "application/json" if raw.endswith(".json") else "text/plain"
-        out["curl"] = f"curl{pin} -X POST {url} -H 'Content-Type: {ctype}' --data-binary @{_q(raw)}"
+        body = f"-H 'Content-Type: {ctype}' --data-binary @{_q(raw)}"
+        out["curl"] = f"curl{pin}{iauth} -X POST {url} {body}"
     for kind, key in (("v1", "kserve_v1"), ("v2", "kserve_v2")):
         path = dep.payloads.get(kind)
         if path:
             pin, url = _curl(dep, ep[key])
-            out[f"curl_{kind}"] = (
-                f"curl{pin} -X POST {url} -H 'Content-Type: application/json' -d @{_q(path)}"
-            )
-    auth = ""
-    if dep.token:
-        # the engine named by address: with several running, "the newest" may be another
-        where = shlex.quote(dep.management_address)
-        key = f"$({shlex.quote(sys.executable)} -m jupyter_torchserve token --management-address {where})"
-        auth = f' -H "Authorization: Bearer {key}"'
+            body = f"-H 'Content-Type: application/json' -d @{_q(path)}"
+            out[f"curl_{kind}"] = f"curl{pin}{iauth} -X POST {url} {body}"
+    auth = _curl_auth(dep, "management") if dep.token else ""
     pin, mgmt = _curl(dep, f"{dep.management_address}/models/{dep.name}")
     out["curl_describe"] = f"curl{pin}{auth} {mgmt}"
     out["curl_scale"] = (
@@ -143,25 +156,40 @@ def deployment_snippets(dep: Any) -> dict[str, str]:
         out["python"] = "\n".join(
             [
                 "import requests",
+                *_python_auth(key_file),
                 *setup,
                 f"with open({raw!r}, {'rb' if binary else 'r'!r}) as f:",
                 f"{opening}{ep['predictions']!r}, data=f.read(),",
-                f"{' ' * len(opening)}headers={{'Content-Type': {ctype!r}}}{verify})",
+                f"{' ' * len(opening)}headers={{'Content-Type': {ctype!r}"
+                f"{', **auth' if key_file else ''}}}{verify})",
                 "print(r.status_code, r.json())",
             ]
         )
     if dep.payloads.get("v2"):
         setup, call, verify = _requests(dep, ep["kserve_v2"])
+        headers = ", headers=auth" if key_file else ""
         out["python_v2"] = "\n".join(
             [
                 "import json, requests",
+                *_python_auth(key_file),
                 *setup,
                 f"payload = json.load(open({dep.payloads['v2']!r}))",
-                f"print({call}.post({ep['kserve_v2']!r}, json=payload{verify}).json())",
+                f"print({call}.post({ep['kserve_v2']!r}, json=payload{headers}{verify}).json())",
             ]
         )
     out.update(_grpc_snippets(dep, raw))
     return out
+
+
+def _python_auth(key_file: str | None) -> list[str]:
+    """Lines that read the inference key from the engine's key file when the snippet runs
+    (never printed into the notebook), as `auth` headers; none when no key is asked."""
+    if key_file is None:
+        return []
+    return [
+        "from jupyter_torchserve.discovery import read_keys",
+        f"auth = {{'Authorization': 'Bearer ' + read_keys({key_file!r}).inference}}",
+    ]
 
 
 def _grpc_snippets(dep: Any, raw: str | None) -> dict[str, str]:
@@ -173,12 +201,10 @@ def _grpc_snippets(dep: Any, raw: str | None) -> dict[str, str]:
     if not address or not raw:
         return {}
     version = "" if dep.is_default else dep.version
+    key_file = _inference_key_file(dep)
     metadata = ""
-    if dep.info.get("inference_token_required") and dep.info.get("key_file"):
-        metadata = (
-            ", metadata=[('authorization', 'Bearer ' + read_keys("
-            f"{dep.info['key_file']!r}).inference)]"
-        )
+    if key_file:
+        metadata = f", metadata=[('authorization', 'Bearer ' + read_keys({key_file!r}).inference)]"
     cert = dep.info.get("certificate_file") if dep.info.get("grpc_ssl") else None
     if cert:  # pinned as `Client.grpc()` pins it: the one root, the name the certificate says
         from .engine.tls import grpc_pin
@@ -214,7 +240,8 @@ def _grpc_snippets(dep: Any, raw: str | None) -> dict[str, str]:
     opening, closing = head + ', "input": {"data": "', '"}}'
     data = f'"$(base64 -w0 {_q(raw)})"'
     grpcurl = (
-        f"grpcurl {tls} -import-path {_q(str(root))} -import-path {_q(_googleapis())}"
+        f"grpcurl {tls}{_curl_auth(dep, 'inference') if key_file else ''}"
+        f" -import-path {_q(str(root))} -import-path {_q(_googleapis())}"
         " -proto jupyter_torchserve/protos/torchserve/inference.proto"
         f" -d {_q(opening)}{data}{_q(closing)}"
         f" {address} org.pytorch.serve.grpc.inference.InferenceAPIsService/Predictions"

@@ -443,6 +443,67 @@ def test_deploy_snippets_for_grpc_run(engine, tmp_path, capsys):
     assert request.model_name == "linear" and request.input["data"] == raw.read_bytes()
 
 
+def test_printed_http_snippets_send_the_inference_key_when_it_is_required(engine, tmp_path, capsys):
+    """With inference_token_required, the curl and requests lines carry the inference key,
+    read from the key file when they run (never printed), and the engine answers them."""
+    import subprocess
+    from types import SimpleNamespace
+
+    from jupyter_torchserve.discovery import read_keys
+    from jupyter_torchserve.snippets import deployment_snippets
+
+    info, _, _ = engine
+    x = [[1.0, 2.0, 3.0, 4.0]]
+    want = _linear(x)
+    files = {
+        "raw": ("linear.json", x),
+        "v1": ("linear.v1.json", {"instances": x}),
+        "v2": (
+            "linear.v2.json",
+            {"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP32", "data": x[0]}]},
+        ),
+    }
+    for name, body in files.values():
+        (tmp_path / name).write_text(json.dumps(body))
+    base = info["inference_address"]
+    dep = SimpleNamespace(
+        endpoints={
+            "predictions": f"{base}/predictions/linear",
+            "kserve_v1": f"{base}/v1/models/linear:predict",
+            "kserve_v2": f"{base}/v2/models/linear/infer",
+            "metrics": f"{info['metrics_address']}/metrics",
+        },
+        payloads={kind: str(tmp_path / name) for kind, (name, _) in files.items()},
+        token=read_keys(info).management,
+        management_address=info["management_address"],
+        name="linear",
+        version="1.0",
+        is_default=True,
+        info=info,
+    )
+    snippets = deployment_snippets(dep)
+    keys = read_keys(info)
+    assert all(keys.inference not in text for text in snippets.values())
+    answers = {}
+    for key in ("curl", "curl_v1", "curl_v2"):
+        out = subprocess.run(
+            snippets[key] + " --fail-with-body", shell=True, capture_output=True, text=True
+        )
+        assert out.returncode == 0, (key, out.stdout, out.stderr)
+        answers[key] = json.loads(out.stdout)
+    np.testing.assert_allclose(np.array(answers["curl"]).reshape(1, 3), want, rtol=1e-5)
+    np.testing.assert_allclose(answers["curl_v1"]["predictions"], want, rtol=1e-5)
+    got = np.array(answers["curl_v2"]["outputs"][0]["data"]).reshape(1, 3)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    capsys.readouterr()
+    exec(snippets["python"], {})
+    status, _, answer = capsys.readouterr().out.strip().partition(" ")
+    assert status == "200", answer
+    exec(snippets["python_v2"], {})
+    assert "outputs" in capsys.readouterr().out
+    assert "--type inference" in snippets["grpcurl"]
+
+
 def test_grpc_over_tls_with_torchserves_keys(tmp_path):
     """enable_grpc_ssl with certificate_file/private_key_file, as TorchServe documents it."""
     import subprocess

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
-from .builtin.jts_model_loader import exec_module_file
 from .compat import ensure_ts_importable
 from .context import TS_COMPAT_VERSION, Context, RequestProcessor
 from .names import BUILTIN_HANDLERS, DEFAULT_HANDLER
@@ -134,6 +133,25 @@ def _forget_modules(names: set[str]) -> None:
     importlib.invalidate_caches()
 
 
+def _load_module_from_path(module_name: str, path: str) -> ModuleType:
+    """Import ``path`` as ``module_name``, leaving no half module behind when it raises.
+
+    jts_model_loader does the same for the files of an archive, but it ships inside the
+    archive and imports torch at the top: a worker serving an ONNX archive must never map
+    torch, so the worker's own loader cannot borrow it."""
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(module_name, None)
+        raise
+    return module
+
+
 def _import_handler_module(model_dir: str, module_name: str) -> ModuleType:
     """Import the handler: the archive's own module first, then our built-in of that name."""
     local = local_module_names(model_dir)
@@ -149,7 +167,7 @@ def _import_handler_module(model_dir: str, module_name: str) -> ModuleType:
         bdir = builtin_dir()
         if bdir not in sys.path:
             sys.path.append(bdir)
-        return exec_module_file(f"jts_{short}", builtin_handler_path(short))
+        return _load_module_from_path(f"jts_{short}", builtin_handler_path(short))
     try:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as exc:

@@ -68,12 +68,6 @@ def import_model_file(model_dir: str, filename: str) -> types.ModuleType:
         if existing_file and os.path.abspath(existing_file) == os.path.abspath(path):
             return existing
         name = f"{name}_{abs(hash(os.path.abspath(path))):x}"  # another archive's model.py
-    return exec_module_file(name, path)
-
-
-def exec_module_file(name: str, path: str) -> types.ModuleType:
-    """Import ``path`` as module ``name``; a file that fails to run leaves no half module in
-    ``sys.modules`` (the worker's handler loader uses this too)."""
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot import {path}")

@@ -208,7 +208,9 @@ def test_a_25_percent_canary_takes_about_a_quarter_of_the_default_route_on_every
 
         shown = c.canary("which")["canary"]
         assert shown["requests"] == {"1.0": answers["1.0"], "2.0": answers["2.0"]}
-        assert shown["percent"] == 25 and shown["observedPercent"] == round(100 * share, 2)
+        assert shown["percent"] == 25 and shown["observedPercent"] == round(
+            100 * answers["2.0"] / 800, 2
+        )
         described = {d["modelVersion"]: d for d in c.describe("which", "all")}
         assert described["2.0"]["traffic"]["role"] == "canary"
         assert described["2.0"]["traffic"]["requests"] == answers["2.0"]

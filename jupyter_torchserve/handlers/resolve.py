@@ -8,6 +8,8 @@ asks `served_builtin` which built-in serves a version.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from typing import Literal
 
 from .names import BUILTIN_HANDLERS
 
@@ -38,16 +40,37 @@ def split_handler(handler: str) -> tuple[str, str | None]:
     return module_name, (function_name or None)
 
 
-def served_builtin(model_dir: str, handler: str) -> str | None:
-    """The built-in that `handler` loads from the unpacked archive in `model_dir`, by
-    `service._import_handler_module`'s rule, or None for the archive's own code: the
-    archive's file of that name first (a `jts_<name>.py` is the copy of built-in `<name>`
-    the archiver puts there, any other file is the archive's own), else the built-in of
-    that name. The engine asks it for a handler given at registration, so its KServe
-    envelopes follow the handler that really serves (engine/inference/kserve.py)."""
-    module_name, _ = split_handler(handler)
+@dataclass(frozen=True)
+class HandlerSource:
+    """Where the worker finds a handler module, and which built-in that code is.
+
+    `where` is "archive" (a file of the unpacked archive), "builtin" (our built-in, loaded
+    by path so it never collides with a user module called e.g. ``tensor``) or "path" (an
+    ordinary import from ``sys.path``, such as an installed package). `builtin` names the
+    built-in the code is: set for "builtin" and for an archive's ``jts_<name>.py``, the
+    copy of built-in ``<name>`` the archiver puts there; None for anyone's own code."""
+
+    where: Literal["archive", "builtin", "path"]
+    builtin: str | None
+
+
+def locate_handler(model_dir: str, module_name: str) -> HandlerSource:
+    """The rule the worker loads by (`service._import_handler_module`) and the engine's
+    main process describes by (`served_builtin`): the archive's file of that name first,
+    then the built-in of that name, then ``sys.path``."""
     short = module_name.removeprefix("jts_")
     if module_name in local_module_names(model_dir):
-        copied = os.path.isfile(os.path.join(builtin_dir(), f"{short}.py"))
-        return short if module_name.startswith("jts_") and copied else None
-    return short if short in BUILTIN_HANDLERS else None
+        copied = module_name.startswith("jts_") and os.path.isfile(
+            os.path.join(builtin_dir(), f"{short}.py")
+        )
+        return HandlerSource("archive", short if copied else None)
+    if short in BUILTIN_HANDLERS:
+        return HandlerSource("builtin", short)
+    return HandlerSource("path", None)
+
+
+def served_builtin(model_dir: str, handler: str) -> str | None:
+    """The built-in that `handler` runs from the unpacked archive in `model_dir`, or None
+    for the archive's own code. The engine asks it for a handler given at registration, so
+    its KServe envelopes follow the handler that really serves (engine/inference/kserve.py)."""
+    return locate_handler(model_dir, split_handler(handler)[0]).builtin

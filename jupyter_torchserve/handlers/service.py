@@ -28,7 +28,7 @@ from .context import TS_COMPAT_VERSION, Context, RequestProcessor
 from .names import BUILTIN_HANDLERS, DEFAULT_HANDLER
 from .oom import is_cuda_oom, oom_message
 from .requirements import RequirementsInstallError, install_requirements
-from .resolve import builtin_dir, local_module_names, split_handler
+from .resolve import builtin_dir, local_module_names, locate_handler, split_handler
 
 __all__ = [
     "BUILTIN_HANDLERS",
@@ -153,21 +153,18 @@ def _load_module_from_path(module_name: str, path: str) -> ModuleType:
 
 
 def _import_handler_module(model_dir: str, module_name: str) -> ModuleType:
-    """Import the handler: the archive's own module first, then our built-in of that name."""
-    local = local_module_names(model_dir)
-    if module_name in local:
+    """Import the handler from where `resolve.locate_handler` says it is."""
+    source = locate_handler(model_dir, module_name)
+    if source.where == "archive":
         if module_name.startswith("jts_"):
             _put_first_on_path(builtin_dir(), len(sys.path))  # for a missing jts_model_loader
         return importlib.import_module(module_name)
-    short = module_name[4:] if module_name.startswith("jts_") else module_name
-    if short in BUILTIN_HANDLERS:
-        # The archive holds no file of that name: a TorchServe built-in name (or one of our
-        # archives whose handler file went missing) is served by our built-in, loaded by path
-        # so it can never collide with a user module called e.g. ``tensor``.
+    if source.where == "builtin" and source.builtin:
+        # also the archives of ours whose handler file went missing
         bdir = builtin_dir()
         if bdir not in sys.path:
             sys.path.append(bdir)
-        return _load_module_from_path(f"jts_{short}", builtin_handler_path(short))
+        return _load_module_from_path(f"jts_{source.builtin}", builtin_handler_path(source.builtin))
     try:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as exc:

@@ -40,6 +40,7 @@ from .engine.http.predictions import body_params
 from .engine.inference import kserve
 from .engine.inference.predictions import Params, prediction_headers
 from .engine.jobs import Reply
+from .engine.v2_schema import v2_metadata_tensors
 from .handlers.service import HandlerError, RequestInput, ResponseOutput, load_service
 
 DEPLOYMENT = "TorchServeModel"
@@ -47,15 +48,17 @@ DEPLOYMENT = "TorchServeModel"
 
 class _OneModel:
     """This replica's one model version, as the engine's request functions
-    (engine/inference/kserve.py) read a `ModelVersion`: its name, version, metadata and
-    serving built-in (the archive's: a replica loads the archive's own handler). The
-    envelopes are the engine's own code, so v1/v2 answers match the engine's."""
+    (engine/inference/kserve.py) read a `ModelVersion`: its name, version, metadata,
+    serving built-in (the archive's: a replica loads the archive's own handler) and v2
+    description. The envelopes are the engine's own code, so v1/v2 answers match the
+    engine's."""
 
     def __init__(self, name: str, version: str, metadata: dict[str, Any]) -> None:
         self.name = name
         self.version = version
         self.metadata = metadata
         self.builtin_handler: str | None = metadata.get("builtin_handler")
+        self.v2_tensors = v2_metadata_tensors(metadata, self.builtin_handler)
 
     def get_version(self, name: str, version: str | None = None) -> _OneModel:
         if name != self.name:
@@ -197,7 +200,7 @@ class TorchServeModel:
                     "name": self.name,
                     "versions": [self.version],
                     "platform": "pytorch_torchserve",
-                    **kserve.v2_metadata_tensors(self.metadata, self._model.builtin_handler),
+                    **self._model.v2_tensors,
                 }
             )
         raise not_found_route()

@@ -17,6 +17,7 @@ from jupyter_torchserve.engine.errors import ApiError
 from jupyter_torchserve.engine.inference import kserve
 from jupyter_torchserve.engine.jobs import Reply
 from jupyter_torchserve.engine.registry import ModelEntry
+from jupyter_torchserve.engine.v2_schema import v2_metadata_tensors
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 16
 
@@ -41,11 +42,13 @@ def _mv(builtin: str | None = "tensor", outputs=None, fmt: str | None = "export"
     schema = {"inputs": [{"name": "input-0", "datatype": "FP32", "shape": [-1, 2]}]}
     if outputs is not None:
         schema["outputs"] = outputs
+    metadata = {"builtin_handler": builtin, "schema": schema, "format": fmt}
     return SimpleNamespace(
         name="m",
         version="1.0",
-        metadata={"builtin_handler": builtin, "schema": schema, "format": fmt},
+        metadata=metadata,
         builtin_handler=builtin,  # ModelVersion's: the archive's, none named at registration
+        v2_tensors=v2_metadata_tensors(metadata, builtin),
         ready_workers=[object()],
         min_workers=1,
     )

@@ -6,9 +6,10 @@ Which process runs what, by layer (each imports only the layers below it):
 - `http/`: the HTTP front, on the engine's event loop: http1.py (the inference port's
   server), routes.py (the route tables), fastpath.py and the Tornado handlers.
 - `inference/`: what an inference call does, apart from its transport: TorchServe's
-  predictions and KServe v1/v2, called by both HTTP paths (and the gRPC servicer to come).
-- `registry.py`, `registration.py`, `snapshot.py`, `model.py`: model versions, their
-  queues and batching, and the management operations; `metrics.py`, `keys.py`, `store.py`.
+  predictions and KServe v1/v2, called by both HTTP paths and the gRPC servicers (`grpc/`).
+- `registry.py`, `registration.py`, `snapshot.py`, `model.py`, `v2_schema.py`: model
+  versions, their queues and batching, what they answer over v2, and the management
+  operations; `metrics.py`, `keys.py`, `store.py`.
 - `download.py`, `urls.py`, `params.py`, `limits.py`, `jsonbody.py`: what outside input may
   do (register URLs, numbers, caps, JSON bodies); `statelock.py`, `tmpdirs.py`: one engine
   per state dir, and what a dead engine left behind.

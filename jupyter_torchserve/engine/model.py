@@ -27,6 +27,7 @@ from .jobs import Job
 from .metrics import EngineMetrics
 from .pool import WorkerPool
 from .registration import Settings
+from .v2_schema import v2_metadata_tensors
 from .workers import FAILED, LIVE, READY, STARTING, Worker
 
 log = logging.getLogger("jupyter_torchserve.engine")
@@ -74,6 +75,7 @@ class ModelVersion:
             if handler_override
             else metadata.get("builtin_handler")
         )
+        self.v2_tensors = v2_metadata_tensors(metadata, self.builtin_handler)
         self.batch_size = max(1, settings.batch_size)
         self.max_batch_delay = max(0, settings.max_batch_delay)
         self.response_timeout = settings.response_timeout

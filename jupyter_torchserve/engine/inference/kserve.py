@@ -170,45 +170,8 @@ def v2_model_metadata(entry: ModelEntry, mv: ModelVersion) -> dict[str, Any]:
         "name": entry.name,
         "versions": sorted(entry.versions),
         "platform": PLATFORMS.get(mv.metadata.get("format") or "", "pytorch_torchserve"),
-        **v2_metadata_tensors(mv.metadata, mv.builtin_handler),
+        **mv.v2_tensors,
     }
-
-
-#: Built-in handlers whose postprocess answers JSON objects (label -> score, detections), not
-#: numbers: `/infer` answers their output as BYTES, one JSON per row (`_datatype`), whatever
-#: the traced output's datatype.
-POSTPROCESSED_HANDLERS = frozenset({"image_classifier", "object_detector", "text_classifier"})
-#: image_segmenter answers each row's per-pixel argmax over the traced [N, C, H, W] scores:
-#: class indices [N, H, W], INT64 (torch's argmax), not the traced FP32 scores.
-SEGMENTER = "image_segmenter"
-
-
-def v2_metadata_tensors(
-    metadata: dict[str, Any], builtin: str | None
-) -> dict[str, list[dict[str, Any]]]:
-    """An archive's schema (in its `metadata`) as `/infer` answers: the inputs, and the
-    output named after the first input (v2_infer_tensors), so a client that reads the
-    output name here and asks the answer for it (tritonclient's `as_numpy(name)`) finds it.
-    `builtin` is the built-in handler that serves (ModelVersion.builtin_handler: the
-    archive's, or the one named at registration); its postprocess decides the output's
-    datatype and shape (`_served_output`), not the traced tensor the schema records."""
-    schema = metadata.get("schema") or {}
-    inputs = schema.get("inputs") or []
-    outputs = schema.get("outputs") or []
-    if inputs and outputs:
-        outputs = [{**outputs[0], "name": inputs[0]["name"]}]
-    return {"inputs": inputs, "outputs": [_served_output(o, builtin) for o in outputs[:1]]}
-
-
-def _served_output(traced: dict[str, Any], builtin: str | None) -> dict[str, Any]:
-    """The traced output as `builtin`'s postprocess answers it: BYTES [rows] for
-    POSTPROCESSED_HANDLERS, INT64 [N, H, W] for the segmenter; the traced tensor otherwise."""
-    shape = list(traced.get("shape") or [-1])
-    if builtin in POSTPROCESSED_HANDLERS:
-        return {**traced, "datatype": "BYTES", "shape": shape[:1]}
-    if builtin == SEGMENTER:
-        return {**traced, "datatype": "INT64", "shape": shape[:1] + shape[2:]}
-    return traced
 
 
 def v2_tensors(payload: Any) -> list[Tensor]:
@@ -245,8 +208,8 @@ async def v2_infer_tensors(
     """The output tensor for checked inputs: one BYTES input is one job per element,
     anything else one job. The output takes the first input's name, as TorchServe's kservev2
     envelope names it (clients ask `as_numpy(name)` for it), and the datatype the model's
-    metadata gives it (v2_metadata_tensors) while the handler answers numbers."""
-    described = v2_metadata_tensors(mv.metadata, mv.builtin_handler)["outputs"]
+    metadata gives it (ModelVersion.v2_tensors) while the handler answers numbers."""
+    described = mv.v2_tensors["outputs"]
     out_name = inputs[0].name
     out_dtype = described[0].get("datatype") if described else None
     items, per_element = _v2_items(mv, inputs)

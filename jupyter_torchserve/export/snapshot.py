@@ -9,18 +9,10 @@ carries a model-config YAML.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-#: TorchServe's register defaults, used for a `.mar` that says nothing about them.
-DEFAULTS = {
-    "minWorkers": 1,
-    "maxWorkers": 1,
-    "batchSize": 1,
-    "maxBatchDelay": 100,
-    "responseTimeout": 120,
-}
 #: VersionSnapshot's fields and TorchServe's keys for them
 KEYS = {
     "min_workers": "minWorkers",
@@ -37,6 +29,9 @@ class ExportError(ValueError):
 
 @dataclass
 class VersionSnapshot:
+    """One version to export. The settings' defaults are TorchServe's register defaults,
+    which a `.mar` that says nothing of them is served with."""
+
     version: str
     archive: Path  # a local .mar, .tar.gz or archive directory
     default: bool
@@ -58,14 +53,15 @@ class VersionSnapshot:
     ) -> VersionSnapshot:
         """A version from TorchServe's keys (a describe answer, a model-config YAML): what
         they leave out is TorchServe's default, and maxWorkers is never below minWorkers."""
-        got = {field: int(settings.get(key, DEFAULTS[key])) for field, key in KEYS.items()}
+        defaults = {f.name: f.default for f in fields(cls)}
+        got = {name: int(settings.get(key, defaults[name])) for name, key in KEYS.items()}
         got["max_workers"] = max(got["min_workers"], got["max_workers"])
         return cls(version, archive, default, requirements=requirements, **got)
 
     def settings(self) -> dict[str, Any]:
         """TorchServe's model_snapshot keys for this version (KServe's sample set)."""
         return {"defaultVersion": self.default} | {
-            key: getattr(self, field) for field, key in KEYS.items()
+            key: getattr(self, name) for name, key in KEYS.items()
         }
 
 
@@ -174,4 +170,4 @@ def _model_config(path: Path, config_file: str | None) -> dict[str, Any]:
     from ..archive.reader import read_member
 
     data = yaml.safe_load(read_member(path, config_file)) or {}
-    return {k: data[k] for k in DEFAULTS if isinstance(data, dict) and k in data}
+    return {k: data[k] for k in KEYS.values() if isinstance(data, dict) and k in data}

@@ -9,7 +9,9 @@ that imports it.
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -33,9 +35,24 @@ def _pin(dep: Any, url: str) -> tuple[str, str] | None:
     cert = dep.info.get("certificate_file")
     if not cert or urlsplit(url if "://" in url else "//" + url).scheme != "https":
         return None
+    return cert, _pinned_name(cert)
+
+
+def _pinned_name(cert: str) -> str:
+    """`engine.tls.grpc_pin`'s name for the certificate file, parsed once per version of the
+    file (every snippet of a deploy asks; an engine restarted with a new one is re-read)."""
+    try:
+        stamp = os.stat(cert).st_mtime_ns
+    except OSError:
+        stamp = None  # grpc_pin says what is wrong with the file
+    return _pinned_name_of(cert, stamp)
+
+
+@functools.lru_cache(maxsize=8)
+def _pinned_name_of(cert: str, _stamp: int | None) -> str:  # the stamp keys the cache
     from .engine.tls import grpc_pin
 
-    return cert, grpc_pin(cert)[1]
+    return grpc_pin(cert)[1]
 
 
 def _netloc(host: str, port: int) -> str:
@@ -207,9 +224,7 @@ def _grpc_snippets(dep: Any, raw: str | None) -> dict[str, str]:
         metadata = f", metadata=[('authorization', 'Bearer ' + read_keys({key_file!r}).inference)]"
     cert = dep.info.get("certificate_file") if dep.info.get("grpc_ssl") else None
     if cert:  # pinned as `Client.grpc()` pins it: the one root, the name the certificate says
-        from .engine.tls import grpc_pin
-
-        name = grpc_pin(cert)[1]
+        name = _pinned_name(cert)
         channel = [
             f"credentials, name = pinned_credentials({cert!r})",
             f"channel = grpc.secure_channel({address!r}, credentials,",

@@ -15,6 +15,7 @@ import yaml
 from _engine_helpers import linear_mar, running_engine
 from _export_helpers import kserve_load
 
+from jupyter_torchserve.archive.reader import read_manifest
 from jupyter_torchserve.config import parse_model_snapshot, parse_properties
 from jupyter_torchserve.export import Bundle, ExportError, export
 
@@ -211,6 +212,36 @@ def test_export_of_a_served_model_carries_what_is_served(tmp_path: Path) -> None
         and single["models"]["lin"]["1.0"]["marName"] == "lin.mar"
     )
     assert json.loads(json.dumps(single))["models"]["lin"]["1.0"]["defaultVersion"] is True
+    assert not [n for n in b.notes + t.notes if "served with handler" in n], b.notes + t.notes
+
+
+@pytest.mark.slow
+def test_export_says_when_registration_named_a_handler_the_archive_does_not_run(
+    tmp_path: Path,
+) -> None:
+    """TorchServe's model_snapshot (KServe, T9k) and the Ray app take the handler from the
+    archive: a handler given at registration does not leave with it, and the bundle says so
+    for that version alone (`tensor` is the archive's own `jts_tensor.py`: no note)."""
+    store = tmp_path / "store"
+    store.mkdir()
+    linear_mar(store, "lin", "1.0", seed=1)
+    linear_mar(store, "lin", "2.0", seed=2)
+    with running_engine(tmp_path, model_store=str(store)) as (_, client):
+        client.register("lin-1.0.mar", handler="image_classifier", initial_workers=0)
+        client.register("lin-2.0.mar", handler="tensor", initial_workers=0)
+        handlers = {d["modelVersion"]: d["handler"] for d in client.describe("lin", "all")}
+        b = export("lin", to="kserve", out=tmp_path / "k", client=client)
+        two = export("lin", to="kserve", out=tmp_path / "two", client=client, version="2.0")
+    assert handlers == {"1.0": "image_classifier", "2.0": "tensor"}
+    archived = read_manifest(store / "lin-1.0.mar")["model"]["handler"]
+    want = (
+        "version 1.0 is served with handler 'image_classifier', named when it was registered; "
+        f"the exported archive runs its own handler {archived!r}. To export what is served, "
+        "archive the model again with handler='image_classifier'."
+    )
+    assert [n for n in b.notes if "served with handler" in n] == [want]
+    assert want in (b.out / "README.md").read_text()
+    assert not [n for n in two.notes if "served with handler" in n], two.notes
 
 
 @pytest.mark.slow

@@ -52,7 +52,7 @@ class BundleWriter:
         versions: list[VersionSnapshot] | None = None,
     ) -> Bundle:
         """What was written, as `export()` reports it (all the model's versions unless
-        the target exports fewer)."""
+        the target exports fewer), with the notes of those versions before the target's."""
         chosen = model.versions if versions is None else versions
         return Bundle(
             target,
@@ -61,7 +61,7 @@ class BundleWriter:
             self.out,
             self.files,
             steps,
-            notes or [],
+            [*(v.handler_note for v in chosen if v.handler_note), *(notes or [])],
         )
 
     def text(self, rel: str, content: str, mode: int | None = None) -> Path:

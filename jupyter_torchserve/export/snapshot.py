@@ -41,6 +41,7 @@ class VersionSnapshot:
     max_batch_delay: int = 100  # ms
     response_timeout: int = 120  # s
     requirements: bool = False  # the archive has a requirements file to install
+    handler_note: str | None = None  # registration named a handler the archive does not run
 
     @classmethod
     def from_settings(
@@ -121,15 +122,37 @@ def from_engine(client: Any, name: str, version: str | None = None) -> ModelSnap
     versions = []
     for d in described:
         archive = _archive_path(d["modelUrl"], store, name)
+        manifest = _manifest_model(archive)
         is_default = d["modelVersion"] == default or len(described) == 1
-        versions.append(
-            VersionSnapshot.from_settings(
-                d["modelVersion"], archive, is_default, d, _has_requirements(archive)
-            )
+        requirements = bool(manifest.get("requirementsFile"))
+        snap = VersionSnapshot.from_settings(
+            d["modelVersion"], archive, is_default, d, requirements
         )
+        snap.handler_note = _handler_note(snap.version, d.get("handler"), manifest.get("handler"))
+        versions.append(snap)
     versions.sort(key=lambda v: (not v.default, v.version))
     where = f"model {name} served by the engine at {client.management_address}"
     return ModelSnapshot(name, versions, where, _metadata(versions[0].archive))
+
+
+def _handler_note(version: str, served: str | None, archived: str | None) -> str | None:
+    """A handler named at registration serves in place of the archive's, but it is not
+    part of the archive, and TorchServe's model_snapshot (KServe, T9k) and the Ray app read
+    the handler from the archive alone: say so rather than export something else quietly.
+    `tensor` and the archiver's `jts_tensor.py` are one handler."""
+    from ..handlers.resolve import split_handler
+
+    def code(handler: str) -> tuple[str, str | None]:
+        module, function = split_handler(handler)
+        return module.removeprefix("jts_"), function
+
+    if not served or not archived or code(served) == code(archived):
+        return None
+    return (
+        f"version {version} is served with handler {served!r}, named when it was "
+        f"registered; the exported archive runs its own handler {archived!r}. To export "
+        f"what is served, archive the model again with handler={served!r}."
+    )
 
 
 def _archive_path(url: str, store: Path, name: str) -> Path:
@@ -144,10 +167,10 @@ def _archive_path(url: str, store: Path, name: str) -> Path:
     return path.resolve()
 
 
-def _has_requirements(path: Path) -> bool:
+def _manifest_model(path: Path) -> dict[str, Any]:
     from ..archive.reader import read_manifest
 
-    return bool(read_manifest(path).get("model", {}).get("requirementsFile"))
+    return read_manifest(path).get("model", {})
 
 
 def _metadata(path: Path) -> dict[str, Any]:

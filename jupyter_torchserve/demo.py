@@ -93,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"POST /v1/models/mnist:predict (a 4) -> {_compact(v1)}")
     v2 = client.kserve_v2_infer("mnist", payloads.v2_inputs(png))
     print(f"POST /v2/models/mnist/infer (a 4)   -> {_compact(v2['outputs'])}")
-    print(f"GET /v2/models/mnist                -> {_compact(client.v2_metadata('mnist'))}")
+    metadata = json.dumps(client.v2_metadata("mnist"), separators=(",", ":"))  # whole: the
+    print(f"GET /v2/models/mnist                -> {metadata}")  # output's datatype comes last
 
     print("\n== scale to 2 workers ==")
     print(client.scale("mnist", 2, synchronous=True)["status"])

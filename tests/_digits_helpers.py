@@ -2,7 +2,7 @@
 
 The rows are the 8x8 images flattened and scaled to [0, 1] (float32), split at row 1200 into
 training and held-out rows (597 of them), so every test that reports on held-out data reports
-on the same rows. `train` is the one training loop behind both models.
+on the same rows. `train` is the one training loop behind both models (and the handler tests' CNN).
 """
 
 from __future__ import annotations
@@ -47,15 +47,21 @@ def digits_mlp(x: Any, y: Any, epochs: int, seed: int) -> Any:
     return train(model, x, y, epochs)
 
 
-def digits_cnn(x: Any, y: Any, seed: int, steps: int = 40) -> Any:
-    """A one-convolution CNN on [N, 1, 8, 8] images, trained from `seed`."""
+def cnn() -> Any:
+    """The one-convolution CNN on [N, 1, 8, 8] images (10 classes), untrained."""
     import torch
 
-    torch.manual_seed(seed)
-    model = torch.nn.Sequential(
+    return torch.nn.Sequential(
         torch.nn.Conv2d(1, 8, 3, padding=1),
         torch.nn.ReLU(),
         torch.nn.Flatten(),
         torch.nn.Linear(8 * 8 * 8, 10),
     )
-    return train(model, x, y, steps)
+
+
+def digits_cnn(x: Any, y: Any, seed: int, steps: int = 40) -> Any:
+    """`cnn()` trained from `seed`."""
+    import torch
+
+    torch.manual_seed(seed)
+    return train(cnn(), x, y, steps)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _digits_helpers import cnn, train
 
 from jupyter_torchserve.handlers.service import RequestInput, builtin_dir
 
@@ -137,16 +138,6 @@ def digits_dataset() -> tuple[Any, Any]:
     return images, torch.tensor(digits.target)
 
 
-def digits_network() -> torch.nn.Sequential:
-    """The small CNN used for the digits (8x8 grayscale, 10 classes)."""
-    return torch.nn.Sequential(
-        torch.nn.Conv2d(1, 8, 3, padding=1),
-        torch.nn.ReLU(),
-        torch.nn.Flatten(),
-        torch.nn.Linear(8 * 8 * 8, 10),
-    )
-
-
 def train_digits_classifier(
     epochs: int = 60, mean: float = 0.0, std: float = 1.0
 ) -> torch.nn.Sequential:
@@ -157,12 +148,4 @@ def train_digits_classifier(
     """
     torch.manual_seed(0)
     images, targets = digits_dataset()
-    images = (images - mean) / std
-    model = digits_network()
-    optimiser = torch.optim.Adam(model.parameters(), lr=0.01)
-    for _ in range(epochs):
-        optimiser.zero_grad()
-        loss = torch.nn.functional.cross_entropy(model(images), targets)
-        loss.backward()
-        optimiser.step()
-    return model.eval()
+    return train(cnn(), ((images - mean) / std).numpy(), targets.numpy(), epochs)

@@ -2,6 +2,7 @@
 
     git clone -q . /tmp/base && git -C /tmp/base checkout -q <commit>
     python benchmarks/ab_trees.py c1 --base /tmp/base --workloads mnist --rounds 30 --duration 1
+    python benchmarks/ab_trees.py c1 --route v2 --base /tmp/base --workloads tiny,mnist
     python benchmarks/ab_trees.py cold --base /tmp/base --workloads mnist --rounds 8
 
 "new" is the engine this interpreter imports (the working tree, installed editable); "base"
@@ -12,9 +13,11 @@ so they must need the same packages.
 This VM drifts by up to 2x within minutes (in-process mnist batch-1 p50 0.8-1.7 ms in one
 hour), so two runs minutes apart cannot show a 0.1 ms change. Here the samples are
 interleaved instead:
-- `c1`: both engines run at once (an idle engine sleeps), and each round measures each for
-  `--duration` s at one connection, the order flipped every round. Reported: the medians,
-  the median of the paired differences (new - base), and in how many rounds new was faster.
+- `c1`: `/predictions`, or with `--route v2` the same request as a KServe v2 `/infer` body
+  (`workloads.make_v2_payload`). Both engines run at once (an idle engine sleeps), and
+  each round measures each for `--duration` s at one connection, the order flipped every
+  round. Reported: the medians, the median of the paired differences (new - base), and in
+  how many rounds new was faster.
 - `cold`: engine start to the first 200 of a model named at start, base and new in ABBA
   order, one engine at a time.
 Raw samples go to `benchmarks/results/<tag>.json`.
@@ -46,11 +49,17 @@ def engine(root: Path, store: Path, tree: str, base: Path) -> bench.JtsServer:
     return server
 
 
+def route(workload: str, name: str) -> tuple[str, bytes, str]:
+    """(path, body, Content-Type) of one request on `--route`: TorchServe's or KServe v2's."""
+    if name == "v2":
+        return (f"/v2/models/{workload}/infer", *workloads.make_v2_payload(workload))
+    return (f"/predictions/{workload}", *workloads.make_payload(workload))
+
+
 def measure_c1(workload: str, a: argparse.Namespace, root: Path) -> dict[str, Any]:
     store = root / "store"
-    body, ctype = workloads.make_payload(workload)
-    script = bench.write_lua(root, workload)
-    path = f"/predictions/{workload}"
+    path, body, ctype = route(workload, a.route)
+    script = bench.write_lua(root, workload, (body, ctype))
     servers = {tree: engine(root, store, tree, a.base) for tree in TREES}
     samples: dict[str, dict[str, list[float]]] = {t: {"p50_ms": [], "cpu_ms": []} for t in TREES}
     try:
@@ -107,7 +116,8 @@ def summary(samples: dict[str, dict[str, list[float]]], key: str) -> dict[str, A
 def markdown(result: dict[str, Any]) -> str:
     unit = {"p50_ms": "ms", "cpu_ms": "ms", "cold_s": "s"}
     lines = [
-        f"Run `{result['tag']}` ({result['mode']}): base `{result['base']}` "
+        f"Run `{result['tag']}` ({result['mode']}, {result.get('route', 'predictions')}): "
+        f"base `{result['base']}` "
         f"({result['base_commit']}) against new ({result['new_commit']}), {result['rounds']} "
         f"rounds, {result['machine']}.",
         bench.uptime_span(result),
@@ -143,6 +153,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("mode", choices=["c1", "cold"])
     p.add_argument("--base", type=Path, required=True, help="the other checkout (its root)")
     p.add_argument("--duration", type=float, default=1.0, help="seconds per wrk point (c1)")
+    p.add_argument(
+        "--route", choices=["predictions", "v2"], default="predictions", help="what c1 calls"
+    )
     a = p.parse_args(argv)
     a.base = a.base.resolve()
     if not (a.base / "jupyter_torchserve" / "__main__.py").is_file():
@@ -159,6 +172,7 @@ def main(argv: list[str] | None = None) -> None:
         one,
         markdown,
         mode=a.mode,
+        route=a.route,
         base=str(a.base),
         base_commit=commit_of(a.base),
         new_commit=commit_of(Path(__file__).resolve().parent.parent),

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import http.client
 import json
 import os
@@ -162,11 +163,13 @@ end
 """
 
 
-def write_lua(workdir: Path, workload: str) -> Path:
-    body, ctype = workloads.make_payload(workload)
-    body_path = workdir / f"{workload}.body"
+def write_lua(workdir: Path, workload: str, payload: tuple[bytes, str] | None = None) -> Path:
+    """wrk's script POSTing `payload` (body, Content-Type), by default the workload's own."""
+    body, ctype = payload or workloads.make_payload(workload)
+    tag = f"{workload}-{hashlib.sha1(body).hexdigest()[:8]}" if payload else workload
+    body_path = workdir / f"{tag}.body"
     body_path.write_bytes(body)
-    script = workdir / f"{workload}.lua"
+    script = workdir / f"{tag}.lua"
     script.write_text(LUA.format(ctype=ctype, body=body_path))
     return script
 

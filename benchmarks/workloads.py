@@ -18,6 +18,7 @@ serialized file and the handler at the root.
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import io
 import json
@@ -196,6 +197,20 @@ def make_payload(workload: str) -> tuple[bytes, str]:
         Image.fromarray(arr, "RGB").save(buf, format="PNG")
         return buf.getvalue(), "image/png"
     raise ValueError(f"unknown workload {workload!r}")
+
+
+def make_v2_payload(workload: str) -> tuple[bytes, str]:
+    """The same request as a KServe v2 `/infer` body: tiny's values as one FP32 tensor, an
+    image as one BYTES element (base64, which the engine decodes to the bytes wrk would
+    send to `/predictions`), so the handler gets what `make_payload` gives it."""
+    body, _ = make_payload(workload)
+    if workload == "tiny":
+        values = json.loads(body)
+        tensor = {"name": "input-0", "shape": [len(values)], "datatype": "FP32", "data": values}
+    else:
+        data = [base64.b64encode(body).decode()]
+        tensor = {"name": "input-0", "shape": [1], "datatype": "BYTES", "data": data}
+    return json.dumps({"inputs": [tensor]}).encode(), "application/json"
 
 
 # -- archives ----------------------------------------------------------------------------------

@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 #: Built-in handlers whose postprocess answers JSON objects (label -> score, detections), not
-#: numbers: `/infer` answers their output as BYTES, one JSON per row (kserve.py's `_datatype`), whatever
-#: the traced output's datatype.
+#: numbers: `/infer` answers their output as BYTES, one JSON per row (kserve.py's
+#: `_datatype`), whatever the traced output's datatype.
 POSTPROCESSED_HANDLERS = frozenset({"image_classifier", "object_detector", "text_classifier"})
 #: image_segmenter answers each row's per-pixel argmax over the traced [N, C, H, W] scores:
 #: class indices [N, H, W], INT64 (torch's argmax), not the traced FP32 scores.
@@ -23,10 +23,10 @@ def v2_metadata_tensors(
     """An archive's schema (in its `metadata`) as `/infer` answers: the inputs, and the
     output named after the first input (as inference/kserve.py's `v2_infer_tensors` names
     it), so a client that reads the output name here and asks the answer for it
-    (tritonclient's `as_numpy(name)`) finds it.
-    `builtin` is the built-in handler that serves (ModelVersion.builtin_handler: the
-    archive's, or the one named at registration); its postprocess decides the output's
-    datatype and shape (`_served_output`), not the traced tensor the schema records."""
+    (tritonclient's `as_numpy(name)`) finds it. `builtin` is the built-in handler that
+    serves (ModelVersion.builtin_handler: the archive's, or the one named at registration);
+    its postprocess decides the output's datatype and shape (`_served_output`), not the
+    traced tensor the schema records."""
     schema = metadata.get("schema") or {}
     inputs = schema.get("inputs") or []
     outputs = schema.get("outputs") or []

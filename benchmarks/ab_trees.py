@@ -115,26 +115,30 @@ def summary(samples: dict[str, dict[str, list[float]]], key: str) -> dict[str, A
 
 def markdown(result: dict[str, Any]) -> str:
     unit = {"p50_ms": "ms", "cpu_ms": "ms", "cold_s": "s"}
-    lines = [
+    intro = (
         f"Run `{result['tag']}` ({result['mode']}, {result.get('route', 'predictions')}): "
         f"base `{result['base']}` "
         f"({result['base_commit']}) against new ({result['new_commit']}), {result['rounds']} "
-        f"rounds, {result['machine']}.",
-        bench.uptime_span(result),
-        "",
-        "| workload | measure | base median | new median | paired median (new - base) "
-        "| new lower in |",
-        "|---|---|---|---|---|---|",
-    ]
+        f"rounds, {result['machine']}."
+    )
+    columns = ["workload", "measure", "base median", "new median"]
+    columns += ["paired median (new - base)", "new lower in"]
+    rows = []
     for wl, samples in result["workloads"].items():
         for key in samples["base"]:
             s = summary(samples, key)
             u = unit[key]
-            lines.append(
-                f"| {wl} | {key} | {s['base_median']:.3f} {u} | {s['new_median']:.3f} {u} "
-                f"| {s['paired_median']:+.3f} {u} | {s['new_lower']}/{s['pairs']} |"
+            rows.append(
+                [
+                    wl,
+                    key,
+                    f"{s['base_median']:.3f} {u}",
+                    f"{s['new_median']:.3f} {u}",
+                    f"{s['paired_median']:+.3f} {u}",
+                    f"{s['new_lower']}/{s['pairs']}",
+                ]
             )
-    return "\n".join(lines) + "\n"
+    return bench.study_markdown(result, intro, columns, rows)
 
 
 def commit_of(tree: Path) -> str:

@@ -90,20 +90,24 @@ def main() -> None:
         probe_mar(work / "store", "step")
         runs = [one_run(work, 1, args), one_run(work, 3, args)]
     print(json.dumps(runs, indent=1))
-    print(
-        "\n| workers | step req/s | p50 ms | p99 ms | errors | answered/sent | first answer "
-        "of an added worker | workers at end |"
-    )
-    print("|---|---|---|---|---|---|---|---|")
+    columns = ["workers", "step req/s", "p50 ms", "p99 ms", "errors", "answered/sent"]
+    columns += ["first answer of an added worker", "workers at end"]
+    rows = []
     for r in runs:
-        who = "fixed 1" if r["max_workers"] == 1 else "autoscale 1..3"
-        first = (
-            "–" if r["first_new_worker_answer_s"] is None else f"{r['first_new_worker_answer_s']} s"
+        first = r["first_new_worker_answer_s"]
+        rows.append(
+            [
+                "fixed 1" if r["max_workers"] == 1 else "autoscale 1..3",
+                f"{r['step_rps']:,.0f}",
+                f"{r['step_p50_ms']:.1f}",
+                f"{r['step_p99_ms']:.1f}",
+                r["errors"],
+                f"{r['answered']}/{r['sent']}",
+                "–" if first is None else f"{first} s",
+                r["workers_at_end"],
+            ]
         )
-        print(
-            f"| {who} | {r['step_rps']:,.0f} | {r['step_p50_ms']:.1f} | {r['step_p99_ms']:.1f} "
-            f"| {r['errors']} | {r['answered']}/{r['sent']} | {first} | {r['workers_at_end']} |"
-        )
+    print("\n" + "\n".join(bench.table(columns, rows)))
 
 
 if __name__ == "__main__":

@@ -86,27 +86,23 @@ def median(rows: list[dict[str, Any]], c: str, key: str) -> float:
 
 
 def markdown(result: dict[str, Any]) -> str:
-    lines = [
+    intro = (
         f"Run `{result['tag']}`: {result['config']}, {result['rounds']} rounds, "
         f"{result['duration']} s per point, "
-        f"{result['machine']}; medians over the rounds.",
-        bench.uptime_span(result),
-        "",
-        "| workload | busy_poll_us | p50@c1 ms | CPU ms/req @c1 | rps@c8 | CPU ms/req @c8 "
-        "| rps@c32 | CPU ms/req @c32 |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+        f"{result['machine']}; medians over the rounds."
+    )
+    columns = ["workload", "busy_poll_us", "p50@c1 ms", "CPU ms/req @c1", "rps@c8"]
+    columns += ["CPU ms/req @c8", "rps@c32", "CPU ms/req @c32"]
+    table = []
     for wl, by_value in result["workloads"].items():
         for v, rows in by_value.items():
-            lines.append(
-                f"| {wl} | {v} | {median(rows, 'c1', 'p50_ms'):.3f} | "
-                f"{median(rows, 'c1', 'server_cpu_ms_per_req'):.3f} | "
-                f"{median(rows, 'c8', 'rps'):,.0f} | "
-                f"{median(rows, 'c8', 'server_cpu_ms_per_req'):.3f} | "
-                f"{median(rows, 'c32', 'rps'):,.0f} | "
-                f"{median(rows, 'c32', 'server_cpu_ms_per_req'):.3f} |"
-            )
-    return "\n".join(lines) + "\n"
+            cells = [wl, v, f"{median(rows, 'c1', 'p50_ms'):.3f}"]
+            cells.append(f"{median(rows, 'c1', 'server_cpu_ms_per_req'):.3f}")
+            for c in ("c8", "c32"):  # throughput, and its CPU cost
+                cells.append(f"{median(rows, c, 'rps'):,.0f}")
+                cells.append(f"{median(rows, c, 'server_cpu_ms_per_req'):.3f}")
+            table.append(cells)
+    return bench.study_markdown(result, intro, columns, table)
 
 
 def main(argv: list[str] | None = None) -> None:

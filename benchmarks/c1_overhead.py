@@ -104,25 +104,27 @@ def measure(workload: str, rounds: int, seconds: float) -> dict[str, Any]:
 
 
 def markdown(result: dict[str, Any]) -> str:
-    lines = [
+    intro = (
         f"Run `{result['tag']}`: one engine (1 worker, batch 1) and the in-process pipeline "
         f"(batch 1, 1 torch thread) measured in turns, {result['rounds']} rounds of "
-        f"{result['seconds']} s each; {result['machine']}.",
-        bench.uptime_span(result),
-        "",
-        "| workload | served p50@c1 ms (median) | in-process p50 ms (median) "
-        "| overhead ms (median of per-round differences) | per-round overheads ms |",
-        "|---|---|---|---|---|",
+        f"{result['seconds']} s each; {result['machine']}."
+    )
+    columns = [
+        "workload",
+        "served p50@c1 ms (median)",
+        "in-process p50 ms (median)",
+        "overhead ms (median of per-round differences)",
+        "per-round overheads ms",
     ]
+    table = []
     for wl, res in result["workloads"].items():
         rows = res["rounds"]
         diffs = sorted(r["served_p50_ms"] - r["inproc_p50_ms"] for r in rows)
-        lines.append(
-            f"| {wl} | {statistics.median(r['served_p50_ms'] for r in rows):.3f} | "
-            f"{statistics.median(r['inproc_p50_ms'] for r in rows):.3f} | "
-            f"{statistics.median(diffs):.3f} | {', '.join(f'{d:.2f}' for d in diffs)} |"
-        )
-    return "\n".join(lines) + "\n"
+        served = statistics.median(r["served_p50_ms"] for r in rows)
+        local = statistics.median(r["inproc_p50_ms"] for r in rows)
+        each = ", ".join(f"{d:.2f}" for d in diffs)
+        table.append([wl, f"{served:.3f}", f"{local:.3f}", f"{statistics.median(diffs):.3f}", each])
+    return bench.study_markdown(result, intro, columns, table)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import run as bench  # noqa: E402  (the markdown table)
 import torch  # noqa: E402
 import workloads  # noqa: E402
 
@@ -62,11 +63,12 @@ def main(argv: list[str] | None = None) -> None:
         for gap in gaps if r % 2 == 0 else gaps[::-1]:
             results[gap].append(block(pipeline, body, a.workload, gap, a.calls) * 1000)
     print(f"{a.workload}, 1 torch thread, {a.calls} calls per block, {a.rounds} rounds")
-    print("| gap after each call µs | median call ms | per round ms |")
-    print("|---|---|---|")
-    for gap, values in results.items():
-        rounds = ", ".join(f"{v:.3f}" for v in values)
-        print(f"| {gap} | {statistics.median(values):.3f} | {rounds} |")
+    rows = [
+        [gap, f"{statistics.median(values):.3f}", ", ".join(f"{v:.3f}" for v in values)]
+        for gap, values in results.items()
+    ]
+    columns = ["gap after each call µs", "median call ms", "per round ms"]
+    print("\n".join(bench.table(columns, rows)))
 
 
 if __name__ == "__main__":

@@ -74,10 +74,12 @@ def main() -> None:
                         round(server, 3),
                     )
                 )
-    print("| tool | round | req/s | p50 ms | p99 ms | tool CPU (cores) | engine CPU (cores) |")
-    print("|---|---|---|---|---|---|---|")
-    for tool, i, rps, p50, p99, cpu, srv in rows:
-        print(f"| {tool} | {i} | {rps:,.0f} | {p50:.2f} | {p99:.2f} | {cpu:.2f} | {srv:.2f} |")
+    columns = ["tool", "round", "req/s", "p50 ms", "p99 ms", "tool CPU (cores)"]
+    cells = [
+        [tool, i, f"{rps:,.0f}", f"{p50:.2f}", f"{p99:.2f}", f"{cpu:.2f}", f"{srv:.2f}"]
+        for tool, i, rps, p50, p99, cpu, srv in rows
+    ]
+    print("\n".join(wrkbench.table([*columns, "engine CPU (cores)"], cells)))
     med = {t: statistics.median(r[2] for r in rows if r[0] == t) for t in ("wrk", "loadgen")}
     print(
         f"\nmedian req/s: wrk {med['wrk']:,.0f}, loadgen {med['loadgen']:,.0f} "

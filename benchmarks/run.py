@@ -38,7 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -675,24 +675,42 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         "### In-process limit (same handler + `json.dumps`, no server)",
         "",
-        "| workload | limit items/s | from | p50 batch-1 1 thread ms | p50 batch-1 2 threads ms |",
-        "|---|---|---|---|---|",
     ]
-    for wl, lim in result["limits"].items():
-        lines.append(
-            f"| {wl} | {fmt(lim['limit_items_per_s'], 0)} | {lim['limit_from']} | "
-            f"{fmt(lim['p50_b1_1thread_ms'], 3)} | {fmt(lim['p50_b1_2threads_ms'], 3)} |"
-        )
-    lines += [
-        "",
-        "### Servers",
-        "",
-        "| workload | server | config | p50 / p99 @c1 ms | c1 overhead ms (vs in-process b1, 1 thread, measured beside it) | "
-        + " | ".join(f"rps@c{c}" for c in conns[1:])
-        + f" | ratio c{cmax} | register→200 s | PSS idle (RSS) MB | PSS @c{cmax} MB | "
-        f"CPU ms/req @c{cmax} | load (1 min) |",
-        "|---|---|---|---|---|" + "---|" * len(conns[1:]) + "---|---|---|---|---|---|",
+    lines += table(
+        [
+            "workload",
+            "limit items/s",
+            "from",
+            "p50 batch-1 1 thread ms",
+            "p50 batch-1 2 threads ms",
+        ],
+        (
+            [
+                wl,
+                fmt(lim["limit_items_per_s"], 0),
+                lim["limit_from"],
+                fmt(lim["p50_b1_1thread_ms"], 3),
+                fmt(lim["p50_b1_2threads_ms"], 3),
+            ]
+            for wl, lim in result["limits"].items()
+        ),
+    )
+    lines += ["", "### Servers", ""]
+    servers = [
+        "workload",
+        "server",
+        "config",
+        "p50 / p99 @c1 ms",
+        "c1 overhead ms (vs in-process b1, 1 thread, measured beside it)",
+        *(f"rps@c{c}" for c in conns[1:]),
+        f"ratio c{cmax}",
+        "register→200 s",
+        "PSS idle (RSS) MB",
+        f"PSS @c{cmax} MB",
+        f"CPU ms/req @c{cmax}",
+        "load (1 min)",
     ]
+    rows: list[list[str]] = []
     for run in result["runs"]:
         wl = run["workload"]
         lim = result["limits"].get(wl, {})
@@ -703,35 +721,43 @@ def markdown(result: dict[str, Any]) -> str:
             ratio = top["rps"] / lim["limit_items_per_s"] if lim else None
             delay = f" ({r['max_batch_delay_ms']} ms)" if r["batch_size"] > 1 else ""
             warn = " ⚠" if r.get("warnings") else ""
-            lines.append(
-                f"| {wl} | {SERVERS[run['server']].label} | {cfg}{delay}{warn} | "
-                f"{fmt(c1['p50_ms'])} / {fmt(c1['p99_ms'])} | "
-                f"{fmt(c1['p50_ms'] - base) if base is not None else '–'} | "
-                + " | ".join(fmt(r[f"c{c}"]["rps"], 0) for c in conns[1:])
-                + f" | {fmt(ratio)} | {fmt(r['register_to_first_200_s'])} | "
-                f"{fmt(r['memory_idle']['pss_mb'], 0)} ({fmt(r['memory_idle']['rss_mb'], 0)}) | "
-                f"{fmt(top['memory']['pss_mb'], 0)} | {fmt(top['server_cpu_ms_per_req'], 3)} | "
-                f"{top['load_before'][0]} |"
+            rows.append(
+                [
+                    wl,
+                    SERVERS[run["server"]].label,
+                    f"{cfg}{delay}{warn}",
+                    f"{fmt(c1['p50_ms'])} / {fmt(c1['p99_ms'])}",
+                    fmt(c1["p50_ms"] - base) if base is not None else "–",
+                    *(fmt(r[f"c{c}"]["rps"], 0) for c in conns[1:]),
+                    fmt(ratio),
+                    fmt(r["register_to_first_200_s"]),
+                    f"{fmt(r['memory_idle']['pss_mb'], 0)} ({fmt(r['memory_idle']['rss_mb'], 0)})",
+                    fmt(top["memory"]["pss_mb"], 0),
+                    fmt(top["server_cpu_ms_per_req"], 3),
+                    top["load_before"][0],
+                ]
             )
+    lines += table(servers, rows)
     lines += ["", "### Cold start (server start to first 200, model named at start, 1 worker)", ""]
-    lines += [
-        "| workload | " + " | ".join(SERVERS[s].label for s in result["args"]["servers"]) + " |"
-    ]
-    lines += ["|---|" + "---|" * len(result["args"]["servers"])]
+    cold = []
     for wl in result["args"]["workloads"]:
-        cells = []
+        cells = [wl]
         for s in result["args"]["servers"]:
             run = next(
                 (r for r in result["runs"] if r["server"] == s and r["workload"] == wl), None
             )
             cells.append(f"{fmt(run['cold_start_s'])} s" if run else "–")
-        lines.append(f"| {wl} | " + " | ".join(cells) + " |")
+        cold.append(cells)
+    lines += table(["workload", *(SERVERS[s].label for s in result["args"]["servers"])], cold)
     if result.get("targets"):
-        lines += ["", "### Targets (issue 2)", "", "| target | measured | met? |", "|---|---|---|"]
-        for t in result["targets"]:
-            lines.append(
-                f"| {t['target']} | {t['measured']} | {'met' if t['met'] else 'NOT met'} |"
-            )
+        lines += ["", "### Targets (issue 2)", ""]
+        lines += table(
+            ["target", "measured", "met?"],
+            (
+                [t["target"], t["measured"], "met" if t["met"] else "NOT met"]
+                for t in result["targets"]
+            ),
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -857,6 +883,20 @@ def run_side_study(
         result["workloads"][wl] = measure(wl)
         log(f"  {wl}: done")
     save_side_study(result, markdown_of)
+
+
+def table(columns: Sequence[str], rows: Iterable[Sequence[object]]) -> list[str]:
+    """A markdown table's lines: the header, its rule (one `---` a column, so the two cannot
+    disagree) and a line a row, each cell as `str` gives it."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    return lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+
+
+def study_markdown(
+    result: dict[str, Any], intro: str, columns: Sequence[str], rows: Iterable[Sequence[object]]
+) -> str:
+    """A side study's markdown file: what was run, how loaded the machine was, one table."""
+    return "\n".join([intro, uptime_span(result), "", *table(columns, rows)]) + "\n"
 
 
 def uptime_span(result: dict[str, Any]) -> str:

@@ -17,7 +17,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from functools import cache
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -66,20 +67,73 @@ def jp_server_cleanup() -> None:
     return None
 
 
+@cache
+def _mnist_model() -> Any:
+    """The digits CNN every browser engine deploys as `mnist`, trained once per session (the
+    engines only read it: deploy and archive it)."""
+    from jupyter_torchserve.examples import mnist
+
+    return mnist.trained_model(epochs=3)
+
+
+@contextmanager
+def _mnist_engine(root: Path) -> Iterator[RealEngine]:
+    """A real engine under `root` with `mnist` deployed; stopped on exit, with any engine the
+    panel's Start button started in its runtime dir (the sidebar's stop-and-start test)."""
+    eng = RealEngine(root).start(deploy=False)
+    try:
+        with _env(JUPYTER_RUNTIME_DIR=str(eng.runtime_dir)):
+            eng.deploy_mnist(_mnist_model())
+        yield eng
+    finally:
+        eng.stop()
+        from jupyter_torchserve import launcher
+
+        with _env(JUPYTER_RUNTIME_DIR=str(eng.runtime_dir)):
+            for _ in range(3):
+                if not launcher.stop_engine():
+                    break
+
+
 @pytest.fixture(scope="module", name="engine")
 def browser_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealEngine]:
     """`engine`: a real engine with `mnist` deployed, for the module's lab to find (named
     apart so that a test file importing it may take `engine` as a parameter)."""
-    eng = RealEngine(tmp_path_factory.mktemp("browser-engine")).start()
-    yield eng
-    eng.stop()
-    # the engine the panel's Start button started (the sidebar's stop-and-start test), if any
-    from jupyter_torchserve import launcher
+    with _mnist_engine(tmp_path_factory.mktemp("browser-engine")) as eng:
+        yield eng
 
-    with _env(JUPYTER_RUNTIME_DIR=str(eng.runtime_dir)):
-        for _ in range(3):
-            if not launcher.stop_engine():
-                break
+
+#: The engine and lab that `shared_lab` hands out, open until `release_shared` closes them.
+_SHARED: dict[str, Any] = {}
+_SHARED_STACK = ExitStack()
+
+
+@pytest.fixture(scope="module")
+def shared_lab(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One engine with `mnist` and one `jupyter lab` on it (base URL, token, sampling the engine
+    every second for the dashboard), shared by the files whose tests only read that state and
+    add requests (dashboard, explain): the lab's dict, its engine under "engine".
+
+    Started by the first test that asks for it and closed after the last consecutive one
+    (tests/conftest.py calls `release_shared` after each test's teardown), so it does not
+    outlive them; a later test that asks again gets a fresh pair.
+    """
+    if not _SHARED:
+        eng = _SHARED_STACK.enter_context(_mnist_engine(tmp_path_factory.mktemp("shared-engine")))
+        root = tmp_path_factory.mktemp("shared-lab")
+        settings = {"dashboard_interval": 1.0}
+        lab = _SHARED_STACK.enter_context(
+            start_lab(eng, root, base="/jts-shared/", settings=settings)
+        )
+        _SHARED.update(lab, engine=eng)
+    return _SHARED
+
+
+def release_shared(nextitem: pytest.Item | None) -> None:
+    """Close the shared engine and lab unless the next test uses them."""
+    if _SHARED and (nextitem is None or "shared_lab" not in nextitem.fixturenames):
+        _SHARED.clear()
+        _SHARED_STACK.close()
 
 
 @contextmanager

@@ -317,12 +317,14 @@ class RealEngine:
                 self.deploy_mnist()
         return self
 
-    def deploy_mnist(self) -> None:
+    def deploy_mnist(self, model: Any = None) -> None:
+        """Deploy the digits classifier as `mnist`: `model` if given (one trained already, the
+        same `mnist.trained_model(epochs=3)`), else one trained here."""
         import jupyter_torchserve as jts
         from jupyter_torchserve.examples import mnist
 
         data = mnist.load_data()
-        model = self.model = mnist.trained_model(epochs=3)
+        model = self.model = mnist.trained_model(epochs=3) if model is None else model
         self.png = mnist.png_bytes(mnist.digit_image(7, data))
         (self.root / "seven.png").write_bytes(self.png)
         labels = mnist.write_labels(self.root / "index_to_name.json")

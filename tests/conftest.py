@@ -36,3 +36,14 @@ def _no_engine_pinned_from_an_earlier_test():
     if api is not None:
         api._pinned = None
     yield
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item, nextitem):
+    """After a test's fixtures are torn down: close the browser tests' shared engine and lab
+    (tests/_browser_helpers.py) once the next test no longer uses them."""
+    import sys
+
+    helpers = sys.modules.get("_browser_helpers")
+    if helpers is not None:
+        helpers.release_shared(nextitem)

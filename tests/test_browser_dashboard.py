@@ -1,5 +1,6 @@
 """The Test tab's load test and the dashboard, in headless Chromium against a real `jupyter lab`
-and engine (one lab, one engine, one page for the module; the tests run in file order):
+and engine (one page for the module, on the lab and engine it shares with test_browser_explain,
+see `shared_lab`; the tests run in file order):
 
 1. the Test tab's load test on the sample input: a row per concurrency level in the table;
 2. "Open dashboard" (Metrics tab) opens a main-area panel whose Vega-Lite charts are drawn
@@ -18,26 +19,22 @@ import pytest
 from _browser_helpers import (  # noqa: F401 - fixtures used by name
     BROWSER_MARKS,
     PANEL,
-    browser_engine,
     jp_asyncio_loop,
     jp_server_cleanup,
     open_page,
     open_tab,
     screenshots,
-    start_lab,
+    shared_lab,
 )
-from _serverext_helpers import RealEngine
 
 pytestmark = BROWSER_MARKS
 
 
 @pytest.fixture(scope="module")
-def lab(engine: RealEngine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def lab(shared_lab: dict[str, Any]) -> dict[str, Any]:  # noqa: F811
     """`jupyter lab` on a free loopback port, under a base URL, with a token, sampling the
-    engine every second for the dashboard."""
-    root = tmp_path_factory.mktemp("lab")
-    with start_lab(engine, root, base="/jts-dash/", settings={"dashboard_interval": 1.0}) as lab:
-        yield lab
+    engine every second for the dashboard (the shared one)."""
+    return shared_lab
 
 
 @pytest.fixture(scope="module")

@@ -1,33 +1,43 @@
 """The sidebar's Test tab explains an uploaded image: headless Chromium, real lab and engine.
 
-Reuses tests/test_browser_sidebar.py's fixtures (one real engine with the digits CNN as
-`mnist`, `jupyter lab` under a base URL with a token, one Chromium page): the request goes
-through Jupyter's forwarder to `/explanations/mnist`, and the tab draws the answer.
+On the engine (the digits CNN as `mnist`) and `jupyter lab` (base URL, token) it shares with
+test_browser_dashboard (see `shared_lab`), one Chromium page: the request goes through
+Jupyter's forwarder to `/explanations/mnist`, and the tab draws the answer.
 """
 
 from __future__ import annotations
 
 import base64
 import io
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
-from _browser_helpers import open_tab, screenshots
-from PIL import Image
-from test_browser_sidebar import (  # noqa: F401 - fixtures
-    browser_engine,
+from _browser_helpers import (  # noqa: F401 - fixtures used by name
+    BROWSER_MARKS,
     jp_asyncio_loop,
     jp_server_cleanup,
-    lab,
-    page,
-    v2_archive,
+    open_page,
+    open_tab,
+    screenshots,
+    shared_lab,
 )
-from test_browser_sidebar import (
-    pytestmark as sidebar_marks,
-)
+from PIL import Image
 
-pytestmark = [*sidebar_marks, pytest.mark.timeout(1200)]  # the fixtures train a CNN
+pytestmark = [*BROWSER_MARKS, pytest.mark.timeout(1200)]  # the fixtures train a CNN
+
+
+@pytest.fixture(scope="module")
+def engine(shared_lab: dict[str, Any]) -> Any:  # noqa: F811
+    return shared_lab["engine"]
+
+
+@pytest.fixture(scope="module")
+def page(shared_lab: dict[str, Any], request: pytest.FixtureRequest) -> Iterator[Any]:  # noqa: F811
+    """One Chromium page on the shared lab for the module, the TorchServe panel open."""
+    with open_page(shared_lab, request.module, height=900, timeout_ms=30000) as pg:
+        yield pg
 
 
 def _decoded(data_url: str) -> np.ndarray:

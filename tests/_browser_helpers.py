@@ -9,6 +9,7 @@ file runs later no longer deletes an earlier file's screenshots.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import secrets
@@ -106,6 +107,7 @@ def browser_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealEng
 #: The engine and lab that `shared_lab` hands out, open until `release_shared` closes them.
 _SHARED: dict[str, Any] = {}
 _SHARED_STACK = ExitStack()
+atexit.register(_SHARED_STACK.close)  # a run cut short (-x, Ctrl-C) leaves no lab or engine
 
 
 @pytest.fixture(scope="module")

@@ -239,15 +239,18 @@ class Client:
         url: str,
         model_name: str | None = None,
         handler: str | None = None,
+        runtime: str | None = None,
         batch_size: int | None = None,
         max_batch_delay: int | None = None,
         initial_workers: int | None = None,
         synchronous: bool = True,
         response_timeout: float | None = None,
         startup_timeout: float | None = None,
+        device_type: str | None = None,
         **extra: Any,
     ) -> dict[str, Any]:
-        """`POST /models`; the keywords are `contract.REGISTER_PARAMS` (and any of TorchServe's)."""
+        """`POST /models`; the keywords are `contract.REGISTER_PARAMS`, named so that a notebook
+        completes them, and `extra` passes any other of TorchServe's through."""
         params = {k: v for k, v in locals().items() if k not in ("self", "url", "extra")}
         return self.call(contract.register(url, **params, **extra))
 

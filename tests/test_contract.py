@@ -5,8 +5,10 @@ each rule is checked on the values a transport would send and receive."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
@@ -75,6 +77,17 @@ def test_register_and_scale_parameters() -> None:
     )
     assert set(contract.SCALE_PARAMS) >= {"min_worker", "max_worker", "synchronous", "timeout"}
     assert {"url", "model_name", "initial_workers", "batch_size"} <= set(contract.REGISTER_PARAMS)
+
+
+def test_the_client_names_every_register_and_scale_parameter_of_the_contract() -> None:
+    """The server extension forwards exactly the contract's parameters; the sync client names
+    the same ones, so a notebook completes each and none is left to `**extra` by accident."""
+    def named(method: Any, *positional: str) -> set[str]:
+        params = inspect.signature(method).parameters.values()
+        return {p.name for p in params if p.kind is not p.VAR_KEYWORD} - {"self", *positional}
+
+    assert named(Client.register) == set(contract.REGISTER_PARAMS)
+    assert named(Client.scale, "name", "version") == set(contract.SCALE_PARAMS)
 
 
 def test_metrics_names_repeat_as_name_brackets() -> None:

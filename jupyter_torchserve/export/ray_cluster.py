@@ -119,6 +119,10 @@ class LocalRayCluster:
             **os.environ,
             "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
             "RAY_USAGE_STATS_ENABLED": "0",
+            # On SIGTERM a node first drains, so that Serve can move its replicas to another
+            # node. This cluster has no other node, so the drain could only run out its 30 s,
+            # on every stop().
+            "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
         }
         for name, variable in _PORT_ENV:
             env[variable] = str(self.ports.ports[name])

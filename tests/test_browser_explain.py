@@ -46,7 +46,7 @@ def _decoded(data_url: str) -> np.ndarray:
     return np.asarray(image.convert("RGBA"), dtype=np.int16)
 
 
-def test_explain_shows_the_input_its_heatmap_and_the_overlay(page: Any, engine: Any) -> None:  # noqa: F811
+def test_explain_shows_the_input_its_heatmap_and_the_overlay(page: Any, engine: Any) -> None:
     open_tab(page, "Test")
     page.get_by_label("Model to test").select_option("mnist")
     page.get_by_label("Choose an input file").set_input_files(str(engine.root / "seven.png"))

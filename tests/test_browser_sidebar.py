@@ -27,6 +27,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -331,11 +332,14 @@ def test_logs_metrics_engine(page: Any, engine: RealEngine) -> None:
     # metrics: charts drawn from a few polls while some traffic flows
     open_tab(page, "Metrics")
     page.wait_for_selector(".jp-TorchServe-chart svg")
-    for _ in range(8):
+    # a latency point needs two polls with requests answered between them; two make a line
+    latency = page.get_by_role("img", name="Mean latency over the last 5 minutes")
+    points = latency.locator(".jp-TorchServe-point")
+    deadline = time.monotonic() + 30
+    while points.count() < 2:
+        assert time.monotonic() < deadline, "fewer than two latency points after 30 s of traffic"
         requests.post(engine.info["inference_address"] + "/predictions/mnist", data=engine.png)
-        page.wait_for_timeout(400)
-    page.wait_for_timeout(2500)
-    assert page.locator(".jp-TorchServe-point").count() > 0
+        page.wait_for_timeout(200)
     shot(page, "10-metrics")
 
     # engine: addresses, no GPU message on this machine

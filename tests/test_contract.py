@@ -82,6 +82,7 @@ def test_register_and_scale_parameters() -> None:
 def test_the_client_names_every_register_and_scale_parameter_of_the_contract() -> None:
     """The server extension forwards exactly the contract's parameters; the sync client names
     the same ones, so a notebook completes each and none is left to `**extra` by accident."""
+
     def named(method: Any, *positional: str) -> set[str]:
         params = inspect.signature(method).parameters.values()
         return {p.name for p in params if p.kind is not p.VAR_KEYWORD} - {"self", *positional}

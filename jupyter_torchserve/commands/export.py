@@ -52,6 +52,7 @@ def run(args: argparse.Namespace, user: UserNamespace) -> Bundle:
             run=args.run,
             ray_address=args.ray_address,
             serve_port=args.serve_port,
+            client=api.client,  # the engine this kernel uses, as every other verb
             force=args.force,
         )
     except ExportError as exc:  # already a sentence for the user

@@ -11,7 +11,7 @@ from .bundle import Bundle
 from .layout import BundleWriter
 from .options import TARGETS, ExportOptions
 from .readme import readme
-from .snapshot import ExportError, take_snapshot
+from .snapshot import EngineChoice, ExportError, take_snapshot
 
 
 def export(
@@ -29,14 +29,14 @@ def export(
     run: bool = False,
     ray_address: str | None = None,
     serve_port: int | None = None,
-    client: Any = None,
+    client: EngineChoice = None,
     force: bool = False,
 ) -> Bundle:
     """Write the bundle for `to` into `out` (default `./NAME-TO`) and return what was written.
 
     `source` is a model the engine serves now (its versions, batch settings, workers and
     default version are read through the management API; `client` picks the engine, the
-    newest running one by default) or the path of a `.mar`. `version` limits the export to
+    newest running one by default; `client=api.client` is the one this kernel uses) or the path of a `.mar`. `version` limits the export to
     one version. `run=True` (Ray only) deploys it: on the cluster whose dashboard is at
     `ray_address`, or on a local loopback cluster started for it; `serve_port` is the port
     of Serve's HTTP proxy (8000, or a free one on a cluster started here).

@@ -9,9 +9,13 @@ carries a model-config YAML.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
+
+if TYPE_CHECKING:
+    from ..client import Client
 
 #: VersionSnapshot's fields and TorchServe's keys for them
 KEYS = {
@@ -78,8 +82,14 @@ class ModelSnapshot:
         return next(v for v in self.versions if v.default)
 
 
+#: The engine an export reads a served model from: a client, or a function that makes one,
+#: called only when `source` names a served model (an archive needs no engine), so that a
+#: caller can hand over its own rule for which engine, e.g. the kernel's pinned one.
+EngineChoice = Union["Client", Callable[[], "Client"], None]
+
+
 def take_snapshot(
-    source: str | os.PathLike[str], version: str | None, client: Any
+    source: str | os.PathLike[str], version: str | None, client: EngineChoice
 ) -> ModelSnapshot:
     """`source` is an archive path (it exists, or ends like one) or a served model's name."""
     from ..archive.reader import ARCHIVE_SUFFIXES
@@ -106,12 +116,14 @@ def from_archive(path: Path, version: str | None = None) -> ModelSnapshot:
     return ModelSnapshot(name, [snap], f"archive {path.resolve()}", _metadata(path))
 
 
-def from_engine(client: Any, name: str, version: str | None = None) -> ModelSnapshot:
-    """The versions of `name` that the engine behind `client` serves now."""
+def from_engine(client: EngineChoice, name: str, version: str | None = None) -> ModelSnapshot:
+    """The versions of `name` that the engine behind `client` (None: the newest) serves now."""
     if client is None:
         from ..client import Client
 
         client = Client.from_discovery(timeout=30)
+    elif callable(client):
+        client = client()
     default = client.describe(name)[0]["modelVersion"]
     described = client.describe(name, "all")
     if version is not None:

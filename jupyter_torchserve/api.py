@@ -21,6 +21,7 @@ from typing import Any
 from . import discovery, display, loadtest, loadtest_view, payloads
 from .client import Client, EngineError, EngineNotRunning, Response
 from .discovery import EngineInfo
+from .display import HOW_TO_START
 from .explain_view import EXPLANATION_HEADER, Explanation, explanation
 from .explain_widget import ExplanationPicker
 
@@ -61,12 +62,6 @@ class ParityError(TorchServeError):
 
 class EngineUnavailable(TorchServeError):
     """No engine is running (or it cannot be reached); the message says how to start one."""
-
-
-HOW_TO_START = (
-    "Start one with `%torchserve start` in a notebook, `jupyter-torchserve start` in a "
-    "terminal, or `jupyter_torchserve.api.start()` — `%torchserve deploy` starts one too."
-)
 
 
 def friendly(exc: BaseException) -> TorchServeError:

@@ -104,10 +104,8 @@ class Client:
         """The client of the newest running engine on this machine."""
         info = discovery.find_engine()
         if info is None:
-            raise EngineNotRunning(
-                "No jupyter_torchserve engine is running. Start one with "
-                "`%torchserve start` or `jupyter-torchserve start`."
-            )
+            # how to start one depends on where the user is: each front says it
+            raise EngineNotRunning("No jupyter_torchserve engine is running.")
         return cls.from_info(info, **kwargs)
 
     @property

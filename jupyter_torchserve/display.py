@@ -17,6 +17,12 @@ from typing import Any
 
 from . import prometheus
 
+#: Said wherever a notebook user finds no engine: the status and every verb's error.
+HOW_TO_START = (
+    "Start one with `%torchserve start` in a notebook, `jupyter-torchserve start` in a "
+    "terminal, or `jupyter_torchserve.api.start()` — `%torchserve deploy` starts one too."
+)
+
 _TABLE_STYLE = (
     "border-collapse:collapse;font-family:var(--jp-code-font-family,monospace);"
     "font-size:12px;margin:4px 0"
@@ -289,10 +295,7 @@ class EngineStatus(_Rich):
         return ["gpu", "name", "memory used", "memory total", "utilization %"], rows
 
     def _not_running(self) -> str:
-        return (
-            "No jupyter_torchserve engine is running. Start one with `%torchserve start` "
-            "(or `jupyter-torchserve start`), or just `%torchserve deploy ...`."
-        )
+        return f"No jupyter_torchserve engine is running. {HOW_TO_START}"
 
     def _repr_html_(self) -> str:
         if self.info is None:

@@ -69,13 +69,17 @@ def test_bad_arguments_print_usage_not_tracebacks(
 
 def test_engine_not_running_says_how_to_start(ip: Any, capsys: pytest.CaptureFixture[str]) -> None:
     from jupyter_torchserve.api import EngineUnavailable
+    from jupyter_torchserve.display import HOW_TO_START
 
-    res = run(ip, "%torchserve list")
-    assert isinstance(res.error_in_exec, EngineUnavailable)
-    assert "%torchserve start" in str(res.error_in_exec)
+    for line in ("%torchserve list", "%torchserve export mnist --to torchserve"):
+        res = run(ip, line)
+        assert isinstance(res.error_in_exec, EngineUnavailable), line
+        said = str(res.error_in_exec)
+        assert said.count("Start one with") == 1 and "%torchserve start" in said, said
     assert "Traceback" not in capsys.readouterr().out
     res = run(ip, "%torchserve status")
     assert "No jupyter_torchserve engine is running" in repr(res.result)
+    assert HOW_TO_START in repr(res.result)  # the status says it as the errors do
 
 
 # -- with an engine ----------------------------------------------------------------------------

@@ -312,7 +312,8 @@ class EngineStatus(_Rich):
         if self.info is None:
             return self._not_running()
         headers, rows = self.table()
-        out = ["Engine\n" + "\n".join(f"  {k:<12} {v}" for k, v in rows)]
+        width = max(len(k) for k, _ in rows)
+        out = ["Engine\n" + "\n".join(f"  {k:<{width}} {v}" for k, v in rows)]
         gh, gr = self.gpu_table()
         out.append("GPUs\n" + text_table(gh, gr) if gr else "GPUs: none (CPU only)")
         if self.models is not None:

@@ -186,6 +186,13 @@ def test_views_render_html_and_text() -> None:
     assert "m.mar" in repr(lst) and "<td" in lst._repr_html_()
     st = display.EngineStatus(None)
     assert "%torchserve start" in repr(st)
+    # the values line up however long the engine's own keys are
+    info = {"pid": 7, "inference_address": "http://127.0.0.1:8080"}
+    st = display.EngineStatus(info, {"max_response_size": 6553500, "workers": 2})
+    lines = repr(st).split("\n\n")[0].splitlines()[1:]
+    _, rows = st.table()
+    assert len(lines) == len(rows) == 5
+    assert len({line.rindex(str(v)) for line, (_, v) in zip(lines, rows, strict=True)}) == 1
     m = display.Metrics('ts_inference_requests_total{model_name="m",model_version="1.0",} 3.0\n')
     assert m.value("ts_inference_requests_total", model_name="m") == 3.0
     assert "<b>&lt;x&gt;</b>" not in display.html_table(["a"], [["<x>"]])

@@ -75,9 +75,10 @@ def test_kernel_stays_on_the_engine_it_started_or_chose(two_engines, ts_env) -> 
         bundle = ts_env["root"] / "pinned-export"
         out = k.run(f"%torchserve export pinned_lin --to torchserve --out {bundle}")
         assert out["status"] == "ok", out["error"]
-        assert f"served by the engine at {a['management_address']}" in (
-            bundle / "README.md"
-        ).read_text()
+        assert (
+            f"served by the engine at {a['management_address']}"
+            in (bundle / "README.md").read_text()
+        )
         # switching to B: verbs go there; a Deployment keeps talking to the engine serving it
         out = k.run(f"%torchserve use --pid {b['pid']}")
         assert out["status"] == "ok", out["error"]

@@ -270,14 +270,18 @@ def test_kserve_v1(engine):
     )
     # a body that is not a KServe envelope goes to the handler as it came, as TorchServe
     # 0.12 without service_envelope does (T9k's `curl -T 0.png .../v1/models/m:predict`);
-    # the tensor handler cannot read these, and says so in TorchServe's error shape
-    for body in (b"{not json", b'{"rows": []}'):
-        r = requests.post(base + "/v1/models/linear:predict", data=body)
-        assert r.status_code == 503 and "Prediction failed" in r.json()["message"], r.text
+    # the tensor handler cannot read this one, and says why in TorchServe's error shape, as
+    # the request's fault (400), not the model's
+    r = requests.post(base + "/v1/models/linear:predict", data=b"{not json")
+    assert r.status_code == 400 and "not valid JSON" in r.json()["message"], r.text
+    # this one it reads as an empty row, which the model refuses; an archive without an
+    # example input gives no shape to blame the request by, so it is the model's failure
+    r = requests.post(base + "/v1/models/linear:predict", data=b'{"rows": []}')
+    assert r.status_code == 503 and "Prediction failed" in r.json()["message"], r.text
     b64 = base64.b64encode(b"\x00\x01").decode()
     r = requests.post(base + "/v1/models/linear:predict", json={"instances": [{"b64": b64}]})
-    assert r.status_code == 503  # the tensor handler cannot read two raw bytes: a clear error
-    assert "Prediction failed" in r.json()["message"]
+    assert r.status_code == 400  # the tensor handler cannot read two raw bytes: a clear error
+    assert "neither JSON, .npy nor torch.save" in r.json()["message"]
 
 
 def test_kserve_v2(engine):

@@ -137,12 +137,23 @@ def test_tensor_multi_input_keyed_by_name_and_tuple_output(tmp_path):
         svc.predict([request({"a": [[1, 2]]})])
 
 
-def test_tensor_bad_body_is_a_handler_error(tmp_path, linear):
+def test_tensor_bad_body_is_the_requests_fault(tmp_path, linear):
+    # a body the handler cannot read, or a shape the model refuses, is a 400 that says why;
+    # a 503 would tell the caller that the model is broken and to try again
     svc = load_service(str(make_model_dir(tmp_path, linear, schema=FP32_3)))
-    with pytest.raises(HandlerError, match="neither JSON, .npy nor torch.save"):
+    with pytest.raises(HandlerError, match="neither JSON, .npy nor torch.save") as e:
         svc.predict([request(b"\x01\x02garbage", "application/octet-stream")])
-    with pytest.raises(HandlerError):
-        svc.predict([request([[1.0, 2.0]])])  # wrong width: the model refuses it
+    assert e.value.status == 400
+    # wrong width: the model refuses it, and the error says what was sent and what it takes
+    want = r"input 'input-0' has shape \[1, 2\], but the model was archived with an example "
+    want += r"of shape \[N, 3\] .*the model raised RuntimeError: mat1 and mat2 shapes"
+    with pytest.raises(HandlerError, match=want) as e:
+        svc.predict([request([[1.0, 2.0]])])
+    assert e.value.status == 400
+    with pytest.raises(HandlerError, match=r"has shape \[1, 2\]"):
+        svc.predict([request([1.0, 2.0])])  # one sample: the batch dim is added first
+    # a batch the model takes is no mismatch: it answers
+    assert np.asarray(_json(svc.predict([request([[1.0, 2.0, 3.0]] * 2)]))[0]).shape == (2, 2)
 
 
 def test_tensor_explain_of_a_linear_model_is_input_times_weight(tmp_path, linear):

@@ -92,6 +92,13 @@ def normalise_labels(mapping: Any) -> dict[str, str] | None:
     return labels
 
 
+class InputError(ValueError):
+    """A request the built-ins cannot read: the caller's fault, answered 400 (`_handle_rows`).
+
+    Its own class, not any ValueError, so that a user's hook or model that raises keeps its
+    503 and its traceback: only our decoding knows the request is what was wrong."""
+
+
 def request_payload(row: Any) -> Any:
     """The input of one request: form field ``data``, else the raw ``body``."""
     if not isinstance(row, dict):
@@ -101,7 +108,7 @@ def request_payload(row: Any) -> Any:
             return row[key]
     if len(row) == 1:
         return next(iter(row.values()))
-    raise ValueError("the request has no body and no 'data' field")
+    raise InputError("the request has no body and no 'data' field")
 
 
 def as_bytes_or_text(payload: Any) -> Any:
@@ -122,7 +129,7 @@ def unwrapped(payload: Any, keys: tuple[str, ...], missing: str) -> Any:
     while isinstance(payload, dict):
         key = next((k for k in keys if k in payload), None)
         if key is None:
-            raise ValueError(missing)
+            raise InputError(missing)
         payload = as_bytes_or_text(payload[key])
     return payload
 
@@ -134,7 +141,7 @@ def decode_base64(text: str) -> bytes:
     try:
         return base64.b64decode(text, validate=False)
     except (binascii.Error, ValueError) as exc:
-        raise ValueError(f"the text input is not valid base64: {exc}") from exc
+        raise InputError(f"the text input is not valid base64: {exc}") from exc
 
 
 def first_tensor(output: Any) -> torch.Tensor:
@@ -440,7 +447,10 @@ class JtsBaseHandler:
         return output
 
     def _handle_rows(self, data: list[Any], explain: bool) -> list[Any]:
-        model_input = self.preprocess(data)
+        try:
+            model_input = self.preprocess(data)
+        except InputError as exc:  # TorchServe's 400, KServe's InvalidInput
+            raise prediction_error(str(exc), 400) from exc
         if explain:
             return self.explain_handle(model_input, data)
         return self.postprocess(self.inference(model_input))
@@ -488,11 +498,60 @@ class JtsBaseHandler:
         return self.model(model_input)
 
     def inference(self, model_input: Any, *args: Any, **kwargs: Any) -> Any:
-        """Run the model without autograd; retry row by row if the batch shape is refused.
+        """Run the model without autograd; a model that refuses the input is told in terms
+        of the request when the input's shape is not the archive's example's.
 
-        Models captured with a fixed batch size (an export or trace of one example) reject a
-        bigger batch; serving them one row at a time is slower but gives the right answers.
-        """
+        torch.export's own word for a wrong width is ``Guard failed: x.size()[1] == 64``,
+        which names neither the input nor the shape that was sent. The shape is only named
+        once the model has failed, as the cause to look at first: a model archived from a
+        script or eager code may take other shapes than its example's."""
+        try:
+            return self._run_model(model_input)
+        except Exception as exc:
+            # out of memory stays itself: the worker answers it as TorchServe's 507
+            ran_out = isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError"
+            mismatch = None if ran_out else self.shape_mismatch(model_input)
+            if mismatch is None:
+                raise
+            # TorchScript's own message ends with the error it wraps, after its traceback
+            said = (str(exc).strip().splitlines() or [""])[-1].strip()
+            said = (
+                said
+                if said.startswith(f"{type(exc).__name__}:")
+                else f"{type(exc).__name__}: {said}"
+            )
+            raise prediction_error(f"{mismatch} (the model raised {said})", 400) from exc
+
+    def shape_mismatch(self, model_input: Any) -> str | None:
+        """The first input whose shape differs from the schema's beyond the batch dim."""
+        names = [self.input_name(i) for i in range(len(self.input_specs()))]
+        expected = dict(zip(names, (self.input_shape(i) for i in range(len(names))), strict=True))
+        if isinstance(model_input, dict):
+            sent = list(model_input.items())
+        elif isinstance(model_input, (tuple, list)):
+            sent = [(self.input_name(i), t) for i, t in enumerate(model_input)]
+        else:
+            sent = [(self.input_name(0), model_input)]
+        for name, tensor in sent:
+            shape = expected.get(name)
+            if not shape or not isinstance(tensor, torch.Tensor):
+                continue
+            got = list(tensor.shape)
+            fixed = [d if isinstance(d, int) and d > 0 else None for d in shape[1:]]
+            fits = len(got) == len(shape) and all(
+                f in (None, g) for f, g in zip(fixed, got[1:], strict=True)
+            )
+            if not fits:
+                want = ", ".join(["N", *("?" if f is None else str(f) for f in fixed)])
+                return (
+                    f"input {name!r} has shape {got}, but the model was archived with an "
+                    f"example of shape [{want}] (N: any batch size)"
+                )
+        return None
+
+    def _run_model(self, model_input: Any) -> Any:
+        """Models captured with a fixed batch size (an export or trace of one example) reject
+        a bigger batch: they are run one row at a time, slower but with the right answers."""
         with torch.inference_mode():
             try:
                 return self._call_model(model_input)
@@ -886,11 +945,11 @@ class ImageHandlerBase(JtsBaseHandler):
             if tensor.dim() == 4 and tensor.shape[0] == 1:
                 tensor = tensor[0]
             if tensor.dim() != 3:
-                raise ValueError(
+                raise InputError(
                     f"a list image must be [C, H, W] or [H, W], not {list(tensor.shape)}"
                 )
             return tensor
-        raise TypeError(f"cannot read an image from {type(payload).__name__}")
+        raise InputError(f"cannot read an image from {type(payload).__name__}")
 
     def open_image(self, raw: bytes) -> Any:
         from PIL import Image, UnidentifiedImageError
@@ -899,7 +958,7 @@ class ImageHandlerBase(JtsBaseHandler):
             image = Image.open(io.BytesIO(raw))
             image.load()
         except (UnidentifiedImageError, OSError) as exc:
-            raise ValueError(f"the request body is not an image Pillow can read: {exc}") from exc
+            raise InputError(f"the request body is not an image Pillow can read: {exc}") from exc
         return image
 
     def image_to_tensor(self, image: Any) -> torch.Tensor:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from jts_base import JtsBaseHandler, as_bytes_or_text, request_payload
+from jts_base import InputError, JtsBaseHandler, as_bytes_or_text, request_payload
 
 NPY_MAGIC = b"\x93NUMPY"
 ZIP_MAGIC = b"PK\x03\x04"
@@ -51,11 +51,11 @@ def decode_payload(payload: Any, content_type: str = "") -> Any:
                 return json.loads(payload.decode("utf-8"))
             except (UnicodeDecodeError, ValueError) as exc:
                 if payload[:4] != ZIP_MAGIC:
-                    raise ValueError(f"the request body is not valid JSON: {exc}") from exc
+                    raise InputError(f"the request body is not valid JSON: {exc}") from exc
         try:
             return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise ValueError(
+            raise InputError(
                 "the request body is neither JSON, .npy nor torch.save bytes "
                 f"({type(exc).__name__}: {exc})"
             ) from exc
@@ -63,7 +63,7 @@ def decode_payload(payload: Any, content_type: str = "") -> Any:
         try:
             return json.loads(payload)
         except ValueError as exc:
-            raise ValueError(f"the request body is not valid JSON: {exc}") from exc
+            raise InputError(f"the request body is not valid JSON: {exc}") from exc
     return payload
 
 
@@ -101,11 +101,11 @@ class TensorHandler(JtsBaseHandler):
             if len(value) == 1 and len(names) <= 1:
                 return [next(iter(value.values()))]
             expected = ", ".join(names) if names else "'data'"
-            raise ValueError(f"the JSON object needs the keys {expected}, got {sorted(value)}")
+            raise InputError(f"the JSON object needs the keys {expected}, got {sorted(value)}")
         if isinstance(value, (list, tuple)) and len(names) > 1:
             if len(value) == len(names) and all(isinstance(v, torch.Tensor) for v in value):
                 return list(value)
-            raise ValueError(
+            raise InputError(
                 f"this model takes {len(names)} inputs ({', '.join(names)}): send a JSON object "
                 f"keyed by input name"
             )
@@ -147,7 +147,7 @@ class TensorHandler(JtsBaseHandler):
         else:
             array = np.asarray(value)
             if array.dtype == object:
-                raise ValueError(
+                raise InputError(
                     "the input is a ragged nested list; every row needs the same length"
                 )
             tensor = torch.from_numpy(np.ascontiguousarray(array))
@@ -182,7 +182,7 @@ class TensorHandler(JtsBaseHandler):
                 added_any = added_any or added
             rows = len(tensors[0])
             if any(len(t) != rows for t in tensors):
-                raise ValueError("all inputs of one request need the same first dimension")
+                raise InputError("all inputs of one request need the same first dimension")
             if not per_input:
                 per_input = [[] for _ in tensors]
             for bucket, tensor in zip(per_input, tensors, strict=False):

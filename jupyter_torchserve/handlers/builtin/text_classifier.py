@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 from jts_base import (
+    InputError,
     JtsBaseHandler,
     captum_attr,
     finite_float,
@@ -105,7 +106,7 @@ class TextClassifier(JtsBaseHandler):
             return payload.decode("utf-8")
         if isinstance(payload, str):
             return payload
-        raise TypeError(f"cannot read text from {type(payload).__name__}")
+        raise InputError(f"cannot read text from {type(payload).__name__}")
 
     def words(self, text: str) -> list[str]:
         """The words the model sees, in order (before the vocabulary maps them to ids)."""

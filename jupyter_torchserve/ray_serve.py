@@ -110,10 +110,7 @@ class TorchServeModel:
     @serve.batch(max_batch_size=1, batch_wait_timeout_s=0.1)
     async def _predict(self, batch: list[RequestInput]) -> list[ResponseOutput | HandlerError]:
         # in a thread: the replica keeps taking requests (the next batch) meanwhile
-        try:
-            return await asyncio.to_thread(self.service.predict, batch)
-        except HandlerError as e:
-            return [e] * len(batch)
+        return await asyncio.to_thread(self.service.predict_each, batch)
 
     async def _run(self, items: list[Params], headers: dict[str, str]) -> list[Reply]:
         """One request's items through the batcher, as the engine's `run_jobs` does."""

@@ -157,6 +157,31 @@ def test_handler_exception_is_503_with_its_message_and_worker_survives(engine):
         client.unregister("fails")
 
 
+def test_a_bad_request_fails_alone_not_the_batch_it_was_put_in(engine):
+    """Requests queued behind a busy worker go out as one batch; the one the handler cannot
+    take gets its own error, and the others their answers, not its message."""
+    info, client, _ = engine
+    client.register(
+        "probe-1.0.mar", model_name="mixed", initial_workers=1, batch_size=4, max_batch_delay=3000
+    )
+    try:
+        url = info["inference_address"] + "/predictions/mixed"
+        with ThreadPoolExecutor(4) as pool:
+            busy = pool.submit(requests.post, url, json={"sleep": 1.5}, timeout=60)
+            time.sleep(0.5)  # the worker is busy: the next three wait for it, together
+            bodies = [{"echo": 1}, {"raise": "bad pixel"}, {"echo": 3}]
+            answers = list(pool.map(lambda b: requests.post(url, json=b, timeout=60), bodies))
+        assert busy.result().status_code == 200
+        assert [a.status_code for a in answers] == [200, 503, 200]
+        assert [answers[0].json()["echo"], answers[2].json()["echo"]] == [1, 3]
+        assert "probe asked to fail: bad pixel" in answers[1].json()["message"]
+        # they were batched, and answered one at a time after the batch failed
+        assert "a batch of 3 failed: each request is run alone" in client.logs("mixed")
+        assert [answers[0].json()["batch"], answers[2].json()["batch"]] == [1, 1]
+    finally:
+        client.unregister("mixed")
+
+
 def test_response_timeout_kills_and_replaces_the_worker(engine):
     info, client, _ = engine
     client.register("probe-1.0.mar", model_name="stuck", initial_workers=1, response_timeout=1)

@@ -221,3 +221,34 @@ def test_threads_per_worker_leave_a_core_to_the_event_loop():
     assert _pool(8, planned=0).threads_per_worker() == 7  # nothing asked for yet
     assert _pool(4, planned=16).threads_per_worker() == 1
     assert _pool(8, planned=1, worker_threads=2).threads_per_worker() == 2
+
+
+def test_each_request_of_a_batch_gets_its_own_answer_or_error():
+    """A worker whose batch failed and was run again one request at a time answers in one
+    result frame: the requests that passed get their replies, each that failed its own
+    error and status; a chunk streamed by a request run alone goes to that request."""
+    from jupyter_torchserve.engine.errors import ApiError
+    from jupyter_torchserve.engine.jobs import Job
+
+    async def scenario() -> None:
+        pool = _pool(2, [])
+        worker = Worker(_Model(), pool, "9000", None, lambda records: None)
+        loop = asyncio.get_running_loop()
+        jobs = [Job(str(i), {}, [], loop.create_future()) for i in range(3)]
+        chunks: list = []
+        jobs[2].on_chunk = chunks.append
+        worker.inflight = {7: (jobs, None)}
+        ok = {"s": 200, "ct": "application/json", "r": "OK", "h": {}}
+        stream = [{**ok, "i": 2, "o": 0, "n": 5}]
+        worker._on_frame({"op": "stream", "batch": 7, "resps": stream}, memoryview(b"chunk"))
+        failed = {"message": "PredictionException: bad", "traceback": "tb", "status": 400}
+        resps = [{**ok, "o": 0, "n": 1}, {"e": failed}, {**ok, "o": 1, "n": 1}]
+        worker._on_frame({"op": "result", "batch": 7, "resps": resps}, memoryview(b"12"))
+        assert [c.body for c in chunks] == [b"chunk"]  # to the request that streamed it
+        assert jobs[0].future.result().body == b"1" and jobs[2].future.result().body == b"2"
+        err = jobs[1].future.exception()
+        assert isinstance(err, ApiError) and err.status == 400
+        assert err.message == "Prediction failed: PredictionException: bad"
+        assert worker.inflight == {} and worker.batches_served == 1
+
+    asyncio.run(scenario())

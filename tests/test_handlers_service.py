@@ -212,6 +212,66 @@ def test_prediction_exception_code_is_kept(tmp_path):
     assert info.value.status == 413
 
 
+PICKY = """
+    from ts.handler_utils.utils import send_intermediate_predict_response
+    from ts.utils.util import PredictionException
+
+    def handle(data, context):
+        if data is None:
+            return None
+        if context.get_request_header(0, "stream"):
+            send_intermediate_predict_response(
+                ["chunk"] * len(data), context.request_ids, "Intermediate", 200, context
+            )
+        for row in data:
+            if row["body"].get("oom"):
+                raise MemoryError("no room")
+            if row["body"].get("bad"):
+                raise PredictionException(f"request {row['body']['bad']} is bad", 400)
+        return [row["body"]["x"] * 2 for row in data]
+"""
+
+
+def test_a_failed_batch_answers_each_request_alone(tmp_path):
+    # one bad request must not fail the requests it happened to be batched with, nor give
+    # them its message: each gets its own answer, the bad ones each their own error
+    svc = load_service(str(_handler_dir(tmp_path, PICKY)))
+    batch = [request({"x": 1}), request({"bad": "b1"}), request({"x": 3}), request({"bad": "b2"})]
+    out = svc.predict_each(batch)
+    assert [json.loads(o.body) for o in (out[0], out[2])] == [2, 6]
+    assert [(o.status, o.message) for o in (out[1], out[3])] == [
+        (400, "PredictionException: request b1 is bad : 400"),
+        (400, "PredictionException: request b2 is bad : 400"),
+    ]
+    # a batch that is fine runs once, as a batch
+    assert [json.loads(o.body) for o in svc.predict_each(batch[::2])] == [2, 6]
+
+
+def test_what_is_not_retried_alone_fails_as_one(tmp_path):
+    svc = load_service(str(_handler_dir(tmp_path, PICKY)))
+    # out of memory: the batch is what did not fit, and the engine judges its worker by it
+    out = svc.predict_each([request({"x": 1}), request({"oom": 1})])
+    assert out[0] is out[1] and out[0].status == 507
+    # a batch that streamed already: its chunks are out, a second run would send them again
+    chunks: list = []
+    svc.set_stream_callback(chunks.append)
+    streamed = [request({"x": 1}, headers={"stream": "1"}), request({"x": 2})]
+    assert [o.body for o in svc.predict_each(streamed)] == [b"2", b"4"]  # fine: once
+    assert len(chunks) == 1
+    out = svc.predict_each([*streamed, request({"bad": "b"})])
+    assert isinstance(out[0], HandlerError) and out[0] is out[1] is out[2]
+
+
+def test_a_request_retried_alone_streams_to_its_own_place(tmp_path):
+    svc = load_service(str(_handler_dir(tmp_path, PICKY)))
+    places: list = []
+    svc.set_stream_callback(lambda outputs: places.append(svc.batch_rows))
+    bad_first = [request({"bad": "b"}), request({"x": 2}, headers={"stream": "1"})]
+    out = svc.predict_each(bad_first)
+    assert out[0].status == 400 and out[1].body == b"4"
+    assert places == [[1]] and svc.batch_rows is None
+
+
 def test_serialisation_and_per_request_response_settings(tmp_path):
     source = """
         import numpy as np

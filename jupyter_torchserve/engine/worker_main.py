@@ -179,13 +179,19 @@ def _install_stream_hook(service: Any, conn: SyncConnection) -> None:
     state: dict[str, Any] = {"batch": None}
 
     def send(outputs: list[Any]) -> None:
-        metas = [
-            {"s": o.status, "ct": o.content_type, "r": o.reason, "h": o.headers} for o in outputs
-        ]
+        metas = _metas(outputs)
+        if service.batch_rows is not None:  # a request of the batch, retried alone
+            for meta, row in zip(metas, service.batch_rows, strict=True):
+                meta["i"] = row
         _send_result(conn, "stream", state["batch"], metas, [o.body for o in outputs])
 
     service.set_stream_callback(send)
     service._stream_state = state
+
+
+def _metas(outputs: list[Any]) -> list[dict[str, Any]]:
+    """How each answer's body is sent: status, content type, reason, headers."""
+    return [{"s": o.status, "ct": o.content_type, "r": o.reason, "h": o.headers} for o in outputs]
 
 
 def _drain_metrics(service: Any) -> list[dict[str, Any]]:
@@ -271,7 +277,10 @@ def _infer(conn: SyncConnection, service: Any, header: dict[str, Any], payload: 
         requests.append(RequestInput(request_id=req["id"], headers=req["h"], params=params))
     t0 = time.perf_counter()
     try:
-        outputs = service.predict(requests)
+        outputs = service.predict_each(requests)
+        failed = outputs[0] if outputs else None
+        if isinstance(failed, HandlerError) and all(o is failed for o in outputs):
+            raise failed  # the batch failed as one: out of memory, a lone request
     except HandlerError as e:
         if e.cuda_oom:
             # what the batch held is freed as its exception unwinds; the allocator's cache
@@ -305,9 +314,20 @@ def _infer(conn: SyncConnection, service: Any, header: dict[str, Any], payload: 
         )
         return
     compute_ms = (time.perf_counter() - t0) * 1000
-    metas = [{"s": o.status, "ct": o.content_type, "r": o.reason, "h": o.headers} for o in outputs]
-    _send_result(
-        conn, "result", batch_id, metas, [o.body for o in outputs], _drain_metrics(service)
-    )
+    metas, bodies = [], []
+    for o in outputs:
+        if isinstance(o, HandlerError):  # this request failed alone; the others answered
+            log.error("handler failed on a request:\n%s", o.traceback_text)
+            failure = {
+                "message": o.message,
+                "traceback": _tail(o.traceback_text),
+                "status": o.status,
+            }
+            metas.append({"e": failure})
+            bodies.append(b"")
+        else:
+            metas.extend(_metas([o]))
+            bodies.append(o.body)
+    _send_result(conn, "result", batch_id, metas, bodies, _drain_metrics(service))
     if compute_ms > 1000:
         log.info("batch of %d took %.0f ms", len(requests), compute_ms)

@@ -310,6 +310,22 @@ class Worker:
             if self.link is not None:
                 self.link.close()
 
+    def _failure(self, frame: dict[str, Any]) -> ApiError:
+        """The answer to a failed request or batch, from the worker's error fields."""
+        message = frame.get("message", "Prediction failed")
+        if frame.get("oom") is True:  # "Out of resources: CUDA out of memory on ..."
+            self.cuda_ooms += 1
+            self.last_cuda_oom = time.monotonic()
+            log.warning("worker %s of %s: %s", self.id, self.version.name, message)
+        else:
+            message = f"Prediction failed: {message}"
+        return ApiError(
+            error_status(frame.get("status")),
+            "InternalServerException",
+            message,
+            traceback=str(frame.get("traceback") or ""),
+        )
+
     def _on_frame(self, header: dict[str, Any], payload: memoryview) -> None:
         op = header["op"]
         if header.get("m"):
@@ -327,7 +343,14 @@ class Worker:
                 if timer is not None:
                     timer.cancel()
                 self._batch_ended(began)
-            for job, meta in zip(jobs, header["resps"], strict=False):
+            for idx, meta in enumerate(header["resps"]):
+                place = meta.get("i", idx)  # a chunk of a request retried alone names it
+                if not 0 <= place < len(jobs):
+                    continue
+                job = jobs[place]
+                if "e" in meta:  # it failed alone (handlers/service.predict_each)
+                    job.fail(self._failure(meta["e"]))
+                    continue
                 off, n = meta["o"], meta["n"]
                 reply = Reply(
                     meta["s"],
@@ -349,19 +372,7 @@ class Worker:
         elif op == "error":
             entry = self.inflight.pop(header["batch"], None)
             waiter = self.describe_waiters.pop(header["batch"], None)
-            message = header.get("message", "Prediction failed")
-            if header.get("oom") is True:  # "Out of resources: CUDA out of memory on ..."
-                self.cuda_ooms += 1
-                self.last_cuda_oom = time.monotonic()
-                log.warning("worker %s of %s: %s", self.id, self.version.name, message)
-            else:
-                message = f"Prediction failed: {message}"
-            err = ApiError(
-                error_status(header.get("status")),
-                "InternalServerException",
-                message,
-                traceback=str(header.get("traceback") or ""),
-            )
+            err = self._failure(header)
             if waiter is not None and not waiter.done():
                 waiter.set_exception(err)
             if entry is not None:

@@ -341,6 +341,10 @@ class Service:
         self.handler = handler
         self._entry = entry
         self._stream_callback: Callable[[list[ResponseOutput]], None] | None = None
+        #: The places in the batch the running ``handle`` call answers (None: every one); a
+        #: request retried alone streams to its own place (the worker names it per chunk).
+        self.batch_rows: list[int] | None = None
+        self._streamed = False
 
     @property
     def handler_instance(self) -> Any:
@@ -366,6 +370,7 @@ class Service:
                 )
             for idx in range(len(outputs)):
                 self.context.set_response_header(idx, "ts_stream_next", "true")
+            self._streamed = True
             callback(self._serialize(outputs))
 
         self.context._send_intermediate = send
@@ -410,6 +415,35 @@ class Service:
             reason = phrase or _reason(status)
             responses.append(ResponseOutput(body, content_type, status, reason, headers))
         return responses
+
+    def predict_each(self, batch: list[RequestInput]) -> list[ResponseOutput | HandlerError]:
+        """Run one batch and answer each request with its output or its own error.
+
+        A batch the handler fails is run again one request at a time, so one unreadable or
+        misshapen request fails alone with its own message, and the requests that happened
+        to be batched with it are answered. TorchServe fails every request of such a batch
+        with the first one's error. Not retried: a lone request, out of memory (the engine
+        judges the worker by it, and the batch is what did not fit), and a batch that has
+        streamed already (its chunks are out and cannot be taken back).
+        """
+        self._streamed = False
+        try:
+            return list(self.predict(batch))
+        except HandlerError as failed:
+            if len(batch) == 1 or failed.status == 507 or self._streamed:
+                return [failed] * len(batch)
+        logger.info("a batch of %d failed: each request is run alone", len(batch))
+        answers: list[ResponseOutput | HandlerError] = []
+        try:
+            for idx, request in enumerate(batch):
+                self.batch_rows = [idx]
+                try:
+                    answers.extend(self.predict([request]))
+                except HandlerError as alone:
+                    answers.append(alone)
+        finally:
+            self.batch_rows = None
+        return answers
 
     def predict(self, batch: list[RequestInput]) -> list[ResponseOutput]:
         """Run one batch through the handler; raises :class:`HandlerError` on any failure."""

@@ -83,6 +83,17 @@ def test_an_onnx_export_serves_the_kernels_answers_from_a_worker_without_torch(
     got = torch.tensor(v2["outputs"][0]["data"]).reshape(2, 10)
     assert float((got - want[:2]).abs().max()) < 1e-4
 
+    # a request of the wrong shape, or one it cannot read, is the caller's fault: a 400
+    # with ONNX Runtime's reason, and the worker serves on (still without torch, below)
+    for bad, says in (
+        ([[1.0, 2.0]], "Invalid rank for input: input-0 Got: 2 Expected: 4"),
+        ("{oops", "the request body is not valid JSON"),
+    ):
+        with pytest.raises(api.TorchServeError, match=says) as failed:
+            api.predict("cnn_onnx", bad)
+        assert failed.value.status == 400
+    assert len(api.predict("cnn_onnx", batch[:1].tolist())) == 1
+
     (worker,) = api.describe("cnn_onnx").versions[0]["workers"]
     libraries = _loaded_libraries(int(worker["pid"]))
     assert any(name.startswith("libonnxruntime") or "onnxruntime" in name for name in libraries)

@@ -42,6 +42,18 @@ def providers(gpu_id: Any) -> list[Any]:
     return ["CPUExecutionProvider"]
 
 
+def bad_request(exc: Exception) -> Exception:
+    """``exc`` as the request's fault: TorchServe's ``PredictionException`` with 400 (under
+    our engine, its torch-free compat copy), KServe's InvalidInput, not the 503 of a broken
+    model. Imported when a request fails, so the module still defines one class; without
+    ``ts`` (the class used directly) the error stays itself."""
+    try:
+        from ts.utils.util import PredictionException
+    except ImportError:
+        return exc
+    return PredictionException(str(exc), 400)
+
+
 class OnnxHandler:
     def __init__(self) -> None:
         self.session: Any = None
@@ -87,7 +99,10 @@ class OnnxHandler:
             except (UnicodeDecodeError, ValueError) as exc:
                 raise ValueError(f"the request body is neither JSON nor .npy: {exc}") from exc
         if isinstance(payload, str):
-            return json.loads(payload)
+            try:
+                return json.loads(payload)
+            except ValueError as exc:
+                raise ValueError(f"the request body is not valid JSON: {exc}") from exc
         return payload
 
     def _split_inputs(self, value: Any) -> list[Any]:
@@ -148,4 +163,16 @@ class OnnxHandler:
     def handle(self, data: list[Any] | None, context: Any) -> list[Any] | None:
         if data is None:
             return None
-        return self.postprocess(self.inference(self.preprocess(data)))
+        try:  # all of it is this file's decoding: no hook of the user's runs here
+            feed = self.preprocess(data)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise bad_request(exc) from exc
+        try:
+            outputs = self.inference(feed)
+        except Exception as exc:
+            # ONNX Runtime's own error for a wrong shape or type names the input and the
+            # dimension ("Got invalid dimensions for input: x ... Got: 2 Expected: 3")
+            if type(exc).__name__ != "InvalidArgument":
+                raise
+            raise bad_request(exc) from exc
+        return self.postprocess(outputs)

@@ -171,6 +171,8 @@ def test_bad_exports_are_refused_clearly(mar: Path, tmp_path: Path) -> None:
     not_mar.write_text("no zip")
     with pytest.raises(Exception, match="x.mar"):
         export(not_mar, out=tmp_path / "b")
+    with pytest.raises(ExportError, match="gone.mar does not exist"):
+        export(tmp_path / "gone.mar", out=tmp_path / "b")
 
 
 @pytest.mark.slow
@@ -187,6 +189,9 @@ def test_export_of_a_served_model_carries_what_is_served(tmp_path: Path) -> None
         b = export("lin", to="kserve", out=tmp_path / "k", client=client)
         t = export("lin", to="t9k", out=tmp_path / "t", client=client)
         one = export("lin", to="kserve", out=tmp_path / "one", client=client, version="1.0")
+        with pytest.raises(ExportError, match="the engine serves no model 'nope'"):
+            export("nope", to="kserve", out=tmp_path / "nope", client=client)
+        assert not (tmp_path / "nope").exists()  # nothing written for it
     props = parse_properties((b.out / "config/config.properties").read_text())
     versions = parse_model_snapshot(props["model_snapshot"])["models"]["lin"]
     assert versions["1.0"] == {

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
+from ..contract import EngineError
+
 if TYPE_CHECKING:
     from ..client import Client
 
@@ -103,6 +105,8 @@ def take_snapshot(
 def from_archive(path: Path, version: str | None = None) -> ModelSnapshot:
     from ..archive.reader import is_archive, read_manifest
 
+    if not path.exists():
+        raise ExportError(f"{path} does not exist: name a .mar that does, or a served model")
     if not is_archive(path):
         raise ExportError(f"{path} is not a model archive (.mar, .tar.gz or archive folder)")
     model = read_manifest(path).get("model", {})
@@ -124,7 +128,15 @@ def from_engine(client: EngineChoice, name: str, version: str | None = None) -> 
         client = Client.from_discovery(timeout=30)
     elif callable(client):
         client = client()
-    default = client.describe(name)[0]["modelVersion"]
+    try:
+        default = client.describe(name)[0]["modelVersion"]
+    except EngineError as exc:
+        if exc.status != 404:
+            raise
+        raise ExportError(
+            f"the engine serves no model {name!r}: export one that `%torchserve list` shows, "
+            "or the path of its .mar"
+        ) from exc
     described = client.describe(name, "all")
     if version is not None:
         described = [d for d in described if d["modelVersion"] == version]

@@ -154,6 +154,13 @@ def test_bad_inference_requests_get_their_status_and_the_engine_keeps_serving(en
     with pytest.raises(grpc.RpcError) as e:
         s.inference.Predictions(failing, metadata=md)
     assert e.value.code() == grpc.StatusCode.UNAVAILABLE and "boom" in e.value.details()
+    # a body the built-in handler cannot read is the caller's fault: INVALID_ARGUMENT, which
+    # a gRPC client does not retry, where UNAVAILABLE tells it to
+    unreadable = ts.PredictionsRequest(model_name="linear", input={"body": b"{not json"})
+    with pytest.raises(grpc.RpcError) as e:
+        s.inference.Predictions(unreadable, metadata=md)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, e.value.details()
+    assert "not valid JSON" in e.value.details()
     ok = ts.PredictionsRequest(model_name="probe", input={"body": b'{"echo": "still"}'})
     assert json.loads(s.inference.Predictions(ok, metadata=md).prediction)["echo"] == "still"
 

@@ -284,6 +284,19 @@ def test_mlp_tensor_handler_same_answers(
             assert torch.allclose(t_theirs, expected, rtol=1e-4, atol=1e-5), (
                 f"{what}: TorchServe {theirs} vs the in-memory model {expected.tolist()}"
             )
+        # the request's own mistakes: a 400 naming them from both, as the handler raises
+        # TorchServe's PredictionException where TorchServe serves it
+        mistakes = {
+            b"{not json": "the request body is not valid JSON",
+            json.dumps(x[:, :4].tolist()).encode(): "has shape [3, 4], but the model was archived",
+        }
+        for body, says in mistakes.items():
+            for server, address in (
+                ("TorchServe", torchserve.inference),
+                ("ours", engine["inference_address"]),
+            ):
+                r = predict(address, name, data=body, headers=as_json)
+                assert r.status_code == 400 and says in r.json()["message"], f"{server}: {r.text}"
 
 
 @pytest.mark.parametrize("fmt", ["export", "torchscript", "eager"])

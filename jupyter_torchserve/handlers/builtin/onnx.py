@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import sys
 from typing import Any
 
 import numpy as np
@@ -43,18 +44,22 @@ def providers(gpu_id: Any) -> list[Any]:
 
 
 def bad_request(exc: Exception) -> Exception:
-    """``exc`` as the request's fault: TorchServe's ``PredictionException`` with 400 (under
-    our engine, its torch-free compat copy), KServe's InvalidInput, not the 503 of a broken
-    model. Imported when a request fails, so the module still defines one class; without
-    ``ts`` (the class used directly) the error stays itself."""
-    try:
-        from ts.utils.util import PredictionException
-    except ImportError:
-        return exc
-    return PredictionException(str(exc), 400)
+    """``exc`` as the request's fault, answered 400 (KServe's InvalidInput), not the 503 of
+    a broken model: TorchServe's own ``PredictionException`` inside TorchServe, whose
+    worker has always loaded it (looked up, never imported: built-ins do not import
+    ``ts``), else the handler's own, which our runtime answers by its ``error_code``."""
+    runtime = getattr(sys.modules.get("ts.utils.util"), "PredictionException", None)
+    if isinstance(runtime, type) and issubclass(runtime, Exception):
+        return runtime(str(exc), 400)
+    return OnnxHandler.PredictionException(str(exc))
 
 
 class OnnxHandler:
+    class PredictionException(Exception):
+        """Named as TorchServe's; nested, so that the module still defines one class."""
+
+        error_code = 400
+
     def __init__(self) -> None:
         self.session: Any = None
         self.initialized = False

@@ -76,6 +76,40 @@ def test_a_cuda_oom_in_the_handler_is_torchserves_507_saying_what_ran_out(tmp_pa
     assert json.loads(svc.predict([request({})])[0].body)["pid"] > 0  # still serves
 
 
+def test_a_request_that_runs_out_alone_is_answered_507_and_the_cache_released(
+    tmp_path, monkeypatch
+):
+    """A batch that fails for another reason is run one request at a time; one of them
+    running out of memory alone gets 507, flagged so the engine counts it, and the worker
+    empties the cache as it does for a batch."""
+    from jupyter_torchserve.engine import worker_main
+
+    svc = _service(tmp_path)
+    svc._stream_state = {"batch": None}
+    released: list[bool] = []
+    monkeypatch.setattr(worker_main, "release_cuda_cache", lambda: released.append(True))
+    bodies = [json.dumps(b).encode() for b in ({"value": 1}, {"oom": 1}, {})]
+    offsets = [sum(map(len, bodies[:i])) for i in range(len(bodies))]
+    reqs = [
+        {"id": str(i), "h": {}, "p": [["body", "application/json", off, len(b)]]}
+        for i, (off, b) in enumerate(zip(offsets, bodies, strict=True))
+    ]
+    sent: list = []
+
+    class _Conn:
+        def send(self, header, bodies=()):
+            sent.append(header)
+
+    header = {"op": "infer", "batch": 4, "reqs": reqs}
+    worker_main._infer(_Conn(), svc, header, memoryview(b"".join(bodies)))
+    (frame,) = sent
+    assert frame["op"] == "result"
+    first, second, third = frame["resps"]
+    assert first["e"]["status"] == 503 and not first["e"]["oom"]
+    assert second["e"]["status"] == 507 and second["e"]["oom"] is True
+    assert third["s"] == 200 and released == [True]
+
+
 def test_is_cuda_oom_reads_the_type_and_cudas_words():
     import torch
 

@@ -318,12 +318,10 @@ def _infer(conn: SyncConnection, service: Any, header: dict[str, Any], payload: 
     for o in outputs:
         if isinstance(o, HandlerError):  # this request failed alone; the others answered
             log.error("handler failed on a request:\n%s", o.traceback_text)
-            failure = {
-                "message": o.message,
-                "traceback": _tail(o.traceback_text),
-                "status": o.status,
-            }
-            metas.append({"e": failure})
+            if o.cuda_oom:  # one request alone did not fit: as for a batch, above
+                release_cuda_cache()
+            failure = {"message": o.message, "traceback": _tail(o.traceback_text)}
+            metas.append({"e": {**failure, "status": o.status, "oom": o.cuda_oom}})
             bodies.append(b"")
         else:
             metas.extend(_metas([o]))

@@ -514,12 +514,9 @@ class JtsBaseHandler:
             if mismatch is None:
                 raise
             # TorchScript's own message ends with the error it wraps, after its traceback
-            said = (str(exc).strip().splitlines() or [""])[-1].strip()
-            said = (
-                said
-                if said.startswith(f"{type(exc).__name__}:")
-                else f"{type(exc).__name__}: {said}"
-            )
+            last = (str(exc).strip().splitlines() or [""])[-1].strip()
+            kind = type(exc).__name__
+            said = last if last.startswith(f"{kind}:") else f"{kind}: {last}"
             raise prediction_error(f"{mismatch} (the model raised {said})", 400) from exc
 
     def shape_mismatch(self, model_input: Any) -> str | None:

@@ -14,8 +14,6 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
-from ..contract import EngineError
-
 if TYPE_CHECKING:
     from ..client import Client
 
@@ -128,15 +126,7 @@ def from_engine(client: EngineChoice, name: str, version: str | None = None) -> 
         client = Client.from_discovery(timeout=30)
     elif callable(client):
         client = client()
-    try:
-        default = client.describe(name)[0]["modelVersion"]
-    except EngineError as exc:
-        if exc.status != 404:
-            raise
-        raise ExportError(
-            f"the engine serves no model {name!r}: export one that `%torchserve list` shows, "
-            "or the path of its .mar"
-        ) from exc
+    default = client.describe(name)[0]["modelVersion"]
     described = client.describe(name, "all")
     if version is not None:
         described = [d for d in described if d["modelVersion"] == version]

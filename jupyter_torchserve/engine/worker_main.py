@@ -268,6 +268,24 @@ def serve(conn: SyncConnection, service: Any) -> None:
             return
 
 
+def _failure(e: HandlerError, what: str) -> dict[str, Any]:
+    """Log a handler's failure on `what` and return the fields the engine answers it with.
+
+    Out of memory: what the batch held is freed as its exception unwinds; the allocator's
+    cache goes back too, so the next batch (or a neighbour on the device) has room."""
+    if e.cuda_oom:
+        release_cuda_cache()
+        log.error("%s\n%s", e.message, e.traceback_text)
+    else:
+        log.error("handler failed on %s:\n%s", what, e.traceback_text)
+    return {
+        "message": e.message,
+        "traceback": _tail(e.traceback_text),
+        "status": e.status,  # what TorchServe answers: a PredictionException's code
+        "oom": e.cuda_oom,  # the engine counts it and judges a later death by it
+    }
+
+
 def _infer(conn: SyncConnection, service: Any, header: dict[str, Any], payload: memoryview) -> None:
     batch_id = header["batch"]
     service._stream_state["batch"] = batch_id
@@ -282,23 +300,9 @@ def _infer(conn: SyncConnection, service: Any, header: dict[str, Any], payload: 
         if isinstance(failed, HandlerError) and all(o is failed for o in outputs):
             raise failed  # the batch failed as one: out of memory, a lone request
     except HandlerError as e:
-        if e.cuda_oom:
-            # what the batch held is freed as its exception unwinds; the allocator's cache
-            # goes back too, so the next batch (or a neighbour on the device) has room
-            release_cuda_cache()
-            log.error("%s\n%s", e.message, e.traceback_text)
-        else:
-            log.error("handler failed on a batch of %d:\n%s", len(requests), e.traceback_text)
+        what = f"a batch of {len(requests)}"
         conn.send(
-            {
-                "op": "error",
-                "batch": batch_id,
-                "message": e.message,
-                "traceback": _tail(e.traceback_text),
-                "status": e.status,  # what TorchServe answers: a PredictionException's code
-                "oom": e.cuda_oom,  # the engine counts it and judges a later death by it
-                "m": _drain_metrics(service),
-            }
+            {"op": "error", "batch": batch_id, **_failure(e, what), "m": _drain_metrics(service)}
         )
         return
     except Exception as e:  # noqa: BLE001 - a bug in our runtime must not kill the worker
@@ -317,11 +321,7 @@ def _infer(conn: SyncConnection, service: Any, header: dict[str, Any], payload: 
     metas, bodies = [], []
     for o in outputs:
         if isinstance(o, HandlerError):  # this request failed alone; the others answered
-            log.error("handler failed on a request:\n%s", o.traceback_text)
-            if o.cuda_oom:  # one request alone did not fit: as for a batch, above
-                release_cuda_cache()
-            failure = {"message": o.message, "traceback": _tail(o.traceback_text)}
-            metas.append({"e": {**failure, "status": o.status, "oom": o.cuda_oom}})
+            metas.append({"e": _failure(o, "a request")})
             bodies.append(b"")
         else:
             metas.extend(_metas([o]))

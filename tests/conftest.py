@@ -38,12 +38,31 @@ def _no_engine_pinned_from_an_earlier_test():
     yield
 
 
+#: The built-in handler modules as a kernel has them (`handlers.builtins`), by name
+_KERNEL_BUILTINS: dict = {}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _builtin_handler_modules() -> None:
+    import sys
+
+    import jupyter_torchserve.handlers.builtins  # noqa: F401 - loads them as jts_* modules
+
+    _KERNEL_BUILTINS.update((n, m) for n, m in sys.modules.items() if n.startswith("jts_"))
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_runtest_teardown(item, nextitem):
     """After a test's fixtures are torn down: close the browser tests' shared engine and lab
-    (tests/_browser_helpers.py) once the next test no longer uses them."""
+    (tests/_browser_helpers.py) once the next test no longer uses them; and put back the
+    kernel's built-in handler modules.
+
+    A worker loads one archive in its own process; a test that calls `load_service` in this
+    one leaves the archive's copies in `sys.modules` (`jts_base`, ...), and a later in-process
+    archive of a built-in subclass would then take `JtsBaseHandler` for notebook code."""
     import sys
 
     helpers = sys.modules.get("_browser_helpers")
     if helpers is not None:
         helpers.release_shared(nextitem)
+    sys.modules.update(_KERNEL_BUILTINS)

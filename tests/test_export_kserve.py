@@ -8,6 +8,7 @@ and on our engine through the image's `torchserve` shim.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -81,6 +82,14 @@ def boot(
     ), ports
 
 
+def form_typed_v1(ports: list[int], notebook: NotebookModel) -> requests.Response:
+    """A v1 body sent as `curl -d @v1.json` sends it: typed as a form, not as JSON."""
+    v1, _ = kserve_requests(notebook.png(DIGITS[0]), "mnist")
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    url = f"http://127.0.0.1:{ports[0]}/v1/models/mnist:predict"
+    return requests.post(url, data=json.dumps(v1), headers=form, timeout=120)
+
+
 def ask(ports: list[int], notebook: NotebookModel, protocol: str, what: str) -> None:
     base = f"http://127.0.0.1:{ports[0]}"
     for digit in DIGITS:
@@ -133,6 +142,9 @@ def test_torchserve_0_12_serves_the_bundle_as_written(
         try:
             wait_ready(f"http://127.0.0.1:{ports[1]}", "mnist")
             ask(ports, notebook, protocol, "TorchServe 0.12")
+            if protocol == "v1":  # why the bundle's README sends the JSON header
+                r = form_typed_v1(ports, notebook)
+                assert (r.status_code, r.json()["message"]) == (503, "Prediction failed")
         except AssertionError as e:
             raise AssertionError(f"{e}\n{runtime.log()}") from None
 
@@ -147,6 +159,9 @@ def test_our_engine_serves_the_bundle_with_the_same_command_line(
             assert described[0]["batchSize"] == 1 and described[0]["minWorkers"] == 1
             ask(ports, notebook, "v1", "ours")
             ask(ports, notebook, "v2", "ours")  # one engine answers both protocols
+            r = form_typed_v1(ports, notebook)  # taken as JSON, where TorchServe says 503
+            assert r.status_code == 200, r.text[:500]
+            assert_top5(r.json()["predictions"][0], notebook.top5(DIGITS[0]), "ours, form-typed")
             # metrics on the port KServe's Prometheus annotation names (remapped)
             metrics = requests.get(f"http://127.0.0.1:{ports[2]}/metrics", timeout=30).text
             assert "ts_inference_requests_total" in metrics

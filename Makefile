@@ -39,7 +39,8 @@ labextension/node_modules/.yarn-state.yml: labextension/package.json labextensio
 	touch $@
 
 lint: setup labextension/node_modules/.yarn-state.yml
-	$(VENV)/bin/ruff check jupyter_torchserve tests benchmarks
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	cd labextension && $(JLPM) lint:check
 
 test: setup chromium torchserve-venv lint

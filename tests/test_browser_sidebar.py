@@ -407,5 +407,17 @@ def test_dark_theme(page: Any) -> None:
     page.get_by_text("JupyterLab Dark", exact=True).click()
     page.wait_for_function("() => document.body.dataset.jpThemeLight === 'false'")
     open_tab(page, "Models")
-    page.wait_for_timeout(500)
+    # dark ground, light text: the panel's own colours, once the theme's variables apply
+    page.wait_for_function(
+        """() => {
+            const panel = document.querySelector('.jp-TorchServe-panel');
+            const luma = (css) => {  // transparent (an unset colour) compares false
+                const [r, g, b, a = 1] = css.match(/[\\d.]+/g).map(Number);
+                return a > 0 ? 0.2126 * r + 0.7152 * g + 0.0722 * b : NaN;
+            };
+            const style = panel && getComputedStyle(panel);
+            return style && luma(style.backgroundColor) < 80 && luma(style.color) > 160;
+        }""",
+        timeout=30000,
+    )
     shot(page, "16-dark-models", full=True)

@@ -124,10 +124,17 @@ def pinned() -> EngineInfo | None:
 
 
 def use(
-    pid: int | None = None, port: int | None = None, management_address: str | None = None
+    pid: int | EngineInfo | dict[str, Any] | None = None,
+    port: int | None = None,
+    management_address: str | None = None,
 ) -> EngineInfo:
-    """Pin this kernel to the running engine with this pid, port or management address."""
+    """Pin this kernel to the running engine with this pid, port or management address.
+
+    ``pid`` may be the engine's info itself (what ``start``, ``find`` and
+    ``launcher.start_engine`` return), as ``client``, ``stop`` and ``status`` take it."""
     global _pinned
+    if isinstance(pid, dict):
+        pid = int(pid["pid"])
     if pid is None and port is None and management_address is None:
         raise TorchServeError(
             "Name the engine: use(pid=N), use(port=P) or use(management_address=A)."

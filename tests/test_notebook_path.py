@@ -126,6 +126,8 @@ def test_api_use_pins_and_start_keeps_the_pin(two_engines) -> None:
         assert info["pid"] == a["pid"] and not started
         port = int(b["metrics_address"].rsplit(":", 1)[1])
         assert api.use(port=port)["pid"] == b["pid"]
+        assert api.use(a)["pid"] == a["pid"]  # the info start/find gave, as client(info)
+        assert api.find()["pid"] == a["pid"]
     finally:
         api._pinned = None
 

@@ -152,6 +152,17 @@ def test_tensor_bad_body_is_the_requests_fault(tmp_path, linear):
     assert e.value.status == 400
     with pytest.raises(HandlerError, match=r"has shape \[1, 2\]"):
         svc.predict([request([1.0, 2.0])])  # one sample: the batch dim is added first
+    # rows of different lengths, or values that are not numbers, are the request's too
+    with pytest.raises(HandlerError, match="ragged nested list; every row needs") as e:
+        svc.predict([request([[1.0, 2.0, 3.0], [1.0, 2.0]])])
+    assert e.value.status == 400
+    with pytest.raises(HandlerError, match=r"must be numbers .*got \[\['a', 'b', 'c'\]\]") as e:
+        svc.predict([request([["a", "b", "c"]])])
+    assert e.value.status == 400
+    v2 = [{"name": "input-0", "shape": [2, 3], "datatype": "FP32", "data": [1, 2, 3, 4, 5]}]
+    with pytest.raises(HandlerError, match="input 'input-0': cannot reshape array") as e:
+        svc.predict([request(v2)])  # TorchServe's kservev2 envelope hands the handler this
+    assert e.value.status == 400
     # a batch the model takes is no mismatch: it answers
     assert np.asarray(_json(svc.predict([request([[1.0, 2.0, 3.0]] * 2)]))[0]).shape == (2, 2)
 

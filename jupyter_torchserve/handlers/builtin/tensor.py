@@ -67,6 +67,11 @@ def decode_payload(payload: Any, content_type: str = "") -> Any:
     return payload
 
 
+def _glimpse(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class TensorHandler(JtsBaseHandler):
     """Tensor in, tensor out, batched along the first dimension."""
 
@@ -130,10 +135,14 @@ class TensorHandler(JtsBaseHandler):
         """KServe v2 inputs ``[{"name", "shape", "datatype", "data"}]`` -> arrays by name."""
         arrays = {}
         for i, spec in enumerate(tensors):
-            array = np.asarray(spec["data"])
-            if spec.get("shape"):
-                array = array.reshape(spec["shape"])
-            arrays[str(spec.get("name", f"input-{i}"))] = array
+            name = str(spec.get("name", f"input-{i}"))
+            try:
+                array = np.asarray(spec["data"])
+                if spec.get("shape"):
+                    array = array.reshape(spec["shape"])
+            except (ValueError, TypeError) as exc:
+                raise InputError(f"input {name!r}: {exc}") from exc
+            arrays[name] = array
         names = self.input_names()
         if len(arrays) == 1 and (not names or next(iter(arrays)) not in names):
             return next(iter(arrays.values()))
@@ -145,10 +154,15 @@ class TensorHandler(JtsBaseHandler):
         if isinstance(value, torch.Tensor):
             tensor = value.detach().cpu()
         else:
-            array = np.asarray(value)
-            if array.dtype == object:
+            try:
+                array = np.asarray(value)
+            except ValueError as exc:  # numpy refuses a ragged list (an object array before 1.24)
                 raise InputError(
                     "the input is a ragged nested list; every row needs the same length"
+                ) from exc
+            if array.dtype.kind not in "biufc":
+                raise InputError(
+                    f"the input must be numbers (a nested list of them), got {_glimpse(value)}"
                 )
             tensor = torch.from_numpy(np.ascontiguousarray(array))
         if index < len(specs):

@@ -12,6 +12,7 @@ import requests
 import torch
 from _engine_helpers import linear_mar, model_store, probe_mar, running_engine, scripted_linear
 
+from jupyter_torchserve import discovery
 from jupyter_torchserve.client import EngineError
 
 pytestmark = pytest.mark.slow  # starts real processes
@@ -278,6 +279,12 @@ def test_kserve_v1(engine):
     # example input gives no shape to blame the request by, so it is the model's failure
     r = requests.post(base + "/v1/models/linear:predict", data=b'{"rows": []}')
     assert r.status_code == 503 and "Prediction failed" in r.json()["message"], r.text
+    # the notebook (the owner) sees where a model failed, but not the frames under a 400
+    owner = {"X-Management-Authorization": f"Bearer {discovery.read_keys(info).management}"}
+    r = requests.post(base + "/v1/models/linear:predict", data=b'{"rows": []}', headers=owner)
+    assert r.status_code == 503 and "Traceback" in r.json()["message"], r.text
+    r = requests.post(base + "/v1/models/linear:predict", data=b"{not json", headers=owner)
+    assert r.status_code == 400 and "Traceback" not in r.json()["message"], r.text
     b64 = base64.b64encode(b"\x00\x01").decode()
     r = requests.post(base + "/v1/models/linear:predict", json={"instances": [{"b64": b64}]})
     assert r.status_code == 400  # the tensor handler cannot read two raw bytes: a clear error

@@ -14,7 +14,9 @@ class ApiError(Exception):
     code, so it is the owner's to see: `to_json(with_traceback=True)` is for callers that
     proved they hold the management key (the notebook and the sidebar, see
     `registry.ModelRegistry.is_owner`); everyone else gets the one-line message, as
-    TorchServe's "Prediction failed", and the traceback stays in the model's log.
+    TorchServe's "Prediction failed", and the traceback stays in the model's log. A 4xx
+    goes without it to the owner too: it is the request's fault, its message says what was
+    wrong, and the handler's frames under it would only bury that.
     """
 
     def __init__(self, status: int, type: str, message: str, traceback: str = "") -> None:
@@ -26,7 +28,7 @@ class ApiError(Exception):
 
     def to_json(self, with_traceback: bool = False) -> dict[str, object]:
         message = self.message
-        if with_traceback and self.traceback:
+        if with_traceback and self.traceback and self.status >= 500:
             message = f"{message}\n{self.traceback}"
         return {"code": self.status, "type": self.type, "message": message}
 

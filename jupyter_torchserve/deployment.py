@@ -1,11 +1,11 @@
 """``deploy``: archive an in-memory model, serve it, and prove the served answers match.
 
-The pipeline, in order: find or start the engine; refuse a name/version that is already
-served unless ``replace=True`` (:mod:`.versions`); archive the model (the archiver's
-pre-flight proves the archive loads in a clean process); move it into the engine's model
-store; register it synchronously (workers are up when that returns); then send the example
-through the served endpoint and compare with the in-kernel model (:mod:`.parity`). The
-result, :class:`Deployment`, carries the endpoints and ready-to-run snippets.
+The pipeline, in order: refuse a model, name or format no archive is made of; find or start
+the engine; refuse a name/version already served unless ``replace=True`` (:mod:`.versions`);
+archive the model (its pre-flight proves the archive loads in a clean process) into the
+engine's model store; register it synchronously (workers are up when that returns); send
+the example through the served endpoint and compare with the in-kernel model
+(:mod:`.parity`). :class:`Deployment` carries the endpoints and ready-to-run snippets.
 
 Why not ``deploy.py``: the package exposes the function ``jupyter_torchserve.deploy``, and a
 submodule of that name would replace it on the package as soon as anything imported it.
@@ -279,6 +279,9 @@ def run_pipeline(model: Any, name: str, opts: DeployOptions) -> Deployment:
     added (the archive, the registered version) is removed again before the error is
     raised, so re-running the cell is never met with "already served".
     """
+    from .archive.api import check_arguments  # a typo never waits for an engine to start
+
+    check_arguments(model, name, opts.format)
     device = resolve_device(opts.device)
     prog = Progress(f"Deploying {name}", opts.steps, mode=opts.progress)
     prog.start()
@@ -290,17 +293,18 @@ def run_pipeline(model: Any, name: str, opts: DeployOptions) -> Deployment:
             info, started = api.start(**(opts.engine or {}))
             s["note"] = f"{'started' if started else 'reusing'} pid {info['pid']}"
         c = done.client = api.client(info)
+        store = Path(info["model_store"])
         existing = api.versions_of(c, name)
         default = default_version(c, name, existing)
         version, old = choose_version(name, opts.version, existing, opts.replace, default)
-        done.set_aside(old, Path(info["model_store"]), f"{name}-{version}")  # until it serves
+        done.set_aside(old, store, f"{name}-{version}")  # until it serves
 
         with _step(prog, "archive + pre-flight", timings, "archive") as s:
             example = payloads.split_example(opts.example, opts.handler, opts.handler_config)
             result, store_name = _archive_into_store(
-                model, name, version, Path(info["model_store"]), opts.archiving(example, device)
+                model, name, version, store, opts.archiving(example, device)
             )
-            done.files.append(Path(info["model_store"]) / store_name)
+            done.files.append(store / store_name)
             fmt = getattr(result, "format", None)
             diff = getattr(result, "max_abs_diff", None)
             s["note"] = f"format {fmt}" + (f", pre-flight diff {diff:.2g}" if diff else "")
@@ -333,7 +337,7 @@ def run_pipeline(model: Any, name: str, opts: DeployOptions) -> Deployment:
             version=version,
             handler=opts.handler_label,
             info=info,
-            archive_path=str(Path(info["model_store"]) / store_name),
+            archive_path=str(store / store_name),
             archive_format=fmt,
             workers=opts.workers,
             batch_size=opts.batch_size,
@@ -344,12 +348,9 @@ def run_pipeline(model: Any, name: str, opts: DeployOptions) -> Deployment:
             replaced=old is not None,
         )
         dep.payloads = payloads.write_example_files(
-            Path(info["model_store"]),
-            f"{name}-{version}",
-            example,
-            payloads.first_input_name(dep.schema),
+            store, f"{name}-{version}", example, payloads.first_input_name(dep.schema)
         )
-        done.files += [Path(info["model_store"]) / f for f in dep.payloads.values()]
+        done.files += [store / f for f in dep.payloads.values()]
         if opts.checks_parity:
             with _step(prog, "parity check", timings, "parity") as s:
                 if opts.workers < 1:
@@ -380,8 +381,7 @@ def run_pipeline(model: Any, name: str, opts: DeployOptions) -> Deployment:
         prog.finish(f"Served {name} {version} in {timings['total']:.1f} s")
     except Exception as exc:
         err = api.friendly(exc)
-        rolled_back = done.undo()
-        if rolled_back:
+        if rolled_back := done.undo():
             err.args = (f"{err}\n{rolled_back}",)
         if err is exc:
             raise

@@ -64,7 +64,7 @@ def make_tar(path: Path, members: dict[str, bytes], links: dict[str, tuple[bytes
 
 # --- archive() ---------------------------------------------------------------------------
 def test_not_a_module(tmp_path):
-    with pytest.raises(TypeError, match=r"archive\(\) needs a torch.nn.Module, got builtins.dict"):
+    with pytest.raises(TypeError, match=r"the model must be a torch.nn.Module, got builtins.dict"):
         archive({"w": 1}, "m", export_path=tmp_path)
 
 

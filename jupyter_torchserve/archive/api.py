@@ -159,6 +159,21 @@ def _labels(files: Mapping[str, bytes]) -> Any:
         raise ValueError(f"{LABELS_FILE} in extra_files is not valid JSON: {exc}") from exc
 
 
+def check_arguments(model: object, name: str, format: str = "auto") -> None:
+    """Refuse what no archive can be made of, before anything is done: ``deploy`` asks
+    first too, so that a typo never waits for an engine to start."""
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(
+            f"the model must be a torch.nn.Module, got {type(model).__module__}."
+            f"{type(model).__qualname__}"
+        )
+    validate_model_name(name)
+    if format not in ("auto", *FORMATS, "onnx"):
+        raise ValueError(
+            f"format must be 'auto', 'onnx' or one of {', '.join(FORMATS)}, not {format!r}"
+        )
+
+
 def archive(
     model: torch.nn.Module,
     name: str,
@@ -188,16 +203,7 @@ def archive(
     ``example_inputs`` is a tensor, a tuple of positional inputs or a dict of keyword inputs
     (``schema.model_inputs``: what each becomes in the schema).
     """
-    if not isinstance(model, torch.nn.Module):
-        raise TypeError(
-            f"archive() needs a torch.nn.Module, got {type(model).__module__}."
-            f"{type(model).__qualname__}"
-        )
-    validate_model_name(name)
-    if format not in ("auto", *FORMATS, "onnx"):
-        raise ValueError(
-            f"format must be 'auto', 'onnx' or one of {', '.join(FORMATS)}, not {format!r}"
-        )
+    check_arguments(model, name, format)
     target = archive_path(export_path, name, archive_format)
     if target.exists() and not force:
         raise FileExistsError(f"{target} already exists; pass force=True to overwrite it")

@@ -141,6 +141,21 @@ def test_ray_bundle_without_ray_says_how_to_install_it(
     assert "pip install 'jupyter_torchserve[ray]'" in (b.out / "README.md").read_text()
 
 
+@pytest.mark.slow  # runs Ray's `serve` command
+def test_a_ray_address_nobody_answers_is_said_first(mar: Path, tmp_path: Path) -> None:
+    from _ports import free_port
+
+    from jupyter_torchserve.export.ray_cluster import SERVE_TAIL_LINES, RayError
+
+    address = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(RayError) as e:
+        export(mar, to="ray", out=tmp_path / "b", run=True, ray_address=address)
+    first, *rest = str(e.value).splitlines()
+    assert first.endswith(f"ConnectionError: Failed to connect to Ray at address: {address}.")
+    assert len(rest) <= SERVE_TAIL_LINES  # not serve's whole chained traceback
+    assert (tmp_path / "b" / "serve_config.yaml").exists()  # the bundle stays, to run later
+
+
 def test_the_result_lists_files_and_next_commands(mar: Path, tmp_path: Path) -> None:
     b = export(mar, to="torchserve", out=tmp_path / "b")
     assert isinstance(b, Bundle) and all(p.exists() for p in b.paths())
@@ -164,6 +179,17 @@ def test_bad_exports_are_refused_clearly(mar: Path, tmp_path: Path) -> None:
         export(mar, to="kserve", run=True, out=tmp_path / "a")
     with pytest.raises(ExportError, match="holds version 1.0 of Lin_1, not 2.0"):
         export(mar, version="2.0", out=tmp_path / "a")
+    with pytest.raises(ExportError, match="serve_port must be a TCP port"):
+        export(mar, to="ray", serve_port=70000, out=tmp_path / "a")
+    for image in ("bad image name!", "Upper/Case:tag", "repo:tag:tag", "repo@sha256:abc"):
+        with pytest.raises(ExportError, match=f"image {image!r} is not an image reference"):
+            export(mar, image=image, out=tmp_path / "a")
+    with pytest.raises(ExportError, match=r"Lin_1-1.0.mar is a file, not a folder for the bundle"):
+        export(mar, out=mar)
+    assert not (tmp_path / "a").exists()  # refused before anything was written
+    digest = "sha256:" + "0" * 64
+    for image in ("jts", "localhost:5000/team/jts:0.1.0", f"ghcr.io/a_b/c-d.e@{digest}"):
+        export(mar, image=image, out=tmp_path / "ok", force=True)
     export(mar, out=tmp_path / "a")
     with pytest.raises(ExportError, match="is not empty; pass force=True"):
         export(mar, out=tmp_path / "a")

@@ -36,8 +36,8 @@ def export(
 
     `source` is a model the engine serves now (its versions, batch settings, workers and
     default version are read through the management API; `client` picks the engine, the
-    newest running one by default; `client=api.client` is the one this kernel uses) or the path of a `.mar`. `version` limits the export to
-    one version. `run=True` (Ray only) deploys it: on the cluster whose dashboard is at
+    newest running one by default; `client=api.client` is the one this kernel uses) or the
+    path of a `.mar`. `version` limits the export to one version. `run=True` (Ray only) deploys it: on the cluster whose dashboard is at
     `ray_address`, or on a local loopback cluster started for it; `serve_port` is the port
     of Serve's HTTP proxy (8000, or a free one on a cluster started here).
     """
@@ -45,6 +45,8 @@ def export(
         raise ExportError(f"to must be one of {', '.join(TARGETS)}, not {to!r}")
     if run and to != "ray":
         raise ExportError("run=True deploys Ray bundles only; apply the YAML with kubectl")
+    if serve_port is not None and not 0 < serve_port < 65536:
+        raise ExportError(f"serve_port must be a TCP port (1-65535), not {serve_port}")
     opts = ExportOptions(protocol, gpu, min_replicas, max_replicas, image, storage_uri).check()
     model = take_snapshot(source, version, client)
     writer = BundleWriter(Path(out or f"{model.name}-{to}").expanduser().resolve(), force)

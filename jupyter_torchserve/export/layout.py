@@ -38,6 +38,8 @@ class BundleWriter:
 
     def __init__(self, out: Path, force: bool = False) -> None:
         self.out = out
+        if out.exists() and not out.is_dir():
+            raise ExportError(f"{out} is a file, not a folder for the bundle; name another out")
         if out.exists() and any(out.iterdir()) and not force:
             raise ExportError(f"{out} is not empty; pass force=True (--force) to write into it")
         out.mkdir(parents=True, exist_ok=True)

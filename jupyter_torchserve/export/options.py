@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from .snapshot import ExportError
 
 TARGETS = ("kserve", "t9k", "ray", "torchserve")
 PROTOCOLS = ("v1", "v2", "grpc-v2")
+
+#: distribution/reference's grammar: [registry[:port]/]path[:tag][@digest], the path in
+#: lower case. A name outside it makes every pod fail with InvalidImageName, after the apply.
+_HOST = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
+_PATH = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
+IMAGE_REFERENCE = re.compile(
+    rf"(?:{_HOST}(?:\.{_HOST})*(?::[0-9]+)?/)?{_PATH}(?:/{_PATH})*"
+    rf"(?::\w[\w.-]{{0,127}})?(?:@{_DIGEST})?",
+    re.ASCII,
+)
 
 
 @dataclass
@@ -31,6 +43,11 @@ class ExportOptions:
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ExportError(f"{name} cannot be negative")
+        if self.image is not None and not IMAGE_REFERENCE.fullmatch(self.image):
+            raise ExportError(
+                f"image {self.image!r} is not an image reference "
+                "([registry[:port]/]path[:tag][@digest], the path in lower case)"
+            )
         lo, hi = self.min_replicas, self.max_replicas
         if lo is not None and hi is not None and hi < lo:
             raise ExportError(f"max_replicas ({hi}) is less than min_replicas ({lo})")

@@ -46,6 +46,10 @@ _PORT_ENV = (
 WORKER_PORTS = 150
 
 
+#: how much of a failed `serve` command's output its RayError carries
+SERVE_TAIL_LINES = 15
+
+
 class RayError(RuntimeError):
     """Ray failed to start, deploy or report; the message carries its output."""
 
@@ -237,9 +241,11 @@ def serve_cli(*args: str, address: str, timeout: float = 300.0) -> str:
         env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"},
     )
     if proc.returncode != 0:
-        raise RayError(
-            f"serve {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}"
-        )
+        # its last line is the exception (after a chained traceback through click and
+        # requests); the tail under it is for anything the last line does not say
+        lines = f"{proc.stdout}{proc.stderr}".strip().splitlines() or ["(no output)"]
+        tail = "\n".join(lines[-SERVE_TAIL_LINES:])
+        raise RayError(f"serve {' '.join(args)} failed ({proc.returncode}): {lines[-1]}\n{tail}")
     return proc.stdout
 
 

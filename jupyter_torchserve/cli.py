@@ -11,7 +11,7 @@ import logging
 import sys
 from typing import Any
 
-from traitlets import Bool, Int, Unicode
+from traitlets import Bool, Int, TraitError, Unicode
 from traitlets.config import Application
 
 from . import discovery
@@ -80,7 +80,11 @@ class StartApp(Application):
         return cfg, values
 
     def start(self) -> None:
-        cfg, values = self.engine_config()
+        try:
+            cfg, values = self.engine_config()
+        except TraitError as e:  # an address it cannot serve on, a negative size, ...
+            print(f"error: {e}", file=sys.stderr)
+            self.exit(1)
         if self.foreground:
             # run as `python -m jupyter_torchserve` (the launcher's way) it started already,
             # before the CLI's imports (__main__.py); the console script starts it here

@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from jupyter_core.paths import jupyter_data_dir
-from traitlets import Bool, Float, Int, List, Unicode, default
+from traitlets import Bool, Float, Int, List, TraitError, Unicode, default, validate
 from traitlets.config import Configurable
 
 
@@ -187,6 +187,16 @@ class EngineConfig(Configurable):
         "(and as long since the last change), down to min_worker.",
     ).tag(config=True)
 
+    @validate("inference_address", "management_address", "metrics_address")
+    def _address(self, proposal: Any) -> str:
+        """Refused here, in the process that asked, rather than as a traceback from the
+        engine's start-up (or a port urllib cannot read, deep in its key check)."""
+        try:
+            split_address(proposal["value"])
+        except ValueError as e:
+            raise TraitError(f"{proposal['trait'].name}: {e}") from None
+        return proposal["value"]
+
     @default("model_store")
     def _model_store_default(self) -> str:
         return str(_default_root() / "model-store")
@@ -258,8 +268,14 @@ def split_address(address: str) -> tuple[str, int]:
     parts = urlsplit(address)
     if parts.scheme not in ("http", "https", ""):
         raise ValueError(f"only http and https addresses are supported, got {address!r}")
+    try:
+        port = parts.port
+    except ValueError:  # urllib's own words name neither the address nor the range
+        port = -1
+    if port is not None and not 0 < port < 65536:
+        raise ValueError(f"the port of {address!r} is not one of 1-65535")
     host = parts.hostname or "127.0.0.1"
-    return host, parts.port or (443 if parts.scheme == "https" else 80)
+    return host, port or (443 if parts.scheme == "https" else 80)
 
 
 #: TorchServe config.properties keys read into the EngineConfig trait of the same name.

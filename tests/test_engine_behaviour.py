@@ -8,6 +8,8 @@ import os
 import re
 import signal
 import socket
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -352,6 +354,49 @@ def test_one_port_for_two_apis_is_a_clear_error(tmp_path):
     with pytest.raises(EngineStartError) as e:
         _start_on_ports(tmp_path, port, free_port(), port)
     assert f"port {port}" in str(e.value) and "inference API of this engine" in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "host,says",
+    [
+        ("nope.invalid", "the host 'nope.invalid' does not resolve"),
+        ("192.0.2.1", "192.0.2.1 is not an address of this machine"),  # TEST-NET-1
+    ],
+)
+def test_an_address_it_cannot_bind_is_a_clear_error(tmp_path, host, says):
+    with pytest.raises(EngineStartError) as e:
+        start_engine(
+            inference_address=f"http://{host}:{free_port()}",
+            management_address=f"http://127.0.0.1:{free_port()}",
+            metrics_address=f"http://127.0.0.1:{free_port()}",
+            state_dir=str(tmp_path / "state"),
+            timeout=30,
+        )
+    assert f"Cannot start the inference API on {host}" in str(e.value) and says in str(e.value)
+    assert "Traceback" not in str(e.value)
+
+
+def test_an_address_no_engine_can_serve_is_refused_before_one_starts(tmp_path):
+    from traitlets import TraitError
+
+    for address, says in (
+        ("http://127.0.0.1:99999", "the port of 'http://127.0.0.1:99999' is not one of 1-65535"),
+        ("ftp://127.0.0.1:8080", "only http and https addresses are supported"),
+    ):
+        with pytest.raises(TraitError, match=f"inference_address: {re.escape(says)}"):
+            start_engine(inference_address=address, state_dir=str(tmp_path / "state"))
+    assert not (tmp_path / "state" / "engine.log").exists()  # no process was started
+    out = subprocess.run(
+        [sys.executable, "-m", "jupyter_torchserve", "start", "--metrics-address", "h:0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 1
+    assert (
+        out.stderr.strip()
+        == "error: metrics_address: the port of 'http://h:0' is not one of 1-65535"
+    )
 
 
 def _start_on_ports(tmp_path, inference: int, management: int, metrics: int) -> dict:

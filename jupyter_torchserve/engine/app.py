@@ -13,6 +13,7 @@ import errno
 import logging
 import os
 import signal
+import socket
 import time
 from typing import NoReturn
 
@@ -67,12 +68,26 @@ async def _listen(
 
 
 def _bind_failed(e: OSError, host: str, port: int, what: str) -> NoReturn:
+    """One line that names the address and what to do, in place of asyncio's traceback."""
+    cannot = f"Cannot start the {what} API on {host}:{port}"
     if e.errno == errno.EADDRINUSE:
         holder = _port_holder(port)
         raise SystemExit(
             f"Cannot start the {what} API: port {port} on {host} is already in use"
             + (f" by {holder}" if holder else "")
             + f". Choose another with --{what}-address or stop that process."
+        ) from None
+    if isinstance(e, socket.gaierror):
+        raise SystemExit(f"{cannot}: the host {host!r} does not resolve ({e.strerror}).") from None
+    if e.errno == errno.EADDRNOTAVAIL:
+        raise SystemExit(
+            f"{cannot}: {host} is not an address of this machine; use 127.0.0.1, 0.0.0.0 "
+            "or one of its interfaces' addresses."
+        ) from None
+    if e.errno == errno.EACCES:
+        raise SystemExit(
+            f"{cannot}: binding port {port} needs privileges this process lacks; "
+            "choose a port above 1023."
         ) from None
     raise e
 

@@ -324,6 +324,8 @@ class TorchServeApp(Application):
     def start(self) -> None:
         if self.subapp is None:
             self.print_subcommands()
+            if self.extra_args:  # traitlets lists the commands without saying why
+                print(f"error: unknown command {self.extra_args[0]!r}", file=sys.stderr)
             self.exit(1)
         self.subapp.start()
 

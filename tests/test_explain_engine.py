@@ -13,11 +13,11 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
 import pytest
 import requests
 import torch
 from _engine_helpers import running_engine
+from _explain_helpers import MEAN, STD, VOCAB, BagOfWords, TinyCNN, model_input, png
 from captum.attr import IntegratedGradients, LayerIntegratedGradients
 from PIL import Image
 from torch import nn
@@ -29,42 +29,6 @@ from jupyter_torchserve.prometheus import samples
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 TOL = 1e-4
-MEAN, STD = 0.2, 0.3
-
-
-class TinyCNN(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(1, 4, 3, padding=1)
-        self.fc = nn.Linear(4 * 8 * 8, 5)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.tanh(self.conv(x)).flatten(1))
-
-
-class BagOfWords(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.embedding = nn.Embedding(8, 6, padding_idx=0)
-        self.fc = nn.Linear(6, 3)
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.tanh(self.embedding(ids)).mean(dim=1))
-
-
-VOCAB = {"<pad>": 0, "<unk>": 1, "a": 2, "good": 3, "bad": 4, "film": 5, "plot": 6, "!": 7}
-
-
-def png(seed: int) -> bytes:
-    pixels = np.random.default_rng(seed).integers(0, 256, (8, 8), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels, mode="L").save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def model_input(image: bytes) -> torch.Tensor:
-    pixels = np.asarray(Image.open(io.BytesIO(image)), dtype=np.float32) / 255.0
-    return ((torch.from_numpy(pixels) - MEAN) / STD).reshape(1, 1, 8, 8)
 
 
 @pytest.fixture(scope="module")

@@ -27,6 +27,7 @@ import pytest
 import requests
 import torch
 from _engine_helpers import manifest, write_mar
+from _explain_helpers import MEAN, STD, VOCAB, BagOfWords, TinyCNN, model_input, png
 from _torchserve_helpers import (
     TorchServe,
     engine_beside,
@@ -36,7 +37,6 @@ from _torchserve_helpers import (
     unregister,
 )
 from captum.attr import IntegratedGradients
-from PIL import Image
 from torch import nn
 
 from jupyter_torchserve.archive import archive
@@ -60,30 +60,7 @@ pytestmark = [
 
 TOL = 1e-4
 SAME = 1e-6  # the same handler code on the same model in two servers
-MEAN, STD = 0.2, 0.3
 
-
-class TinyCNN(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(1, 4, 3, padding=1)
-        self.fc = nn.Linear(4 * 8 * 8, 5)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.tanh(self.conv(x)).flatten(1))
-
-
-class BagOfWords(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.embedding = nn.Embedding(8, 6, padding_idx=0)
-        self.fc = nn.Linear(6, 3)
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.tanh(self.embedding(ids)).mean(dim=1))
-
-
-VOCAB = {"<pad>": 0, "<unk>": 1, "a": 2, "good": 3, "bad": 4, "film": 5, "plot": 6, "!": 7}
 
 # TorchServe's own vision handler, as a TorchServe user writes one (no torchvision here)
 VISION_HANDLER = f"""
@@ -101,18 +78,6 @@ class Digits(VisionHandler):
     def postprocess(self, data):
         return data.argmax(1).tolist()
 """
-
-
-def png(seed: int) -> bytes:
-    pixels = np.random.default_rng(seed).integers(0, 256, (8, 8), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels, mode="L").save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def model_input(image: bytes) -> torch.Tensor:
-    pixels = np.asarray(Image.open(io.BytesIO(image)), dtype=np.float32) / 255.0
-    return ((torch.from_numpy(pixels) - MEAN) / STD).reshape(1, 1, 8, 8)
 
 
 # -- servers ---------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _explain_helpers import MEAN, STD, TinyCNN, model_input
 from _handler_helpers import make_model_dir, png_bytes, request
 from captum.attr import IntegratedGradients, LayerIntegratedGradients
 from PIL import Image
@@ -34,19 +35,6 @@ from jupyter_torchserve.handlers.service import (
 )
 
 TOL = 1e-4
-MEAN, STD = 0.2, 0.3
-
-
-class TinyCNN(nn.Module):
-    """An 8x8 grayscale, 5-class CNN; tanh keeps the gradients varying along the IG path."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(1, 4, 3, padding=1)
-        self.fc = nn.Linear(4 * 8 * 8, 5)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.tanh(self.conv(x)).flatten(1))
 
 
 class BagOfWords(nn.Module):
@@ -87,12 +75,6 @@ def images() -> list[bytes]:
         png_bytes(Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8), mode="L"))
         for _ in range(3)
     ]
-
-
-def model_input(png: bytes) -> torch.Tensor:
-    """What the handler feeds the model for ``png``: pixels in [0, 1], then mean/std."""
-    pixels = np.asarray(Image.open(__import__("io").BytesIO(png)), dtype=np.float32) / 255.0
-    return ((torch.from_numpy(pixels) - MEAN) / STD).reshape(1, 1, 8, 8)
 
 
 def captum_ig(model: nn.Module, x: torch.Tensor, target: int, **kwargs):

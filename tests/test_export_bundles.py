@@ -216,6 +216,10 @@ def test_export_of_a_served_model_carries_what_is_served(tmp_path: Path) -> None
         b = export("lin", to="kserve", out=tmp_path / "k", client=client)
         t = export("lin", to="t9k", out=tmp_path / "t", client=client)
         one = export("lin", to="kserve", out=tmp_path / "one", client=client, version="1.0")
+        # a canary on the engine does not travel, and the bundle says so, not quietly
+        client.start_canary("lin", "1.0", 25)
+        split = export("lin", to="ray", out=tmp_path / "split", client=client)
+        alone = export("lin", to="ray", out=tmp_path / "alone", client=client, version="1.0")
         # the engine's own 404, which the CLI, the magic and the sidebar pass on as it is
         with pytest.raises(EngineError, match="404 ModelNotFoundException"):
             export("nope", to="kserve", out=tmp_path / "nope", client=client)
@@ -246,6 +250,11 @@ def test_export_of_a_served_model_carries_what_is_served(tmp_path: Path) -> None
     )
     assert json.loads(json.dumps(single))["models"]["lin"]["1.0"]["defaultVersion"] is True
     assert not [n for n in b.notes + t.notes if "served with handler" in n], b.notes + t.notes
+    assert not [n for n in b.notes + t.notes + alone.notes if "canary" in n]
+    said = "version 1.0 takes 25% of the default route as a canary on the engine"
+    (note,) = [n for n in split.notes if said in n]
+    assert "to 2.0, the default" in note and "canaryTrafficPercent: 25" in note
+    assert said in (split.out / "README.md").read_text()
 
 
 @pytest.mark.slow

@@ -63,7 +63,11 @@ class BundleWriter:
             self.out,
             self.files,
             steps,
-            [*(v.handler_note for v in chosen if v.handler_note), *(notes or [])],
+            [
+                *(v.handler_note for v in chosen if v.handler_note),
+                *([model.canary_note] if model.canary_note else []),
+                *(notes or []),
+            ],
         )
 
     def text(self, rel: str, content: str, mode: int | None = None) -> Path:

@@ -76,6 +76,7 @@ class ModelSnapshot:
     versions: list[VersionSnapshot]
     source: str  # where it came from, for the bundle's README
     metadata: dict[str, Any] = field(default_factory=dict)  # MAR-INF/jupyter_torchserve.json
+    canary_note: str | None = None  # the engine splits the default route: it does not travel
 
     @property
     def default(self) -> VersionSnapshot:
@@ -146,7 +147,26 @@ def from_engine(client: EngineChoice, name: str, version: str | None = None) -> 
         versions.append(snap)
     versions.sort(key=lambda v: (not v.default, v.version))
     where = f"model {name} served by the engine at {client.management_address}"
-    return ModelSnapshot(name, versions, where, _metadata(versions[0].archive))
+    snapshot = ModelSnapshot(name, versions, where, _metadata(versions[0].archive))
+    if version is None:  # one version alone is that bundle's default: no split to lose
+        snapshot.canary_note = _canary_note(described, default)
+    return snapshot
+
+
+def _canary_note(described: list[dict[str, Any]], default: str) -> str | None:
+    """The engine's canary (engine/canary.py) has no place in TorchServe's model_snapshot,
+    nor in the MLService or Ray app written here: the bundle serves the default version to
+    every request that names none. Say so, and how KServe would split it."""
+    canary = next((d for d in described if (d.get("traffic") or {}).get("role") == "canary"), None)
+    if canary is None:
+        return None
+    version, percent = canary["modelVersion"], canary["traffic"]["percent"]
+    return (
+        f"version {version} takes {percent:g}% of the default route as a canary on the engine; "
+        f"a canary does not travel: this bundle sends every request that names no version "
+        f"to {default}, the default. On KServe, serve {default} first, then apply {version} "
+        f"with canaryTrafficPercent: {percent:g} on the InferenceService's predictor."
+    )
 
 
 def _handler_note(version: str, served: str | None, archived: str | None) -> str | None:

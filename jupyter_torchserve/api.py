@@ -270,7 +270,7 @@ def predict(
 ) -> Any:
     """Send one request; returns the decoded answer (JSON, text, or bytes).
 
-    A handler exception comes back as :class:`TorchServeError` whose message holds the
+    A failure comes back as :class:`TorchServeError`; a handler's exception (a 5xx) with the
     worker's traceback, so it shows in the cell instead of hiding in a log file.
     """
     with engine_client(c) as c:

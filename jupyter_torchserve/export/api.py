@@ -37,9 +37,10 @@ def export(
     `source` is a model the engine serves now (its versions, batch settings, workers and
     default version are read through the management API; `client` picks the engine, the
     newest running one by default; `client=api.client` is the one this kernel uses) or the
-    path of a `.mar`. `version` limits the export to one version. `run=True` (Ray only) deploys it: on the cluster whose dashboard is at
-    `ray_address`, or on a local loopback cluster started for it; `serve_port` is the port
-    of Serve's HTTP proxy (8000, or a free one on a cluster started here).
+    path of a `.mar`. `version` limits the export to one version. `run=True` (Ray only)
+    deploys it: on the cluster whose dashboard is at `ray_address`, or on a local loopback
+    cluster started for it; `serve_port` is the port of Serve's HTTP proxy (8000, or a free
+    one on a cluster started here).
     """
     if to not in TARGETS:
         raise ExportError(f"to must be one of {', '.join(TARGETS)}, not {to!r}")

@@ -122,6 +122,30 @@ def request(
     return RequestInput(request_id, dict(headers or {}), [(name, content_type, raw)])
 
 
+def run_infer_frame(service: Any, bodies: list[Any], batch: int = 4) -> dict[str, Any]:
+    """Send ``bodies`` (JSON-encoded) to ``service`` as one batch the way the engine frames
+    it, through ``worker_main._infer``, and return the one frame the worker answers with."""
+    from jupyter_torchserve.engine import worker_main
+
+    raw = [json.dumps(b).encode() for b in bodies]
+    offsets = [sum(map(len, raw[:i])) for i in range(len(raw))]
+    reqs = [
+        {"id": str(i), "h": {}, "p": [["body", "application/json", off, len(b)]]}
+        for i, (off, b) in enumerate(zip(offsets, raw, strict=True))
+    ]
+    sent: list[dict[str, Any]] = []
+
+    class _Conn:
+        def send(self, header: dict[str, Any], bodies: Any = ()) -> None:
+            sent.append(header)
+
+    service._stream_state = {"batch": None}
+    header = {"op": "infer", "batch": batch, "reqs": reqs}
+    worker_main._infer(_Conn(), service, header, memoryview(b"".join(raw)))
+    (frame,) = sent
+    return frame
+
+
 def png_bytes(image: Any) -> bytes:
     """Encode a PIL image as PNG."""
     buffer = io.BytesIO()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from _engine_helpers import fake_gpus, manifest, model_store, running_engine, write_mar
-from _handler_helpers import request, write_manifest
+from _handler_helpers import request, run_infer_frame, write_manifest
 
 from jupyter_torchserve.client import EngineError
 from jupyter_torchserve.engine import deaths
@@ -85,24 +85,9 @@ def test_a_request_that_runs_out_alone_is_answered_507_and_the_cache_released(
     from jupyter_torchserve.engine import worker_main
 
     svc = _service(tmp_path)
-    svc._stream_state = {"batch": None}
     released: list[bool] = []
     monkeypatch.setattr(worker_main, "release_cuda_cache", lambda: released.append(True))
-    bodies = [json.dumps(b).encode() for b in ({"value": 1}, {"oom": 1}, {})]
-    offsets = [sum(map(len, bodies[:i])) for i in range(len(bodies))]
-    reqs = [
-        {"id": str(i), "h": {}, "p": [["body", "application/json", off, len(b)]]}
-        for i, (off, b) in enumerate(zip(offsets, bodies, strict=True))
-    ]
-    sent: list = []
-
-    class _Conn:
-        def send(self, header, bodies=()):
-            sent.append(header)
-
-    header = {"op": "infer", "batch": 4, "reqs": reqs}
-    worker_main._infer(_Conn(), svc, header, memoryview(b"".join(bodies)))
-    (frame,) = sent
+    frame = run_infer_frame(svc, [{"value": 1}, {"oom": 1}, {}])
     assert frame["op"] == "result"
     first, second, third = frame["resps"]
     assert first["e"]["status"] == 503 and not first["e"]["oom"]

@@ -272,10 +272,14 @@ def _failure(e: HandlerError, what: str) -> dict[str, Any]:
     """Log a handler's failure on `what` and return the fields the engine answers it with.
 
     Out of memory: what the batch held is freed as its exception unwinds; the allocator's
-    cache goes back too, so the next batch (or a neighbour on the device) has room."""
+    cache goes back too, so the next batch (or a neighbour on the device) has room.
+    A 4xx is the client's mistake, refused on purpose: one warning line with the reason, not
+    a traceback at ERROR, so a client sending bad bodies cannot bury the model's log."""
     if e.cuda_oom:
         release_cuda_cache()
         log.error("%s\n%s", e.message, e.traceback_text)
+    elif e.status < 500:
+        log.warning("refused %s (%d): %s", what, e.status, e.message)
     else:
         log.error("handler failed on %s:\n%s", what, e.traceback_text)
     return {

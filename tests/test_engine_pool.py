@@ -252,3 +252,59 @@ def test_each_request_of_a_batch_gets_its_own_answer_or_error():
         assert worker.inflight == {} and worker.batches_served == 1
 
     asyncio.run(scenario())
+
+
+def test_a_worker_start_cancelled_midway_kills_the_process_it_started(monkeypatch):
+    """The engine stopping during a restore, or a gRPC caller's deadline, can cancel a
+    register while its worker's process is being started in a thread. That process still
+    comes up; it must be killed, not left running with nobody to stop it."""
+    import threading
+
+    from jupyter_torchserve.engine import forkserver
+
+    release = threading.Event()
+    procs: list = []
+
+    class _Proc:
+        pid = 4242
+        sentinel = -1
+
+        def __init__(self, **kwargs) -> None:
+            self.started = self.killed = self.joined = False
+            procs.append(self)
+
+        def start(self) -> None:
+            release.wait(10)
+            self.started = True
+
+        def kill(self) -> None:
+            self.killed = True
+
+        def join(self, timeout=None) -> None:
+            self.joined = True
+
+    class _Context:
+        Process = _Proc
+
+    monkeypatch.setattr(forkserver, "context_for", lambda model_dir: _Context())
+
+    async def scenario() -> None:
+        pool = _pool(2, [])
+        worker = pool.new_worker(_Model(), None)
+        task = asyncio.ensure_future(worker.spawn("/nonexistent.sock", 1, None))
+        await asyncio.sleep(0.05)  # the start is under way in its thread
+        task.cancel()
+        await asyncio.sleep(0.05)
+        assert not task.done()  # it waits for the start to end: it cannot stop it midway
+        release.set()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        else:
+            raise AssertionError("the spawn should stay cancelled")
+        (proc,) = procs
+        assert proc.started and proc.killed and proc.joined
+        assert worker.pid is None  # never taken on
+
+    asyncio.run(scenario())

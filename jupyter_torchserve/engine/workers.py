@@ -178,7 +178,18 @@ class Worker:
             name=f"jts-worker-{v.name}-{self.id}",
         )
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, self.proc.start)
+        started = loop.run_in_executor(None, self.proc.start)
+        try:
+            await asyncio.shield(started)
+        except asyncio.CancelledError:
+            # cancelled mid-start (the engine stopping during a restore, a gRPC caller's
+            # deadline): the thread cannot be stopped, so the process comes up all the same,
+            # with nobody to stop it. Let the start end, then kill what it started.
+            await asyncio.wait([started])
+            if started.exception() is None:
+                self.proc.kill()
+                await loop.run_in_executor(None, self.proc.join, 5)
+            raise
         self.pid = self.proc.pid
         loop.add_reader(self.proc.sentinel, self._on_sentinel)
 

@@ -36,6 +36,17 @@ def handle(data, context):
 """
 
 
+SLOW_LOAD_HANDLER = """
+import time
+
+def handle(data, context):
+    if data is None:
+        time.sleep(3)  # loading
+        return None
+    return ["loaded"] * len(data)
+"""
+
+
 def _code(call, *args, **kwargs) -> grpc.StatusCode:
     with pytest.raises(grpc.RpcError) as e:
         call(*args, **kwargs)
@@ -57,6 +68,11 @@ def engine(tmp_path_factory):
         store / "stream.mar",
         {"stream_handler.py": STREAM_HANDLER, "d.txt": "x"},
         manifest("stream", "1.0", "d.txt", "stream_handler.py"),
+    )
+    write_mar(
+        store / "slow.mar",
+        {"slow_handler.py": SLOW_LOAD_HANDLER, "d.txt": "x"},
+        manifest("slow", "1.0", "d.txt", "slow_handler.py"),
     )
     with grpc_engine(tmp, model_store=str(store), inference_token_required=True) as env:
         info, client, stubs = env
@@ -360,6 +376,42 @@ def test_bad_management_requests_get_their_status(engine):
         grpc.StatusCode.NOT_FOUND
     )
     assert json.loads(m.ListModels(mg.ListModelsRequest(limit=1), metadata=md).msg)["models"]
+
+
+def _wait_ready(client, name: str) -> list:
+    deadline = time.monotonic() + 60
+    workers: list = []
+    while time.monotonic() < deadline:
+        workers = client.describe(name)[0]["workers"]  # 404 (EngineError): rolled back
+        if workers and workers[0]["status"] == "READY":
+            break
+        time.sleep(0.2)
+    return workers
+
+
+def test_a_management_call_whose_caller_gives_up_is_carried_out_not_half_undone(engine):
+    """A caller's deadline ends the call, not the change it asked for: the registration goes
+    on and its worker comes up, over gRPC as over HTTP (and in TorchServe). Before, the
+    cancelled gRPC call rolled the registration back."""
+    info, client, s = engine
+    md = s.auth("management")
+    request = mg.RegisterModelRequest(url="slow.mar", initial_workers=1, synchronous=True)
+    code = _code(s.management.RegisterModel, request, metadata=md, timeout=1.0)
+    assert code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert [w["status"] for w in _wait_ready(client, "slow")] == ["READY"]
+    assert client.predict("slow", b"{}").text == "loaded"
+    gone = s.management.UnregisterModel(mg.UnregisterModelRequest(model_name="slow"), metadata=md)
+    assert gone.msg == 'Model "slow" unregistered'
+
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        requests.post(
+            f"{info['management_address']}/models",
+            params={"url": "slow.mar", "initial_workers": 1, "synchronous": "true"},
+            headers=dict(md),
+            timeout=1.0,
+        )
+    assert [w["status"] for w in _wait_ready(client, "slow")] == ["READY"]
+    client.unregister("slow")
 
 
 def test_oversized_message_is_refused_and_rest_and_grpc_share_a_batch(tmp_path):

@@ -9,7 +9,9 @@ to 1, a list of 0 is a list of 100.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -22,6 +24,8 @@ from ..http.management import customized_metadata
 from ..registration import Registration
 from ..registry import ModelRegistry
 from .status import abort, authorize
+
+log = logging.getLogger(__name__)
 
 
 class ManagementServicer(pb_grpc.ManagementAPIsServiceServicer):
@@ -107,11 +111,28 @@ class ManagementServicer(pb_grpc.ManagementAPIsServiceServicer):
     async def _answer(
         self, context: grpc.aio.ServicerContext, call: Callable[[], Awaitable[str]]
     ) -> Any:
+        """Run `call` to its end even when the caller goes (a deadline, a cancel): gRPC
+        cancels the handler then, and a register cancelled midway would be rolled back.
+        Over HTTP a client that hangs up does not stop the change either, nor in TorchServe.
+        """
         try:
             authorize(self.registry, "management", context)
-            return pb.ManagementResponse(msg=await call())
+            task = asyncio.ensure_future(call())
+            try:
+                msg = await asyncio.shield(task)
+            except asyncio.CancelledError:
+                task.add_done_callback(_log_late_failure)
+                raise
+            return pb.ManagementResponse(msg=msg)
         except ApiError as e:
             await abort(context, e)
+
+
+def _log_late_failure(task: asyncio.Future[str]) -> None:
+    """Nobody waits for the answer any more: a failure goes to the engine's log."""
+    if not task.cancelled() and task.exception() is not None:
+        exc = task.exception()
+        log.error("a management call its caller left failed: %s", getattr(exc, "message", exc))
 
 
 def _json(value: Any) -> str:

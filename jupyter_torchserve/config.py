@@ -165,6 +165,13 @@ class EngineConfig(Configurable):
     download_timeout = Float(
         300.0, min=0.001, help="Seconds a register URL's download may take, redirects included."
     ).tag(config=True)
+    shutdown_timeout = Float(
+        10.0,
+        min=0,
+        help="Seconds a stop waits for the requests already received to be answered (HTTP "
+        "and gRPC) before it closes their connections. `jupyter-torchserve stop` kills an "
+        "engine still running 20 s after it asked.",
+    ).tag(config=True)
     # The autoscaler (engine/autoscale.py), for versions whose max_worker is above min_worker
     autoscale_interval = Float(
         0.25, min=0.01, help="Seconds between the autoscaler's looks at each model's queue."

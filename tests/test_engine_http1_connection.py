@@ -124,6 +124,43 @@ def test_requests_the_router_declines_are_answered_by_tornado_in_turn():
     assert answers[0][2] == b"hello from tornado" and answers[1][2] == b"GET /b b''"
 
 
+def test_a_stopping_engine_answers_what_it_received_then_closes():
+    """`close_when_done` (the engine stopping): the request being answered and the ones
+    pipelined behind it still get their answers, on either path; the last says
+    `Connection: close`, then the connection closes. An idle one closes at once."""
+
+    async def scenario() -> tuple[bytes, bool]:
+        loop = asyncio.get_running_loop()
+
+        def router(conn: Connection, req: Request) -> bool:
+            if req.target == "/slow":
+                loop.call_later(0.02, conn.respond, 200, "text/plain", b"slow")
+                return True
+            return req.target != "/tornado" and _echo(conn, req)
+
+        conn, transport, _ = _connection(router)
+        conn.data_received(
+            b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"GET /tornado HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        conn.close_when_done()
+        assert not transport.closed  # /slow is being answered
+        for _ in range(50):
+            await asyncio.sleep(0.01)
+            if transport.closed:
+                break
+        idle, idle_transport, _ = _connection(router)
+        idle.close_when_done()
+        return bytes(transport.data), transport.closed and idle_transport.closed
+
+    data, closed = asyncio.run(scenario())
+    answers = _responses(data)
+    assert [a[2] for a in answers] == [b"slow", b"GET /b b''", b"hello from tornado"]
+    assert [a[1].get("connection") for a in answers] == [None, None, "close"]
+    assert closed
+
+
 def test_expect_100_continue_is_answered_before_the_body():
     """curl sends `Expect: 100-continue` for uploads over 1 KiB and waits for it."""
 

@@ -212,10 +212,11 @@ async def _serve_locked(config: EngineConfig, selector: BusyPollSelector | None)
         rotation.stop()
         scaling.cancel()
         restore.cancel()
-        for s in servers:
-            s.close()
-        for g in grpc_servers:
-            await g.stop(grace=1.0)  # in-flight calls get their answers
+        # the workers serve on while the ports drain: what was received gets its answer
+        grace = config.shutdown_timeout
+        await asyncio.gather(
+            *(s.drain(grace) for s in servers), *(g.stop(grace=grace) for g in grpc_servers)
+        )
         await registry.shutdown()
         discovery.remove_discovery()
 

@@ -138,6 +138,7 @@ class Connection(asyncio.Protocol):
         self._refusal: tuple[int, str] | None = None
         self._head_sent = False  # the current answer's status line is written
         self._eof = False  # the client half-closed: answer what is complete, then close
+        self._closing = False  # the engine is stopping: answer what is here, then close
         self._probes: list[asyncio.TimerHandle] = []
         self.context = _Context("http", "127.0.0.1")
         self.last_active = time.monotonic()
@@ -191,6 +192,16 @@ class Connection(asyncio.Protocol):
             self._write(b"HTTP/1.1 100 Continue\r\n\r\n")
         loop = asyncio.get_running_loop()
         self._probes = [loop.call_later(delay, self._check_peer) for delay in PROBE_SECONDS]
+
+    def close_when_done(self) -> None:
+        """The engine is stopping: answer the requests already received (the last answer
+        says `Connection: close`), then close; an idle connection closes now."""
+        self._closing = True
+        if self.current is None and not self.queue and self.transport is not None:
+            self.transport.close()
+
+    def _last_answer(self, req: Request) -> bool:
+        return not req.keep_alive or (self._closing and not self.queue)
 
     def _check_peer(self) -> None:
         if self.transport is not None and _peer_gone(self.transport):
@@ -341,7 +352,7 @@ class Connection(asyncio.Protocol):
         if self._refusal is not None:
             self._refuse(*self._refusal)
             return
-        if req is not None and not req.keep_alive and self.transport is not None:
+        if req is not None and self._last_answer(req) and self.transport is not None:
             self.transport.close()
             return
         self._next()
@@ -373,7 +384,7 @@ class Connection(asyncio.Protocol):
         if headers:
             for k, v in headers.items():
                 head += (b"\r\n", _header_value(k), b": ", _header_value(v))
-        if not req.keep_alive:
+        if self._last_answer(req):
             head.append(b"\r\nConnection: close")
         elif req.version == "HTTP/1.0":
             head.append(b"\r\nConnection: Keep-Alive")
@@ -408,7 +419,7 @@ class Connection(asyncio.Protocol):
         for k, v in headers.items():
             head += (b"\r\n", _header_value(k), b": ", _header_value(v))
         req = self.current
-        if req is not None and not req.keep_alive:
+        if req is not None and self._last_answer(req):
             head.append(b"\r\nConnection: close")
         head.append(b"\r\n\r\n")
         self._head_sent = True
@@ -562,9 +573,10 @@ class TornadoConnection(httputil.HTTPConnection):
             and not 100 <= code < 200
             and "Content-Length" not in headers
         )
-        if req.version == "HTTP/1.1" and not req.keep_alive:
+        last = self.conn._last_answer(req)
+        if last and (req.version == "HTTP/1.1" or req.keep_alive):
             headers["Connection"] = "close"
-        if req.version == "HTTP/1.0" and req.keep_alive:
+        elif req.version == "HTTP/1.0" and req.keep_alive:
             headers["Connection"] = "Keep-Alive"
         if self._chunking:
             headers["Transfer-Encoding"] = "chunked"
@@ -623,11 +635,20 @@ class HTTP1Server:
         loop = asyncio.get_running_loop()
         self._sweeper = loop.call_later(min(60.0, self.idle_seconds / 4), self._sweep)
 
-    def close(self) -> None:
+    async def drain(self, timeout: float) -> None:
+        """Stop: take no new connection, let each open one answer the requests it has
+        (`Connection.close_when_done`), and close whatever is still open after `timeout`
+        seconds. A stop must not cut off an answer being computed (uvicorn's graceful
+        shutdown does the same; TorchServe 0.12 drops them)."""
         if self._sweeper is not None:
             self._sweeper.cancel()
         if self.server is not None:
             self.server.close()
+        for conn in list(self.connections):
+            conn.close_when_done()
+        deadline = time.monotonic() + timeout
+        while self.connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
         for conn in list(self.connections):
             if conn.transport is not None:
                 conn.transport.close()

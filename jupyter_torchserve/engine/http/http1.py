@@ -649,6 +649,14 @@ class HTTP1Server:
         deadline = time.monotonic() + timeout
         while self.connections and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
+        self.close()
+
+    def close(self) -> None:
+        """Stop now: every connection is closed, answered or not."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        if self.server is not None:
+            self.server.close()
         for conn in list(self.connections):
             if conn.transport is not None:
                 conn.transport.close()

@@ -182,9 +182,9 @@ class Worker:
         try:
             await asyncio.shield(started)
         except asyncio.CancelledError:
-            # cancelled mid-start (the engine stopping during a restore, a gRPC caller's
-            # deadline): the thread cannot be stopped, so the process comes up all the same,
-            # with nobody to stop it. Let the start end, then kill what it started.
+            # cancelled mid-start (the engine stopping while it restores its snapshot): the
+            # thread cannot be stopped, so the process comes up all the same, with nobody to
+            # stop it. Let the start end, then kill what it started.
             await asyncio.wait([started])
             if started.exception() is None:
                 self.proc.kill()

@@ -635,15 +635,18 @@ class HTTP1Server:
         loop = asyncio.get_running_loop()
         self._sweeper = loop.call_later(min(60.0, self.idle_seconds / 4), self._sweep)
 
-    async def drain(self, timeout: float) -> None:
-        """Stop: take no new connection, let each open one answer the requests it has
-        (`Connection.close_when_done`), and close whatever is still open after `timeout`
-        seconds. A stop must not cut off an answer being computed (uvicorn's graceful
-        shutdown does the same; TorchServe 0.12 drops them)."""
+    def _stop_listening(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
         if self.server is not None:
             self.server.close()
+
+    async def drain(self, timeout: float) -> None:
+        """Stop: take no new connection, let each open one answer the requests it has
+        (`Connection.close_when_done`), and close whatever is still open after `timeout`
+        seconds. A stop must not cut off an answer being computed (uvicorn's graceful
+        shutdown does the same)."""
+        self._stop_listening()
         for conn in list(self.connections):
             conn.close_when_done()
         deadline = time.monotonic() + timeout
@@ -653,10 +656,7 @@ class HTTP1Server:
 
     def close(self) -> None:
         """Stop now: every connection is closed, answered or not."""
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-        if self.server is not None:
-            self.server.close()
+        self._stop_listening()
         for conn in list(self.connections):
             if conn.transport is not None:
                 conn.transport.close()

@@ -92,6 +92,7 @@ def built(tmp_path_factory):
     (tmp / "rows_handler.py").write_text(CLASS_HANDLER)
     (tmp / "fn_handler.py").write_text(FUNCTION_HANDLER)
     sys.path.insert(0, str(tmp))
+    sys.modules.pop("model", None)  # another test's archive may have left its model.py there
     try:
         from model import TwoLayer
     finally:

@@ -132,9 +132,13 @@ def model_output(model: Any, tensor: Any) -> Any:
     """``model(tensor)`` in eval mode without autograd; the user's training mode is restored.
 
     Several inputs are passed as the example gave them: a tuple by position, a dict by keyword.
+    The inputs are moved to the model's device (``archive.devices``).
     """
     import torch
 
+    from .archive.devices import model_device, to_device
+
+    tensor = to_device(tensor, model_device(model))
     was_training = getattr(model, "training", False)
     model.eval()
     try:

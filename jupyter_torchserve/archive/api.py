@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from .._version import __version__
+from .devices import model_device, to_device
 from .errors import CaptureError
 from .formats import (
     FORMATS,
@@ -212,6 +213,8 @@ def archive(
     labels = _labels(extras)
     reqs = _requirements(requirements)
     inputs, input_names = model_inputs(model, example_inputs)
+    device = model_device(model)
+    inputs = to_device(inputs, device)
 
     with _eval_mode(model), torch.no_grad():
         reference = None
@@ -279,7 +282,13 @@ def archive(
         diff = None
         if preflight:
             report = run_preflight(
-                staged, inputs, reference, rtol=rtol, atol=atol, timeout=preflight_timeout
+                staged,
+                inputs,
+                reference,
+                rtol=rtol,
+                atol=atol,
+                timeout=preflight_timeout,
+                device=device,
             )
             diff = report.max_abs_diff
         final = commit_archive(staged, target, force)

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from .capture import SourceCapture, SourceCaptureError, check_generated, is_local_module
+from .devices import model_device
 
 FORMATS = ("export", "torchscript", "eager")
 SERIALIZED_FILES = {"export": "model.pt2", "torchscript": "model.pt", "eager": "weights.pt"}
@@ -193,7 +194,14 @@ def _quiet_torch_logs():
 
 
 def try_export(trial: Trial) -> Serialized:
-    """``torch.export`` with a dynamic batch dimension, saved and reloaded to prove it works."""
+    """``torch.export`` with a dynamic batch dimension, saved and reloaded to prove it works.
+
+    The program is saved on the CPU whatever device the model is on, so that the archive
+    loads on a machine without that device; each worker moves it to its own
+    (``jts_model_loader.load_exported``), and so does the reload check here.
+    """
+    from ..handlers.builtins import load_exported, move_exported
+
     model, inputs = trial.model, trial.inputs
     if inputs is None:
         raise FormatUnavailable("torch.export needs example_inputs")
@@ -204,10 +212,13 @@ def try_export(trial: Trial) -> Serialized:
     )
     with _quiet_torch_logs():
         program = torch.export.export(model, export_inputs, dynamic_shapes=dynamic)
+    device = model_device(model)
+    if device.type != "cpu":
+        program = move_exported(program, "cpu")
     buffer = io.BytesIO()
     torch.export.save(program, buffer)
     payload = buffer.getvalue()
-    reloaded = torch.export.load(io.BytesIO(payload)).module()
+    reloaded = load_exported(io.BytesIO(payload), device)
     with torch.no_grad():
         trial.check("torch.export", reloaded(*inputs))
     return Serialized("export", SERIALIZED_FILES["export"], payload=payload)
@@ -247,7 +258,7 @@ def _torchscript(trial: Trial, notes: list[str]) -> Serialized:
     buffer = io.BytesIO()
     torch.jit.save(scripted, buffer)
     payload = buffer.getvalue()
-    reloaded = torch.jit.load(io.BytesIO(payload), map_location="cpu")
+    reloaded = torch.jit.load(io.BytesIO(payload), map_location=model_device(model))
     if inputs is not None:
         with torch.no_grad():
             trial.check(f"TorchScript ({how})", reloaded(*inputs))

@@ -8,7 +8,9 @@ file; in IPython/Jupyter ``__main__`` has no file, so nothing of the notebook le
 
 The child loads the archive the way a worker does (``handlers.service.load_service``), takes
 the model the handler loaded, runs the example inputs and sends the outputs back; the parent
-compares them with the in-memory model's output.
+compares them with the in-memory model's output. It runs on the model's device, as a worker
+given that GPU would: a model on the GPU answers a little differently on the CPU (TF32
+convolutions, other kernels), and that is no fault of the archive.
 """
 
 from __future__ import annotations
@@ -58,9 +60,11 @@ def _load_archive_loader(model_dir: str) -> Any:
     return module
 
 
-def _child(model_dir: str, inputs_path: str | None, result_path: str) -> None:
+def _child(model_dir: str, inputs_path: str | None, result_path: str, device_name: str) -> None:
     """Runs in the spawned process. Writes ``{"ok", ...}`` to ``result_path`` with torch.save."""
     result: dict[str, Any]
+    device = torch.device(device_name)
+    gpu_id = (device.index or 0) if device.type == "cuda" else None
     try:
         torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
         model, loaded_with, service = None, "jts_model_loader", None
@@ -69,16 +73,16 @@ def _child(model_dir: str, inputs_path: str | None, result_path: str) -> None:
         except ImportError:
             load_service = None
         if load_service is not None:
-            service = load_service(model_dir)
+            service = load_service(model_dir, gpu_id=gpu_id)
             instance = getattr(service, "handler_instance", None)
             candidate = getattr(instance, "model", None)
             if isinstance(candidate, torch.nn.Module) or callable(candidate):
                 model, loaded_with = candidate, "handler"
         if model is None:
-            model = _load_archive_loader(model_dir).load_model(model_dir, torch.device("cpu"))
+            model = _load_archive_loader(model_dir).load_model(model_dir, device)
         result = {"ok": True, "loaded_with": loaded_with, "outputs": None, "handler": None}
         if inputs_path is not None:
-            inputs = torch.load(inputs_path, weights_only=True)
+            inputs = torch.load(inputs_path, map_location=device, weights_only=True)
             with torch.no_grad():
                 result["outputs"] = _as_tensors(model(*inputs))
             result["handler"] = _handler_check(service, model_dir)
@@ -138,7 +142,9 @@ def _without_main() -> Iterator[None]:
             sys.modules["__main__"] = main
 
 
-def _run_child(model_dir: str, inputs: tuple[Any, ...] | None, timeout: float) -> dict[str, Any]:
+def _run_child(
+    model_dir: str, inputs: tuple[Any, ...] | None, timeout: float, device: torch.device
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="jts-preflight-io-") as tmp:
         inputs_path = None
         if inputs is not None:
@@ -147,7 +153,9 @@ def _run_child(model_dir: str, inputs: tuple[Any, ...] | None, timeout: float) -
         result_path = os.path.join(tmp, "result.pt")
         ctx = multiprocessing.get_context("spawn")
         process = ctx.Process(
-            target=_child, args=(model_dir, inputs_path, result_path), name="jts-preflight"
+            target=_child,
+            args=(model_dir, inputs_path, result_path, str(device)),
+            name="jts-preflight",
         )
         with _without_main():
             process.start()
@@ -172,14 +180,16 @@ def run_preflight(
     rtol: float = 1e-4,
     atol: float = 1e-5,
     timeout: float = DEFAULT_TIMEOUT,
+    device: torch.device | str = "cpu",
 ) -> PreflightReport:
-    """Extract ``archive_path`` to a temp dir, load it in a spawned process, compare outputs.
+    """Extract ``archive_path`` to a temp dir, load it in a spawned process on ``device`` (the
+    model's), compare outputs.
 
     Raises :class:`PreflightError` naming the cause (with the child's traceback) on failure.
     """
     with tempfile.TemporaryDirectory(prefix="jts-preflight-") as cache:
         model_dir, _ = extract(archive_path, cache)
-        result = _run_child(model_dir, inputs, timeout)
+        result = _run_child(model_dir, inputs, timeout, torch.device(device))
     if not result.get("ok"):
         tb = result.get("traceback")
         raise PreflightError(

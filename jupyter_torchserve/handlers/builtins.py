@@ -40,7 +40,11 @@ def _load(module_name: str, filename: str) -> ModuleType:
     return module
 
 
-_load("jts_model_loader", "jts_model_loader.py")
+_loader = _load("jts_model_loader", "jts_model_loader.py")
+#: How an exported program reaches a device: the archiver's checks and the stand-in for
+#: TorchServe's BaseHandler use the same code as the archives' own loader
+load_exported = _loader.load_exported
+move_exported = _loader.move_exported
 _base = _load("jts_base", "jts_base.py")
 
 JtsBaseHandler = _base.JtsBaseHandler

@@ -6,7 +6,8 @@ able to serve the archive with the same answers.
 
 Formats, told by ``MAR-INF/jupyter_torchserve.json`` when present:
 
-* ``export``: ``torch.export.load(serializedFile).module()``
+* ``export``: ``torch.export.load(serializedFile)``, moved to the worker's device
+  (:func:`load_exported`)
 * ``torchscript``: ``torch.jit.load(serializedFile, map_location=device)``
 * ``eager``: import ``model.py`` from the archive, build the class with the recorded
   ``init_kwargs``, load the state dict with ``weights_only=True`` (never unpickle code)
@@ -24,7 +25,7 @@ import json
 import os
 import sys
 import types
-from typing import Any
+from typing import IO, Any
 
 import torch
 
@@ -109,7 +110,7 @@ def _finish(model: Any, device: torch.device) -> Any:
     try:
         model = model.to(device)
     except (AttributeError, NotImplementedError, RuntimeError):
-        pass  # an exported program stays where it was saved
+        pass  # an exported program's module: load_exported has put it on the device
     try:
         model.eval()
     except (AttributeError, NotImplementedError):
@@ -117,8 +118,31 @@ def _finish(model: Any, device: torch.device) -> Any:
     return model
 
 
-def _load_export(path: str) -> Any:
-    return torch.export.load(path).module()
+def load_exported(f: str | IO[bytes], device: torch.device | str | None = None) -> Any:
+    """The module of the exported program saved in ``f``, on ``device``."""
+    program = torch.export.load(f)
+    if device is not None:
+        program = move_exported(program, device)
+    return program.module()
+
+
+def move_exported(program: Any, device: torch.device | str) -> Any:
+    """``program`` (an ExportedProgram) with its weights and its graph on ``device``.
+
+    ``Module.to`` is not enough for an exported program: the devices its forward named when
+    it was traced (``torch.zeros(n, device=x.device)`` records ``cpu`` or ``cuda:0``) are
+    constants in its graph, so a program traced on one device and moved with ``.to`` fails
+    on another. torch's ``move_to_device_pass`` rewrites those as well as the weights; torch
+    before 2.5 has no such pass, and there the program stays as it is.
+    """
+    try:
+        from torch.export.passes import move_to_device_pass
+    except ImportError:
+        try:
+            from torch._export.passes import move_to_device_pass  # torch 2.5
+        except ImportError:
+            return program
+    return move_to_device_pass(program, str(torch.device(device)))
 
 
 def load_model(model_dir: str, device: torch.device | str | None = None) -> torch.nn.Module:
@@ -130,7 +154,7 @@ def load_model(model_dir: str, device: torch.device | str | None = None) -> torc
     if meta is not None:
         fmt = meta.get("format")
         if fmt == "export":
-            return _finish(_load_export(serialized), device)
+            return _finish(load_exported(serialized, device), device)
         if fmt == "torchscript":
             return _finish(torch.jit.load(serialized, map_location=device), device)
         if fmt == "eager":
@@ -149,7 +173,7 @@ def load_model(model_dir: str, device: torch.device | str | None = None) -> torc
         model.load_state_dict(_load_state_dict(serialized, device))
         return _finish(model, device)
     if serialized.endswith(".pt2"):
-        return _finish(_load_export(serialized), device)
+        return _finish(load_exported(serialized, device), device)
     return _finish(torch.jit.load(serialized, map_location=device), device)
 
 

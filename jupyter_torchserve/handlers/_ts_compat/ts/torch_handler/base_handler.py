@@ -62,7 +62,9 @@ class BaseHandler(abc.ABC):  # noqa: B024 - abstract in name only, exactly like 
             self.model.to(self.device)
             self.model.eval()
         elif self.model_pt_path and self.model_pt_path.endswith(".pt2"):
-            self.model = torch.export.load(self.model_pt_path).module().to(self.device)
+            from jupyter_torchserve.handlers.builtins import load_exported
+
+            self.model = load_exported(self.model_pt_path, self.device)
         elif self.model_pt_path and self.model_pt_path.endswith((".pt", ".pth", ".torchscript")):
             self.model = self._load_torchscript_model(self.model_pt_path)
             self.model.eval()

@@ -169,8 +169,9 @@ class EngineConfig(Configurable):
         10.0,
         min=0,
         help="Seconds a stop waits for the requests already received to be answered (HTTP "
-        "and gRPC) before it closes their connections. `jupyter-torchserve stop` kills an "
-        "engine still running 20 s after it asked.",
+        "and gRPC) before it closes their connections; a second SIGTERM or Ctrl+C closes "
+        "them at once. `jupyter-torchserve stop` waits this long plus 15 s (the workers' "
+        "exit and the rest of the stop), then kills the engine.",
     ).tag(config=True)
     # The autoscaler (engine/autoscale.py), for versions whose max_worker is above min_worker
     autoscale_interval = Float(

@@ -36,6 +36,7 @@ class EngineInfo(TypedDict, total=False):
     log_dir: str
     state_dir: str
     version: str
+    stop_timeout: float  # seconds a stop may take before `launcher.stop_engine` kills it
     discovery_file: str  # added by the reader: where this info was found
     log_file: str  # added by the launcher: the engine's own stdout/stderr
 

@@ -82,11 +82,18 @@ def ensure_engine(**config: Any) -> EngineInfo:
     return start_engine(**config)
 
 
-def stop_engine(info: EngineInfo | None = None, timeout: float = 20.0) -> bool:
-    """Stop an engine (the newest one by default). Returns False when none was running."""
+def stop_engine(info: EngineInfo | None = None, timeout: float | None = None) -> bool:
+    """Stop an engine (the newest one by default). Returns False when none was running.
+
+    SIGTERM asks it to answer what it has received and stop; one still running after
+    `timeout` seconds is killed. By default that is the engine's own `stop_timeout` (its
+    discovery info: `shutdown_timeout` plus its workers' exit), so a stop configured to
+    wait longer is not cut short; an engine too old to say gets 20 s."""
     info = info or discovery.find_engine()
     if info is None:
         return False
+    if timeout is None:
+        timeout = float(info.get("stop_timeout") or 20.0)
     pid = int(info["pid"])
     try:
         os.kill(pid, signal.SIGTERM)

@@ -5,7 +5,11 @@ connections are refused; past `shutdown_timeout` the connections still open are 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -89,3 +93,43 @@ def test_past_shutdown_timeout_the_connections_left_are_closed(tmp_path):
         assert {a[0] for a in answers.values()} == {"lost"}, answers
         assert answers[2] == ("lost", "UNAVAILABLE")
         assert not discovery.pid_alive(int(info["pid"]))
+
+
+def test_a_second_signal_closes_the_open_connections_at_once(tmp_path):
+    store = model_store(tmp_path, "probe")
+    with grpc_engine(tmp_path, model_store=str(store)) as (info, client, stubs):
+        client.register("probe-1.0.mar", initial_workers=1, batch_size=1)
+        assert info["stop_timeout"] == 10.0 + 10.0 + 5.0  # shutdown_timeout, workers, margin
+        threads, answers = _send_slow_requests(info, stubs, 5.0)
+        pid = int(info["pid"])
+        os.kill(pid, signal.SIGTERM)
+        time.sleep(0.5)  # draining: the request being computed has 4.5 s to go
+        asked = time.monotonic()
+        os.kill(pid, signal.SIGTERM)  # "Ctrl+C again"
+        for t in threads:
+            t.join(60)
+        closed_after = time.monotonic() - asked
+        assert {a[0] for a in answers.values()} == {"lost"}, answers
+        assert closed_after < 3.0, closed_after  # before the first answer was due
+        deadline = time.monotonic() + 30
+        while discovery.pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not discovery.pid_alive(pid)
+
+
+def test_stop_engine_waits_as_long_as_the_engine_says_a_stop_may_take(tmp_path):
+    deaf = subprocess.Popen(  # an engine that never stops on SIGTERM
+        [
+            sys.executable,
+            "-c",
+            "import signal, time; signal.signal(signal.SIGTERM, "
+            "signal.SIG_IGN); print('ready', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+    )
+    assert deaf.stdout is not None and deaf.stdout.readline() == b"ready\n"
+    started = time.monotonic()
+    assert stop_engine({"pid": deaf.pid, "stop_timeout": 1.5}) is True
+    waited = time.monotonic() - started
+    assert deaf.wait(5) == -signal.SIGKILL
+    assert 1.5 <= waited < 5, waited

@@ -17,6 +17,7 @@ import socket
 import time
 from typing import NoReturn
 
+import grpc
 from tornado.ioloop import PeriodicCallback
 from tornado.web import Application
 
@@ -30,6 +31,7 @@ from .grpc.server import grpc_addresses, start_grpc
 from .http.http1 import Connection, HTTP1Server, Request, Router, serve_http1
 from .http.routes import make_apps, make_router
 from .logfiles import rotate_large_logs
+from .model import UNLOAD_WAIT_S
 from .registry import ModelRegistry
 from .statelock import StateDirLock
 from .tls import keystore_to_pem, server_context
@@ -37,6 +39,7 @@ from .tls import keystore_to_pem, server_context
 log = logging.getLogger("jupyter_torchserve.engine")
 
 LOG_CHECK_SECONDS = 10  # how often model logs are checked against model_log_max_bytes
+STOP_MARGIN_S = 5.0  # beyond the drain and the workers' exit, for the rest of a stop
 
 
 def _never(conn: Connection, req: Request) -> bool:
@@ -182,6 +185,8 @@ async def _serve_locked(config: EngineConfig, selector: BusyPollSelector | None)
         "log_dir": str(registry.log_dir),
         "state_dir": str(registry.state_dir),
         "version": __version__,
+        # how long a stop may take: `launcher.stop_engine` waits this long before it kills
+        "stop_timeout": config.shutdown_timeout + UNLOAD_WAIT_S + STOP_MARGIN_S,
     }
     discovery.write_discovery(info)
     log.info(
@@ -192,10 +197,18 @@ async def _serve_locked(config: EngineConfig, selector: BusyPollSelector | None)
         config.metrics_address,
         registry.model_store,
     )
-    stop = asyncio.Event()
+    stop, hurry = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        """The first SIGTERM or SIGINT stops gracefully; a second one (Ctrl+C again) ends
+        the wait for the open connections at once, as uvicorn's does."""
+        if stop.is_set():
+            hurry.set()
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
     restore = loop.create_task(_restore(registry))
     rotation = PeriodicCallback(  # copying a 20 MiB log must not stall requests: a thread
         lambda: loop.run_in_executor(
@@ -212,13 +225,40 @@ async def _serve_locked(config: EngineConfig, selector: BusyPollSelector | None)
         rotation.stop()
         scaling.cancel()
         restore.cancel()
-        # the workers serve on while the ports drain: what was received gets its answer
-        grace = config.shutdown_timeout
-        await asyncio.gather(
-            *(s.drain(grace) for s in servers), *(g.stop(grace=grace) for g in grpc_servers)
-        )
+        await _drain(servers, grpc_servers, config.shutdown_timeout, hurry)
         await registry.shutdown()
         discovery.remove_discovery()
+
+
+async def _drain(
+    servers: list[HTTP1Server],
+    grpc_servers: list[grpc.aio.Server],
+    grace: float,
+    hurry: asyncio.Event,
+) -> None:
+    """Let the ports answer what they have received, for `grace` seconds at most, while the
+    workers serve on; `hurry` (a second signal) closes what is still open now."""
+    busy = sum(len(s.connections) for s in servers)
+    log.info(
+        "answering the requests received on %d open connection(s), for %gs at most "
+        "(signal again to close them now)",
+        busy,
+        grace,
+    )
+    drained = asyncio.ensure_future(
+        asyncio.gather(
+            *(s.drain(grace) for s in servers), *(g.stop(grace=grace) for g in grpc_servers)
+        )
+    )
+    hurried = asyncio.ensure_future(hurry.wait())
+    await asyncio.wait({drained, hurried}, return_when=asyncio.FIRST_COMPLETED)
+    hurried.cancel()
+    if not drained.done():
+        log.warning("stopping now: closing the connections still open")
+        for s in servers:
+            s.close()
+        await asyncio.gather(*(g.stop(grace=None) for g in grpc_servers))
+    await drained
 
 
 async def _restore(registry: ModelRegistry) -> None:

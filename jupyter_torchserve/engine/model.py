@@ -37,6 +37,8 @@ RESTART_BACKOFF = (0.5, 1, 2, 4, 8, 16, 30)
 DEATHS_KEPT = 10
 #: Seconds a rolled-back scale-up waits for the workers it started to exit.
 ROLLBACK_WAIT_S = 10.0
+#: Seconds an unload waits for its workers to exit before it kills them.
+UNLOAD_WAIT_S = 10.0
 
 
 class ModelVersion:
@@ -463,7 +465,9 @@ class ModelVersion:
         for w in workers:
             w.stop()
         try:
-            await asyncio.wait_for(asyncio.gather(*(asyncio.shield(w.exited) for w in workers)), 10)
+            await asyncio.wait_for(
+                asyncio.gather(*(asyncio.shield(w.exited) for w in workers)), UNLOAD_WAIT_S
+            )
         except asyncio.TimeoutError:
             for w in workers:
                 w.kill()

@@ -247,6 +247,45 @@ def test_unregister_cleans_the_unpacked_archive(engine):
     assert model_dir  # the unpacked copy went away with the model
 
 
+def _requests_then_unregister(info, client, name: str, sleep: float, n: int) -> list:
+    """`n` requests of `sleep` seconds to one worker (one running, the rest queued), then
+    unregister the model half a second in; what each request got, in order."""
+    url = info["inference_address"] + f"/predictions/{name}"
+
+    def send(i: int):
+        time.sleep(0.1 * i)  # arrival order is queue order
+        r = requests.post(url, json={"sleep": sleep, "echo": i}, timeout=60)
+        return r.status_code, r.json()
+
+    with ThreadPoolExecutor(n) as pool:
+        answers = [pool.submit(send, i) for i in range(n)]
+        time.sleep(0.1 * n + 0.5)
+        client.unregister(name)
+        return [a.result() for a in answers]
+
+
+def test_unregister_answers_the_requests_already_queued(engine):
+    info, client, _tmp = engine
+    client.register("probe-1.0.mar", model_name="leaving", initial_workers=1, batch_size=1)
+    answers = _requests_then_unregister(info, client, "leaving", 1.0, 3)
+    # before, the last one got 503 "has no worker ... Please use scale workers API"
+    assert [(status, body.get("echo")) for status, body in answers] == [(200, i) for i in range(3)]
+    r = requests.post(info["inference_address"] + "/predictions/leaving", json={}, timeout=10)
+    assert r.status_code == 404
+
+
+def test_requests_an_unregister_cannot_serve_in_time_are_told_why(engine):
+    info, client, _tmp = engine
+    client.register("probe-1.0.mar", model_name="late", initial_workers=1, batch_size=1)
+    answers = _requests_then_unregister(info, client, "late", 4.0, 4)  # 16 s > UNLOAD_WAIT_S
+    assert [status for status, _ in answers[:2]] == [200, 200], answers
+    status, body = answers[-1]
+    assert status == 503, answers
+    assert body["message"] == (
+        'Model "late" version 1.0 was unregistered before this request could be served (within 10s)'
+    )
+
+
 def test_snapshot_restored_after_stop_and_start(tmp_path):
     store = model_store(tmp_path)
     linear_mar(store, "lin", "1.0", seed=0)

@@ -447,28 +447,49 @@ class ModelVersion:
         self.dispatch()
 
     def _fail_queue(self) -> None:
-        while self.queue:
-            self.queue.popleft().fail(
-                ApiError(
-                    503,
-                    "ServiceUnavailableException",
-                    f'Model "{self.name}" has no worker to serve inference request. '
-                    "Please use scale workers API to add workers.",
-                )
+        """Answer what is queued: the version has no worker left, or is being unregistered."""
+        if self.unregistered:
+            message = (
+                f'Model "{self.name}" version {self.version} was unregistered before this '
+                f"request could be served (within {UNLOAD_WAIT_S:g}s)"
             )
+        else:
+            message = (
+                f'Model "{self.name}" has no worker to serve inference request. '
+                "Please use scale workers API to add workers."
+            )
+        while self.queue:
+            self.queue.popleft().fail(ApiError(503, "ServiceUnavailableException", message))
 
     async def unload(self) -> None:
+        """Stop serving this version: the requests it has already taken are answered first.
+
+        The version is out of the registry by now, so nothing new arrives; the workers serve
+        the queue and their batches, then stop, all within `UNLOAD_WAIT_S`. Past that, the
+        workers are killed and what is still queued is told why. (TorchServe 0.12 leaves the
+        requests of an unregistered model unanswered, the running one too.)
+        """
         self.unregistered = True
+        deadline = time.monotonic() + UNLOAD_WAIT_S
+        workers = list(self.live_workers)
+        while workers and self._has_work() and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
         if self._timer is not None:
             self._timer.cancel()
-        workers = list(self.live_workers)
         for w in workers:
             w.stop()
         try:
             await asyncio.wait_for(
-                asyncio.gather(*(asyncio.shield(w.exited) for w in workers)), UNLOAD_WAIT_S
+                asyncio.gather(*(asyncio.shield(w.exited) for w in workers)),
+                max(deadline - time.monotonic(), 1.0),
             )
         except asyncio.TimeoutError:
             for w in workers:
                 w.kill()
         self._fail_queue()
+
+    def _has_work(self) -> bool:
+        """A request waiting whose client is still there, or a batch at a live worker."""
+        return any(not job.future.done() for job in self.queue) or any(
+            w.n_inflight for w in self.live_workers
+        )

@@ -16,7 +16,7 @@ from traitlets.config import Application
 
 from . import discovery
 from ._version import __version__
-from .config import EngineConfig, ignored_keys_line, load_ts_config
+from .config import EngineConfig, StateDirUnusable, ignored_keys_line, load_ts_config
 from .discovery import EngineInfo
 
 _aliases = {
@@ -102,7 +102,7 @@ class StartApp(Application):
             selector = busypoll.BusyPollSelector(cfg.busy_poll_us / 1e6)
             try:
                 busypoll.run(serve(cfg, selector), selector)
-            except StateDirInUse as e:
+            except (StateDirInUse, StateDirUnusable) as e:
                 print(str(e), file=sys.stderr)
                 self.exit(1)
             return

@@ -8,6 +8,7 @@ file keeps working (`--ts-config`).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -214,9 +215,22 @@ class EngineConfig(Configurable):
         return str(_default_root() / f"engine-{port_of(self.management_address)}")
 
     def resolved_state_dir(self) -> Path:
+        """The state dir, made if need be; one that cannot be made or written is refused
+        with `StateDirUnusable`, naming it, rather than a traceback from deep in a start."""
         path = Path(self.state_dir).expanduser().resolve()
-        path.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            if not os.access(path, os.W_OK | os.X_OK):
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+        except OSError as e:
+            raise StateDirUnusable(
+                f"cannot use {path} as the engine's state dir (state_dir): {e.strerror or e}"
+            ) from None
         return path
+
+
+class StateDirUnusable(OSError):
+    """The configured state dir cannot be made or written."""
 
 
 #: The file every way of starting an engine reads (the Jupyter config path, like

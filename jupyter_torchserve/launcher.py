@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from . import contract, discovery
-from .config import EngineConfig, loaded_engine_config
+from .config import EngineConfig, StateDirUnusable, loaded_engine_config
 from .discovery import EngineInfo
 
 
@@ -43,7 +43,10 @@ def start_engine(timeout: float = 60.0, ts_config: str | None = None, **config: 
     """
     config = {**loaded_engine_config(), **config}
     cfg = EngineConfig(**config)
-    state_dir = cfg.resolved_state_dir()
+    try:
+        state_dir = cfg.resolved_state_dir()
+    except StateDirUnusable as e:
+        raise EngineStartError(str(e)) from None
     log_path = state_dir / "engine.log"
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(

@@ -37,7 +37,7 @@ RESTART_BACKOFF = (0.5, 1, 2, 4, 8, 16, 30)
 DEATHS_KEPT = 10
 #: Seconds a rolled-back scale-up waits for the workers it started to exit.
 ROLLBACK_WAIT_S = 10.0
-#: Seconds an unload waits for its workers to exit before it kills them.
+#: Seconds an unload gives its workers to serve what is queued and exit before it kills them.
 UNLOAD_WAIT_S = 10.0
 
 
